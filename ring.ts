@@ -1,0 +1,125 @@
+// ring.ts: a consistent-hash ring, written by hand.
+//
+// The problem: N servers, many keys, and every client must agree on which
+// server owns which key, with no coordinator. `hash(key) % N` agrees, but when N
+// changes nearly every key changes owner and has to move. Consistent hashing
+// moves only about 1/N of them.
+//
+// The idea: put the hashes on a circle. Every node gets `replicas` points on
+// it, at the hashes of "node:0", "node:1", ... A key belongs to the first node
+// point found walking clockwise from the key's own hash. When a node joins it
+// takes over only the arcs just before its points; when one leaves, only its
+// arcs pass to the next point along. All other keys stay where they were.
+//
+// This is the ring of the classic 2012 "absolutely simplest consistent hashing"
+// example (Python: MD5, `bisect.bisect`, wrap to 0), and gives the same answer
+// bit for bit, so clients written in any language route the same way.
+
+import { hash } from 'node:crypto';
+
+/**
+ * Where a string sits on the ring: MD5 of its UTF-8 bytes, as 32 lowercase hex
+ * digits.
+ *
+ * MD5 is not used for security here, only because it spreads similar strings
+ * ("1", "2", ...) evenly over a large space, and because everyone agrees on it.
+ * The classic example reads the digest as a 128-bit unsigned big-endian integer.
+ * We keep it as hex instead: strings of the same length, made of 0-9a-f,
+ * sort exactly as the numbers they spell, so comparing them is comparing
+ * those integers, with no BigInt on the lookup path.
+ */
+export function position(s: string): string {
+  return hash('md5', s, 'hex');
+}
+
+export type Point = { readonly position: string; readonly node: string };
+
+export class HashRing {
+  readonly replicas: number;
+  #nodes: string[] = [];
+  // Every node point, sorted by position: the circle, cut open at 0.
+  #points: string[] = [];
+  #owner = new Map<string, string>();
+
+  constructor(nodes: Iterable<string>, replicas = 1) {
+    if (!Number.isSafeInteger(replicas) || replicas < 1) {
+      throw new TypeError(`replicas must be a positive integer, got ${String(replicas)}`);
+    }
+    this.replicas = replicas;
+    for (const node of nodes) this.#place(node);
+    // Sorting once is O(n log n); inserting point by point would be O(n²).
+    this.#points.sort();
+  }
+
+  /** The nodes, in the order they joined. */
+  get nodes(): readonly string[] {
+    return this.#nodes;
+  }
+
+  /** Every point on the ring in clockwise order, starting just after 0. */
+  get points(): Point[] {
+    return this.#points.map((p) => ({ position: p, node: this.#owner.get(p)! }));
+  }
+
+  add(node: string): void {
+    this.#place(node);
+    this.#points.sort();
+  }
+
+  remove(node: string): void {
+    const at = this.#nodes.indexOf(node);
+    if (at === -1) throw new Error(`cannot remove node ${JSON.stringify(node)}: it is not on the ring`);
+    this.#nodes.splice(at, 1);
+    for (const p of pointsOf(node, this.replicas)) this.#owner.delete(p);
+    this.#points = this.#points.filter((p) => this.#owner.has(p));
+  }
+
+  /** The node that owns `key`. */
+  get(key: string): string {
+    const points = this.#points;
+    if (points.length === 0) throw new Error(`cannot place key ${JSON.stringify(key)}: the ring has no nodes`);
+    const h = position(key);
+
+    // Binary search for the first point strictly greater than the key's hash
+    // (Python's bisect_right). "Strictly" decides the tie where a key lands
+    // exactly on a point: it goes to the next point, as in the classic example.
+    // Any fixed rule would do; this one keeps every implementation in step.
+    let lo = 0;
+    let hi = points.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (points[mid]! <= h) lo = mid + 1;
+      else hi = mid;
+    }
+    // Past the last point the walk comes round to the first: it is a circle.
+    return this.#owner.get(points[lo === points.length ? 0 : lo]!)!;
+  }
+
+  #place(node: string): void {
+    if (typeof node !== 'string' || node === '') {
+      throw new TypeError(`a node must be a non-empty string, got ${JSON.stringify(node)}`);
+    }
+    if (this.#nodes.includes(node)) throw new Error(`node ${JSON.stringify(node)} is already on the ring`);
+    const mine = pointsOf(node, this.replicas);
+    for (const p of mine) {
+      // Two points at one position would leave one node's arc to chance.
+      // With MD5 it takes different names that collide, so say so loudly.
+      const other = this.#owner.get(p);
+      if (other !== undefined) {
+        throw new Error(`node ${JSON.stringify(node)} collides with ${JSON.stringify(other)} at ring position ${p}`);
+      }
+    }
+    for (const p of mine) {
+      this.#owner.set(p, node);
+      this.#points.push(p);
+    }
+    this.#nodes.push(node);
+  }
+}
+
+/** The positions of a node's points: MD5 of "node:0", "node:1", ... */
+function pointsOf(node: string, replicas: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < replicas; i++) out.push(position(`${node}:${i}`));
+  return out;
+}
