@@ -1,0 +1,175 @@
+// db.ts: the connection pool and every SQL statement of the expense service.
+//
+// Values only ever travel as placeholders. The columns arrive already in their
+// wire form (see COLUMNS), so a row from MySQL is the JSON the API returns.
+
+import mysql from 'mysql';
+
+export type Expense = {
+  id: string;
+  name: string;
+  email: string;
+  category: string;
+  description: string;
+  link: string;
+  estimated_costs: string;
+  submit_date: string;
+  status: string;
+  decision_date: string;
+};
+
+/** The fields a client may write: all but the id and what the server decides. */
+export const EDITABLE = ['name', 'email', 'category', 'description', 'link', 'estimated_costs', 'submit_date'] as const;
+export type Editable = (typeof EDITABLE)[number];
+
+export type DbConfig = {
+  socketPath?: string;
+  host?: string;
+  port?: number;
+  user: string;
+  password: string;
+  database: string;
+  poolSize?: number;
+};
+
+export const DEFAULT_POOL_SIZE = 10;
+
+// Fail fast when MySQL is gone or stuck: the caller gets a 503 in seconds, not a hang.
+const CONNECT_TIMEOUT_MS = 2_000;
+const QUERY_TIMEOUT_MS = 5_000;
+// Requests waiting for a connection beyond this get an error at once, rather
+// than an ever-growing queue (the driver's default, 0, means unbounded).
+const QUEUE_LIMIT = 1_000;
+
+// Read each column in its wire form, so the driver has nothing left to convert.
+const COLUMNS = `id, name, email, category, description, link,
+  CAST(estimated_costs AS CHAR) AS estimated_costs,
+  DATE_FORMAT(submit_date, '%m-%d-%Y') AS submit_date,
+  status,
+  IFNULL(DATE_FORMAT(decision_date, '%m-%d-%Y'), '') AS decision_date`;
+
+// How each editable field is written: dates arrive as MM-DD-YYYY.
+const WRITE: Record<Editable, string> = {
+  name: '?',
+  email: '?',
+  category: '?',
+  description: '?',
+  link: '?',
+  estimated_costs: '?',
+  submit_date: "STR_TO_DATE(?, '%m-%d-%Y')",
+};
+
+export type Db = ReturnType<typeof createDb>;
+
+export function createDb(config: DbConfig) {
+  // @types/mysql does not know localInfile, which the driver reads.
+  const options: mysql.PoolConfig & { localInfile: boolean } = {
+    socketPath: config.socketPath,
+    host: config.host,
+    port: config.port,
+    user: config.user,
+    password: config.password,
+    database: config.database,
+    connectionLimit: config.poolSize ?? DEFAULT_POOL_SIZE,
+    queueLimit: QUEUE_LIMIT,
+    connectTimeout: CONNECT_TIMEOUT_MS,
+    acquireTimeout: CONNECT_TIMEOUT_MS,
+    charset: 'UTF8MB4_UNICODE_CI',
+    // The driver's defaults turn DECIMAL into a lossy Number and DATE into a
+    // local-midnight Date. Strings are exact.
+    supportBigNumbers: true,
+    bigNumberStrings: true,
+    dateStrings: true,
+    // An object as a value must never expand into SQL (`id = ?` with {id: 1}
+    // would become id = `id` = 1). Callers validate first; this is the backstop.
+    stringifyObjects: true,
+    // A server must not be able to ask us for our files.
+    localInfile: false,
+    multipleStatements: false,
+  };
+  const pool = mysql.createPool(options);
+
+  // Strict mode makes MySQL refuse a value that does not fit, instead of
+  // storing a truncated one with a warning nobody reads. Should this fail, the
+  // connection is broken and the query queued behind it reports that.
+  pool.on('connection', (connection) => {
+    connection.query("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO'", () => {});
+  });
+
+  function query<T>(sql: string, values: unknown[] = []): Promise<T> {
+    return new Promise((resolve, reject) => {
+      pool.query({ sql, values, timeout: QUERY_TIMEOUT_MS }, (err, result) => (err ? reject(err) : resolve(result)));
+    });
+  }
+
+  async function get(id: string): Promise<Expense | undefined> {
+    const rows = await query<Expense[]>(`SELECT ${COLUMNS} FROM expenses WHERE id = ?`, [id]);
+    return rows[0] === undefined ? undefined : { ...rows[0] };
+  }
+
+  return {
+    get,
+
+    /** Stores a new expense; false when the id is already taken. */
+    async insert(e: Expense): Promise<boolean> {
+      const sql = `INSERT INTO expenses (id, ${EDITABLE.join(', ')}, status) VALUES (?, ${EDITABLE.map((f) => WRITE[f]).join(', ')}, ?)`;
+      try {
+        await query(sql, [e.id, ...EDITABLE.map((f) => e[f]), e.status]);
+        return true;
+      } catch (err) {
+        if (codeOf(err) === 'ER_DUP_ENTRY') return false;
+        throw err;
+      }
+    },
+
+    /** Changes some fields; the stored record afterwards, or undefined when there is none. */
+    async update(id: string, fields: Partial<Record<Editable, string>>): Promise<Expense | undefined> {
+      const names = EDITABLE.filter((f) => fields[f] !== undefined);
+      const sets = names.map((f) => `${f} = ${WRITE[f]}`).join(', ');
+      const result = await query<{ affectedRows: number }>(`UPDATE expenses SET ${sets} WHERE id = ?`, [...names.map((f) => fields[f]), id]);
+      return result.affectedRows === 0 ? undefined : get(id);
+    },
+
+    /** False when there was nothing to delete. */
+    async remove(id: string): Promise<boolean> {
+      const result = await query<{ affectedRows: number }>('DELETE FROM expenses WHERE id = ?', [id]);
+      return result.affectedRows > 0;
+    },
+
+    /** Up to `limit` expenses with ids after `after`, in id order. */
+    async list(after: string, limit: number): Promise<Expense[]> {
+      const rows = await query<Expense[]>(`SELECT ${COLUMNS} FROM expenses WHERE id > ? ORDER BY id LIMIT ?`, [after, limit]);
+      return rows.map((row) => ({ ...row }));
+    },
+
+    async ping(): Promise<void> {
+      await query('SELECT 1');
+    },
+
+    close(): Promise<void> {
+      return new Promise((resolve, reject) => pool.end((err) => (err ? reject(err) : resolve())));
+    },
+  };
+}
+
+function codeOf(err: unknown): string | undefined {
+  return (err as { code?: string } | null)?.code;
+}
+
+// Errors that mean "MySQL cannot be reached or cannot take more work right
+// now", as opposed to a bug in a query: the request may succeed if retried.
+const UNAVAILABLE = new Set([
+  'POOL_ENQUEUELIMIT',
+  'POOL_CLOSED',
+  'ER_CON_COUNT_ERROR',
+  'ER_SERVER_SHUTDOWN',
+  'ER_LOCK_WAIT_TIMEOUT',
+  'ER_LOCK_DEADLOCK',
+]);
+
+/** True when an error from this module means the database is unavailable, not that a query is wrong. */
+export function isUnavailable(err: unknown): boolean {
+  // The driver marks every error that kills a connection (refused, lost,
+  // timed out, access denied) as fatal.
+  return (err as { fatal?: boolean } | null)?.fatal === true || UNAVAILABLE.has(codeOf(err) ?? '');
+}

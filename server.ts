@@ -1,0 +1,418 @@
+// server.ts: one shard of the expense service. node:http, a hand-written
+// router, and MySQL behind db.ts.
+//
+// Run: MYSQL_SOCKET=… MYSQL_USER=… MYSQL_PASSWORD=… PORT=3000 node server.ts
+
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { once } from 'node:events';
+import { createDb, isUnavailable, EDITABLE, type Db, type DbConfig, type Editable, type Expense } from './db.ts';
+
+// ---------------------------------------------------------------------------
+// Routes: every path, every method, on one screen.
+
+type Context = { db: Db; req: IncomingMessage; params: string[]; query: URLSearchParams };
+type Reply = { status: number; body?: unknown; headers?: Record<string, string> };
+type Handler = (c: Context) => Promise<Reply>;
+
+const routes: Array<[RegExp, Record<string, Handler>]> = [
+  [/^\/v1\/expenses$/, { GET: list, POST: create }],
+  [/^\/v1\/expenses\/([^/]+)$/, { GET: read, PUT: update, DELETE: remove }],
+  [/^\/healthz$/, { GET: health }],
+];
+
+async function create({ db, req }: Context): Promise<Reply> {
+  const body = await readJson(req);
+  const fields = checkFields(body, { allowId: true, requireAll: true });
+  const expense: Expense = { id: fields.id!, ...(fields as Record<Editable, string>), status: 'pending', decision_date: '' };
+  if (!(await db.insert(expense))) {
+    throw new HttpError(409, `an expense with id ${JSON.stringify(expense.id)} already exists; PUT /v1/expenses/${expense.id} to change it`);
+  }
+  return { status: 201, body: expense, headers: { Location: `/v1/expenses/${expense.id}` } };
+}
+
+async function read({ db, req, params }: Context): Promise<Reply> {
+  refuseBody(req);
+  const id = pathId(params);
+  return { status: 200, body: (await db.get(id)) ?? notFound(id) };
+}
+
+async function update({ db, req, params }: Context): Promise<Reply> {
+  const id = pathId(params);
+  const fields = checkFields(await readJson(req), { allowId: false, requireAll: false });
+  if (Object.keys(fields).length === 0) {
+    throw new HttpError(400, `nothing to update: send at least one of ${EDITABLE.join(', ')}`);
+  }
+  return { status: 202, body: (await db.update(id, fields)) ?? notFound(id) };
+}
+
+async function remove({ db, req, params }: Context): Promise<Reply> {
+  refuseBody(req);
+  const id = pathId(params);
+  return (await db.remove(id)) ? { status: 204 } : notFound(id);
+}
+
+async function list({ db, req, query }: Context): Promise<Reply> {
+  refuseBody(req);
+  for (const name of query.keys()) {
+    if (name !== 'after' && name !== 'limit') throw new HttpError(400, `unknown query parameter ${JSON.stringify(name)}; use after and limit`);
+  }
+  const after = query.get('after') ?? '';
+  if (after !== '') rejectBadId(after, 'after');
+  const limit = query.get('limit') ?? '100';
+  if (!/^\d{1,4}$/.test(limit) || +limit < 1 || +limit > 1000) {
+    throw new HttpError(400, `limit must be a whole number from 1 to 1000, got ${JSON.stringify(limit)}`);
+  }
+  // Ask for one more than the page: if it comes back, there is a next page.
+  const rows = await db.list(after, +limit + 1);
+  const page = rows.slice(0, +limit);
+  const next = rows.length > page.length ? page[page.length - 1]!.id : null;
+  return { status: 200, body: { expenses: page, next } };
+}
+
+async function health({ db, req }: Context): Promise<Reply> {
+  refuseBody(req);
+  await db.ping();
+  return { status: 200, body: { status: 'ok' } };
+}
+
+function notFound(id: string): never {
+  throw new HttpError(404, `no expense with id ${JSON.stringify(id)}`);
+}
+
+// ---------------------------------------------------------------------------
+// The one error path: every failure becomes an HttpError, and every reply is JSON.
+
+/** An error that knows its HTTP status. Its message is safe to show the client. */
+export class HttpError extends Error {
+  status: number;
+  /** For a 400 about a body: what is wrong with each field. */
+  fields?: Record<string, string>;
+  headers?: Record<string, string>;
+  constructor(status: number, message: string, extra: { fields?: Record<string, string>; headers?: Record<string, string> } = {}) {
+    super(message);
+    this.status = status;
+    this.fields = extra.fields;
+    this.headers = extra.headers;
+  }
+}
+
+async function dispatch(db: Db, req: IncomingMessage): Promise<Reply> {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  const path = q === -1 ? url : url.slice(0, q);
+  const query = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
+  for (const [pattern, methods] of routes) {
+    const match = pattern.exec(path);
+    if (match === null) continue;
+    const handler = methods[req.method ?? ''];
+    if (handler === undefined) {
+      const allow = Object.keys(methods).join(', ');
+      throw new HttpError(405, `${req.method} is not allowed on ${path}; use ${allow}`, { headers: { Allow: allow } });
+    }
+    return handler({ db, req, params: match.slice(1), query });
+  }
+  throw new HttpError(404, `no route for ${path}`);
+}
+
+function toReply(err: unknown): Reply {
+  if (err instanceof HttpError) {
+    return { status: err.status, body: { error: err.message, ...(err.fields && { fields: err.fields }) }, headers: err.headers };
+  }
+  if (isUnavailable(err)) {
+    return { status: 503, body: { error: 'the database is unavailable; try again shortly' }, headers: { 'Retry-After': '1' } };
+  }
+  // A bug or a surprise from MySQL: log it here, and show the client nothing of it.
+  console.error('internal error:', err);
+  return { status: 500, body: { error: 'internal server error' } };
+}
+
+function send(res: ServerResponse, { status, body, headers }: Reply): void {
+  // Stringify before writing the head, so that a throw cannot leave half a response.
+  const text = body === undefined ? '' : JSON.stringify(body);
+  res.writeHead(status, {
+    ...(text && { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) }),
+    ...headers,
+  });
+  res.end(text);
+}
+
+// ---------------------------------------------------------------------------
+// Reading requests.
+
+export const BODY_LIMIT = 64 * 1024;
+
+function readJson(req: IncomingMessage): Promise<unknown> {
+  const [type = '', ...params] = (req.headers['content-type'] ?? '').split(';').map((s) => s.trim().toLowerCase());
+  const charset = params.find((p) => p.startsWith('charset='));
+  if (type !== 'application/json' || (charset !== undefined && charset.replace(/"/g, '') !== 'charset=utf-8')) {
+    throw new HttpError(415, `Content-Type must be application/json (UTF-8), got ${JSON.stringify(req.headers['content-type'] ?? '')}`);
+  }
+  if (Number(req.headers['content-length']) > BODY_LIMIT) throw tooLarge();
+
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= BODY_LIMIT) return void chunks.push(chunk);
+      req.removeAllListeners('data');
+      req.pause();
+      reject(tooLarge());
+    });
+    req.on('error', reject);
+    req.on('end', () => {
+      let text: string;
+      try {
+        text = utf8.decode(Buffer.concat(chunks));
+      } catch {
+        return reject(new HttpError(400, 'the body is not valid UTF-8'));
+      }
+      try {
+        resolve(JSON.parse(text));
+      } catch (err) {
+        reject(new HttpError(400, `the body is not valid JSON: ${(err as Error).message}`));
+      }
+    });
+  });
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+
+function tooLarge(): HttpError {
+  // The rest of the body stays unread, so the connection cannot be reused.
+  return new HttpError(413, `the body is over ${BODY_LIMIT} bytes; an expense is far smaller`, { headers: { Connection: 'close' } });
+}
+
+function refuseBody(req: IncomingMessage): void {
+  if (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined) {
+    throw new HttpError(400, `${req.method} takes no body`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// What a valid expense is.
+
+const ID = /^[A-Za-z0-9._-]{1,64}$/;
+const ID_RULE = 'must be 1 to 64 characters of A-Z a-z 0-9 . _ - (and not "." or "..")';
+
+function rejectBadId(id: string, what: string): void {
+  // "." and ".." are path steps to every URL parser: such a record could be
+  // stored but never fetched again.
+  if (!ID.test(id) || id === '.' || id === '..') throw new HttpError(400, `${what} ${ID_RULE}, got ${preview(id)}`);
+}
+
+function pathId(params: string[]): string {
+  const id = params[0]!;
+  rejectBadId(id, 'the id in the path');
+  return id;
+}
+
+/** Thrown by a field rule: what is wrong with the value. */
+class Invalid extends Error {}
+
+// Each rule takes the value as parsed from JSON and returns its canonical
+// string, or throws Invalid. The canonical form is what MySQL gives back, so a
+// 201 and a later GET of the same record are the same JSON.
+const rules: Record<Editable | 'id', (v: unknown) => string> = {
+  id(v) {
+    // Ids are strings; a JSON integer is accepted as its decimal digits.
+    if (Number.isSafeInteger(v) && (v as number) >= 0) return String(v);
+    if (typeof v !== 'string' || !ID.test(v) || v === '.' || v === '..') {
+      throw new Invalid(`${ID_RULE}, or a non-negative integer; got ${preview(v)}`);
+    }
+    return v;
+  },
+  name: chars(1, 200),
+  email(v) {
+    const s = chars(3, 254)(v);
+    if (!/^[^\s@]+@[^\s@]+\.[^\s@.]+$/.test(s)) throw new Invalid(`must look like an email address (name@example.com), got ${preview(s)}`);
+    return s;
+  },
+  category: chars(1, 100),
+  description: chars(0, 2000),
+  link(v) {
+    const s = chars(0, 2048)(v);
+    if (s !== '' && !(/^https?:\/\/[^\s]+$/i.test(s) && URL.canParse(s))) {
+      throw new Invalid(`must be empty or an absolute http(s) URL, got ${preview(s)}`);
+    }
+    return s;
+  },
+  estimated_costs(v) {
+    const s = typeof v === 'number' ? String(v) : v;
+    const m = typeof s === 'string' ? /^(\d+)(?:\.(\d{1,2}))?$/.exec(s) : null;
+    const whole = m?.[1]?.replace(/^0+(?=\d)/, '');
+    if (!m || whole!.length > 10) {
+      throw new Invalid(`must be an amount from 0 to 9999999999.99 with at most 2 decimals, like "700" or "12.50"; got ${preview(v)}`);
+    }
+    return `${whole}.${(m[2] ?? '').padEnd(2, '0')}`;
+  },
+  submit_date(v) {
+    const m = typeof v === 'string' ? /^(\d\d)-(\d\d)-(\d{4})$/.exec(v) : null;
+    if (!m || !isRealDate(+m[3]!, +m[1]!, +m[2]!)) {
+      throw new Invalid(`must be a real date written MM-DD-YYYY, like "12-10-2016"; got ${preview(v)}`);
+    }
+    return v as string;
+  },
+};
+
+function chars(min: number, max: number): (v: unknown) => string {
+  return (v) => {
+    if (typeof v !== 'string') throw new Invalid(`must be a string, got ${preview(v)}`);
+    // A lone surrogate (possible in JSON's \ud800) has no UTF-8 form to store.
+    if (!v.isWellFormed()) throw new Invalid('must be valid Unicode (it has a lone surrogate)');
+    // MySQL counts characters (code points), not UTF-16 units as .length does.
+    const length = countCodePoints(v);
+    if (length < min) throw new Invalid(min === 1 ? 'must not be empty' : `must be at least ${min} characters`);
+    if (length > max) throw new Invalid(`must be at most ${max} characters, got ${length}`);
+    return v;
+  };
+}
+
+function countCodePoints(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0xd800 || c > 0xdbff) n++;
+  }
+  return n;
+}
+
+function isRealDate(year: number, month: number, day: number): boolean {
+  // MySQL's DATE starts at year 1000.
+  const d = new Date(Date.UTC(year, month - 1, day));
+  return year >= 1000 && d.getUTCMonth() === month - 1 && d.getUTCDate() === day;
+}
+
+/**
+ * Checks a POST or PUT body, and returns its fields in canonical form.
+ * Collects every problem before failing, so that one 400 names them all.
+ */
+function checkFields(body: unknown, { allowId, requireAll }: { allowId: boolean; requireAll: boolean }): Partial<Record<Editable | 'id', string>> {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new HttpError(400, `the body must be a JSON object, got ${Array.isArray(body) ? 'an array' : preview(body)}`);
+  }
+  const input = body as Record<string, unknown>;
+  const allowed: Array<Editable | 'id'> = allowId ? ['id', ...EDITABLE] : [...EDITABLE];
+  // A Map, because `problems['__proto__'] = …` on a plain object would set
+  // its prototype instead of recording the problem.
+  const problems = new Map<string, string>();
+  for (const key of Object.keys(input)) {
+    if (allowed.includes(key as Editable)) continue;
+    problems.set(
+      key,
+      key === 'id' ? 'cannot be changed; the id is in the URL'
+      : key === 'status' || key === 'decision_date' ? 'is set by the server'
+      : `is not a field of an expense; the fields are ${allowed.join(', ')}`,
+    );
+  }
+  const out: Partial<Record<Editable | 'id', string>> = {};
+  for (const field of allowed) {
+    if (!Object.hasOwn(input, field)) {
+      if (requireAll) problems.set(field, 'is required');
+      continue;
+    }
+    try {
+      out[field] = rules[field](input[field]);
+    } catch (err) {
+      if (!(err instanceof Invalid)) throw err;
+      problems.set(field, err.message);
+    }
+  }
+  if (problems.size > 0) {
+    const list = [...problems].map(([field, problem]) => `${field} ${problem}`).join('; ');
+    throw new HttpError(400, `invalid expense: ${list}`, { fields: Object.fromEntries(problems) });
+  }
+  return out;
+}
+
+/** A bad value as the client sent it, cut short so an error stays readable. */
+function preview(v: unknown): string {
+  const s = v === undefined ? 'undefined' : JSON.stringify(v);
+  return s.length > 40 ? `${s.slice(0, 37)}...` : s;
+}
+
+// ---------------------------------------------------------------------------
+// The HTTP server.
+
+export function createServer(db: Db): http.Server {
+  const server = http.createServer(
+    {
+      // Slow or silent clients must not hold connections forever.
+      headersTimeout: 10_000,
+      requestTimeout: 30_000,
+      keepAliveTimeout: 5_000,
+      connectionsCheckingInterval: 1_000,
+    },
+    (req, res) => {
+      dispatch(db, req).catch(toReply).then((reply) => send(res, reply));
+    },
+  );
+  // Requests too broken to reach the router (bad syntax, huge headers,
+  // timeouts) still get a JSON answer, then the connection is closed.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable || err.code === 'ECONNRESET') return socket.destroy();
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    const text = JSON.stringify({ error: `${http.STATUS_CODES[status]}: the request could not be read` });
+    socket.end(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+    );
+  });
+  return server;
+}
+
+/** The server's settings, from the environment. Throws on a value that cannot work. */
+export function configFromEnv(env: NodeJS.ProcessEnv): { host: string; port: number; db: DbConfig } {
+  const port = Number(env.PORT ?? 3000);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be 0 to 65535, got ${JSON.stringify(env.PORT)}`);
+  const mysqlPort = Number(env.MYSQL_PORT ?? 3306);
+  if (!Number.isInteger(mysqlPort) || mysqlPort < 1 || mysqlPort > 65535) {
+    throw new Error(`MYSQL_PORT must be 1 to 65535, got ${JSON.stringify(env.MYSQL_PORT)}`);
+  }
+  return {
+    // Loopback unless asked: a shard is not meant to face the network.
+    host: env.HOST ?? '127.0.0.1',
+    port,
+    db: {
+      ...(env.MYSQL_SOCKET ? { socketPath: env.MYSQL_SOCKET } : { host: env.MYSQL_HOST ?? '127.0.0.1', port: mysqlPort }),
+      user: env.MYSQL_USER ?? 'root',
+      password: env.MYSQL_PASSWORD ?? '',
+      database: env.MYSQL_DATABASE ?? 'expenses',
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const config = configFromEnv(process.env);
+  const db = createDb(config.db);
+  const server = createServer(db);
+  server.listen(config.port, config.host);
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  console.log(`listening on http://${config.host}:${port}`);
+
+  // A first query says at once whether the credentials work; the server
+  // serves either way, with 503s until MySQL answers.
+  db.ping().then(
+    () => console.log('database: connected'),
+    (err: { code?: string; message: string }) => console.error(`database: not reachable yet (${err.code ?? err.message}); answering 503 until it is`),
+  );
+
+  // Stop taking connections, let requests in flight finish, then close the pool.
+  const stop = (signal: string) => {
+    console.log(`${signal}: shutting down`);
+    // Idle keep-alive connections close now; busy ones after their response,
+    // or after 10 s at most.
+    server.close(() => db.close().catch((err: Error) => console.error(`closing the pool: ${err.message}`)));
+    setTimeout(() => server.closeAllConnections(), 10_000).unref();
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+if (import.meta.main) {
+  main().catch((err: Error) => {
+    console.error(`server: ${err.message}`);
+    process.exit(1);
+  });
+}
