@@ -1,0 +1,194 @@
+// ch_client.ts: the consistent-hashing client.
+//
+// It decides, from an expense's id alone, which node (shard) owns it, stores
+// it there, and reads it back from there. No node knows of the others; the
+// ring is the only thing that keeps every client in agreement.
+
+import { parseArgs } from 'node:util';
+import { HashRing } from './ring.ts';
+import { call, eachLimit, problem, sameExpense } from './client/http.ts';
+import type { Expense } from './db.ts';
+
+const DEFAULT_NODES = '127.0.0.1:3000,127.0.0.1:4000,127.0.0.1:5000';
+
+const USAGE = `Usage:
+  node ch_client.ts [options]                  store expenses on their nodes, then read each back
+  node ch_client.ts map [--json] [options] [id ...]   print which node owns each id (no HTTP)
+
+Options:
+  --nodes a,b,c     the nodes, as host:port (default ${DEFAULT_NODES})
+  --replicas N      points per node on the ring (default 1)
+  --ids SPEC        ids as a range 1-10, a list 1,2,3, or both: 0-9,42 (default 0-9)
+  --json            map: print one JSON object {"id": "node", ...}
+  -h, --help        this text`;
+// Enough requests in flight to keep three shards busy, few enough to be polite.
+const IN_FLIGHT = 32;
+
+type Options = { nodes: string[]; replicas: number; ids: string[] };
+
+/** The job: five steps, in order. Resolves to the process exit code. */
+async function store(options: Options): Promise<number> {
+  // 1. Define the nodes.
+  const ring = new HashRing(options.nodes, options.replicas);
+
+  // 2. Map each id to its node with the ring.
+  const owner = new Map(options.ids.map((id) => [id, ring.get(id)]));
+
+  // 3. Print the mapping.
+  printMapping(owner);
+
+  // 4. POST each expense to the node that owns it, and nowhere else: a record
+  //    on any other node could never be found again.
+  const stored = new Map<string, Expense>();
+  const failed = new Map<string, string>();
+  const progress = progressLine('stored', options.ids.length);
+  await eachLimit(options.ids, IN_FLIGHT, async (id) => {
+    const node = owner.get(id)!;
+    try {
+      const expense = expenseFor(id);
+      const res = await call(node, 'POST', '/v1/expenses', expense);
+      if (res.status === 201) stored.set(id, res.body);
+      else if (res.status === 409) {
+        // Already there from an earlier run: fine if it is the same expense.
+        const existing = await call(node, 'GET', `/v1/expenses/${id}`);
+        if (existing.status === 200 && sameExpense(existing.body, expense)) stored.set(id, existing.body);
+        else failed.set(id, `a different expense with this id is already stored there (${problem(existing)})`);
+      } else failed.set(id, `POST failed: ${problem(res)}`);
+    } catch (err) {
+      failed.set(id, (err as Error).message);
+    }
+    progress.tick();
+  });
+  progress.done();
+
+  // 5. GET each back from the same node, and check it is what was stored.
+  const verified = new Map<string, number>(options.nodes.map((node) => [node, 0]));
+  const checking = progressLine('read back', stored.size);
+  await eachLimit([...stored.keys()], IN_FLIGHT, async (id) => {
+    const node = owner.get(id)!;
+    try {
+      const res = await call(node, 'GET', `/v1/expenses/${id}`);
+      if (res.status !== 200) failed.set(id, `GET failed: ${problem(res)}`);
+      else if (JSON.stringify(res.body) !== JSON.stringify(stored.get(id))) failed.set(id, 'read back a different record than was stored');
+      else verified.set(node, verified.get(node)! + 1);
+    } catch (err) {
+      failed.set(id, (err as Error).message);
+    }
+    checking.tick();
+  });
+  checking.done();
+
+  for (const [id, why] of failed) console.error(`FAILED ${JSON.stringify(id)} on ${owner.get(id)}: ${why}`);
+  for (const [node, count] of verified) console.log(`${node}: ${count} stored and read back`);
+  const ok = options.ids.length - failed.size;
+  console.log(`${ok} of ${options.ids.length} expenses stored on and read back from their own node`);
+  return failed.size === 0 ? 0 : 1;
+}
+
+/** Expense N of the assignment's test data. */
+export function expenseFor(id: string): Omit<Expense, 'status' | 'decision_date'> {
+  return {
+    id,
+    name: `Foo ${id}`,
+    email: `foo${id}@bar.com`,
+    category: 'office supplies',
+    description: 'iPad for office use',
+    link: 'http://www.apple.com/shop/buy-ipad/ipad-pro',
+    estimated_costs: id === '1' ? '700' : '800',
+    submit_date: '12-10-2016',
+  };
+}
+
+function printMapping(owner: Map<string, string>): void {
+  // A long run prints the first ten, so that the output stays readable.
+  const shown = owner.size <= 20 ? [...owner] : [...owner].slice(0, 10);
+  for (const [id, node] of shown) console.log(`${JSON.stringify(id)} => ${JSON.stringify(node)}`);
+  if (shown.length < owner.size) console.log(`... and ${owner.size - shown.length} more`);
+}
+
+/** A counter on one line of stderr, only for a person watching many ids. */
+function progressLine(what: string, total: number): { tick(): void; done(): void } {
+  if (!process.stderr.isTTY || total < 100) return { tick() {}, done() {} };
+  let n = 0;
+  return {
+    tick() {
+      if (++n % 100 === 0 || n === total) process.stderr.write(`\r${what} ${n}/${total}`);
+    },
+    done() {
+      process.stderr.write('\n');
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// The command line.
+
+/** "0-9,42,abc" as a list of ids. Ranges are of whole numbers. */
+export function parseIds(spec: string): string[] {
+  const ids: string[] = [];
+  for (const part of spec.split(',')) {
+    const range = /^(\d+)-(\d+)$/.exec(part);
+    if (range === null) {
+      if (!/^[A-Za-z0-9._-]{1,64}$/.test(part)) throw new UsageError(`--ids: ${JSON.stringify(part)} is neither an id nor a range like 1-10`);
+      ids.push(part);
+      continue;
+    }
+    const [from, to] = [Number(range[1]), Number(range[2])];
+    if (from > to || to - from >= 1_000_000) throw new UsageError(`--ids: the range ${part} must go upwards and hold at most 1,000,000 ids`);
+    for (let i = from; i <= to; i++) ids.push(String(i));
+  }
+  return [...new Set(ids)];
+}
+
+class UsageError extends Error {}
+
+function parseOptions(args: string[]) {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      nodes: { type: 'string', default: DEFAULT_NODES },
+      replicas: { type: 'string', default: '1' },
+      ids: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  const nodes = values.nodes.split(',').filter((n) => n !== '');
+  for (const node of nodes) {
+    if (!/^[^\s/:]+:\d{1,5}$/.test(node)) throw new UsageError(`--nodes: ${JSON.stringify(node)} is not host:port`);
+  }
+  const replicas = Number(values.replicas);
+  if (!Number.isSafeInteger(replicas) || replicas < 1) throw new UsageError(`--replicas must be a positive whole number, got ${JSON.stringify(values.replicas)}`);
+  return { values, positionals, nodes, replicas };
+}
+
+async function main(args: string[]): Promise<number> {
+  const { values, positionals, nodes, replicas } = parseOptions(args);
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const [command, ...rest] = positionals;
+  if (command === 'map') {
+    const ids = values.ids !== undefined ? parseIds(values.ids) : rest.length > 0 ? rest : parseIds('0-9');
+    const ring = new HashRing(nodes, replicas);
+    const owner = new Map(ids.map((id) => [id, ring.get(id)]));
+    if (values.json) console.log(JSON.stringify(Object.fromEntries(owner)));
+    else for (const [id, node] of owner) console.log(`${JSON.stringify(id)} => ${JSON.stringify(node)}`);
+    return 0;
+  }
+  if (command !== undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  return store({ nodes, replicas, ids: parseIds(values.ids ?? '0-9') });
+}
+
+if (import.meta.main) {
+  main(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code),
+    (err: Error) => {
+      const usage = err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+      console.error(`ch_client: ${err.message}${usage ? '\n\n' + USAGE : ''}`);
+      process.exitCode = usage ? 2 : 1;
+    },
+  );
+}
