@@ -344,7 +344,13 @@ export function createServer(db: Db): http.Server {
       connectionsCheckingInterval: 1_000,
     },
     (req, res) => {
-      dispatch(db, req).catch(toReply).then((reply) => send(res, reply));
+      dispatch(db, req)
+        .catch(toReply)
+        .then((reply) => {
+          // Shutting down: tell a keep-alive client to go, so that close() need not wait for it.
+          if (!server.listening) res.setHeader('Connection', 'close');
+          send(res, reply);
+        });
     },
   );
   // Requests too broken to reach the router (bad syntax, huge headers,
