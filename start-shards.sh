@@ -42,11 +42,15 @@ known_shards() {
   done | sort -n
 }
 
+# True while a process runs. A zombie has ended and only waits to be reaped,
+# which some inits do only now and then.
+running() { kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" 2>/dev/null | cut -c 1)" != Z ]; }
+
 # Prints the pid in a pid file if that process is alive and runs what we expect.
 alive() {
   local pid
   pid=$(cat "$1" 2>/dev/null) || return 1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ -n "$pid" ] && running "$pid" || return 1
   # After a reboot the pid may belong to something else entirely.
   case $(ps -o args= -p "$pid" 2>/dev/null) in
     *server.ts* | *mysqld* | *mariadbd*) printf '%s' "$pid" ;;
@@ -67,10 +71,14 @@ health() {
 port_in_use() { (: <>"/dev/tcp/$host/$1") 2>/dev/null; }
 
 port_holder() {
-  local who
-  who=$(lsof -nP -iTCP:"$1" -sTCP:LISTEN 2>/dev/null | awk 'NR == 2 { print $1 " (pid " $2 ")" }') || true
-  [ -n "$who" ] || who=$(ss -ltnpH "sport = :$1" 2>/dev/null | grep -o 'users:(([^)]*' | head -n 1 | sed 's/users:((//') || true
-  printf '%s' "${who:-another process}"
+  local pid
+  pid=$(lsof -nP -t -iTCP:"$1" -sTCP:LISTEN 2>/dev/null | head -n 1) || true
+  [ -n "$pid" ] || pid=$(ss -ltnpH "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2) || true
+  if [ -n "$pid" ]; then
+    printf 'pid %s (%s)' "$pid" "$(ps -o args= -p "$pid" | cut -c 1-60)"
+  else
+    printf 'another process'
+  fi
 }
 
 # --- Which MySQL ------------------------------------------------------------
@@ -177,7 +185,7 @@ stop_mysql() {
   # A clean shutdown flushes InnoDB; a kill would leave crash recovery to the next start.
   "$admin" --no-defaults --socket="$d/mysqld.sock" --user=root shutdown >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
   for i in $(seq 300); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    running "$pid" || return 0
     sleep 0.1
   done
   kill -9 "$pid" 2>/dev/null || true
@@ -215,7 +223,7 @@ stop_server() {
   # SIGTERM lets requests in flight finish.
   kill "$pid" 2>/dev/null || return 0
   for i in $(seq 150); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    running "$pid" || return 0
     sleep 0.1
   done
   kill -9 "$pid" 2>/dev/null || true
