@@ -1,0 +1,134 @@
+// ch_client.ts end to end: three throwaway shards, the real client, and SQL in
+// each shard's own MySQL to prove where every record landed.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { HashRing } from '../ring.ts';
+import { runNode, startShards, waitForExit, type Shards } from './shards.ts';
+
+let shards: Shards;
+
+before(async () => {
+  shards = await startShards(3);
+});
+
+after(async () => {
+  await shards?.stop();
+});
+
+const client = (...args: string[]) => runNode(['ch_client.ts', '--nodes', shards.nodes.join(','), ...args]);
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => String(from + i));
+
+/** For each shard, the ids among `ids` that it stores, checked with SQL. */
+async function whereStored(ids: string[]): Promise<string[][]> {
+  const wanted = new Set(ids);
+  const found: string[][] = [];
+  for (let shard = 1; shard <= shards.nodes.length; shard++) {
+    found.push((await shards.ids(shard)).filter((id) => wanted.has(id)).sort());
+  }
+  return found;
+}
+
+/** For each shard, the ids among `ids` that the ring gives it. */
+function owned(ids: string[], replicas = 1): string[][] {
+  const ring = new HashRing(shards.nodes, replicas);
+  return shards.nodes.map((node) => ids.filter((id) => ring.get(id) === node).sort());
+}
+
+describe('ch_client.ts', () => {
+  it('stores ids 0-9 each on its ring owner and on no other shard, and reads each back', async () => {
+    const res = await client();
+    assert.equal(res.code, 0, res.stderr);
+    const ring = new HashRing(shards.nodes);
+    for (const id of range(0, 9)) assert.match(res.stdout, new RegExp(`^"${id}" => "${ring.get(id)}"$`, 'm'));
+    assert.match(res.stdout, /^10 of 10 expenses stored on and read back from their own node$/m);
+    assert.deepEqual(await whereStored(range(0, 9)), owned(range(0, 9)));
+    const [row] = await shards.sql(shards.nodes.indexOf(ring.get('1')) + 1, "SELECT name, email, estimated_costs, submit_date FROM expenses WHERE id = '1'");
+    assert.deepEqual(row, ['Foo 1', 'foo1@bar.com', '700.00', '2016-12-10']);
+  });
+
+  it('succeeds again on a rerun, counting identical records already stored', async () => {
+    const res = await client();
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /^10 of 10 /m);
+    assert.deepEqual(await whereStored(range(0, 9)), owned(range(0, 9)));
+  });
+
+  it('reports a different record already stored under an id, and changes nothing', async () => {
+    assert.equal((await client('--ids', '100-104')).code, 0);
+    const owner = new HashRing(shards.nodes).get('102');
+    const changed = await fetch(`http://${owner}/v1/expenses/102`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'Somebody else' }),
+    });
+    assert.equal(changed.status, 202);
+    const res = await client('--ids', '100-104');
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, new RegExp(`FAILED "102" on ${owner}: a different expense with this id is already stored there`));
+    assert.match(res.stdout, /^4 of 5 /m);
+    const [row] = await shards.sql(shards.nodes.indexOf(owner) + 1, "SELECT name FROM expenses WHERE id = '102'");
+    assert.deepEqual(row, ['Somebody else']);
+  });
+
+  it('routes 1,000 ids with 100 replicas each to its owner alone', async () => {
+    const ids = range(1000, 1999);
+    const res = await client('--ids', '1000-1999', '--replicas', '100');
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /^1000 of 1000 /m);
+    assert.match(res.stdout, /^\.\.\. and 990 more$/m);
+    assert.deepEqual(await whereStored(ids), owned(ids, 100));
+  });
+
+  it('with one node down, names each of its ids, exits non-zero, and writes nothing elsewhere', async () => {
+    const downNode = shards.nodes[1]!;
+    const pid = await shards.pid(2, 'server.pid');
+    process.kill(pid, 'SIGTERM');
+    await waitForExit(pid);
+    try {
+      const ids = range(200, 259);
+      const res = await client('--ids', '200-259');
+      assert.equal(res.code, 1);
+      const ring = new HashRing(shards.nodes);
+      const lost = ids.filter((id) => ring.get(id) === downNode);
+      assert.ok(lost.length > 0);
+      const failed = [...res.stderr.matchAll(/^FAILED "(\d+)" on (\S+): cannot reach/gm)];
+      assert.deepEqual(failed.map((m) => m[1]).sort(), lost.sort());
+      assert.ok(failed.every((m) => m[2] === downNode));
+      assert.match(res.stdout, new RegExp(`^${ids.length - lost.length} of ${ids.length} `, 'm'));
+      const expected = owned(ids);
+      expected[1] = [];
+      assert.deepEqual(await whereStored(ids), expected);
+    } finally {
+      assert.equal((await shards.script('3')).code, 0);
+    }
+  });
+
+  it('map prints the mapping without any HTTP, as text or JSON', async () => {
+    const nodes = 'x.invalid:1,y.invalid:2,z.invalid:3';
+    const ring = new HashRing(nodes.split(','), 5);
+    const json = await runNode(['ch_client.ts', 'map', '--json', '--nodes', nodes, '--replicas', '5', 'a', 'b', '42']);
+    assert.equal(json.code, 0);
+    assert.deepEqual(JSON.parse(json.stdout), { a: ring.get('a'), b: ring.get('b'), '42': ring.get('42') });
+    const text = await runNode(['ch_client.ts', 'map']);
+    assert.equal(text.stdout.trim().split('\n').length, 10);
+    assert.match(text.stdout, /^"1" => "127.0.0.1:4000"$/m);
+  });
+
+  it('explains bad options and exits 2', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--replicas', '0'], /--replicas must be a positive whole number, got "0"/],
+      [['--ids', '9-1'], /--ids: the range 9-1 must go upwards/],
+      [['--ids', 'a b'], /--ids: "a b" is neither an id nor a range/],
+      [['--nodes', 'localhost'], /--nodes: "localhost" is not host:port/],
+      [['--frobnicate'], /Unknown option '--frobnicate'/],
+      [['reshuffle'], /unknown command "reshuffle"/],
+    ];
+    for (const [args, message] of cases) {
+      const res = await runNode(['ch_client.ts', ...args]);
+      assert.equal(res.code, 2, args.join(' '));
+      assert.match(res.stderr, message);
+      assert.match(res.stderr, /Usage:/);
+    }
+  });
+});

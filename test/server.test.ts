@@ -1,0 +1,465 @@
+// The expense API of one shard, against a real MariaDB.
+
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { startServer, startShards, runNode, type Server, type Shards } from './shards.ts';
+
+let shards: Shards;
+let server: Server;
+
+before(async () => {
+  shards = await startShards(1);
+  server = await startServer(await shards.databaseEnv(1));
+});
+
+after(async () => {
+  await server?.stop();
+  await shards?.stop();
+});
+
+type Answer = { status: number; headers: Headers; body: any };
+
+async function api(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+  const res = await fetch(server.url + path, {
+    method,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : typeof body === 'string' || body instanceof Uint8Array ? Buffer.from(body) : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: text === '' ? undefined : JSON.parse(text) };
+}
+
+let counter = 0;
+/** A valid POST body with a fresh id. */
+function expense(fields: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    id: `t${process.pid}-${++counter}`,
+    name: 'Foo',
+    email: 'foo@bar.com',
+    category: 'office supplies',
+    description: 'iPad for office use',
+    link: 'http://www.apple.com/shop/buy-ipad/ipad-pro',
+    estimated_costs: '700',
+    submit_date: '12-10-2016',
+    ...fields,
+  };
+}
+
+/** A request exactly as written: no URL normalisation, any headers, any body. */
+function raw(method: string, path: string, headers: Record<string, string | number>, chunks: string[] = []): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(server.url);
+    const req = request({ hostname, port, path, method, headers }, (res) => {
+      let text = '';
+      res.on('data', (c) => (text += c)).on('end', () => resolve({ status: res.statusCode!, body: text === '' ? undefined : JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    for (const chunk of chunks) req.write(chunk);
+    req.end();
+  });
+}
+
+async function created(fields: Record<string, unknown> = {}): Promise<any> {
+  const res = await api('POST', '/v1/expenses', expense(fields));
+  assert.equal(res.status, 201, JSON.stringify(res.body));
+  return res.body;
+}
+
+describe('POST /v1/expenses', () => {
+  it('creates an expense: 201, the full record in canonical form, and its Location', async () => {
+    const body = expense();
+    const res = await api('POST', '/v1/expenses', body);
+    assert.equal(res.status, 201);
+    assert.equal(res.headers.get('location'), `/v1/expenses/${body.id}`);
+    assert.deepEqual(res.body, { ...body, estimated_costs: '700.00', status: 'pending', decision_date: '' });
+  });
+
+  it('returns exactly the JSON that a later GET returns', async () => {
+    const body = expense({ estimated_costs: 12.5, description: 'x'.repeat(2000) });
+    const post = await fetch(`${server.url}/v1/expenses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const get = await fetch(`${server.url}/v1/expenses/${body.id}`);
+    assert.equal(await get.text(), await post.text());
+  });
+
+  it('stores a JSON integer id as its decimal string', async () => {
+    const id = 9_000_000_000 + process.pid;
+    const res = await api('POST', '/v1/expenses', expense({ id }));
+    assert.equal(res.status, 201);
+    assert.equal(res.body.id, String(id));
+    assert.equal((await api('GET', `/v1/expenses/${id}`)).status, 200);
+  });
+
+  it('answers 409 for an id that exists, and leaves the stored record unchanged', async () => {
+    const first = await created();
+    const res = await api('POST', '/v1/expenses', expense({ id: first.id, name: 'Someone else' }));
+    assert.equal(res.status, 409);
+    assert.match(res.body.error, /already exists/);
+    assert.deepEqual((await api('GET', `/v1/expenses/${first.id}`)).body, first);
+  });
+
+  it('lets exactly one of 50 concurrent POSTs of one id succeed, and stores that one', async () => {
+    const id = `race-${process.pid}`;
+    const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => api('POST', '/v1/expenses', expense({ id, name: `writer ${i}` }))));
+    const statuses = answers.map((a) => a.status);
+    assert.equal(statuses.filter((s) => s === 201).length, 1);
+    assert.equal(statuses.filter((s) => s === 409).length, 49);
+    const winner = answers.find((a) => a.status === 201)!.body;
+    assert.deepEqual((await api('GET', `/v1/expenses/${id}`)).body, winner);
+  });
+
+  it('round-trips UTF-8 in full, emoji and other scripts included', async () => {
+    const text = { name: 'Zoë Ñandú 王小明 🚀💸', description: 'naïve café — ☕ 𝄞 \u0000 tab\there', category: 'Ελληνικά' };
+    const record = await created(text);
+    const got = (await api('GET', `/v1/expenses/${record.id}`)).body;
+    assert.deepEqual({ name: got.name, description: got.description, category: got.category }, text);
+  });
+
+  it('stores SQL metacharacters verbatim', async () => {
+    const nasty = `Robert'); DROP TABLE expenses;-- " \\ % _ \` ?? ?`;
+    const record = await created({ name: nasty, description: "' OR '1'='1" });
+    const got = (await api('GET', `/v1/expenses/${record.id}`)).body;
+    assert.equal(got.name, nasty);
+    assert.equal(got.description, "' OR '1'='1");
+    assert.equal((await api('GET', '/healthz')).status, 200);
+  });
+
+  it('accepts each field at the edges of its rules, in canonical form', async () => {
+    const record = await created({
+      id: 'Az09._-'.padEnd(64, 'x'),
+      name: 'n'.repeat(200),
+      email: 'a@b.co',
+      link: '',
+      estimated_costs: '0007.5',
+      submit_date: '02-29-2016',
+    });
+    assert.equal(record.estimated_costs, '7.50');
+    assert.equal(record.link, '');
+    const money = await created({ estimated_costs: '9999999999.99', link: 'https://example.com/a?b=c#d' });
+    assert.equal(money.estimated_costs, '9999999999.99');
+    assert.equal((await created({ estimated_costs: 0 })).estimated_costs, '0.00');
+  });
+
+  const invalid: Array<[string, unknown]> = [
+    ['id', ''],
+    ['id', 'a'.repeat(65)],
+    ['id', 'a b'],
+    ['id', 'ü'],
+    ['id', '..'],
+    ['id', -1],
+    ['id', 1.5],
+    ['id', 2 ** 53],
+    ['id', null],
+    ['id', { id: 1 }],
+    ['name', ''],
+    ['name', 'n'.repeat(201)],
+    ['name', 42],
+    ['name', '\ud800 lone surrogate'],
+    ['email', 'no-at-sign'],
+    ['email', 'a@b'],
+    ['email', 'a b@c.de'],
+    ['category', ['office']],
+    ['description', 'd'.repeat(2001)],
+    ['link', 'ftp://example.com/file'],
+    ['link', 'www.apple.com'],
+    ['link', 'javascript:alert(1)'],
+    ['link', 'http://'],
+    ['estimated_costs', '-1'],
+    ['estimated_costs', '7.001'],
+    ['estimated_costs', '1e3'],
+    ['estimated_costs', '12345678901'],
+    ['estimated_costs', ''],
+    ['estimated_costs', 0.1 + 0.2],
+    ['estimated_costs', -5],
+    ['estimated_costs', true],
+    ['submit_date', '2016-12-10'],
+    ['submit_date', '02-30-2016'],
+    ['submit_date', '02-29-2015'],
+    ['submit_date', '13-01-2016'],
+    ['submit_date', '12-10-0999'],
+    ['submit_date', '1-1-2016'],
+    ['submit_date', 20161210],
+  ];
+  for (const [field, value] of invalid) {
+    it(`rejects ${field} = ${JSON.stringify(value)?.slice(0, 30)} with a 400 that names the field`, async () => {
+      const res = await api('POST', '/v1/expenses', expense({ [field]: value }));
+      assert.equal(res.status, 400);
+      assert.deepEqual(Object.keys(res.body.fields), [field]);
+      assert.match(res.body.error, new RegExp(`^invalid expense: ${field} `));
+    });
+  }
+
+  it('names every bad and missing field in one 400', async () => {
+    const res = await api('POST', '/v1/expenses', { id: 'ok', email: 'nope', estimated_costs: 'lots' });
+    assert.equal(res.status, 400);
+    assert.deepEqual(Object.keys(res.body.fields).sort(), ['category', 'description', 'email', 'estimated_costs', 'link', 'name', 'submit_date']);
+    assert.match(res.body.fields.name, /required/);
+  });
+
+  it('rejects fields the client may not set, unknown fields, and __proto__', async () => {
+    for (const key of ['status', 'decision_date', 'amount', '__proto__', 'constructor']) {
+      const body = `{${JSON.stringify(key)}: {"polluted": true}, ${JSON.stringify(expense()).slice(1)}`;
+      const res = await api('POST', '/v1/expenses', body);
+      assert.equal(res.status, 400, key);
+      assert.deepEqual(Object.keys(res.body.fields), [key]);
+    }
+    assert.equal(({} as { polluted?: boolean }).polluted, undefined);
+  });
+
+  it('answers 400 for a body that is not JSON, not an object, or not UTF-8', async () => {
+    const bad: Array<[string | Uint8Array, RegExp]> = [
+      ['{"id": "1",', /not valid JSON/],
+      ['', /not valid JSON/],
+      ['[1, 2]', /must be a JSON object, got an array/],
+      ['"text"', /must be a JSON object/],
+      ['null', /must be a JSON object/],
+      [new Uint8Array([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]), /not valid UTF-8/],
+    ];
+    for (const [body, message] of bad) {
+      const res = await api('POST', '/v1/expenses', body);
+      assert.equal(res.status, 400);
+      assert.match(res.body.error, message);
+    }
+  });
+
+  it('answers 415 when the body is not declared as JSON', async () => {
+    for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'application/json; charset=latin1']) {
+      const res = await api('POST', '/v1/expenses', JSON.stringify(expense()), { 'content-type': type });
+      assert.equal(res.status, 415);
+      assert.match(res.body.error, /application\/json/);
+    }
+    assert.equal((await api('POST', '/v1/expenses', expense(), { 'content-type': 'Application/JSON; charset="UTF-8"' })).status, 201);
+  });
+
+  it('answers 413 for a body over 64 KiB', async () => {
+    const res = await api('POST', '/v1/expenses', expense({ description: 'x'.repeat(70_000) }));
+    assert.equal(res.status, 413);
+    assert.match(res.body.error, /65536 bytes/);
+  });
+
+  it('answers 413 for an oversized body sent without a Content-Length', async () => {
+    const res = await raw('POST', '/v1/expenses', { 'content-type': 'application/json' }, Array(20).fill('x'.repeat(8192)));
+    assert.equal(res.status, 413);
+    assert.match(res.body.error, /over 65536 bytes/);
+  });
+});
+
+describe('GET /v1/expenses/{id}', () => {
+  it('answers 200 with the record', async () => {
+    const record = await created();
+    const res = await api('GET', `/v1/expenses/${record.id}`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, record);
+  });
+
+  it('answers 404 for an id that is not stored', async () => {
+    const res = await api('GET', '/v1/expenses/never-stored');
+    assert.equal(res.status, 404);
+    assert.equal(res.body.error, 'no expense with id "never-stored"');
+  });
+
+  it('answers 400 for an id that cannot exist', async () => {
+    for (const path of ['/v1/expenses/a%20b', `/v1/expenses/${'x'.repeat(65)}`, '/v1/expenses/..', '/v1/expenses/%2e%2e', '/v1/expenses/.']) {
+      const res = await raw('GET', path, {});
+      assert.equal(res.status, 400, path);
+      assert.match(res.body.error, /the id in the path must be/);
+    }
+  });
+
+  it('answers 400 to a GET or DELETE with a body', async () => {
+    assert.equal((await raw('GET', '/v1/expenses/x', { 'content-length': 0 })).status, 404);
+    for (const method of ['GET', 'DELETE']) {
+      const res = await raw(method, '/v1/expenses/x', { 'content-length': 2 }, ['{}']);
+      assert.equal(res.status, 400);
+      assert.equal(res.body.error, `${method} takes no body`);
+    }
+  });
+});
+
+describe('PUT /v1/expenses/{id}', () => {
+  it('changes the given fields and answers 202 with the whole record', async () => {
+    const record = await created();
+    const res = await api('PUT', `/v1/expenses/${record.id}`, { estimated_costs: 99.9, submit_date: '01-31-2017' });
+    assert.equal(res.status, 202);
+    assert.deepEqual(res.body, { ...record, estimated_costs: '99.90', submit_date: '01-31-2017' });
+    assert.deepEqual((await api('GET', `/v1/expenses/${record.id}`)).body, res.body);
+  });
+
+  it('accepts a PUT that changes nothing', async () => {
+    const record = await created();
+    const res = await api('PUT', `/v1/expenses/${record.id}`, { name: record.name });
+    assert.equal(res.status, 202);
+    assert.deepEqual(res.body, record);
+  });
+
+  it('rejects an invalid update with 400 and leaves the record as it was', async () => {
+    const record = await created();
+    for (const body of [{}, { id: 'other' }, { status: 'approved' }, { name: 'fine', email: 'broken' }, { nope: 1 }]) {
+      const res = await api('PUT', `/v1/expenses/${record.id}`, body);
+      assert.equal(res.status, 400, JSON.stringify(body));
+    }
+    assert.deepEqual((await api('GET', `/v1/expenses/${record.id}`)).body, record);
+  });
+
+  it('answers 404 for an id that is not stored', async () => {
+    assert.equal((await api('PUT', '/v1/expenses/never-stored', { name: 'x' })).status, 404);
+  });
+
+  it('answers 413 and 415 as POST does', async () => {
+    const record = await created();
+    assert.equal((await api('PUT', `/v1/expenses/${record.id}`, { description: 'x'.repeat(70_000) })).status, 413);
+    assert.equal((await api('PUT', `/v1/expenses/${record.id}`, '{"name":"x"}', { 'content-type': 'text/plain' })).status, 415);
+    assert.deepEqual((await api('GET', `/v1/expenses/${record.id}`)).body, record);
+  });
+});
+
+describe('DELETE /v1/expenses/{id}', () => {
+  it('answers 204 with no body, after which the record is gone', async () => {
+    const record = await created();
+    const res = await api('DELETE', `/v1/expenses/${record.id}`);
+    assert.equal(res.status, 204);
+    assert.equal(res.body, undefined);
+    assert.equal((await api('GET', `/v1/expenses/${record.id}`)).status, 404);
+    assert.equal((await api('DELETE', `/v1/expenses/${record.id}`)).status, 404);
+  });
+});
+
+describe('GET /v1/expenses (list)', () => {
+  it('pages through 250 records in id order with after and limit', async () => {
+    const prefix = `page-${process.pid}-`;
+    const ids = Array.from({ length: 250 }, (_, i) => `${prefix}${String(i).padStart(3, '0')}`);
+    await Promise.all(ids.map((id) => created({ id })));
+
+    const seen: string[] = [];
+    let after = `${prefix}`;
+    let pages = 0;
+    for (;;) {
+      const res = await api('GET', `/v1/expenses?after=${after}&limit=100`);
+      assert.equal(res.status, 200);
+      pages++;
+      const mine = res.body.expenses.map((e: { id: string }) => e.id).filter((id: string) => id.startsWith(prefix));
+      seen.push(...mine);
+      if (res.body.next === null || mine.length < res.body.expenses.length) break;
+      assert.equal(res.body.next, res.body.expenses.at(-1).id);
+      after = res.body.next;
+    }
+    assert.deepEqual(seen, ids);
+    assert.equal(pages, 3);
+  });
+
+  it('ends with next: null on the last page, and defaults to 100 per page', async () => {
+    const res = await api('GET', '/v1/expenses');
+    assert.equal(res.status, 200);
+    assert.ok(res.body.expenses.length <= 100);
+    const last = await api('GET', `/v1/expenses?after=${'~'.repeat(0)}zzzz&limit=1000`);
+    assert.deepEqual(last.body, { expenses: [], next: null });
+  });
+
+  it('answers 400 for a bad limit, a bad after, or an unknown parameter', async () => {
+    for (const query of ['limit=0', 'limit=1001', 'limit=ten', 'limit=-5', 'limit=1.5', 'after=a%20b', 'offset=10']) {
+      const res = await api('GET', `/v1/expenses?${query}`);
+      assert.equal(res.status, 400, query);
+      assert.equal(typeof res.body.error, 'string');
+    }
+  });
+});
+
+describe('routing', () => {
+  it('answers 404 with a JSON error for an unknown path', async () => {
+    for (const path of ['/', '/v1', '/v1/expenses/a/b', '/v2/expenses', '/v1/expenses/']) {
+      const res = await api('GET', path);
+      assert.equal(res.status, 404, path);
+      assert.match(res.body.error, /no route/);
+    }
+  });
+
+  it('answers 405 with Allow for a known path and the wrong method', async () => {
+    const cases: Array<[string, string, string]> = [
+      ['DELETE', '/v1/expenses', 'GET, POST'],
+      ['POST', '/v1/expenses/x', 'GET, PUT, DELETE'],
+      ['PUT', '/healthz', 'GET'],
+    ];
+    for (const [method, path, allow] of cases) {
+      const res = await api(method, path);
+      assert.equal(res.status, 405);
+      assert.equal(res.headers.get('allow'), allow);
+      assert.match(res.body.error, new RegExp(`${method} is not allowed`));
+    }
+  });
+
+  it('answers 200 on /healthz while the database answers', async () => {
+    const res = await api('GET', '/healthz');
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, { status: 'ok' });
+  });
+
+  it('answers a 500 without internals when a query fails unexpectedly', async () => {
+    await shards.sql(1, 'RENAME TABLE expenses TO expenses_away');
+    try {
+      const res = await api('GET', '/v1/expenses/x');
+      assert.equal(res.status, 500);
+      assert.deepEqual(res.body, { error: 'internal server error' });
+    } finally {
+      await shards.sql(1, 'RENAME TABLE expenses_away TO expenses');
+    }
+    assert.equal((await api('GET', '/v1/expenses/x')).status, 404);
+  });
+});
+
+describe('when MySQL goes away', () => {
+  it('answers 503 within seconds, then serves again once MySQL is back, with no restart', async () => {
+    const record = await created();
+    await shards.stopMysql(1);
+    try {
+      const started = Date.now();
+      const res = await api('GET', `/v1/expenses/${record.id}`);
+      assert.equal(res.status, 503);
+      assert.match(res.body.error, /database is unavailable/);
+      assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+      assert.equal((await api('GET', '/healthz')).status, 503);
+      assert.equal((await api('POST', '/v1/expenses', expense())).status, 503);
+    } finally {
+      assert.equal((await shards.script('1')).code, 0);
+    }
+    assert.deepEqual((await api('GET', `/v1/expenses/${record.id}`)).body, record);
+    assert.equal((await api('GET', '/healthz')).status, 200);
+  });
+});
+
+describe('lifecycle', () => {
+  it('finishes a request in flight on SIGTERM, then exits 0', async () => {
+    const own = await startServer(await shards.databaseEnv(1));
+    const body = JSON.stringify(expense());
+    const answer = new Promise<number>((resolve, reject) => {
+      const req = request(`${own.url}/v1/expenses`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': body.length } }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      });
+      req.on('error', reject);
+      req.write(body.slice(0, 10));
+      // The request has begun; the signal arrives before its body is complete.
+      setTimeout(() => {
+        own.child.kill('SIGTERM');
+        setTimeout(() => req.end(body.slice(10)), 200);
+      }, 200);
+    });
+    assert.equal(await answer, 201);
+    assert.equal(await own.exited, 0);
+    assert.match(own.output(), /SIGTERM: shutting down/);
+  });
+
+  it('keeps a record through a restart of both the server and MariaDB', async () => {
+    const record = await created({ name: 'durable 💾' });
+    assert.equal(await server.stop(), 0);
+    assert.equal((await shards.script('stop')).code, 0);
+    assert.equal((await shards.script('1')).code, 0);
+    server = await startServer(await shards.databaseEnv(1));
+    assert.deepEqual((await api('GET', `/v1/expenses/${record.id}`)).body, record);
+  });
+
+  it('refuses to start with a PORT that cannot work', async () => {
+    const res = await runNode(['server.ts'], { ...process.env, PORT: 'eighty' });
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /PORT must be 0 to 65535, got "eighty"/);
+  });
+});

@@ -1,0 +1,175 @@
+// test/shards.ts: throwaway shards for the tests, started by the real
+// start-shards.sh in a temporary directory on free ports, so that a test never
+// touches data/ or ports 3000, 4000 and 5000.
+
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+export type Run = { code: number; stdout: string; stderr: string };
+
+/** Runs a command to its end; never rejects, so that tests can assert on failures. */
+export function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = execFile(command, args, { cwd: ROOT, env: options.env ?? process.env, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin!.end(options.input ?? '');
+  });
+}
+
+/** `node` as the tests run it: the project's pinned Node. */
+export function runNode(args: string[], env?: NodeJS.ProcessEnv): Promise<Run> {
+  return run(process.execPath, args, { env });
+}
+
+/** A base port with `count` free ports after it, on loopback. */
+export async function freePorts(count: number): Promise<number> {
+  for (;;) {
+    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    const ports = Array.from({ length: count }, (_, i) => base + i);
+    if ((await Promise.all(ports.map(isFree))).every(Boolean)) return base;
+  }
+}
+
+async function isFree(port: number): Promise<boolean> {
+  const server = createServer();
+  return new Promise((resolve) => {
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+export type Shards = Awaited<ReturnType<typeof startShards>>;
+
+/** Starts `count` shards with start-shards.sh. Call stop() in an after hook. */
+export async function startShards(count: number) {
+  const dir = await mkdtemp(join(tmpdir(), 'chs-'));
+  const basePort = await freePorts(count + 1);
+  const env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1' };
+  const script = (...args: string[]) => run(join(ROOT, 'start-shards.sh'), args, { env });
+  const nodeOf = (shard: number) => `127.0.0.1:${basePort + shard - 1}`;
+
+  const started = await script(String(count));
+  if (started.code !== 0) {
+    await script('stop');
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`start-shards.sh failed:\n${started.stdout}${started.stderr}`);
+  }
+
+  return {
+    dir,
+    env,
+    script,
+    nodeOf,
+    /** The nodes as the client names them, shard 1 first. */
+    nodes: Array.from({ length: count }, (_, i) => nodeOf(i + 1)),
+
+    /** Runs SQL as root in a shard's own MySQL; the rows, tab-separated columns split. */
+    async sql(shard: number, statement: string): Promise<string[][]> {
+      const result = await script('sql', String(shard), '--batch', '--skip-column-names', '--raw', '-e', statement);
+      if (result.code !== 0) throw new Error(`SQL on shard ${shard} failed: ${result.stderr}`);
+      return result.stdout.split('\n').filter((line) => line !== '').map((line) => line.split('\t'));
+    },
+
+    /** The ids stored in one shard, sorted. */
+    async ids(shard: number): Promise<string[]> {
+      return (await this.sql(shard, 'SELECT id FROM expenses ORDER BY id')).map((row) => row[0]!);
+    },
+
+    /** The pid in one of a shard's pid files (server.pid or mysqld.pid). */
+    async pid(shard: number, file: 'server.pid' | 'mysqld.pid'): Promise<number> {
+      return Number((await readFile(join(dir, `shard-${shard}`, file), 'utf8')).trim());
+    },
+
+    /** Shuts down one shard's MySQL, as a crash or an operator would, and waits until it is gone. */
+    async stopMysql(shard: number): Promise<void> {
+      const pid = await this.pid(shard, 'mysqld.pid');
+      await this.sql(shard, 'SHUTDOWN');
+      await waitForExit(pid);
+    },
+
+    /** What server.ts needs to reach a shard's database as the app user. */
+    async databaseEnv(shard: number): Promise<NodeJS.ProcessEnv> {
+      return {
+        MYSQL_SOCKET: join(dir, `shard-${shard}`, 'mysqld.sock'),
+        MYSQL_USER: 'expenses',
+        MYSQL_PASSWORD: (await readFile(join(dir, `shard-${shard}`, 'password'), 'utf8')).trim(),
+      };
+    },
+
+    async stop(): Promise<void> {
+      await script('stop');
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Resolves once the process is gone (it need not be our child). */
+export async function waitForExit(pid: number, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (running(pid)) {
+    if (Date.now() > deadline) throw new Error(`process ${pid} still runs after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A zombie has ended: it only waits for init to reap it, which here can take a second. */
+export function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return true; // no /proc here, or the process ended just now: ask again
+  }
+}
+
+export type Server = {
+  url: string;
+  child: ChildProcess;
+  output: () => string;
+  /** The exit code, once the process has ended (null if a signal ended it). */
+  exited: Promise<number | null>;
+  /** Sends a signal unless the process has already ended, then waits for it to end. */
+  stop: (signal?: NodeJS.Signals) => Promise<number | null>;
+};
+
+/** Starts server.ts on a free port with extra environment; resolves once it listens. */
+export async function startServer(env: NodeJS.ProcessEnv): Promise<Server> {
+  const child = spawn(process.execPath, ['server.ts'], { cwd: ROOT, env: { ...process.env, HOST: '127.0.0.1', PORT: '0', ...env } });
+  let output = '';
+  const exited = once(child, 'exit').then(([code]) => code as number | null);
+  const url = await new Promise<string>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      output += chunk;
+      const match = /listening on (http:\/\/\S+)/.exec(output);
+      if (match) resolve(match[1]!);
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    exited.then((code) => reject(new Error(`server.ts exited with ${code} before listening:\n${output}`)));
+  });
+  return {
+    url,
+    child,
+    output: () => output,
+    exited,
+    stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
