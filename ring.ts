@@ -32,6 +32,13 @@ export function position(s: string): string {
   return hash('md5', s, 'hex');
 }
 
+/** A position as a fraction of the way round the circle, from 0 up to 1. */
+export function fraction(position: string): number {
+  // The top 52 bits: as many as a double holds exactly, and plenty to draw or
+  // to measure arcs with.
+  return parseInt(position.slice(0, 13), 16) / 16 ** 13;
+}
+
 export type Point = { readonly position: string; readonly node: string };
 
 export class HashRing {
@@ -61,6 +68,22 @@ export class HashRing {
     return this.#points.map((p) => ({ position: p, node: this.#owner.get(p)! }));
   }
 
+  /**
+   * Each node's share of the circle: the arcs that end at its points, since
+   * every key on such an arc walks clockwise to that point. With evenly spread
+   * keys, this is the share of keys the node gets.
+   */
+  shares(): Map<string, number> {
+    const share = new Map(this.#nodes.map((node) => [node, 0]));
+    const points = this.#points;
+    points.forEach((p, i) => {
+      const from = i === 0 ? fraction(points.at(-1)!) - 1 : fraction(points[i - 1]!);
+      const node = this.#owner.get(p)!;
+      share.set(node, share.get(node)! + fraction(p) - from);
+    });
+    return share;
+  }
+
   add(node: string): void {
     this.#place(node);
     this.#points.sort();
@@ -76,6 +99,17 @@ export class HashRing {
 
   /** The node that owns `key`. */
   get(key: string): string {
+    return this.#owner.get(this.#points[this.#find(key)]!)!;
+  }
+
+  /** The point whose arc holds `key`. */
+  pointOf(key: string): Point {
+    const p = this.#points[this.#find(key)]!;
+    return { position: p, node: this.#owner.get(p)! };
+  }
+
+  /** The index of the first point clockwise from the key's hash. */
+  #find(key: string): number {
     const points = this.#points;
     if (points.length === 0) throw new Error(`cannot place key ${JSON.stringify(key)}: the ring has no nodes`);
     const h = position(key);
@@ -92,7 +126,7 @@ export class HashRing {
       else hi = mid;
     }
     // Past the last point the walk comes round to the first: it is a circle.
-    return this.#owner.get(points[lo === points.length ? 0 : lo]!)!;
+    return lo === points.length ? 0 : lo;
   }
 
   #place(node: string): void {

@@ -108,6 +108,13 @@ describe('HashRing: changing the nodes', () => {
     assert.throws(() => ring.get('1'), /the ring has no nodes/);
   });
 
+  it('gives shares that sum to the whole circle, one node owning all of it alone', () => {
+    const ring = new HashRing(THREE, 7);
+    const total = [...ring.shares().values()].reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(total - 1) < 1e-12, String(total));
+    assert.deepEqual([...new HashRing(['solo'], 3).shares()], [['solo', 1]]);
+  });
+
   it('is deterministic: the same nodes in any order make the same ring', () => {
     const a = new HashRing(THREE, 50);
     const b = new HashRing([...THREE].reverse(), 50);
@@ -137,7 +144,7 @@ describe('HashRing: balance and movement', () => {
       assert.equal(is, added, `${k} moved from ${was} to ${is}, not to the new node`);
       moved++;
     }
-    const arc = arcShare(after, added);
+    const arc = after.shares().get(added)!;
     assert.ok(Math.abs(moved / all.length - arc) < 0.01, `moved ${moved / all.length}, arc ${arc}`);
     // And far fewer than hash mod N would move (about 3/4 of them).
     assert.ok(moved / all.length < 0.35);
@@ -153,13 +160,3 @@ describe('HashRing: balance and movement', () => {
   });
 });
 
-/** The fraction of the circle whose keys a node owns: the arcs ending at its points. */
-function arcShare(ring: HashRing, node: string): number {
-  const points = ring.points.map((p) => ({ at: Number(BigInt(`0x${p.position}`) >> 75n) / 2 ** 53, node: p.node }));
-  let share = 0;
-  points.forEach((p, i) => {
-    const previous = i === 0 ? points.at(-1)!.at - 1 : points[i - 1]!.at;
-    if (p.node === node) share += p.at - previous;
-  });
-  return share;
-}
