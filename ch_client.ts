@@ -4,22 +4,30 @@
 // it there, and reads it back from there. No node knows of the others; the
 // ring is the only thing that keeps every client in agreement.
 
+import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { HashRing } from './ring.ts';
+import { balanceTable } from './client/balance.ts';
 import { call, eachLimit, problem, sameExpense } from './client/http.ts';
+import { ringSvg } from './client/ring-svg.ts';
 import type { Expense } from './db.ts';
 
 const DEFAULT_NODES = '127.0.0.1:3000,127.0.0.1:4000,127.0.0.1:5000';
 
 const USAGE = `Usage:
-  node ch_client.ts [options]                  store expenses on their nodes, then read each back
-  node ch_client.ts map [--json] [options] [id ...]   print which node owns each id (no HTTP)
+  node ch_client.ts [options]                         store expenses on their nodes, then read each back
+  node ch_client.ts map [--json | --svg FILE] [options] [id ...]
+                                                      which node owns each id (no HTTP), or a picture
+  node ch_client.ts balance [--replicas N,N,...] [--keys N] [--nodes ...]
+                                                      how evenly the ring spreads keys
 
 Options:
   --nodes a,b,c     the nodes, as host:port (default ${DEFAULT_NODES})
-  --replicas N      points per node on the ring (default 1)
+  --replicas N      points per node on the ring (default 1; balance: 1,10,100,1000)
   --ids SPEC        ids as a range 1-10, a list 1,2,3, or both: 0-9,42 (default 0-9)
   --json            map: print one JSON object {"id": "node", ...}
+  --svg FILE        map: draw the ring, its arcs and the ids into an SVG file
+  --keys N          balance: how many keys to place (default 100000)
   -h, --help        this text`;
 // Enough requests in flight to keep three shards busy, few enough to be polite.
 const IN_FLIGHT = 32;
@@ -142,44 +150,67 @@ export function parseIds(spec: string): string[] {
 
 class UsageError extends Error {}
 
-function parseOptions(args: string[]) {
+/** "host:port,host:port" as a list of nodes. */
+function parseNodes(spec: string, option = '--nodes'): string[] {
+  const nodes = spec.split(',').filter((n) => n !== '');
+  if (nodes.length === 0) throw new UsageError(`${option} needs at least one host:port`);
+  for (const node of nodes) {
+    if (!/^[^\s/:,]+:\d{1,5}$/.test(node)) throw new UsageError(`${option}: ${JSON.stringify(node)} is not host:port`);
+  }
+  return nodes;
+}
+
+function parseCount(spec: string, option: string): number {
+  const n = Number(spec);
+  if (!/^\d+$/.test(spec) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`${option} must be a positive whole number, got ${JSON.stringify(spec)}`);
+  return n;
+}
+
+async function main(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
     options: {
       nodes: { type: 'string', default: DEFAULT_NODES },
-      replicas: { type: 'string', default: '1' },
+      replicas: { type: 'string' },
       ids: { type: 'string' },
       json: { type: 'boolean', default: false },
+      svg: { type: 'string' },
+      keys: { type: 'string', default: '100000' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
-  const nodes = values.nodes.split(',').filter((n) => n !== '');
-  for (const node of nodes) {
-    if (!/^[^\s/:]+:\d{1,5}$/.test(node)) throw new UsageError(`--nodes: ${JSON.stringify(node)} is not host:port`);
-  }
-  const replicas = Number(values.replicas);
-  if (!Number.isSafeInteger(replicas) || replicas < 1) throw new UsageError(`--replicas must be a positive whole number, got ${JSON.stringify(values.replicas)}`);
-  return { values, positionals, nodes, replicas };
-}
-
-async function main(args: string[]): Promise<number> {
-  const { values, positionals, nodes, replicas } = parseOptions(args);
   if (values.help) {
     console.log(USAGE);
     return 0;
   }
+  const nodes = parseNodes(values.nodes);
   const [command, ...rest] = positionals;
+  if (command === 'balance') {
+    const list = (values.replicas ?? '1,10,100,1000').split(',').map((r) => parseCount(r, '--replicas'));
+    const keys = parseCount(values.keys, '--keys');
+    console.log(list.map((r) => balanceTable(nodes, r, keys)).join('\n\n'));
+    return 0;
+  }
+  const replicas = parseCount(values.replicas ?? '1', '--replicas');
+
+  if (command === undefined) return store({ nodes, replicas, ids: parseIds(values.ids ?? '0-9') });
+
   if (command === 'map') {
     const ids = values.ids !== undefined ? parseIds(values.ids) : rest.length > 0 ? rest : parseIds('0-9');
     const ring = new HashRing(nodes, replicas);
+    if (values.svg !== undefined) {
+      writeFileSync(values.svg, ringSvg(ring, ids));
+      console.log(`wrote ${values.svg}: ${nodes.length} nodes × ${replicas}, ${ids.length} ids`);
+      return 0;
+    }
     const owner = new Map(ids.map((id) => [id, ring.get(id)]));
     if (values.json) console.log(JSON.stringify(Object.fromEntries(owner)));
     else for (const [id, node] of owner) console.log(`${JSON.stringify(id)} => ${JSON.stringify(node)}`);
     return 0;
   }
-  if (command !== undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
-  return store({ nodes, replicas, ids: parseIds(values.ids ?? '0-9') });
+
+  throw new UsageError(`unknown command ${JSON.stringify(command)}`);
 }
 
 if (import.meta.main) {

@@ -1,0 +1,39 @@
+// client/balance.ts: how evenly a ring spreads keys, and how replicas help.
+//
+// With k points per node, a node's share of the circle is the sum of k of the
+// n·k arcs between random points. Such a share has a coefficient of variation
+// (spread ÷ mean) of √((n−1)/(n·k+1)): it shrinks with the square root of k.
+// That is why virtual nodes exist.
+
+import { HashRing } from '../ring.ts';
+
+/** The balance table of one ring over keys "0" .. String(keys - 1). */
+export function balanceTable(nodes: readonly string[], replicas: number, keys: number): string {
+  const ring = new HashRing(nodes, replicas);
+  const load = new Map(nodes.map((node) => [node, 0]));
+  for (let i = 0; i < keys; i++) {
+    const node = ring.get(String(i));
+    load.set(node, load.get(node)! + 1);
+  }
+  const shares = ring.shares();
+  const counts = [...load.values()];
+  const mean = keys / nodes.length;
+  const cv = Math.sqrt(counts.reduce((sum, c) => sum + (c - mean) ** 2, 0) / counts.length) / mean;
+  const expected = Math.sqrt((nodes.length - 1) / (nodes.length * replicas + 1));
+  const width = Math.max(4, ...nodes.map((n) => n.length));
+
+  const lines = [
+    `${nodes.length} nodes × ${replicas} ${replicas === 1 ? 'replica' : 'replicas'}, ${keys} keys`,
+    `  ${'node'.padEnd(width)}  ring share  keys${' '.repeat(Math.max(0, String(keys).length - 4))}  key share`,
+  ];
+  for (const node of nodes) {
+    const count = load.get(node)!;
+    lines.push(`  ${node.padEnd(width)}  ${percent(shares.get(node)!).padStart(10)}  ${String(count).padStart(Math.max(4, String(keys).length))}  ${percent(count / keys).padStart(9)}`);
+  }
+  lines.push(`  max/mean load ${(Math.max(...counts) / mean).toFixed(2)}, cv ${cv.toFixed(3)} (expected ${expected.toFixed(3)})`);
+  return lines.join('\n');
+}
+
+function percent(f: number): string {
+  return `${(f * 100).toFixed(1)}%`;
+}
