@@ -3,7 +3,7 @@
 # MySQL server (MariaDB, or Oracle MySQL 8.0/8.4 on a best-effort basis) with
 # its own data directory, and its own server.ts in front of it on loopback.
 #
-#   ./start-shards.sh [N]     start shards 1..N (default 3) on ports 3000, 4000, 5000, ...
+#   ./start-shards.sh [N]     start shards 1..N (default 3) on ports 3000, 4000, 5000, 6001, 7000 ...
 #   ./start-shards.sh status  one line per shard
 #   ./start-shards.sh stop    stop every shard: its server first, then its MySQL
 #   ./start-shards.sh sql N   a MySQL client on shard N, as root (arguments after N go to it)
@@ -32,7 +32,15 @@ die() {
 # --- Where things are -------------------------------------------------------
 
 shard_dir() { printf '%s/shard-%s' "$shards_dir" "$1"; }
-shard_port() { printf '%s' $((base_port + port_step * ($1 - 1))); }
+# fetch() refuses these ports (the Fetch standard's "bad ports"): a shard there
+# could never be reached by the client. So shard 4 runs on 6001, not X11's 6000.
+fetch_blocked=' 1719 1720 1723 2049 3659 4045 4190 5060 5061 6000 6566 6665 6666 6667 6668 6669 6679 6697 10080 '
+
+shard_port() {
+  local port=$((base_port + port_step * ($1 - 1)))
+  case $fetch_blocked in *" $port "*) port=$((port + 1)) ;; esac
+  printf '%s' "$port"
+}
 
 # The shard numbers that have a directory, in order.
 known_shards() {
