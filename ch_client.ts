@@ -5,14 +5,17 @@
 // ring is the only thing that keeps every client in agreement.
 
 import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { HashRing } from './ring.ts';
 import { balanceTable } from './client/balance.ts';
-import { call, eachLimit, problem, sameExpense } from './client/http.ts';
+import { call, eachLimit, identical, problem, progressLine, sameExpense, unreachablePort } from './client/http.ts';
+import { previousRing, readThrough, reshard } from './client/reshard.ts';
 import { ringSvg } from './client/ring-svg.ts';
 import type { Expense } from './db.ts';
 
 const DEFAULT_NODES = '127.0.0.1:3000,127.0.0.1:4000,127.0.0.1:5000';
+const DEFAULT_STATE = fileURLToPath(new URL('data/reshard.json', import.meta.url));
 
 const USAGE = `Usage:
   node ch_client.ts [options]                         store expenses on their nodes, then read each back
@@ -20,6 +23,9 @@ const USAGE = `Usage:
                                                       which node owns each id (no HTTP), or a picture
   node ch_client.ts balance [--replicas N,N,...] [--keys N] [--nodes ...]
                                                       how evenly the ring spreads keys
+  node ch_client.ts reshard --from a,b,c --to a,b,c,d [--replicas N] [--dry-run]
+                                                      move the records whose owner changes
+  node ch_client.ts get ID [options]                  read one expense from its owner
 
 Options:
   --nodes a,b,c     the nodes, as host:port (default ${DEFAULT_NODES})
@@ -28,11 +34,14 @@ Options:
   --json            map: print one JSON object {"id": "node", ...}
   --svg FILE        map: draw the ring, its arcs and the ids into an SVG file
   --keys N          balance: how many keys to place (default 100000)
+  --dry-run         reshard: print the plan, move nothing
+  --state FILE      where a reshard in progress is recorded (default data/reshard.json);
+                    while it exists, reads that miss on the new owner try the old one
   -h, --help        this text`;
 // Enough requests in flight to keep three shards busy, few enough to be polite.
 const IN_FLIGHT = 32;
 
-type Options = { nodes: string[]; replicas: number; ids: string[] };
+type Options = { nodes: string[]; replicas: number; ids: string[]; statePath: string };
 
 /** The job: five steps, in order. Resolves to the process exit code. */
 async function store(options: Options): Promise<number> {
@@ -70,14 +79,16 @@ async function store(options: Options): Promise<number> {
   progress.done();
 
   // 5. GET each back from the same node, and check it is what was stored.
+  //    (While a reshard is in progress, a miss falls back to the old owner.)
+  const previous = previousRing(options.statePath, options.nodes);
   const verified = new Map<string, number>(options.nodes.map((node) => [node, 0]));
   const checking = progressLine('read back', stored.size);
   await eachLimit([...stored.keys()], IN_FLIGHT, async (id) => {
     const node = owner.get(id)!;
     try {
-      const res = await call(node, 'GET', `/v1/expenses/${id}`);
-      if (res.status !== 200) failed.set(id, `GET failed: ${problem(res)}`);
-      else if (JSON.stringify(res.body) !== JSON.stringify(stored.get(id))) failed.set(id, 'read back a different record than was stored');
+      const found = await readThrough(id, ring, previous);
+      if (found === undefined) failed.set(id, 'GET failed: HTTP 404');
+      else if (!identical(found.record, stored.get(id)!)) failed.set(id, 'read back a different record than was stored');
       else verified.set(node, verified.get(node)! + 1);
     } catch (err) {
       failed.set(id, (err as Error).message);
@@ -114,22 +125,10 @@ function printMapping(owner: Map<string, string>): void {
   if (shown.length < owner.size) console.log(`... and ${owner.size - shown.length} more`);
 }
 
-/** A counter on one line of stderr, only for a person watching many ids. */
-function progressLine(what: string, total: number): { tick(): void; done(): void } {
-  if (!process.stderr.isTTY || total < 100) return { tick() {}, done() {} };
-  let n = 0;
-  return {
-    tick() {
-      if (++n % 100 === 0 || n === total) process.stderr.write(`\r${what} ${n}/${total}`);
-    },
-    done() {
-      process.stderr.write('\n');
-    },
-  };
-}
-
 // ---------------------------------------------------------------------------
 // The command line.
+
+const ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** "0-9,42,abc" as a list of ids. Ranges are of whole numbers. */
 export function parseIds(spec: string): string[] {
@@ -137,7 +136,7 @@ export function parseIds(spec: string): string[] {
   for (const part of spec.split(',')) {
     const range = /^(\d+)-(\d+)$/.exec(part);
     if (range === null) {
-      if (!/^[A-Za-z0-9._-]{1,64}$/.test(part)) throw new UsageError(`--ids: ${JSON.stringify(part)} is neither an id nor a range like 1-10`);
+      if (!ID.test(part)) throw new UsageError(`--ids: ${JSON.stringify(part)} is neither an id nor a range like 1-10`);
       ids.push(part);
       continue;
     }
@@ -156,6 +155,8 @@ function parseNodes(spec: string, option = '--nodes'): string[] {
   if (nodes.length === 0) throw new UsageError(`${option} needs at least one host:port`);
   for (const node of nodes) {
     if (!/^[^\s/:,]+:\d{1,5}$/.test(node)) throw new UsageError(`${option}: ${JSON.stringify(node)} is not host:port`);
+    const why = unreachablePort(node);
+    if (why !== undefined) throw new UsageError(`${option}: ${node}: ${why}`);
   }
   return nodes;
 }
@@ -177,6 +178,10 @@ async function main(args: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
       svg: { type: 'string' },
       keys: { type: 'string', default: '100000' },
+      from: { type: 'string' },
+      to: { type: 'string' },
+      'dry-run': { type: 'boolean', default: false },
+      state: { type: 'string', default: DEFAULT_STATE },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -194,7 +199,24 @@ async function main(args: string[]): Promise<number> {
   }
   const replicas = parseCount(values.replicas ?? '1', '--replicas');
 
-  if (command === undefined) return store({ nodes, replicas, ids: parseIds(values.ids ?? '0-9') });
+  if (command === undefined) return store({ nodes, replicas, ids: parseIds(values.ids ?? '0-9'), statePath: values.state });
+
+  if (command === 'reshard') {
+    if (values.from === undefined || values.to === undefined) throw new UsageError('reshard needs --from and --to');
+    return reshard({ from: parseNodes(values.from, '--from'), to: parseNodes(values.to, '--to'), replicas, dryRun: values['dry-run'], statePath: values.state });
+  }
+
+  if (command === 'get') {
+    if (rest.length !== 1 || !ID.test(rest[0]!)) throw new UsageError('get takes exactly one id (A-Z a-z 0-9 . _ -)');
+    const found = await readThrough(rest[0]!, new HashRing(nodes, replicas), previousRing(values.state, nodes));
+    if (found === undefined) {
+      console.error(`no expense with id ${JSON.stringify(rest[0])}`);
+      return 1;
+    }
+    console.error(`found on ${found.node}`);
+    console.log(JSON.stringify(found.record));
+    return 0;
+  }
 
   if (command === 'map') {
     const ids = values.ids !== undefined ? parseIds(values.ids) : rest.length > 0 ? rest : parseIds('0-9');

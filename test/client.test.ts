@@ -121,6 +121,7 @@ describe('ch_client.ts', () => {
       [['--ids', '9-1'], /--ids: the range 9-1 must go upwards/],
       [['--ids', 'a b'], /--ids: "a b" is neither an id nor a range/],
       [['--nodes', 'localhost'], /--nodes: "localhost" is not host:port/],
+      [['--nodes', '127.0.0.1:6000'], /fetch\(\) refuses to connect to port 6000 \(a "bad port" in the Fetch standard\); use another, such as 6001/],
       [['--frobnicate'], /Unknown option '--frobnicate'/],
       [['reshuffle'], /unknown command "reshuffle"/],
     ];
