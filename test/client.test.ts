@@ -105,7 +105,7 @@ describe('ch_client.ts', () => {
   });
 
   it('map prints the mapping without any HTTP, as text or JSON', async () => {
-    const nodes = 'x.invalid:1,y.invalid:2,z.invalid:3';
+    const nodes = 'x.invalid:8001,y.invalid:8002,z.invalid:8003';
     const ring = new HashRing(nodes.split(','), 5);
     const json = await runNode(['ch_client.ts', 'map', '--json', '--nodes', nodes, '--replicas', '5', 'a', 'b', '42']);
     assert.equal(json.code, 0);
