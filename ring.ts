@@ -46,7 +46,15 @@ export class HashRing {
   #nodes: string[] = [];
   // Every node point, sorted by position: the circle, cut open at 0.
   #points: string[] = [];
-  #owner = new Map<string, string>();
+  // #owners[i] is the node of #points[i]: an array index is cheaper on the
+  // lookup path than a Map.
+  #owners: string[] = [];
+  // #start[b] is the index of the first point whose first four hex digits are
+  // b or more. It narrows the binary search to the few points that share the
+  // key's first four digits: the same answer, with far fewer cache misses on a
+  // big ring.
+  #start = new Uint32Array(BUCKETS + 1);
+  #nodeAt = new Map<string, string>(); // position -> node, for collisions and removal
 
   constructor(nodes: Iterable<string>, replicas = 1) {
     if (!Number.isSafeInteger(replicas) || replicas < 1) {
@@ -54,8 +62,7 @@ export class HashRing {
     }
     this.replicas = replicas;
     for (const node of nodes) this.#place(node);
-    // Sorting once is O(n log n); inserting point by point would be O(n²).
-    this.#points.sort();
+    this.#sort();
   }
 
   /** The nodes, in the order they joined. */
@@ -65,7 +72,7 @@ export class HashRing {
 
   /** Every point on the ring in clockwise order, starting just after 0. */
   get points(): Point[] {
-    return this.#points.map((p) => ({ position: p, node: this.#owner.get(p)! }));
+    return this.#points.map((p, i) => ({ position: p, node: this.#owners[i]! }));
   }
 
   /**
@@ -78,7 +85,7 @@ export class HashRing {
     const points = this.#points;
     points.forEach((p, i) => {
       const from = i === 0 ? fraction(points.at(-1)!) - 1 : fraction(points[i - 1]!);
-      const node = this.#owner.get(p)!;
+      const node = this.#owners[i]!;
       share.set(node, share.get(node)! + fraction(p) - from);
     });
     return share;
@@ -86,26 +93,43 @@ export class HashRing {
 
   add(node: string): void {
     this.#place(node);
-    this.#points.sort();
+    this.#sort();
   }
 
   remove(node: string): void {
     const at = this.#nodes.indexOf(node);
     if (at === -1) throw new Error(`cannot remove node ${JSON.stringify(node)}: it is not on the ring`);
     this.#nodes.splice(at, 1);
-    for (const p of pointsOf(node, this.replicas)) this.#owner.delete(p);
-    this.#points = this.#points.filter((p) => this.#owner.has(p));
+    for (const p of pointsOf(node, this.replicas)) this.#nodeAt.delete(p);
+    this.#points = this.#points.filter((p) => this.#nodeAt.has(p));
+    this.#index();
   }
 
   /** The node that owns `key`. */
   get(key: string): string {
-    return this.#owner.get(this.#points[this.#find(key)]!)!;
+    return this.#owners[this.#find(key)]!;
   }
 
   /** The point whose arc holds `key`. */
   pointOf(key: string): Point {
-    const p = this.#points[this.#find(key)]!;
-    return { position: p, node: this.#owner.get(p)! };
+    const i = this.#find(key);
+    return { position: this.#points[i]!, node: this.#owners[i]! };
+  }
+
+  // Sorting once is O(n log n); inserting point by point would be O(n²).
+  #sort(): void {
+    this.#points.sort();
+    this.#index();
+  }
+
+  #index(): void {
+    const points = this.#points;
+    this.#owners = points.map((p) => this.#nodeAt.get(p)!);
+    let i = 0;
+    for (let b = 0; b <= BUCKETS; b++) {
+      while (i < points.length && bucket(points[i]!) < b) i++;
+      this.#start[b] = i;
+    }
   }
 
   /** The index of the first point clockwise from the key's hash. */
@@ -118,8 +142,11 @@ export class HashRing {
     // (Python's bisect_right). "Strictly" decides the tie where a key lands
     // exactly on a point: it goes to the next point, as in the classic example.
     // Any fixed rule would do; this one keeps every implementation in step.
-    let lo = 0;
-    let hi = points.length;
+    // Points in earlier buckets are smaller than h and those in later ones
+    // larger, so the answer lies in h's own bucket or is the next bucket's first.
+    const b = bucket(h);
+    let lo = this.#start[b]!;
+    let hi = this.#start[b + 1]!;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (points[mid]! <= h) lo = mid + 1;
@@ -138,17 +165,29 @@ export class HashRing {
     for (const p of mine) {
       // Two points at one position would leave one node's arc to chance.
       // With MD5 it takes different names that collide, so say so loudly.
-      const other = this.#owner.get(p);
+      const other = this.#nodeAt.get(p);
       if (other !== undefined) {
         throw new Error(`node ${JSON.stringify(node)} collides with ${JSON.stringify(other)} at ring position ${p}`);
       }
     }
     for (const p of mine) {
-      this.#owner.set(p, node);
+      this.#nodeAt.set(p, node);
       this.#points.push(p);
     }
     this.#nodes.push(node);
   }
+}
+
+const BUCKETS = 0x10000;
+
+/** The first four hex digits of a position, as a number. */
+function bucket(p: string): number {
+  let v = 0;
+  for (let i = 0; i < 4; i++) {
+    const c = p.charCodeAt(i);
+    v = v * 16 + (c <= 57 ? c - 48 : c - 87); // '0'-'9' are 48-57, 'a'-'f' are 97-102
+  }
+  return v;
 }
 
 /** The positions of a node's points: MD5 of "node:0", "node:1", ... */

@@ -1,0 +1,64 @@
+// bench/ring.ts: the ring's speed against its natural limit, measured in one run.
+//
+// A lookup is an MD5 and a binary search, so bare MD5 of the same keys is the
+// limit. Building a ring is hashing every point name and sorting once, so that
+// is the limit for construction. Run: npm run bench:ring
+
+import { hash } from 'node:crypto';
+import { HashRing } from '../ring.ts';
+
+const KEYS = Array.from({ length: 1_000_000 }, (_, i) => `expense-${i}`);
+const ROUNDS = 5;
+
+/** The best of a few runs, in seconds: the least disturbed by anything else on the machine. */
+function best(fn: () => void): number {
+  fn(); // warm up: let V8 optimise first
+  let fastest = Infinity;
+  for (let i = 0; i < ROUNDS; i++) {
+    const start = process.hrtime.bigint();
+    fn();
+    fastest = Math.min(fastest, Number(process.hrtime.bigint() - start) / 1e9);
+  }
+  return fastest;
+}
+
+// Results go into a sink, so that V8 cannot drop the work as unused.
+let sink = 0;
+const md5 = best(() => {
+  for (const key of KEYS) sink += hash('md5', key).length;
+});
+console.log(`bare MD5:                     ${rate(md5)} keys/s`);
+
+const ratios: number[] = [];
+for (const [nodes, replicas] of [[3, 1], [3, 100], [100, 100]] as const) {
+  const ring = new HashRing(names(nodes), replicas);
+  const seconds = best(() => {
+    for (const key of KEYS) sink += ring.get(key).length;
+  });
+  ratios.push(md5 / seconds);
+  console.log(`HashRing.get ${`${nodes} x ${replicas}`.padEnd(10)}       ${rate(seconds)} lookups/s   ${(md5 / seconds).toFixed(2)} x bare MD5`);
+}
+
+const BUILD = { nodes: 100, replicas: 1000 };
+const build = best(() => {
+  sink += new HashRing(names(BUILD.nodes), BUILD.replicas).nodes.length;
+});
+const hashAndSort = best(() => {
+  const points: string[] = [];
+  for (const node of names(BUILD.nodes)) for (let i = 0; i < BUILD.replicas; i++) points.push(hash('md5', `${node}:${i}`));
+  sink += points.sort().length;
+});
+console.log(`new HashRing(100 x 1000):     ${(build * 1000).toFixed(1)} ms`);
+console.log(`hash 100,000 names, sort:     ${(hashAndSort * 1000).toFixed(1)} ms`);
+
+console.log(`\nring lookup/md5 = ${Math.min(...ratios).toFixed(2)} (worst of 3; target >= 0.70)`);
+console.log(`ring build/(hash+sort) = ${(build / hashAndSort).toFixed(2)} (target <= 2.00)`);
+if (sink === 0) console.log('unreachable');
+
+function names(n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `10.0.${i >> 8}.${i & 255}:3000`);
+}
+
+function rate(seconds: number): string {
+  return Math.round(KEYS.length / seconds).toLocaleString('en-US').padStart(11);
+}
