@@ -22,6 +22,8 @@ export function run(command: string, args: string[], options: { env?: NodeJS.Pro
       const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
       resolve({ code, stdout, stderr });
     });
+    // A child that never reads its input may be gone before we close it.
+    child.stdin!.on('error', () => {});
     child.stdin!.end(options.input ?? '');
   });
 }
