@@ -124,12 +124,15 @@ export class HashRing {
 
   #index(): void {
     const points = this.#points;
-    this.#owners = points.map((p) => this.#nodeAt.get(p)!);
-    let i = 0;
-    for (let b = 0; b <= BUCKETS; b++) {
-      while (i < points.length && bucket(points[i]!) < b) i++;
-      this.#start[b] = i;
+    const nodeAt = this.#nodeAt;
+    const start = this.#start;
+    this.#owners = points.map((p) => nodeAt.get(p)!);
+    let b = 0;
+    for (let i = 0; i < points.length; i++) {
+      const mine = bucket(points[i]!);
+      while (b <= mine) start[b++] = i;
     }
+    while (b <= BUCKETS) start[b++] = points.length;
   }
 
   /** The index of the first point clockwise from the key's hash. */
@@ -162,17 +165,19 @@ export class HashRing {
     }
     if (this.#nodes.includes(node)) throw new Error(`node ${JSON.stringify(node)} is already on the ring`);
     const mine = pointsOf(node, this.replicas);
+    const nodeAt = this.#nodeAt;
     for (const p of mine) {
       // Two points at one position would leave one node's arc to chance.
       // With MD5 it takes different names that collide, so say so loudly.
-      const other = this.#nodeAt.get(p);
+      const other = nodeAt.get(p);
       if (other !== undefined) {
         throw new Error(`node ${JSON.stringify(node)} collides with ${JSON.stringify(other)} at ring position ${p}`);
       }
     }
+    const points = this.#points;
     for (const p of mine) {
-      this.#nodeAt.set(p, node);
-      this.#points.push(p);
+      nodeAt.set(p, node);
+      points.push(p);
     }
     this.#nodes.push(node);
   }
