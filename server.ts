@@ -159,7 +159,8 @@ function readJson(req: IncomingMessage): Promise<unknown> {
       req.pause();
       reject(tooLarge());
     });
-    req.on('error', reject);
+    // The client went away mid-body: no one is left to read the answer.
+    req.on('error', () => reject(new HttpError(400, 'the body ended before its Content-Length')));
     req.on('end', () => {
       let text: string;
       try {
