@@ -155,8 +155,11 @@ function readJson(req: IncomingMessage): Promise<unknown> {
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size <= BODY_LIMIT) return void chunks.push(chunk);
+      // Read on and discard the rest, so that the client gets to read our 413:
+      // closing with unread data would reset the connection and lose it.
+      // requestTimeout bounds how long a client can keep us reading.
       req.removeAllListeners('data');
-      req.pause();
+      req.resume();
       reject(tooLarge());
     });
     // The client went away mid-body: no one is left to read the answer.
@@ -180,8 +183,7 @@ function readJson(req: IncomingMessage): Promise<unknown> {
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
 function tooLarge(): HttpError {
-  // The rest of the body stays unread, so the connection cannot be reused.
-  return new HttpError(413, `the body is over ${BODY_LIMIT} bytes; an expense is far smaller`, { headers: { Connection: 'close' } });
+  return new HttpError(413, `the body is over ${BODY_LIMIT} bytes; an expense is far smaller`);
 }
 
 function refuseBody(req: IncomingMessage): void {
