@@ -84,12 +84,11 @@ async function store(options: Options): Promise<number> {
   const verified = new Map<string, number>(options.nodes.map((node) => [node, 0]));
   const checking = progressLine('read back', stored.size);
   await eachLimit([...stored.keys()], IN_FLIGHT, async (id) => {
-    const node = owner.get(id)!;
     try {
       const found = await readThrough(id, ring, previous);
       if (found === undefined) failed.set(id, 'GET failed: HTTP 404');
       else if (!identical(found.record, stored.get(id)!)) failed.set(id, 'read back a different record than was stored');
-      else verified.set(node, verified.get(node)! + 1);
+      else verified.set(found.node, (verified.get(found.node) ?? 0) + 1);
     } catch (err) {
       failed.set(id, (err as Error).message);
     }
@@ -131,7 +130,7 @@ function printMapping(owner: Map<string, string>): void {
 const ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** "0-9,42,abc" as a list of ids. Ranges are of whole numbers. */
-export function parseIds(spec: string): string[] {
+function parseIds(spec: string): string[] {
   const ids: string[] = [];
   for (const part of spec.split(',')) {
     const range = /^(\d+)-(\d+)$/.exec(part);

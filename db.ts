@@ -149,7 +149,7 @@ export function createDb(config: DbConfig) {
 function connections(options: mysql.ConnectionConfig, size: number) {
   type Slot = { connection: mysql.Connection; queued: number };
   const slots: Array<Slot | undefined> = Array.from({ length: size }, () => undefined);
-  let waiting = 0;
+  let pending = 0; // queries sent or queued, on all connections
 
   function open(i: number): Slot {
     const connection = mysql.createConnection(options);
@@ -169,18 +169,19 @@ function connections(options: mysql.ConnectionConfig, size: number) {
   }
 
   function query<T>(sql: string, values: unknown[] = []): Promise<T> {
-    if (waiting >= QUEUE_LIMIT) {
+    if (pending >= QUEUE_LIMIT) {
+      // The code mysql.createPool uses for the same condition.
       return Promise.reject(Object.assign(new Error(`more than ${QUEUE_LIMIT} queries are waiting for MySQL`), { code: 'POOL_ENQUEUELIMIT' }));
     }
     let best = 0;
     for (let i = 1; i < size; i++) if ((slots[i]?.queued ?? 0) < (slots[best]?.queued ?? 0)) best = i;
     const slot = slots[best] ?? open(best);
     slot.queued++;
-    waiting++;
+    pending++;
     return new Promise((resolve, reject) => {
       slot.connection.query({ sql, values, timeout: QUERY_TIMEOUT_MS }, (err: mysql.MysqlError | null, result: T) => {
         slot.queued--;
-        waiting--;
+        pending--;
         if (err) reject(err);
         else resolve(result);
       });
@@ -189,9 +190,9 @@ function connections(options: mysql.ConnectionConfig, size: number) {
 
   /** Lets the queued queries finish, then closes every connection. */
   query.close = async (): Promise<void> => {
-    const open = slots.filter((slot) => slot !== undefined);
+    const live = slots.filter((slot) => slot !== undefined);
     slots.fill(undefined);
-    await Promise.all(open.map(({ connection }) => new Promise<void>((resolve) => connection.end(() => resolve()))));
+    await Promise.all(live.map(({ connection }) => new Promise<void>((resolve) => connection.end(() => resolve()))));
   };
 
   return query;
@@ -205,7 +206,6 @@ function codeOf(err: unknown): string | undefined {
 // now", as opposed to a bug in a query: the request may succeed if retried.
 const UNAVAILABLE = new Set([
   'POOL_ENQUEUELIMIT',
-  'POOL_CLOSED',
   'ER_CON_COUNT_ERROR',
   'ER_SERVER_SHUTDOWN',
   'ER_LOCK_WAIT_TIMEOUT',
