@@ -83,7 +83,7 @@ function notFound(id: string): never {
 // The one error path: every failure becomes an HttpError, and every reply is JSON.
 
 /** An error that knows its HTTP status. Its message is safe to show the client. */
-export class HttpError extends Error {
+class HttpError extends Error {
   status: number;
   /** For a 400 about a body: what is wrong with each field. */
   fields?: Record<string, string>;
@@ -139,7 +139,7 @@ function send(res: ServerResponse, { status, body, headers }: Reply): void {
 // ---------------------------------------------------------------------------
 // Reading requests.
 
-export const BODY_LIMIT = 64 * 1024;
+const BODY_LIMIT = 64 * 1024;
 
 function readJson(req: IncomingMessage): Promise<unknown> {
   const [type = '', ...params] = (req.headers['content-type'] ?? '').split(';').map((s) => s.trim().toLowerCase());
@@ -337,7 +337,7 @@ function preview(v: unknown): string {
 // ---------------------------------------------------------------------------
 // The HTTP server.
 
-export function createServer(db: Db): http.Server {
+function createServer(db: Db): http.Server {
   const server = http.createServer(
     {
       // Slow or silent clients must not hold connections forever.
@@ -371,7 +371,7 @@ export function createServer(db: Db): http.Server {
 }
 
 /** The server's settings, from the environment. Throws on a value that cannot work. */
-export function configFromEnv(env: NodeJS.ProcessEnv): { host: string; port: number; db: DbConfig } {
+function configFromEnv(env: NodeJS.ProcessEnv): { host: string; port: number; db: DbConfig } {
   const port = Number(env.PORT ?? 3000);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be 0 to 65535, got ${JSON.stringify(env.PORT)}`);
   const mysqlPort = Number(env.MYSQL_PORT ?? 3306);

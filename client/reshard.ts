@@ -26,7 +26,7 @@ export type ReshardOptions = {
   statePath: string;
 };
 
-export type ReshardState = { from: string[]; to: string[]; replicas: number; started: string };
+type ReshardState = { from: string[]; to: string[]; replicas: number; started: string };
 
 const PAGE = 1000;
 const IN_FLIGHT = 16;
@@ -156,7 +156,7 @@ function writeState(path: string, state: ReshardState): void {
 }
 
 /** The reshard in progress, if any. */
-export function readState(path: string): ReshardState | undefined {
+function readState(path: string): ReshardState | undefined {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
