@@ -38,8 +38,8 @@ export async function reshard(o: ReshardOptions): Promise<number> {
   const plan = new Map<string, number>(); // "from -> to": how many records
   const failed = new Map<string, string>(); // id: why
   const conflicts: string[] = [];
-  const modN = { moved: 0 };
   let total = 0;
+  let movedByModN = 0;
   let moved = 0;
 
   if (!o.dryRun) writeState(o.statePath, { from: o.from, to: o.to, replicas: o.replicas, started: new Date().toISOString() });
@@ -51,12 +51,10 @@ export async function reshard(o: ReshardOptions): Promise<number> {
         const moving: Array<[Expense, string]> = [];
         for (const record of page) {
           total++;
-          if (moduloOwner(record.id, o.from) !== moduloOwner(record.id, o.to)) modN.moved++;
+          progress.tick();
+          if (moduloOwner(record.id, o.from) !== moduloOwner(record.id, o.to)) movedByModN++;
           const owner = newRing.get(record.id);
-          if (owner === holder) {
-            progress.tick();
-            continue; // it stays: never touched
-          }
+          if (owner === holder) continue; // it stays: never touched
           const key = `${holder} -> ${owner}`;
           plan.set(key, (plan.get(key) ?? 0) + 1);
           moving.push([record, owner]);
@@ -67,7 +65,6 @@ export async function reshard(o: ReshardOptions): Promise<number> {
           if (outcome === 'moved') moved++;
           else if (outcome === 'conflict') conflicts.push(record.id);
           else failed.set(record.id, outcome);
-          progress.tick();
         });
       }
     } catch (err) {
@@ -81,13 +78,12 @@ export async function reshard(o: ReshardOptions): Promise<number> {
   const pct = (n: number) => (total === 0 ? '0.0%' : `${((n / total) * 100).toFixed(1)}%`);
   console.log(`${o.dryRun ? 'plan' : 'reshard'}: ${o.from.length} nodes -> ${o.to.length} nodes, replicas ${o.replicas}, ${total} records`);
   for (const [route, n] of [...plan].sort()) console.log(`  ${route}: ${n}`);
-  console.log(`  to move: ${toMove} of ${total} (${pct(toMove)}); hash mod N would move ${modN.moved} (${pct(modN.moved)})`);
+  console.log(`  to move: ${toMove} of ${total} (${pct(toMove)}); hash mod N would move ${movedByModN} (${pct(movedByModN)})`);
   console.log(`  the ring predicts ${(predictedShare(oldRing, newRing) * 100).toFixed(1)}%${theory(o.from.length, o.to.length)}`);
-  if (o.dryRun) return failed.size === 0 ? 0 : 1;
-
-  console.log(`  moved ${moved}, left in place ${total - toMove}, conflicts ${conflicts.length}, failed ${failed.size}`);
+  if (!o.dryRun) console.log(`  moved ${moved}, left in place ${total - toMove}, conflicts ${conflicts.length}, failed ${failed.size}`);
   for (const id of conflicts) console.error(`CONFLICT ${JSON.stringify(id)}: a different record with this id is already on ${newRing.get(id)}; both left as they are`);
   for (const [id, why] of failed) console.error(`FAILED ${JSON.stringify(id)}: ${why}`);
+  if (o.dryRun) return failed.size === 0 ? 0 : 1;
   if (conflicts.length > 0 || failed.size > 0) {
     console.error(`reshard incomplete: fix the above and run it again; until then, reads fall back to the old nodes (${o.statePath})`);
     return 1;

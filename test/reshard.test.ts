@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { HashRing } from '../ring.ts';
-import { ROOT, runNode, startShards, type Shards } from './shards.ts';
+import { freePorts, ROOT, runNode, startShards, type Shards } from './shards.ts';
 
 let shards: Shards;
 let three: string[];
@@ -170,6 +170,15 @@ describe('reshard', () => {
     const rerun = await reshard(four, three);
     assert.equal(rerun.code, 0, rerun.stderr);
     assert.deepEqual(await everywhere(), owned(three));
+  });
+
+  it('names an old node it cannot list, and exits 1, in a dry run too', async () => {
+    const nobody = `127.0.0.1:${await freePorts(1)}`;
+    for (const more of [['--dry-run'], []]) {
+      const res = await reshard([nobody], [nobody, four[0]!], ...more);
+      assert.equal(res.code, 1);
+      assert.match(res.stderr, new RegExp(`^FAILED "\\(all of ${nobody}\\)": could not list its records: cannot reach ${nobody}: ECONNREFUSED$`, 'm'));
+    }
   });
 
   it('refuses to start without --from and --to', async () => {
