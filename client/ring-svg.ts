@@ -20,7 +20,7 @@ const MAX_ID_LINES = 100;
 const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
 
 /** The colour of the i-th node: the palette first, then hues a golden angle apart. */
-export function colour(i: number): string {
+function colour(i: number): string {
   return PALETTE[i] ?? `hsl(${Math.round((i * 137.508) % 360)} 60% 50%)`;
 }
 
