@@ -3,6 +3,7 @@
 // Values only ever travel as placeholders. The columns arrive already in their
 // wire form (see COLUMNS), so a row from MySQL is the JSON the API returns.
 
+import { randomBytes } from 'node:crypto';
 import mysql from 'mysql';
 
 export type Expense = {
@@ -22,6 +23,9 @@ export type Expense = {
 export const EDITABLE = ['name', 'email', 'category', 'description', 'link', 'estimated_costs', 'submit_date'] as const;
 export type Editable = (typeof EDITABLE)[number];
 
+/** A record as stored: the expense, and the version that its last write gave it. */
+export type Versioned = { expense: Expense; version: string };
+
 export type DbConfig = {
   socketPath?: string;
   host?: string;
@@ -29,10 +33,9 @@ export type DbConfig = {
   user: string;
   password: string;
   database: string;
-  poolSize?: number;
 };
 
-export const DEFAULT_POOL_SIZE = 10;
+export const POOL_SIZE = 10;
 
 // Fail fast when MySQL is gone or stuck: the caller gets a 503 in seconds, not a hang.
 const CONNECT_TIMEOUT_MS = 2_000;
@@ -46,10 +49,14 @@ const COLUMNS = `id, name, email, category, description, link,
   CAST(estimated_costs AS CHAR) AS estimated_costs,
   DATE_FORMAT(submit_date, '%m-%d-%Y') AS submit_date,
   status,
-  IFNULL(DATE_FORMAT(decision_date, '%m-%d-%Y'), '') AS decision_date`;
+  IFNULL(DATE_FORMAT(decision_date, '%m-%d-%Y'), '') AS decision_date,
+  version`;
 
-// How each editable field is written: dates arrive as MM-DD-YYYY.
-const WRITE: Record<Editable, string> = {
+// How each stored field is written: dates arrive as MM-DD-YYYY, and an empty
+// decision date is none.
+const STORED = [...EDITABLE, 'status', 'decision_date'] as const;
+type Stored = (typeof STORED)[number];
+const WRITE: Record<Stored, string> = {
   name: '?',
   email: '?',
   category: '?',
@@ -57,9 +64,24 @@ const WRITE: Record<Editable, string> = {
   link: '?',
   estimated_costs: '?',
   submit_date: "STR_TO_DATE(?, '%m-%d-%Y')",
+  status: '?',
+  decision_date: "STR_TO_DATE(NULLIF(?, ''), '%m-%d-%Y')",
 };
 
-const INSERT = `INSERT INTO expenses (id, ${EDITABLE.join(', ')}, status) VALUES (?, ${EDITABLE.map((f) => WRITE[f]).join(', ')}, ?)`;
+const INSERT = `INSERT INTO expenses (id, ${STORED.join(', ')}, version) VALUES (?, ${STORED.map((f) => WRITE[f]).join(', ')}, ?)`;
+const REPLACE = `UPDATE expenses SET ${STORED.map((f) => `${f} = ${WRITE[f]}`).join(', ')}, version = ? WHERE id = ? AND version = ?`;
+
+/** A fresh version for a write: 64 random bits, as 16 hex digits. */
+function newVersion(): string {
+  return randomBytes(8).toString('hex');
+}
+
+/** "Only if the stored version is one of these"; undefined: whatever it is. */
+export type Expected = readonly string[] | undefined;
+
+function versioned({ version, ...expense }: Expense & { version: string }): Versioned {
+  return { expense, version };
+}
 
 export type Db = ReturnType<typeof createDb>;
 
@@ -88,49 +110,68 @@ export function createDb(config: DbConfig) {
     // Long stack traces cost a captured Error on every query.
     trace: false,
   };
-  const query = connections(options, config.poolSize ?? DEFAULT_POOL_SIZE);
+  const query = connections(options, POOL_SIZE);
 
-  async function get(id: string): Promise<Expense | undefined> {
-    const rows = await query<Expense[]>(`SELECT ${COLUMNS} FROM expenses WHERE id = ?`, [id]);
-    return rows[0] === undefined ? undefined : { ...rows[0] };
+  async function get(id: string): Promise<Versioned | undefined> {
+    const rows = await query<Array<Expense & { version: string }>>(`SELECT ${COLUMNS} FROM expenses WHERE id = ?`, [id]);
+    return rows[0] === undefined ? undefined : versioned({ ...rows[0] });
   }
+
+  // `AND version IN (...)` when the caller expects a version: the check and
+  // the write are one statement, so no other write can slip in between.
+  // An empty list (only weak ETags were sent) matches nothing.
+  const only = (expected: Expected) => (expected === undefined ? '' : expected.length === 0 ? ' AND FALSE' : ' AND version IN (?)');
+  const values = (expected: Expected) => (expected === undefined || expected.length === 0 ? [] : [expected]);
 
   return {
     get,
 
-    /** Stores a new expense; false when the id is already taken. */
-    async insert(e: Expense): Promise<boolean> {
+    /**
+     * Stores a new record, server fields included; its version, or undefined
+     * when the id is already taken. A copy from another shard keeps its version.
+     */
+    async insert(e: Expense, version = newVersion()): Promise<string | undefined> {
       try {
-        await query(INSERT, [e.id, ...EDITABLE.map((f) => e[f]), e.status]);
-        return true;
+        await query(INSERT, [e.id, ...STORED.map((f) => e[f]), version]);
+        return version;
       } catch (err) {
-        if (codeOf(err) === 'ER_DUP_ENTRY') return false;
+        if (codeOf(err) === 'ER_DUP_ENTRY') return undefined;
         throw err;
       }
     },
 
-    /** Changes some fields; the stored record afterwards, or undefined when there is none. */
-    async update(id: string, fields: Partial<Record<Editable, string>>): Promise<Expense | undefined> {
+    /** Changes some fields; false when no record has this id (and an expected version). */
+    async update(id: string, fields: Partial<Record<Editable, string>>, expected?: Expected): Promise<boolean> {
       const names = EDITABLE.filter((f) => fields[f] !== undefined);
       const sets = names.map((f) => `${f} = ${WRITE[f]}`).join(', ');
-      const result = await query<{ affectedRows: number }>(`UPDATE expenses SET ${sets} WHERE id = ?`, [...names.map((f) => fields[f]), id]);
-      return result.affectedRows === 0 ? undefined : get(id);
-    },
-
-    /** False when there was nothing to delete. */
-    async remove(id: string): Promise<boolean> {
-      const result = await query<{ affectedRows: number }>('DELETE FROM expenses WHERE id = ?', [id]);
+      const sql = `UPDATE expenses SET ${sets}, version = ? WHERE id = ?${only(expected)}`;
+      const result = await query<{ affectedRows: number }>(sql, [...names.map((f) => fields[f]), newVersion(), id, ...values(expected)]);
+      // affectedRows counts the rows found, changed or not (the driver's FOUND_ROWS flag).
       return result.affectedRows > 0;
     },
 
-    /** Up to `limit` expenses with ids after `after`, in id order. */
-    async list(after: string, limit: number): Promise<Expense[]> {
-      const rows = await query<Expense[]>(`SELECT ${COLUMNS} FROM expenses WHERE id > ? ORDER BY id LIMIT ?`, [after, limit]);
-      return rows.map((row) => ({ ...row }));
+    /** Overwrites a record with a copy, every field and the version, if it still has version `expected`. */
+    async replace(e: Expense, version: string, expected: string): Promise<boolean> {
+      const result = await query<{ affectedRows: number }>(REPLACE, [...STORED.map((f) => e[f]), version, e.id, expected]);
+      return result.affectedRows > 0;
     },
 
-    async ping(): Promise<void> {
-      await query('SELECT 1');
+    /** False when there was nothing to delete (with an expected version, nothing of that version). */
+    async remove(id: string, expected?: Expected): Promise<boolean> {
+      const result = await query<{ affectedRows: number }>(`DELETE FROM expenses WHERE id = ?${only(expected)}`, [id, ...values(expected)]);
+      return result.affectedRows > 0;
+    },
+
+    /** Up to `limit` records with ids after `after`, in id order. */
+    async list(after: string, limit: number): Promise<Versioned[]> {
+      const rows = await query<Array<Expense & { version: string }>>(`SELECT ${COLUMNS} FROM expenses WHERE id > ? ORDER BY id LIMIT ?`, [after, limit]);
+      return rows.map((row) => versioned({ ...row }));
+    },
+
+    /** The shard's name for itself (schema.sql makes it); a query, so it also proves MySQL answers. */
+    async shard(): Promise<string> {
+      const rows = await query<Array<{ id: string }>>('SELECT id FROM shard');
+      return rows[0]?.id ?? '';
     },
 
     close: query.close,

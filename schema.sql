@@ -1,5 +1,6 @@
--- The expense service's database: one table, keyed by the client's id.
--- Idempotent: start-shards.sh applies it on every start.
+-- The expense service's database: one table, keyed by the client's id, and
+-- the shard's name for itself. Idempotent: start-shards.sh applies it on every
+-- start.
 
 CREATE DATABASE IF NOT EXISTS expenses CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
 
@@ -13,11 +14,28 @@ CREATE TABLE IF NOT EXISTS expenses.expenses (
   category        VARCHAR(100)  NOT NULL,
   description     VARCHAR(2000) NOT NULL,
   link            VARCHAR(2048) NOT NULL,
-  -- Money is exact: DECIMAL, never FLOAT. Sent and returned as "700.00".
+  -- Money is exact: DECIMAL, never FLOAT.
   estimated_costs DECIMAL(12,2) NOT NULL,
   -- Real dates, so that MySQL can sort and compare them. Wire form: MM-DD-YYYY.
   submit_date     DATE          NOT NULL,
   status          VARCHAR(16)   NOT NULL DEFAULT 'pending',
   decision_date   DATE          NULL,
+  -- Changed by every write, and kept by a copy to another shard: the ETag.
+  -- Random rather than a counter, so that a record deleted and created again
+  -- never repeats a version that a stale If-Match could still name.
+  version         CHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   PRIMARY KEY (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Tables made before records had versions get one (MariaDB syntax).
+ALTER TABLE expenses.expenses ADD COLUMN IF NOT EXISTS
+  version CHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '';
+UPDATE expenses.expenses SET version = LEFT(MD5(CONCAT(id, RAND())), 16) WHERE version = '';
+
+-- Who this shard is: a name made once, when its database is created. Two
+-- addresses that reach the same shard (127.0.0.1:3000 and localhost:3000)
+-- report the same name, so a client can tell them from two shards.
+CREATE TABLE IF NOT EXISTS expenses.shard (
+  id CHAR(36) CHARACTER SET ascii NOT NULL PRIMARY KEY
+) ENGINE=InnoDB;
+INSERT INTO expenses.shard (id) SELECT UUID() FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM expenses.shard);

@@ -17,38 +17,71 @@ type Handler = (c: Context) => Promise<Reply>;
 const routes: Array<[RegExp, Record<string, Handler>]> = [
   [/^\/v1\/expenses$/, { GET: list, POST: create }],
   [/^\/v1\/expenses\/([^/]+)$/, { GET: read, PUT: update, DELETE: remove }],
+  [/^\/v1\/expenses\/([^/]+)\/copy$/, { PUT: copy }],
   [/^\/healthz$/, { GET: health }],
 ];
 
 async function create({ db, req }: Context): Promise<Reply> {
-  const body = await readJson(req);
-  const fields = checkFields(body, { allowId: true, requireAll: true });
+  const fields = checkFields(await readJson(req), ['id', ...EDITABLE], true);
   const expense: Expense = { id: fields.id!, ...(fields as Record<Editable, string>), status: 'pending', decision_date: '' };
-  if (!(await db.insert(expense))) {
+  const version = await db.insert(expense);
+  if (version === undefined) {
+    // If-None-Match: * asks for exactly what a POST does anyway; say it in its terms.
+    if (precondition(req)?.absent) throw await refused(db, expense.id);
     throw new HttpError(409, `an expense with id ${JSON.stringify(expense.id)} already exists; PUT /v1/expenses/${expense.id} to change it`);
   }
-  return { status: 201, body: expense, headers: { Location: `/v1/expenses/${expense.id}` } };
+  return { status: 201, body: expense, headers: { Location: `/v1/expenses/${expense.id}`, ETag: etag(version) } };
 }
 
 async function read({ db, req, params }: Context): Promise<Reply> {
   refuseBody(req);
   const id = pathId(params);
-  return { status: 200, body: (await db.get(id)) ?? notFound(id) };
+  const found = (await db.get(id)) ?? notFound(id);
+  return { status: 200, body: found.expense, headers: { ETag: etag(found.version) } };
 }
 
 async function update({ db, req, params }: Context): Promise<Reply> {
   const id = pathId(params);
-  const fields = checkFields(await readJson(req), { allowId: false, requireAll: false });
+  const expected = await expectedVersion(db, req, id);
+  const fields = checkFields(await readJson(req), EDITABLE, false);
   if (Object.keys(fields).length === 0) {
     throw new HttpError(400, `nothing to update: send at least one of ${EDITABLE.join(', ')}`);
   }
-  return { status: 202, body: (await db.update(id, fields)) ?? notFound(id) };
+  if (!(await db.update(id, fields, expected))) throw await refused(db, id);
+  const found = (await db.get(id)) ?? notFound(id);
+  return { status: 202, body: found.expense, headers: { ETag: etag(found.version) } };
 }
 
 async function remove({ db, req, params }: Context): Promise<Reply> {
   refuseBody(req);
   const id = pathId(params);
-  return (await db.remove(id)) ? { status: 204 } : notFound(id);
+  const expected = await expectedVersion(db, req, id);
+  if (!(await db.remove(id, expected))) throw await refused(db, id);
+  return { status: 204 };
+}
+
+/**
+ * A record copied from another shard, written as it is: the server's fields
+ * and the version too, so that an ETag means the same before and after a
+ * move. Only resharding needs this, and it must say what it expects to find:
+ * nothing (If-None-Match: *), or exactly the version it copied before
+ * (If-Match). So a copy can never overwrite a write it has not seen.
+ */
+async function copy({ db, req, params }: Context): Promise<Reply> {
+  const id = pathId(params);
+  const condition = precondition(req);
+  if (condition === undefined || (!condition.absent && condition.match?.length !== 1)) {
+    throw new HttpError(428, 'a copy needs If-None-Match: * (to create) or If-Match with exactly one version (to replace that version)');
+  }
+  const fields = checkFields(await readJson(req), ['id', ...EDITABLE, 'status', 'decision_date', 'version'], true);
+  if (fields.id !== id) throw new HttpError(400, `the id in the body (${preview(fields.id)}) is not the id in the path (${preview(id)})`);
+  const { version, ...expense } = fields as Expense & { version: string };
+  if (condition.absent) {
+    if ((await db.insert(expense, version)) === undefined) throw await refused(db, id);
+    return { status: 201, body: expense, headers: { Location: `/v1/expenses/${id}`, ETag: etag(version) } };
+  }
+  if (!(await db.replace(expense, version, condition.match![0]!))) throw await refused(db, id);
+  return { status: 200, body: expense, headers: { ETag: etag(version) } };
 }
 
 async function list({ db, req, query }: Context): Promise<Reply> {
@@ -65,18 +98,73 @@ async function list({ db, req, query }: Context): Promise<Reply> {
   // Ask for one more than the page: if it comes back, there is a next page.
   const rows = await db.list(after, +limit + 1);
   const page = rows.slice(0, +limit);
-  const next = rows.length > page.length ? page[page.length - 1]!.id : null;
-  return { status: 200, body: { expenses: page, next } };
+  const next = rows.length > page.length ? page[page.length - 1]!.expense.id : null;
+  // Each record's version travels beside it, as a GET carries it in the
+  // ETag: the record itself keeps the assignment's ten fields.
+  const versions = Object.fromEntries(page.map((r) => [r.expense.id, r.version]));
+  return { status: 200, body: { expenses: page.map((r) => r.expense), versions, next } };
 }
 
 async function health({ db, req }: Context): Promise<Reply> {
   refuseBody(req);
-  await db.ping();
-  return { status: 200, body: { status: 'ok' } };
+  return { status: 200, body: { status: 'ok', shard: await db.shard() } };
 }
 
 function notFound(id: string): never {
   throw new HttpError(404, `no expense with id ${JSON.stringify(id)}`);
+}
+
+// ---------------------------------------------------------------------------
+// Conditional requests (RFC 9110 §13): a write that goes ahead only if the
+// record is still the version the client last saw, so that no one silently
+// overwrites a change they have not seen.
+
+/** A strong entity tag: the version, quoted. */
+function etag(version: string): string {
+  return `"${version}"`;
+}
+
+/**
+ * The request's condition on the stored record: If-Match (one of these
+ * versions, or any with *), If-None-Match: * (no record at all), or none.
+ */
+function precondition(req: IncomingMessage): { match?: string[]; absent?: true } | undefined {
+  const ifMatch = req.headers['if-match'];
+  const ifNoneMatch = req.headers['if-none-match'];
+  if (ifNoneMatch !== undefined) {
+    if (ifNoneMatch.trim() !== '*') throw new HttpError(400, `If-None-Match: only * is supported here, got ${preview(ifNoneMatch)}`);
+    return { absent: true };
+  }
+  if (ifMatch === undefined || ifMatch.trim() === '*') return undefined;
+  const match: string[] = [];
+  for (const tag of ifMatch.split(',').map((t) => t.trim())) {
+    // A weak tag (W/"...") never matches under the strong comparison that writes need.
+    if (/^W\/"[^"]*"$/.test(tag)) continue;
+    const m = /^"([0-9a-f]{16})"$/.exec(tag);
+    if (m === null) throw new HttpError(400, `If-Match must list entity tags like "0123456789abcdef", got ${preview(tag)}`);
+    match.push(m[1]!);
+  }
+  return { match };
+}
+
+/**
+ * The versions a PUT or DELETE may overwrite, or undefined for any. A write
+ * with If-None-Match: * can never go ahead here (there must be a record to
+ * change), so it is refused at once.
+ */
+async function expectedVersion(db: Db, req: IncomingMessage, id: string): Promise<string[] | undefined> {
+  const condition = precondition(req);
+  if (condition?.absent) throw await refused(db, id);
+  return condition?.match;
+}
+
+/** Why a conditional write did not happen: no record (404), or another version (412). */
+async function refused(db: Db, id: string): Promise<HttpError> {
+  const found = await db.get(id);
+  if (found === undefined) return new HttpError(404, `no expense with id ${JSON.stringify(id)}`);
+  return new HttpError(412, `the expense ${JSON.stringify(id)} is at version ${etag(found.version)}, not the one this request expects; GET it, then send the change again`, {
+    headers: { ETag: etag(found.version) },
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -216,7 +304,9 @@ class Invalid extends Error {}
 // Each rule takes the value as parsed from JSON and returns its canonical
 // string, or throws Invalid. The canonical form is what MySQL gives back, so a
 // 201 and a later GET of the same record are the same JSON.
-const rules: Record<Editable | 'id', (v: unknown) => string> = {
+type Field = Editable | 'id' | 'status' | 'decision_date' | 'version';
+
+const rules: Record<Field, (v: unknown) => string> = {
   id(v) {
     // Ids are strings; a JSON integer is accepted as its decimal digits.
     if (Number.isSafeInteger(v) && (v as number) >= 0) return String(v);
@@ -249,14 +339,23 @@ const rules: Record<Editable | 'id', (v: unknown) => string> = {
     }
     return `${whole}.${(m[2] ?? '').padEnd(2, '0')}`;
   },
-  submit_date(v) {
-    const m = typeof v === 'string' ? /^(\d\d)-(\d\d)-(\d{4})$/.exec(v) : null;
-    if (!m || !isRealDate(+m[3]!, +m[1]!, +m[2]!)) {
-      throw new Invalid(`must be a real date written MM-DD-YYYY, like "12-10-2016"; got ${preview(v)}`);
-    }
-    return v as string;
+  submit_date: date,
+  // The server's own fields, which only a copy from another shard may carry.
+  status: chars(1, 16),
+  decision_date: (v) => (v === '' ? '' : date(v)),
+  version(v) {
+    if (typeof v !== 'string' || !/^[0-9a-f]{16}$/.test(v)) throw new Invalid(`must be 16 hex digits, got ${preview(v)}`);
+    return v;
   },
 };
+
+function date(v: unknown): string {
+  const m = typeof v === 'string' ? /^(\d\d)-(\d\d)-(\d{4})$/.exec(v) : null;
+  if (!m || !isRealDate(+m[3]!, +m[1]!, +m[2]!)) {
+    throw new Invalid(`must be a real date written MM-DD-YYYY, like "12-10-2016"; got ${preview(v)}`);
+  }
+  return v as string;
+}
 
 function chars(min: number, max: number): (v: unknown) => string {
   return (v) => {
@@ -290,25 +389,24 @@ function isRealDate(year: number, month: number, day: number): boolean {
  * Checks a POST or PUT body, and returns its fields in canonical form.
  * Collects every problem before failing, so that one 400 names them all.
  */
-function checkFields(body: unknown, { allowId, requireAll }: { allowId: boolean; requireAll: boolean }): Partial<Record<Editable | 'id', string>> {
+function checkFields(body: unknown, allowed: readonly Field[], requireAll: boolean): Partial<Record<Field, string>> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new HttpError(400, `the body must be a JSON object, got ${Array.isArray(body) ? 'an array' : preview(body)}`);
   }
   const input = body as Record<string, unknown>;
-  const allowed: Array<Editable | 'id'> = allowId ? ['id', ...EDITABLE] : [...EDITABLE];
   // A Map, because `problems['__proto__'] = …` on a plain object would set
   // its prototype instead of recording the problem.
   const problems = new Map<string, string>();
   for (const key of Object.keys(input)) {
-    if (allowed.includes(key as Editable)) continue;
+    if (allowed.includes(key as Field)) continue;
     problems.set(
       key,
       key === 'id' ? 'cannot be changed; the id is in the URL'
-      : key === 'status' || key === 'decision_date' ? 'is set by the server'
+      : key === 'status' || key === 'decision_date' || key === 'version' ? 'is set by the server'
       : `is not a field of an expense; the fields are ${allowed.join(', ')}`,
     );
   }
-  const out: Partial<Record<Editable | 'id', string>> = {};
+  const out: Partial<Record<Field, string>> = {};
   for (const field of allowed) {
     if (!Object.hasOwn(input, field)) {
       if (requireAll) problems.set(field, 'is required');
@@ -402,7 +500,7 @@ async function main(): Promise<void> {
 
   // A first query says at once whether the credentials work; the server
   // serves either way, with 503s until MySQL answers.
-  db.ping().then(
+  db.shard().then(
     () => console.log('database: connected'),
     (err: { code?: string; message: string }) => console.error(`database: not reachable yet (${err.code ?? err.message}); answering 503 until it is`),
   );

@@ -2,19 +2,18 @@
 //
 // Routed: the client's own code (ring + keep-alive fetch) writes 5,000
 // expenses through the shard servers, then reads them back.
-// Limit: the raw mysql driver runs the same INSERTs and primary-key SELECTs
-// straight against the same three MySQL servers: same driver settings, same
-// number of connections per shard, same number of requests in flight.
+// Limit: db.ts, in this process, runs the same INSERTs and primary-key SELECTs
+// straight against the same three MySQL servers: same statements, same
+// connections per shard, same number of requests in flight.
 // Each is run in three rounds, and the best round counts: the one least
 // disturbed by anything else on the machine.
 // It starts three throwaway shards and stops them at the end. Run: npm run bench:e2e
 
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import mysql from 'mysql';
 import { expenseFor } from '../ch_client.ts';
 import { call, eachLimit } from '../client/http.ts';
-import { DEFAULT_POOL_SIZE } from '../db.ts';
+import { createDb, POOL_SIZE, type Db } from '../db.ts';
 import { HashRing } from '../ring.ts';
 import { startShards } from '../test/shards.ts';
 
@@ -54,45 +53,24 @@ const ids = (prefix: string) => Array.from({ length: COUNT }, (_, i) => `${prefi
 const shards = await startShards(3);
 try {
   const ring = new HashRing(shards.nodes);
-  const pools = new Map<string, mysql.Pool>();
+  // The limit runs db.ts itself in-process: the same statements over the same
+  // connection handling as a server, with no HTTP in between.
+  const dbs = new Map<string, Db>();
   for (const [i, node] of shards.nodes.entries()) {
     const env = await shards.databaseEnv(i + 1);
-    pools.set(
-      node,
-      mysql.createPool({
-        socketPath: env.MYSQL_SOCKET,
-        user: env.MYSQL_USER,
-        password: env.MYSQL_PASSWORD,
-        database: 'expenses',
-        connectionLimit: DEFAULT_POOL_SIZE,
-        // The driver settings of db.ts.
-        charset: 'UTF8MB4_UNICODE_CI',
-        supportBigNumbers: true,
-        bigNumberStrings: true,
-        dateStrings: true,
-        stringifyObjects: true,
-        trace: false,
-      }),
-    );
+    dbs.set(node, createDb({ socketPath: env.MYSQL_SOCKET, user: env.MYSQL_USER!, password: env.MYSQL_PASSWORD!, database: 'expenses' }));
   }
-  const sql = (node: string, statement: string, values: unknown[]) =>
-    new Promise<void>((resolve, reject) => pools.get(node)!.query(statement, values, (err) => (err ? reject(err) : resolve())));
-
-  // The statements that db.ts sends.
-  const INSERT = "INSERT INTO expenses (id, name, email, category, description, link, estimated_costs, submit_date, status) VALUES (?, ?, ?, ?, ?, ?, ?, STR_TO_DATE(?, '%m-%d-%Y'), ?)";
-  const SELECT = `SELECT id, name, email, category, description, link, CAST(estimated_costs AS CHAR) AS estimated_costs,
-    DATE_FORMAT(submit_date, '%m-%d-%Y') AS submit_date, status, IFNULL(DATE_FORMAT(decision_date, '%m-%d-%Y'), '') AS decision_date
-    FROM expenses WHERE id = ?`;
   const paths = {
     'limit INSERT': async (id: string) => {
-      const e = expenseFor(id);
-      await sql(ring.get(id), INSERT, [e.id, e.name, e.email, e.category, e.description, e.link, e.estimated_costs, e.submit_date, 'pending']);
+      if ((await dbs.get(ring.get(id))!.insert({ ...expenseFor(id), status: 'pending', decision_date: '' })) === undefined) throw new Error(`INSERT ${id}: taken`);
     },
     'routed POST': async (id: string) => {
       const res = await call(ring.get(id), 'POST', '/v1/expenses', expenseFor(id));
       if (res.status !== 201) throw new Error(`POST ${id}: HTTP ${res.status}`);
     },
-    'limit SELECT': (id: string) => sql(ring.get(id), SELECT, [id]),
+    'limit SELECT': async (id: string) => {
+      if ((await dbs.get(ring.get(id))!.get(id)) === undefined) throw new Error(`SELECT ${id}: not found`);
+    },
     'routed GET': async (id: string) => {
       const res = await call(ring.get(id), 'GET', `/v1/expenses/${id}`);
       if (res.status !== 200) throw new Error(`GET ${id}: HTTP ${res.status}`);
@@ -119,10 +97,10 @@ try {
     }
   }
   clearInterval(sampler);
-  await Promise.all([...pools.values()].map((p) => new Promise((resolve) => p.end(resolve))));
+  await Promise.all([...dbs.values()].map((db) => db.close()));
 
   const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
-  console.log(`${COUNT} requests per round, best of ${ROUNDS}; ${IN_FLIGHT} in flight; ${DEFAULT_POOL_SIZE} connections per shard; 3 shards; ${cpus().length} cores, ${cpu}`);
+  console.log(`${COUNT} requests per round, best of ${ROUNDS}; ${IN_FLIGHT} in flight; ${POOL_SIZE} connections per shard; 3 shards; ${cpus().length} cores, ${cpu}`);
   for (const [name, result] of best) console.log(line(name, result));
   const mem = servers.map(memory);
   const peak = Math.max(...mem.map((m) => m.peak));

@@ -348,11 +348,13 @@ describe('GET /v1/expenses (list)', () => {
   });
 
   it('ends with next: null on the last page, and defaults to 100 per page', async () => {
+    // The paging test above stored 250 records, so a default page is full.
     const res = await api('GET', '/v1/expenses');
     assert.equal(res.status, 200);
-    assert.ok(res.body.expenses.length <= 100);
-    const last = await api('GET', `/v1/expenses?after=${'~'.repeat(0)}zzzz&limit=1000`);
-    assert.deepEqual(last.body, { expenses: [], next: null });
+    assert.equal(res.body.expenses.length, 100);
+    assert.equal(res.body.next, res.body.expenses[99].id);
+    const last = await api('GET', '/v1/expenses?after=zzzz&limit=1000');
+    assert.deepEqual(last.body, { expenses: [], versions: {}, next: null });
   });
 
   it('answers 400 for a bad limit, a bad after, or an unknown parameter', async () => {
@@ -361,6 +363,111 @@ describe('GET /v1/expenses (list)', () => {
       assert.equal(res.status, 400, query);
       assert.equal(typeof res.body.error, 'string');
     }
+  });
+});
+
+describe('versions and conditional requests', () => {
+  it('gives every answer a strong ETag, changed by every write and equal to what GET says', async () => {
+    const record = await created();
+    const post = await api('GET', `/v1/expenses/${record.id}`);
+    assert.match(post.headers.get('etag')!, /^"[0-9a-f]{16}"$/);
+    const put = await api('PUT', `/v1/expenses/${record.id}`, { name: 'Bar' });
+    assert.equal(put.status, 202);
+    assert.notEqual(put.headers.get('etag'), post.headers.get('etag'));
+    const same = await api('PUT', `/v1/expenses/${record.id}`, { name: 'Bar' });
+    assert.notEqual(same.headers.get('etag'), put.headers.get('etag'), 'a write that changes no field is still a new version');
+    assert.equal((await api('GET', `/v1/expenses/${record.id}`)).headers.get('etag'), same.headers.get('etag'));
+    const list = await api('GET', `/v1/expenses?after=${record.id.slice(0, -1)}&limit=1000`);
+    assert.equal(`"${list.body.versions[record.id]}"`, same.headers.get('etag'));
+  });
+
+  it('PUT with If-Match: the current ETag writes, a stale one gets 412 with the current ETag and changes nothing', async () => {
+    const record = await created();
+    const v1 = (await api('GET', `/v1/expenses/${record.id}`)).headers.get('etag')!;
+    const ok = await api('PUT', `/v1/expenses/${record.id}`, { name: 'First' }, { 'if-match': v1 });
+    assert.equal(ok.status, 202);
+    const v2 = ok.headers.get('etag')!;
+    const stale = await api('PUT', `/v1/expenses/${record.id}`, { name: 'Second' }, { 'if-match': v1 });
+    assert.equal(stale.status, 412);
+    assert.equal(stale.headers.get('etag'), v2);
+    assert.match(stale.body.error, /is at version "[0-9a-f]{16}", not the one this request expects/);
+    const now = await api('GET', `/v1/expenses/${record.id}`);
+    assert.equal(now.body.name, 'First');
+    assert.equal(now.headers.get('etag'), v2);
+    assert.equal((await api('PUT', `/v1/expenses/${record.id}`, { name: 'Third' }, { 'if-match': `${v1}, ${v2}` })).status, 202);
+    assert.equal((await api('PUT', `/v1/expenses/${record.id}`, { name: 'Any' }, { 'if-match': '*' })).status, 202);
+  });
+
+  it('DELETE with If-Match: a stale ETag gets 412 and keeps the record, the current one deletes it', async () => {
+    const record = await created();
+    const v1 = (await api('GET', `/v1/expenses/${record.id}`)).headers.get('etag')!;
+    const v2 = (await api('PUT', `/v1/expenses/${record.id}`, { name: 'Changed' })).headers.get('etag')!;
+    const stale = await api('DELETE', `/v1/expenses/${record.id}`, undefined, { 'if-match': v1 });
+    assert.equal(stale.status, 412);
+    assert.equal(stale.headers.get('etag'), v2);
+    assert.equal((await api('GET', `/v1/expenses/${record.id}`)).body.name, 'Changed');
+    assert.equal((await api('DELETE', `/v1/expenses/${record.id}`, undefined, { 'if-match': v2 })).status, 204);
+    assert.equal((await api('GET', `/v1/expenses/${record.id}`)).status, 404);
+    assert.equal((await api('DELETE', `/v1/expenses/${record.id}`, undefined, { 'if-match': v2 })).status, 404, 'no record: 404, whatever the condition');
+  });
+
+  it('If-None-Match: * creates only what is absent: 201, then 412 with the ETag of what is there', async () => {
+    const body = expense();
+    const first = await api('POST', '/v1/expenses', body, { 'if-none-match': '*' });
+    assert.equal(first.status, 201);
+    const again = await api('POST', '/v1/expenses', { ...body, name: 'Other' }, { 'if-none-match': '*' });
+    assert.equal(again.status, 412);
+    assert.equal(again.headers.get('etag'), first.headers.get('etag'));
+    for (const [method, payload] of [['PUT', { name: 'Other' }], ['DELETE', undefined]] as const) {
+      const res = await api(method, `/v1/expenses/${body.id}`, payload, { 'if-none-match': '*' });
+      assert.equal(res.status, 412, method);
+    }
+    const now = await api('GET', `/v1/expenses/${body.id}`);
+    assert.equal(now.body.name, body.name);
+    assert.equal(now.headers.get('etag'), first.headers.get('etag'));
+  });
+
+  it('never matches a weak ETag, and answers 400 for a malformed condition', async () => {
+    const record = await created();
+    const tag = (await api('GET', `/v1/expenses/${record.id}`)).headers.get('etag')!;
+    assert.equal((await api('PUT', `/v1/expenses/${record.id}`, { name: 'x' }, { 'if-match': `W/${tag}` })).status, 412);
+    for (const header of [{ 'if-match': 'abc' }, { 'if-match': '"short"' }, { 'if-none-match': tag }]) {
+      const res = await api('DELETE', `/v1/expenses/${record.id}`, undefined, header);
+      assert.equal(res.status, 400, JSON.stringify(header));
+    }
+    assert.equal((await api('GET', `/v1/expenses/${record.id}`)).status, 200);
+  });
+
+  it('a copy keeps every field and the version, and needs a precondition', async () => {
+    const original = { ...expense(), status: 'approved', decision_date: '01-02-2017', version: '0123456789abcdef' };
+    const path = `/v1/expenses/${original.id}/copy`;
+    assert.equal((await api('PUT', path, original)).status, 428);
+    const made = await api('PUT', path, original, { 'if-none-match': '*' });
+    assert.equal(made.status, 201);
+    assert.equal(made.headers.get('etag'), '"0123456789abcdef"');
+    const read = await api('GET', `/v1/expenses/${original.id}`);
+    const { version: _, ...fields } = original;
+    assert.deepEqual(read.body, { ...fields, estimated_costs: '700.00' });
+    assert.equal(read.headers.get('etag'), '"0123456789abcdef"');
+    assert.equal((await api('PUT', path, original, { 'if-none-match': '*' })).status, 412, 'never over an existing record');
+
+    const newer = { ...original, name: 'Newer', version: 'fedcba9876543210' };
+    assert.equal((await api('PUT', path, newer, { 'if-match': '"1111111111111111"' })).status, 412);
+    assert.equal((await api('PUT', path, newer, { 'if-match': '"0123456789abcdef"' })).status, 200);
+    const after = await api('GET', `/v1/expenses/${original.id}`);
+    assert.equal(after.body.name, 'Newer');
+    assert.equal(after.headers.get('etag'), '"fedcba9876543210"');
+  });
+
+  it('refuses a copy whose id is not the path\'s, and lets no ordinary write set status, decision_date or version', async () => {
+    const original = { ...expense(), status: 'approved', decision_date: '', version: '0123456789abcdef' };
+    const wrongPath = await api('PUT', `/v1/expenses/${original.id}x/copy`, original, { 'if-none-match': '*' });
+    assert.equal(wrongPath.status, 400);
+    const post = await api('POST', '/v1/expenses', original);
+    assert.equal(post.status, 400);
+    assert.deepEqual(Object.keys(post.body.fields).sort(), ['decision_date', 'status', 'version']);
+    assert.equal(post.body.fields.version, 'is set by the server');
+    assert.equal((await api('GET', `/v1/expenses/${original.id}`)).status, 404);
   });
 });
 
@@ -390,7 +497,8 @@ describe('routing', () => {
   it('answers 200 on /healthz while the database answers', async () => {
     const res = await api('GET', '/healthz');
     assert.equal(res.status, 200);
-    assert.deepEqual(res.body, { status: 'ok' });
+    assert.equal(res.body.status, 'ok');
+    assert.match(res.body.shard, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
   });
 
   it('answers a 500 without internals when a query fails unexpectedly', async () => {
