@@ -5,23 +5,7 @@
 
 import { randomBytes } from 'node:crypto';
 import mysql from 'mysql';
-
-export type Expense = {
-  id: string;
-  name: string;
-  email: string;
-  category: string;
-  description: string;
-  link: string;
-  estimated_costs: string;
-  submit_date: string;
-  status: string;
-  decision_date: string;
-};
-
-/** The fields a client may write: all but the id and what the server decides. */
-export const EDITABLE = ['name', 'email', 'category', 'description', 'link', 'estimated_costs', 'submit_date'] as const;
-export type Editable = (typeof EDITABLE)[number];
+import { EDITABLE, type Editable, type Expense } from './api/expense.ts';
 
 /** A record as stored: the expense, and the version that its last write gave it. */
 export type Versioned = { expense: Expense; version: string };

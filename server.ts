@@ -5,7 +5,10 @@
 
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
-import { createDb, isUnavailable, EDITABLE, type Db, type DbConfig, type Editable, type Expense } from './db.ts';
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { checkFields, EDITABLE, ID_RULE, Invalid, isId, preview, type Editable, type Expense } from './api/expense.ts';
+import { createDb, isUnavailable, type Db, type DbConfig } from './db.ts';
 
 // ---------------------------------------------------------------------------
 // Routes: every path, every method, on one screen.
@@ -203,6 +206,9 @@ async function dispatch(db: Db, req: IncomingMessage): Promise<Reply> {
 }
 
 function toReply(err: unknown): Reply {
+  if (err instanceof Invalid) {
+    return { status: 400, body: { error: err.message, ...(err.fields && { fields: err.fields }) } };
+  }
   if (err instanceof HttpError) {
     return { status: err.status, body: { error: err.message, ...(err.fields && { fields: err.fields }) }, headers: err.headers };
   }
@@ -281,155 +287,16 @@ function refuseBody(req: IncomingMessage): void {
 }
 
 // ---------------------------------------------------------------------------
-// What a valid expense is.
-
-const ID = /^[A-Za-z0-9._-]{1,64}$/;
-const ID_RULE = 'must be 1 to 64 characters of A-Z a-z 0-9 . _ - (and not "." or "..")';
+// Ids in paths and queries (api/expense.ts says what an expense is).
 
 function rejectBadId(id: string, what: string): void {
-  // "." and ".." are path steps to every URL parser: such a record could be
-  // stored but never fetched again.
-  if (!ID.test(id) || id === '.' || id === '..') throw new HttpError(400, `${what} ${ID_RULE}, got ${preview(id)}`);
+  if (!isId(id)) throw new HttpError(400, `${what} ${ID_RULE}, got ${preview(id)}`);
 }
 
 function pathId(params: string[]): string {
   const id = params[0]!;
   rejectBadId(id, 'the id in the path');
   return id;
-}
-
-/** Thrown by a field rule: what is wrong with the value. */
-class Invalid extends Error {}
-
-// Each rule takes the value as parsed from JSON and returns its canonical
-// string, or throws Invalid. The canonical form is what MySQL gives back, so a
-// 201 and a later GET of the same record are the same JSON.
-type Field = Editable | 'id' | 'status' | 'decision_date' | 'version';
-
-const rules: Record<Field, (v: unknown) => string> = {
-  id(v) {
-    // Ids are strings; a JSON integer is accepted as its decimal digits.
-    if (Number.isSafeInteger(v) && (v as number) >= 0) return String(v);
-    if (typeof v !== 'string' || !ID.test(v) || v === '.' || v === '..') {
-      throw new Invalid(`${ID_RULE}, or a non-negative integer; got ${preview(v)}`);
-    }
-    return v;
-  },
-  name: chars(1, 200),
-  email(v) {
-    const s = chars(3, 254)(v);
-    if (!/^[^\s@]+@[^\s@]+\.[^\s@.]+$/.test(s)) throw new Invalid(`must look like an email address (name@example.com), got ${preview(s)}`);
-    return s;
-  },
-  category: chars(1, 100),
-  description: chars(0, 2000),
-  link(v) {
-    const s = chars(0, 2048)(v);
-    if (s !== '' && !(/^https?:\/\/[^\s]+$/i.test(s) && URL.canParse(s))) {
-      throw new Invalid(`must be empty or an absolute http(s) URL, got ${preview(s)}`);
-    }
-    return s;
-  },
-  estimated_costs(v) {
-    const s = typeof v === 'number' ? String(v) : v;
-    const m = typeof s === 'string' ? /^(\d+)(?:\.(\d{1,2}))?$/.exec(s) : null;
-    const whole = m?.[1]?.replace(/^0+(?=\d)/, '');
-    if (!m || whole!.length > 10) {
-      throw new Invalid(`must be an amount from 0 to 9999999999.99 with at most 2 decimals, like "700" or "12.50"; got ${preview(v)}`);
-    }
-    return `${whole}.${(m[2] ?? '').padEnd(2, '0')}`;
-  },
-  submit_date: date,
-  // The server's own fields, which only a copy from another shard may carry.
-  status: chars(1, 16),
-  decision_date: (v) => (v === '' ? '' : date(v)),
-  version(v) {
-    if (typeof v !== 'string' || !/^[0-9a-f]{16}$/.test(v)) throw new Invalid(`must be 16 hex digits, got ${preview(v)}`);
-    return v;
-  },
-};
-
-function date(v: unknown): string {
-  const m = typeof v === 'string' ? /^(\d\d)-(\d\d)-(\d{4})$/.exec(v) : null;
-  if (!m || !isRealDate(+m[3]!, +m[1]!, +m[2]!)) {
-    throw new Invalid(`must be a real date written MM-DD-YYYY, like "12-10-2016"; got ${preview(v)}`);
-  }
-  return v as string;
-}
-
-function chars(min: number, max: number): (v: unknown) => string {
-  return (v) => {
-    if (typeof v !== 'string') throw new Invalid(`must be a string, got ${preview(v)}`);
-    // A lone surrogate (possible in JSON's \ud800) has no UTF-8 form to store.
-    if (!v.isWellFormed()) throw new Invalid('must be valid Unicode (it has a lone surrogate)');
-    // MySQL counts characters (code points), not UTF-16 units as .length does.
-    const length = countCodePoints(v);
-    if (length < min) throw new Invalid(min === 1 ? 'must not be empty' : `must be at least ${min} characters`);
-    if (length > max) throw new Invalid(`must be at most ${max} characters, got ${length}`);
-    return v;
-  };
-}
-
-function countCodePoints(s: string): number {
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0xd800 || c > 0xdbff) n++;
-  }
-  return n;
-}
-
-function isRealDate(year: number, month: number, day: number): boolean {
-  // MySQL's DATE starts at year 1000.
-  const d = new Date(Date.UTC(year, month - 1, day));
-  return year >= 1000 && d.getUTCMonth() === month - 1 && d.getUTCDate() === day;
-}
-
-/**
- * Checks a POST or PUT body, and returns its fields in canonical form.
- * Collects every problem before failing, so that one 400 names them all.
- */
-function checkFields(body: unknown, allowed: readonly Field[], requireAll: boolean): Partial<Record<Field, string>> {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new HttpError(400, `the body must be a JSON object, got ${Array.isArray(body) ? 'an array' : preview(body)}`);
-  }
-  const input = body as Record<string, unknown>;
-  // A Map, because `problems['__proto__'] = …` on a plain object would set
-  // its prototype instead of recording the problem.
-  const problems = new Map<string, string>();
-  for (const key of Object.keys(input)) {
-    if (allowed.includes(key as Field)) continue;
-    problems.set(
-      key,
-      key === 'id' ? 'cannot be changed; the id is in the URL'
-      : key === 'status' || key === 'decision_date' || key === 'version' ? 'is set by the server'
-      : `is not a field of an expense; the fields are ${allowed.join(', ')}`,
-    );
-  }
-  const out: Partial<Record<Field, string>> = {};
-  for (const field of allowed) {
-    if (!Object.hasOwn(input, field)) {
-      if (requireAll) problems.set(field, 'is required');
-      continue;
-    }
-    try {
-      out[field] = rules[field](input[field]);
-    } catch (err) {
-      if (!(err instanceof Invalid)) throw err;
-      problems.set(field, err.message);
-    }
-  }
-  if (problems.size > 0) {
-    const list = [...problems].map(([field, problem]) => `${field} ${problem}`).join('; ');
-    throw new HttpError(400, `invalid expense: ${list}`, { fields: Object.fromEntries(problems) });
-  }
-  return out;
-}
-
-/** A bad value as the client sent it, cut short so an error stays readable. */
-function preview(v: unknown): string {
-  const s = v === undefined ? 'undefined' : JSON.stringify(v);
-  return s.length > 40 ? `${s.slice(0, 37)}...` : s;
 }
 
 // ---------------------------------------------------------------------------
@@ -517,7 +384,9 @@ async function main(): Promise<void> {
   process.once('SIGINT', stop);
 }
 
-if (import.meta.main) {
+// Run as a script, and not when a test imports this file. (Not
+// import.meta.main: Node 22 before 22.18 lacks it, and would silently do nothing.)
+if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
   main().catch((err: Error) => {
     console.error(`server: ${err.message}`);
     process.exit(1);

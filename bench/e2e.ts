@@ -12,7 +12,9 @@
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { expenseFor } from '../ch_client.ts';
-import { call, eachLimit } from '../client/http.ts';
+import { eachLimit } from '../client/batch.ts';
+import { call } from '../client/http.ts';
+import type { Expense } from '../api/expense.ts';
 import { createDb, POOL_SIZE, type Db } from '../db.ts';
 import { HashRing } from '../ring.ts';
 import { startShards } from '../test/shards.ts';
@@ -62,7 +64,7 @@ try {
   }
   const paths = {
     'limit INSERT': async (id: string) => {
-      if ((await dbs.get(ring.get(id))!.insert({ ...expenseFor(id), status: 'pending', decision_date: '' })) === undefined) throw new Error(`INSERT ${id}: taken`);
+      if ((await dbs.get(ring.get(id))!.insert({ ...expenseFor(id), status: 'pending', decision_date: '' } as Expense)) === undefined) throw new Error(`INSERT ${id}: taken`);
     },
     'routed POST': async (id: string) => {
       const res = await call(ring.get(id), 'POST', '/v1/expenses', expenseFor(id));

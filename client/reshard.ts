@@ -1,129 +1,191 @@
-// client/reshard.ts: move records when the node set changes, and only those
-// whose owner changed.
+// client/reshard.ts: when the node set changes, move the records whose owner
+// changed, and only those; then check that every record is on its owner.
 //
-// Each record moves in an order that is safe at every instant:
-//   1. POST it to its new owner,
-//   2. read it back from there and check it is the same record,
-//   3. only then DELETE it from the node that held it.
-// A crash anywhere leaves the record on the old node, or on both nodes, never
-// on neither. A rerun finishes the job: a 409 with an identical record at the
-// new owner means the copy was already made, so the old copy can go. A 409
-// with a different record is a conflict. It is reported, and both records are
-// left alone.
+// The walk lists every record on every node, a page at a time. A record on
+// its owner under the new ring is never touched; every other one moves by
+// client/move.ts, which loses no write made meanwhile. After the move, the
+// same walk runs again as an audit: records written meanwhile by clients that
+// still use the old node list are found there and moved too. The reshard
+// exits 0 only when an audit finds every record on its owner.
 
-import { mkdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { HashRing, position } from '../ring.ts';
-import { call, eachLimit, identical, problem, progressLine } from './http.ts';
-import type { Expense } from '../db.ts';
-
-export type ReshardOptions = {
-  from: string[];
-  to: string[];
-  replicas: number;
-  dryRun: boolean;
-  /** Where a reshard in progress is recorded, so that clients can read through it. */
-  statePath: string;
-};
-
-type ReshardState = { from: string[]; to: string[]; replicas: number; started: string };
+import { eachLimit, progress } from './batch.ts';
+import { call, problem } from './http.ts';
+import { move, type Versioned } from './move.ts';
+import { aliases, shardsOf } from './nodes.ts';
+import { lock, readState, sameNodes, type Reshard } from './reshard-state.ts';
 
 const PAGE = 1000;
 const IN_FLIGHT = 16;
+// Audits after the move. Each one that still finds records out of place
+// moves them; one that finds none ends the reshard.
+const AUDITS = 3;
 
-/** Walks every record of every old node and moves those whose owner changed. Resolves to the exit code. */
-export async function reshard(o: ReshardOptions): Promise<number> {
-  const oldRing = new HashRing(o.from, o.replicas);
-  const newRing = new HashRing(o.to, o.replicas);
-  const plan = new Map<string, number>(); // "from -> to": how many records
-  const failed = new Map<string, string>(); // id: why
-  const conflicts: string[] = [];
-  let total = 0;
-  let movedByModN = 0;
-  let moved = 0;
+/** What one walk over the nodes found and did. */
+type Walk = {
+  records: number;
+  misplaced: Map<string, number>; // "holder -> owner": how many records
+  movedByModN: number;
+  moved: number;
+  deletedMeanwhile: number;
+  conflicts: Map<string, string>; // id: why
+  failed: Map<string, string>; // id: why
+  unlisted: Map<string, string>; // node: why its records could not be listed
+};
 
-  if (!o.dryRun) writeState(o.statePath, { from: o.from, to: o.to, replicas: o.replicas, started: new Date().toISOString() });
-  const progress = progressLine(o.dryRun ? 'records walked' : 'records walked and moved as needed');
-
-  for (const holder of o.from) {
-    try {
-      for await (const page of pages(holder)) {
-        const moving: Array<[Expense, string]> = [];
-        for (const record of page) {
-          total++;
-          progress.tick();
-          if (moduloOwner(record.id, o.from) !== moduloOwner(record.id, o.to)) movedByModN++;
-          const owner = newRing.get(record.id);
-          if (owner === holder) continue; // it stays: never touched
-          const key = `${holder} -> ${owner}`;
-          plan.set(key, (plan.get(key) ?? 0) + 1);
-          moving.push([record, owner]);
-        }
-        if (o.dryRun) continue;
-        await eachLimit(moving, IN_FLIGHT, async ([record, owner]) => {
-          const outcome = await move(record, holder, owner);
-          if (outcome === 'moved') moved++;
-          else if (outcome === 'conflict') conflicts.push(record.id);
-          else failed.set(record.id, outcome);
-        });
-      }
-    } catch (err) {
-      failed.set(`(all of ${holder})`, `could not list its records: ${(err as Error).message}`);
-    }
+/** Moves what the change from `from` to `to` requires. Resolves to the exit code. */
+export async function reshard(o: Reshard & { dryRun: boolean; statePath: string }): Promise<number> {
+  const ring = new HashRing(o.to, o.replicas);
+  const everyNode = [...new Set([...o.from, ...o.to])];
+  if (sameNodes(o.from, o.to)) {
+    console.log('nothing to move: --from and --to name the same nodes. Checking that every record is on its owner:');
+    return check(o.to, o.replicas);
   }
-  progress.done();
-
-  // The summary: what moved where, against what hash mod N and the ring predict.
-  const toMove = [...plan.values()].reduce((a, b) => a + b, 0);
-  const pct = (n: number) => (total === 0 ? '0.0%' : `${((n / total) * 100).toFixed(1)}%`);
-  console.log(`${o.dryRun ? 'plan' : 'reshard'}: ${o.from.length} nodes -> ${o.to.length} nodes, replicas ${o.replicas}, ${total} records`);
-  for (const [route, n] of [...plan].sort()) console.log(`  ${route}: ${n}`);
-  console.log(`  to move: ${toMove} of ${total} (${pct(toMove)}); hash mod N would move ${movedByModN} (${pct(movedByModN)})`);
-  console.log(`  the ring predicts ${(predictedShare(oldRing, newRing) * 100).toFixed(1)}%${theory(o.from.length, o.to.length)}`);
-  if (!o.dryRun) console.log(`  moved ${moved}, left in place ${total - toMove}, conflicts ${conflicts.length}, failed ${failed.size}`);
-  for (const id of conflicts) console.error(`CONFLICT ${JSON.stringify(id)}: a different record with this id is already on ${newRing.get(id)}; both left as they are`);
-  for (const [id, why] of failed) console.error(`FAILED ${JSON.stringify(id)}: ${why}`);
-  if (o.dryRun) return failed.size === 0 ? 0 : 1;
-  if (conflicts.length > 0 || failed.size > 0) {
-    console.error(`reshard incomplete: fix the above and run it again; until then, reads fall back to the old nodes (${o.statePath})`);
+  const refusal = await aliasRefusal(everyNode);
+  if (refusal !== undefined) {
+    console.error(refusal);
     return 1;
   }
-  rmSync(o.statePath, { force: true });
+  if (o.dryRun) {
+    const recorded = readState(o.statePath);
+    if (recorded !== undefined) console.log(`note: ${o.statePath} records an unfinished reshard from ${recorded.from.join(',')} to ${recorded.to.join(',')}`);
+    const plan = await walk(o.from, ring, o, false);
+    report(plan, o, 'plan');
+    return plan.unlisted.size === 0 ? 0 : 1;
+  }
+
+  const held = lock(o.statePath, o);
+  if (held.tookOver !== undefined) console.log(`taking over the unfinished reshard of pid ${held.tookOver.pid} (no longer running), started ${held.tookOver.started}`);
+  const first = await walk(o.from, ring, o, true);
+  report(first, o, 'reshard');
+  let clean = false;
+  const problems = [first];
+  for (let audit = 1; audit <= AUDITS && !clean; audit++) {
+    const pass = await walk(everyNode, ring, o, true);
+    problems.push(pass);
+    const out = total(pass.misplaced);
+    clean = out === 0 && pass.unlisted.size === 0 && pass.failed.size === 0 && pass.conflicts.size === 0;
+    console.log(`audit ${audit}: ${pass.records} records on ${everyNode.length} nodes, ${out} out of place${out > 0 ? `, moved ${pass.moved}` : ''}`);
+  }
+  const unresolved = printProblems(problems.at(-1)!);
+  if (!clean || unresolved) {
+    console.error(`reshard incomplete: fix the above and run the same command again; until then, ${o.statePath} keeps the reshard on record`);
+    return 1;
+  }
+  held.release();
   return 0;
 }
 
-/** One record's move, in the safe order: 'moved', 'conflict', or why it failed. */
-async function move(record: Expense, holder: string, owner: string): Promise<string> {
-  try {
-    const { status: _s, decision_date: _d, ...fields } = record;
-    const posted = await call(owner, 'POST', '/v1/expenses', fields);
-    if (posted.status !== 201 && posted.status !== 409) return `copy to ${owner} failed: ${problem(posted)}`;
-    // Read back what the new owner now holds, whether we just wrote it or an
-    // earlier, interrupted run did.
-    const copy = await call(owner, 'GET', `/v1/expenses/${record.id}`);
-    if (copy.status !== 200) return `read-back from ${owner} failed: ${problem(copy)}`;
-    if (!identical(copy.body, record)) return posted.status === 409 ? 'conflict' : `the copy on ${owner} differs from the original; original kept`;
-    const removed = await call(holder, 'DELETE', `/v1/expenses/${record.id}`);
-    // 404: someone (an earlier run) deleted it already; the copy is verified either way.
-    if (removed.status !== 204 && removed.status !== 404) return `copied, but the delete on ${holder} failed: ${problem(removed)}`;
-    return 'moved';
-  } catch (err) {
-    return (err as Error).message;
+/** The audit alone, read-only: is every record on `nodes` on its owner? Resolves to the exit code. */
+export async function check(nodes: string[], replicas: number): Promise<number> {
+  const refusal = await aliasRefusal(nodes);
+  if (refusal !== undefined) {
+    console.error(refusal);
+    return 1;
   }
+  const found = await walk(nodes, new HashRing(nodes, replicas), { from: nodes, to: nodes, replicas }, false);
+  const out = total(found.misplaced);
+  console.log(`check: ${found.records} records on ${nodes.length} nodes, replicas ${replicas}: ${out} out of place`);
+  for (const [route, n] of [...found.misplaced].sort()) console.log(`  on ${route.replace(' -> ', ', owned by ')}: ${n}`);
+  printProblems(found);
+  return out === 0 && found.unlisted.size === 0 ? 0 : 1;
 }
 
-/** Every record on a node, a page at a time, by keyset paging. */
-async function* pages(node: string): AsyncGenerator<Expense[]> {
+/**
+ * Why the reshard must not run on these names, if it must not: two names for
+ * one shard would make it copy a record onto itself and then delete it.
+ */
+async function aliasRefusal(nodes: string[]): Promise<string | undefined> {
+  const shards = await shardsOf(nodes);
+  const silent = [...shards].filter(([, answer]) => 'why' in answer);
+  if (silent.length > 0) {
+    return `refusing: ${silent.map(([node, a]) => `${node} cannot say which shard it is (${'why' in a ? a.why : ''})`).join('; ')}. Nothing was changed.`;
+  }
+  const same = aliases(shards);
+  if (same.length > 0) {
+    return `refusing: ${same.map((group) => `${group.join(' and ')} are the same shard`).join('; ')}. Name each shard once, the same way in --from and --to. Nothing was changed.`;
+  }
+  return undefined;
+}
+
+/** Lists every record on `nodes` and, if `moving`, moves each one that is not on its owner under `ring`. */
+async function walk(nodes: string[], ring: HashRing, o: Reshard, moving: boolean): Promise<Walk> {
+  const w: Walk = { records: 0, misplaced: new Map(), movedByModN: 0, moved: 0, deletedMeanwhile: 0, conflicts: new Map(), failed: new Map(), unlisted: new Map() };
+  // A record moved to a node that this walk lists later is met twice: count it once.
+  const arrived = new Set<string>();
+  const counter = progress(moving ? 'records walked and moved as needed' : 'records walked');
+  for (const holder of nodes) {
+    try {
+      for await (const page of pages(holder)) {
+        const out: Versioned[] = [];
+        for (const record of page) {
+          if (arrived.has(record.expense.id)) continue;
+          w.records++;
+          counter.tick();
+          if (moduloOwner(record.expense.id, o.from) !== moduloOwner(record.expense.id, o.to)) w.movedByModN++;
+          const owner = ring.get(record.expense.id);
+          if (owner === holder) continue; // it stays: never touched
+          const route = `${holder} -> ${owner}`;
+          w.misplaced.set(route, (w.misplaced.get(route) ?? 0) + 1);
+          out.push(record);
+        }
+        if (!moving) continue;
+        await eachLimit(out, IN_FLIGHT, async (record) => {
+          const moved = await move(record, holder, ring.get(record.expense.id));
+          if (!moved.ok) (moved.conflict ? w.conflicts : w.failed).set(record.expense.id, moved.why);
+          else if (moved.deleted) w.deletedMeanwhile++;
+          else {
+            w.moved++;
+            arrived.add(record.expense.id);
+          }
+        });
+      }
+    } catch (err) {
+      w.unlisted.set(holder, (err as Error).message);
+    }
+  }
+  counter.done();
+  return w;
+}
+
+/** Every record on a node with its version, a page at a time, by keyset paging. */
+async function* pages(node: string): AsyncGenerator<Versioned[]> {
   let after = '';
   for (;;) {
     const res = await call(node, 'GET', `/v1/expenses?limit=${PAGE}${after === '' ? '' : `&after=${after}`}`);
     if (res.status !== 200) throw new Error(problem(res));
-    yield res.body.expenses;
+    yield res.body.expenses.map((expense: Versioned['expense']) => ({ expense, version: res.body.versions[expense.id] }));
     if (res.body.next === null) return;
     // Paging by id stays correct while we delete records we have already seen.
     after = res.body.next;
   }
 }
+
+/** The summary of the first walk: what moved where, against what hash mod N and the ring predict. */
+function report(w: Walk, o: Reshard, what: 'plan' | 'reshard'): void {
+  const toMove = total(w.misplaced);
+  const pct = (n: number) => (w.records === 0 ? '0.0%' : `${((n / w.records) * 100).toFixed(1)}%`);
+  console.log(`${what}: ${o.from.length} nodes -> ${o.to.length} nodes, replicas ${o.replicas}, ${w.records} records`);
+  for (const [route, n] of [...w.misplaced].sort()) console.log(`  ${route}: ${n}`);
+  console.log(`  to move: ${toMove} of ${w.records} (${pct(toMove)}); hash mod N would move ${w.movedByModN} (${pct(w.movedByModN)})`);
+  const predicted = predictedShare(new HashRing(o.from, o.replicas), new HashRing(o.to, o.replicas));
+  console.log(`  the ring predicts ${(predicted * 100).toFixed(1)}%${theory(o.from.length, o.to.length)}`);
+  if (what === 'reshard') {
+    const meanwhile = w.deletedMeanwhile > 0 ? `, deleted by clients meanwhile ${w.deletedMeanwhile}` : '';
+    console.log(`  moved ${w.moved}, left in place ${w.records - toMove}${meanwhile}, conflicts ${w.conflicts.size}, failed ${w.failed.size}`);
+  }
+  if (what === 'plan') printProblems(w);
+}
+
+/** Prints what went wrong in a walk; true if anything did. */
+function printProblems(w: Walk): boolean {
+  for (const [id, why] of w.conflicts) console.error(`CONFLICT ${JSON.stringify(id)}: ${why}; both left as they are`);
+  for (const [id, why] of w.failed) console.error(`FAILED ${JSON.stringify(id)}: ${why}`);
+  for (const [node, why] of w.unlisted) console.error(`FAILED to list the records on ${node}: ${why}`);
+  return w.conflicts.size + w.failed.size + w.unlisted.size > 0;
+}
+
+const total = (counts: Map<string, number>) => [...counts.values()].reduce((a, b) => a + b, 0);
 
 /** Where `hash mod N` would put an id: the scheme consistent hashing replaces. */
 function moduloOwner(id: string, nodes: string[]): string {
@@ -144,42 +206,4 @@ function theory(from: number, to: number): string {
   if (to === from + 1) return ` (on average 1/(n+1) = 1/${to} = ${((1 / to) * 100).toFixed(1)}%)`;
   if (to === from - 1) return ` (on average 1/n = 1/${from} = ${((1 / from) * 100).toFixed(1)}%)`;
   return '';
-}
-
-function writeState(path: string, state: ReshardState): void {
-  mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, JSON.stringify(state, null, 2) + '\n');
-}
-
-/** The reshard in progress, if any. */
-function readState(path: string): ReshardState | undefined {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  return JSON.parse(text);
-}
-
-/**
- * Reads one expense from its owner. While a reshard is in progress, a record
- * may not have moved yet: if the owner says 404, ask its owner under the
- * previous ring. Resolves to where it was found, or undefined.
- */
-export async function readThrough(id: string, ring: HashRing, previous?: HashRing): Promise<{ node: string; record: Expense } | undefined> {
-  for (const node of new Set([ring.get(id), previous?.get(id) ?? ring.get(id)])) {
-    const res = await call(node, 'GET', `/v1/expenses/${id}`);
-    if (res.status === 200) return { node, record: res.body };
-    if (res.status !== 404) throw new Error(`${node}: ${problem(res)}`);
-  }
-  return undefined;
-}
-
-/** The previous ring, if a reshard to exactly these nodes is in progress. */
-export function previousRing(statePath: string, nodes: readonly string[]): HashRing | undefined {
-  const state = readState(statePath);
-  if (state === undefined || state.to.join(',') !== nodes.join(',')) return undefined;
-  return new HashRing(state.from, state.replicas);
 }

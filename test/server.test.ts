@@ -32,7 +32,7 @@ async function api(method: string, path: string, body?: unknown, headers: Record
 
 let counter = 0;
 /** A valid POST body with a fresh id. */
-function expense(fields: Record<string, unknown> = {}): Record<string, unknown> {
+function expense(fields: Record<string, unknown> = {}): Record<string, any> {
   return {
     id: `t${process.pid}-${++counter}`,
     name: 'Foo',
@@ -431,7 +431,8 @@ describe('versions and conditional requests', () => {
     const record = await created();
     const tag = (await api('GET', `/v1/expenses/${record.id}`)).headers.get('etag')!;
     assert.equal((await api('PUT', `/v1/expenses/${record.id}`, { name: 'x' }, { 'if-match': `W/${tag}` })).status, 412);
-    for (const header of [{ 'if-match': 'abc' }, { 'if-match': '"short"' }, { 'if-none-match': tag }]) {
+    const headers: Array<Record<string, string>> = [{ 'if-match': 'abc' }, { 'if-match': '"short"' }, { 'if-none-match': tag }];
+    for (const header of headers) {
       const res = await api('DELETE', `/v1/expenses/${record.id}`, undefined, header);
       assert.equal(res.status, 400, JSON.stringify(header));
     }
@@ -439,7 +440,7 @@ describe('versions and conditional requests', () => {
   });
 
   it('a copy keeps every field and the version, and needs a precondition', async () => {
-    const original = { ...expense(), status: 'approved', decision_date: '01-02-2017', version: '0123456789abcdef' };
+    const original = expense({ status: 'approved', decision_date: '01-02-2017', version: '0123456789abcdef' });
     const path = `/v1/expenses/${original.id}/copy`;
     assert.equal((await api('PUT', path, original)).status, 428);
     const made = await api('PUT', path, original, { 'if-none-match': '*' });
@@ -460,7 +461,7 @@ describe('versions and conditional requests', () => {
   });
 
   it('refuses a copy whose id is not the path\'s, and lets no ordinary write set status, decision_date or version', async () => {
-    const original = { ...expense(), status: 'approved', decision_date: '', version: '0123456789abcdef' };
+    const original = expense({ status: 'approved', decision_date: '', version: '0123456789abcdef' });
     const wrongPath = await api('PUT', `/v1/expenses/${original.id}x/copy`, original, { 'if-none-match': '*' });
     assert.equal(wrongPath.status, 400);
     const post = await api('POST', '/v1/expenses', original);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { eachLimit } from '../../client/http.ts';
+import { eachLimit } from '../../client/batch.ts';
 import { startShards, type Shards } from '../shards.ts';
 
 let shards: Shards;

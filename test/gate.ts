@@ -1,0 +1,75 @@
+// test/gate.ts: an HTTP forwarder in front of one node, which holds the
+// requests a test picks until the test lets them go. So a test decides where
+// a pause or a kill lands in a client's run, instead of hoping for it.
+
+import http from 'node:http';
+import { once } from 'node:events';
+
+type Held = { what: string; go: () => void; drop: () => void };
+
+export type Gate = {
+  /** The name clients use for the node behind the gate. */
+  node: string;
+  /** From now on, holds every request for which `match(method, path)` is true. */
+  hold(match: (method: string, path: string) => boolean): void;
+  /** Resolves once at least `count` requests are held, with their "METHOD path". */
+  held(count: number): Promise<string[]>;
+  /** Stops holding, and forwards what was held. */
+  release(): void;
+  /** Stops holding, and answers nothing to what was held: the node never sees it. */
+  drop(): void;
+  close(): Promise<void>;
+};
+
+export async function startGate(target: string): Promise<Gate> {
+  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
+  let match: ((method: string, path: string) => boolean) | undefined;
+  let held: Held[] = [];
+  let waiting: Array<{ count: number; resolve: (what: string[]) => void }> = [];
+
+  const forward = (req: http.IncomingMessage, body: Buffer, res: http.ServerResponse) => {
+    const out = http.request({ host, port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode!, answer.headers);
+      answer.pipe(res);
+    });
+    out.on('error', () => res.destroy());
+    out.end(body);
+  };
+
+  const server = http.createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const body = Buffer.concat(chunks);
+    if (match === undefined || !match(req.method!, req.url!)) return forward(req, body, res);
+    held.push({ what: `${req.method} ${req.url}`, go: () => forward(req, body, res), drop: () => res.destroy() });
+    waiting = waiting.filter((w) => (held.length >= w.count ? (w.resolve(held.map((h) => h.what)), false) : true));
+  });
+  server.keepAliveTimeout = 1_000;
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const letGo = (how: 'go' | 'drop') => {
+    match = undefined;
+    const now = held;
+    held = [];
+    for (const h of now) h[how]();
+  };
+
+  return {
+    node: `127.0.0.1:${(server.address() as { port: number }).port}`,
+    hold(m) {
+      match = m;
+    },
+    held(count) {
+      if (held.length >= count) return Promise.resolve(held.map((h) => h.what));
+      return new Promise((resolve) => waiting.push({ count, resolve }));
+    },
+    release: () => letGo('go'),
+    drop: () => letGo('drop'),
+    async close() {
+      letGo('drop');
+      server.closeAllConnections();
+      server.close();
+      await once(server, 'close');
+    },
+  };
+}
