@@ -29,8 +29,9 @@ const QUERY_TIMEOUT_MS = 5_000;
 const QUEUE_LIMIT = 1_000;
 
 // Read each column in its wire form, so the driver has nothing left to convert.
+// Amounts lose trailing zeros ("700.00" is "700"), as api/expense.ts writes them.
 const COLUMNS = `id, name, email, category, description, link,
-  CAST(estimated_costs AS CHAR) AS estimated_costs,
+  TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM CAST(estimated_costs AS CHAR))) AS estimated_costs,
   DATE_FORMAT(submit_date, '%m-%d-%Y') AS submit_date,
   status,
   IFNULL(DATE_FORMAT(decision_date, '%m-%d-%Y'), '') AS decision_date,

@@ -76,9 +76,11 @@ const rules: Record<Field, (v: unknown) => string> = {
     const m = typeof s === 'string' ? /^(\d+)(?:\.(\d{1,2}))?$/.exec(s) : null;
     const whole = m?.[1]?.replace(/^0+(?=\d)/, '');
     if (!m || whole!.length > 10) {
-      throw new Invalid(`must be an amount from 0 to 9999999999.99 with at most 2 decimals, like "700" or "12.50"; got ${preview(v)}`);
+      throw new Invalid(`must be an amount from 0 to 9999999999.99 with at most 2 decimals, like "700" or "12.5"; got ${preview(v)}`);
     }
-    return `${whole}.${(m[2] ?? '').padEnd(2, '0')}`;
+    // The shortest exact form, as the assignment writes amounts: "700", "12.5".
+    const cents = (m[2] ?? '').replace(/0+$/, '');
+    return cents === '' ? whole! : `${whole}.${cents}`;
   },
   submit_date: date,
   // The server's own fields, which only a copy from another shard may carry.
@@ -151,7 +153,7 @@ export function checkFields(body: unknown, allowed: readonly Field[], requireAll
   const out: Partial<Record<Field, string>> = {};
   for (const field of allowed) {
     if (!Object.hasOwn(input, field)) {
-      if (requireAll) problems.set(field, 'is required');
+      if (requireAll) problems.set(field, field === 'id' ? 'is required: the client chooses the id, because the id decides which shard stores the expense' : 'is required');
       continue;
     }
     try {

@@ -72,7 +72,7 @@ describe('POST /v1/expenses', () => {
     const res = await api('POST', '/v1/expenses', body);
     assert.equal(res.status, 201);
     assert.equal(res.headers.get('location'), `/v1/expenses/${body.id}`);
-    assert.deepEqual(res.body, { ...body, estimated_costs: '700.00', status: 'pending', decision_date: '' });
+    assert.deepEqual(res.body, { ...body, estimated_costs: '700', status: 'pending', decision_date: '' });
   });
 
   it('returns exactly the JSON that a later GET returns', async () => {
@@ -133,11 +133,11 @@ describe('POST /v1/expenses', () => {
       estimated_costs: '0007.5',
       submit_date: '02-29-2016',
     });
-    assert.equal(record.estimated_costs, '7.50');
+    assert.equal(record.estimated_costs, '7.5');
     assert.equal(record.link, '');
     const money = await created({ estimated_costs: '9999999999.99', link: 'https://example.com/a?b=c#d' });
     assert.equal(money.estimated_costs, '9999999999.99');
-    assert.equal((await created({ estimated_costs: 0 })).estimated_costs, '0.00');
+    assert.equal((await created({ estimated_costs: 0 })).estimated_costs, '0');
   });
 
   const invalid: Array<[string, unknown]> = [
@@ -222,11 +222,13 @@ describe('POST /v1/expenses', () => {
     }
   });
 
-  it('answers 415 when the body is not declared as JSON', async () => {
-    for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'application/json; charset=latin1']) {
-      const res = await api('POST', '/v1/expenses', JSON.stringify(expense()), { 'content-type': type });
-      assert.equal(res.status, 415);
-      assert.match(res.body.error, /application\/json/);
+  it('answers 415 when the body is declared as something other than JSON, or not UTF-8', async () => {
+    for (const type of ['application/xml', 'multipart/form-data; boundary=x', 'application/json; charset=latin1']) {
+      const body = expense();
+      const res = await api('POST', '/v1/expenses', JSON.stringify(body), { 'content-type': type });
+      assert.equal(res.status, 415, type);
+      assert.match(res.body.error, /application\/json|UTF-8/);
+      assert.equal((await api('GET', `/v1/expenses/${body.id}`)).status, 404);
     }
     assert.equal((await api('POST', '/v1/expenses', expense(), { 'content-type': 'Application/JSON; charset="UTF-8"' })).status, 201);
   });
@@ -266,13 +268,18 @@ describe('GET /v1/expenses/{id}', () => {
     }
   });
 
-  it('answers 400 to a GET or DELETE with a body', async () => {
-    assert.equal((await raw('GET', '/v1/expenses/x', { 'content-length': 0 })).status, 404);
-    for (const method of ['GET', 'DELETE']) {
-      const res = await raw(method, '/v1/expenses/x', { 'content-length': 2 }, ['{}']);
-      assert.equal(res.status, 400);
-      assert.equal(res.body.error, `${method} takes no body`);
-    }
+  it('reads and ignores a body on GET and DELETE, and answers 413 for one over 64 KiB', async () => {
+    const record = await created();
+    const plain = await raw('GET', `/v1/expenses/${record.id}`, {});
+    const withBody = await raw('GET', `/v1/expenses/${record.id}`, { 'content-length': 13 }, ['{"id": "zzz"}']);
+    assert.deepEqual(withBody, plain);
+    assert.equal(plain.status, 200);
+    const big = 'x'.repeat(70_000);
+    const tooBig = await raw('GET', `/v1/expenses/${record.id}`, { 'content-length': big.length }, [big]);
+    assert.equal(tooBig.status, 413);
+    assert.equal((await raw('DELETE', `/v1/expenses/${record.id}`, { 'content-length': big.length }, [big])).status, 413);
+    assert.equal((await raw('DELETE', `/v1/expenses/${record.id}`, { 'content-length': 2 }, ['{}'])).status, 204);
+    assert.equal((await raw('GET', `/v1/expenses/${record.id}`, {})).status, 404);
   });
 });
 
@@ -281,7 +288,7 @@ describe('PUT /v1/expenses/{id}', () => {
     const record = await created();
     const res = await api('PUT', `/v1/expenses/${record.id}`, { estimated_costs: 99.9, submit_date: '01-31-2017' });
     assert.equal(res.status, 202);
-    assert.deepEqual(res.body, { ...record, estimated_costs: '99.90', submit_date: '01-31-2017' });
+    assert.deepEqual(res.body, { ...record, estimated_costs: '99.9', submit_date: '01-31-2017' });
     assert.deepEqual((await api('GET', `/v1/expenses/${record.id}`)).body, res.body);
   });
 
@@ -308,7 +315,7 @@ describe('PUT /v1/expenses/{id}', () => {
   it('answers 413 and 415 as POST does', async () => {
     const record = await created();
     assert.equal((await api('PUT', `/v1/expenses/${record.id}`, { description: 'x'.repeat(70_000) })).status, 413);
-    assert.equal((await api('PUT', `/v1/expenses/${record.id}`, '{"name":"x"}', { 'content-type': 'text/plain' })).status, 415);
+    assert.equal((await api('PUT', `/v1/expenses/${record.id}`, '{"name":"x"}', { 'content-type': 'application/xml' })).status, 415);
     assert.deepEqual((await api('GET', `/v1/expenses/${record.id}`)).body, record);
   });
 });
@@ -363,6 +370,89 @@ describe('GET /v1/expenses (list)', () => {
       assert.equal(res.status, 400, query);
       assert.equal(typeof res.body.error, 'string');
     }
+  });
+});
+
+describe("the assignment's dialect", () => {
+  it('reads a POST or PUT body as JSON when it is declared as nothing, text/plain, a form, or a +json type', async () => {
+    for (const type of [undefined, 'text/plain', 'application/x-www-form-urlencoded', 'application/vnd.api+json']) {
+      const body = expense({ estimated_costs: '650.5' });
+      const text = JSON.stringify(body);
+      const headers = { 'content-length': Buffer.byteLength(text), ...(type && { 'content-type': type }) };
+      const post = await raw('POST', '/v1/expenses', headers, [text]);
+      assert.equal(post.status, 201, String(type));
+      const change = JSON.stringify({ name: `sent as ${type}` });
+      const put = await raw('PUT', `/v1/expenses/${body.id}`, { 'content-length': Buffer.byteLength(change), ...(type && { 'content-type': type }) }, [change]);
+      assert.equal(put.status, 202, String(type));
+      const stored = await api('GET', `/v1/expenses/${body.id}`);
+      assert.deepEqual(stored.body, { ...body, name: `sent as ${type}`, status: 'pending', decision_date: '' });
+    }
+  });
+
+  it('says which type was declared when such a body is not JSON', async () => {
+    const res = await raw('POST', '/v1/expenses', { 'content-type': 'application/x-www-form-urlencoded', 'content-length': 7 }, ['id=1&a=']);
+    assert.equal(res.status, 400);
+    assert.match(res.body.error, /^the body is not valid JSON \(it was sent as application\/x-www-form-urlencoded, and is read as JSON all the same\): /);
+  });
+
+  it('writes amounts in their shortest exact form everywhere, and keeps two decimals in MySQL', async () => {
+    const table: Array<[unknown, string, string]> = [
+      ['700', '700', '700.00'],
+      ['700.00', '700', '700.00'],
+      [700, '700', '700.00'],
+      ['12.50', '12.5', '12.50'],
+      [12.5, '12.5', '12.50'],
+      ['0.05', '0.05', '0.05'],
+      ['0.00', '0', '0.00'],
+      ['0', '0', '0.00'],
+      ['0010.10', '10.1', '10.10'],
+      ['9999999999.99', '9999999999.99', '9999999999.99'],
+    ];
+    for (const [sent, shown, held] of table) {
+      const body = expense({ estimated_costs: '1' });
+      const post = await api('POST', '/v1/expenses', { ...body, estimated_costs: sent });
+      assert.equal(post.body.estimated_costs, shown, `POST ${sent}`);
+      const put = await api('PUT', `/v1/expenses/${body.id}`, { estimated_costs: sent });
+      assert.equal(put.body.estimated_costs, shown, `PUT ${sent}`);
+      const get = await api('GET', `/v1/expenses/${body.id}`);
+      assert.deepEqual(get.body, post.body, `GET ${sent}`);
+      const page = await api('GET', `/v1/expenses?after=${body.id.slice(0, -1)}&limit=1000`);
+      assert.equal(page.body.expenses.find((e: { id: string }) => e.id === body.id).estimated_costs, shown);
+      const [[inMysql]] = (await shards.sql(1, `SELECT estimated_costs FROM expenses WHERE id = '${body.id}'`)) as [[string]];
+      assert.equal(inMysql, held, `MySQL holds ${sent}`);
+    }
+  });
+
+  it('explains why a POST needs an id', async () => {
+    const { id: _, ...noId } = expense();
+    const res = await api('POST', '/v1/expenses', noId);
+    assert.equal(res.status, 400);
+    assert.equal(res.body.fields.id, 'is required: the client chooses the id, because the id decides which shard stores the expense');
+  });
+
+  it("replays the assignment's example requests, byte for byte and with no Content-Type", async () => {
+    const id = `spec${process.pid}`;
+    const post = `{
+    "id" : "${id}",
+    "name" : "Foo Bar",
+    "email" : "foo@bar.com",
+    "category" : "office supplies",
+    "description" : "iPad for office use",
+    "link" : "http://www.apple.com/shop/buy-ipad/ipad-pro",
+    "estimated_costs" : "700",
+    "submit_date" : "12-10-2016"
+}`;
+    const expected = {
+      id, name: 'Foo Bar', email: 'foo@bar.com', category: 'office supplies', description: 'iPad for office use',
+      link: 'http://www.apple.com/shop/buy-ipad/ipad-pro', estimated_costs: '700', submit_date: '12-10-2016', status: 'pending', decision_date: '',
+    };
+    const send = (method: string, path: string, body?: string) => raw(method, path, body === undefined ? {} : { 'content-length': Buffer.byteLength(body) }, body === undefined ? [] : [body]);
+    assert.deepEqual(await send('POST', '/v1/expenses', post), { status: 201, body: expected });
+    assert.deepEqual(await send('GET', `/v1/expenses/${id}`), { status: 200, body: expected });
+    assert.deepEqual(await send('PUT', `/v1/expenses/${id}`, '{"estimated_costs" : "800"}'), { status: 202, body: { ...expected, estimated_costs: '800' } });
+    assert.deepEqual(await send('GET', `/v1/expenses/${id}`), { status: 200, body: { ...expected, estimated_costs: '800' } });
+    assert.deepEqual(await send('DELETE', `/v1/expenses/${id}`), { status: 204, body: undefined });
+    assert.equal((await send('GET', `/v1/expenses/${id}`)).status, 404);
   });
 });
 
@@ -448,7 +538,7 @@ describe('versions and conditional requests', () => {
     assert.equal(made.headers.get('etag'), '"0123456789abcdef"');
     const read = await api('GET', `/v1/expenses/${original.id}`);
     const { version: _, ...fields } = original;
-    assert.deepEqual(read.body, { ...fields, estimated_costs: '700.00' });
+    assert.deepEqual(read.body, fields);
     assert.equal(read.headers.get('etag'), '"0123456789abcdef"');
     assert.equal((await api('PUT', path, original, { 'if-none-match': '*' })).status, 412, 'never over an existing record');
 

@@ -79,7 +79,8 @@ const kinds: Record<string, (rnd: () => number) => { bytes: Buffer; end?: boolea
     const length = rnd() < 0.5 ? json.length - 5 : json.length + 50;
     return { bytes: Buffer.from(`POST /v1/expenses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n${json}`), end: true };
   },
-  'a body on GET': () => ({ bytes: Buffer.from('GET /v1/expenses/keep-1 HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n{"id": "x99"}') }),
+  // A small body on GET is read and ignored; one over the body limit is not.
+  'a 70 KB body on GET': () => ({ bytes: Buffer.from(`GET /v1/expenses/keep-1 HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n${'x'.repeat(70_000)}`) }),
   'path traversal in the id': (rnd) => {
     const paths = ['/v1/expenses/../../etc/passwd', '/v1/expenses/..%2f..%2fetc%2fpasswd', '/v1/expenses/%2e%2e', '/v1/expenses/..', '/v1/expenses/.%00', '/v1/expenses/keep-1%00'];
     return { bytes: Buffer.from(`${rnd() < 0.5 ? 'GET' : 'DELETE'} ${paths[Math.floor(rnd() * paths.length)]} HTTP/1.1\r\nHost: x\r\n\r\n`) };
