@@ -96,6 +96,20 @@ export function createDb(config: DbConfig) {
     trace: false,
   };
   const query = connections(options, POOL_SIZE);
+  // When a write last failed for lack of disk space, while no write has succeeded since.
+  let outOfDiskAt: number | undefined;
+
+  /** Runs a write, noting whether the disk has room for it. */
+  async function write<T>(sql: string, values: unknown[]): Promise<T> {
+    try {
+      const result = await query<T>(sql, values);
+      outOfDiskAt = undefined;
+      return result;
+    } catch (err) {
+      if (isOutOfDisk(err)) outOfDiskAt = Date.now();
+      throw err;
+    }
+  }
 
   async function get(id: string): Promise<Versioned | undefined> {
     const rows = await query<Array<Expense & { version: string }>>(`SELECT ${COLUMNS} FROM expenses WHERE id = ?`, [id]);
@@ -117,7 +131,7 @@ export function createDb(config: DbConfig) {
      */
     async insert(e: Expense, version = newVersion()): Promise<string | undefined> {
       try {
-        await query(INSERT, [e.id, ...STORED.map((f) => e[f]), version]);
+        await write(INSERT, [e.id, ...STORED.map((f) => e[f]), version]);
         return version;
       } catch (err) {
         if (codeOf(err) === 'ER_DUP_ENTRY') return undefined;
@@ -130,14 +144,14 @@ export function createDb(config: DbConfig) {
       const names = EDITABLE.filter((f) => fields[f] !== undefined);
       const sets = names.map((f) => `${f} = ${WRITE[f]}`).join(', ');
       const sql = `UPDATE expenses SET ${sets}, version = ? WHERE id = ?${only(expected)}`;
-      const result = await query<{ affectedRows: number }>(sql, [...names.map((f) => fields[f]), newVersion(), id, ...values(expected)]);
+      const result = await write<{ affectedRows: number }>(sql, [...names.map((f) => fields[f]), newVersion(), id, ...values(expected)]);
       // affectedRows counts the rows found, changed or not (the driver's FOUND_ROWS flag).
       return result.affectedRows > 0;
     },
 
     /** Overwrites a record with a copy, every field and the version, if it still has version `expected`. */
     async replace(e: Expense, version: string, expected: string): Promise<boolean> {
-      const result = await query<{ affectedRows: number }>(REPLACE, [...STORED.map((f) => e[f]), version, e.id, expected]);
+      const result = await write<{ affectedRows: number }>(REPLACE, [...STORED.map((f) => e[f]), version, e.id, expected]);
       return result.affectedRows > 0;
     },
 
@@ -157,6 +171,15 @@ export function createDb(config: DbConfig) {
     async shard(): Promise<string> {
       const rows = await query<Array<{ id: string }>>('SELECT id FROM shard');
       return rows[0]?.id ?? '';
+    },
+
+    /**
+     * True while writes fail for lack of disk space: the last write failed so,
+     * less than OUT_OF_DISK_MS ago. After that, the next write finds out again,
+     * so that freed space is noticed with no restart.
+     */
+    outOfDisk(): boolean {
+      return outOfDiskAt !== undefined && Date.now() - outOfDiskAt < OUT_OF_DISK_MS;
     },
 
     close: query.close,
@@ -237,6 +260,18 @@ const UNAVAILABLE = new Set([
   'ER_LOCK_WAIT_TIMEOUT',
   'ER_LOCK_DEADLOCK',
 ]);
+
+const OUT_OF_DISK_MS = 10_000;
+
+// MySQL's ways of saying that the disk is full: a table that cannot grow, or
+// a write the operating system refused (errno 28, ENOSPC).
+const OUT_OF_DISK = new Set(['ER_RECORD_FILE_FULL', 'ER_DISK_FULL', 'ER_DISK_FULL_NOWAIT']);
+
+/** True when a write failed because MySQL's disk is full: nothing was written, and retrying will not help until space is freed. */
+export function isOutOfDisk(err: unknown): boolean {
+  const e = err as { code?: string; sqlMessage?: string } | null;
+  return OUT_OF_DISK.has(e?.code ?? '') || /errno: 28|No space left/i.test(e?.sqlMessage ?? '');
+}
 
 /** True when an error from this module means the database is unavailable, not that a query is wrong. */
 export function isUnavailable(err: unknown): boolean {

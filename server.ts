@@ -5,10 +5,10 @@
 
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
-import { realpathSync } from 'node:fs';
+import { realpathSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { checkFields, EDITABLE, ID_RULE, Invalid, isId, preview, type Editable, type Expense } from './api/expense.ts';
-import { createDb, isUnavailable, type Db, type DbConfig } from './db.ts';
+import { createDb, isOutOfDisk, isUnavailable, type Db, type DbConfig } from './db.ts';
 
 // ---------------------------------------------------------------------------
 // Routes: every path, every method, on one screen.
@@ -110,7 +110,10 @@ async function list({ db, req, query }: Context): Promise<Reply> {
 
 async function health({ db, req }: Context): Promise<Reply> {
   await readBody(req); // and ignore it
-  return { status: 200, body: { status: 'ok', shard: await db.shard() } };
+  const shard = await db.shard();
+  // Up means writes can succeed: a shard out of disk is not up.
+  if (db.outOfDisk()) return { status: 503, body: { status: 'out of disk space: writes fail, reads work', shard, logLinesDropped } };
+  return { status: 200, body: { status: 'ok', shard, logLinesDropped } };
 }
 
 function notFound(id: string): never {
@@ -176,13 +179,10 @@ async function refused(db: Db, id: string): Promise<HttpError> {
 /** An error that knows its HTTP status. Its message is safe to show the client. */
 class HttpError extends Error {
   status: number;
-  /** For a 400 about a body: what is wrong with each field. */
-  fields?: Record<string, string>;
   headers?: Record<string, string>;
-  constructor(status: number, message: string, extra: { fields?: Record<string, string>; headers?: Record<string, string> } = {}) {
+  constructor(status: number, message: string, extra: { headers?: Record<string, string> } = {}) {
     super(message);
     this.status = status;
-    this.fields = extra.fields;
     this.headers = extra.headers;
   }
 }
@@ -205,18 +205,22 @@ async function dispatch(db: Db, req: IncomingMessage): Promise<Reply> {
   throw new HttpError(404, `no route for ${path}`);
 }
 
-function toReply(err: unknown): Reply {
+function toReply(err: unknown, req: IncomingMessage): Reply {
   if (err instanceof Invalid) {
     return { status: 400, body: { error: err.message, ...(err.fields && { fields: err.fields }) } };
   }
-  if (err instanceof HttpError) {
-    return { status: err.status, body: { error: err.message, ...(err.fields && { fields: err.fields }) }, headers: err.headers };
+  if (err instanceof HttpError) return { status: err.status, body: { error: err.message }, headers: err.headers };
+  if (isOutOfDisk(err)) {
+    return { status: 507, body: { error: 'this shard is out of disk space, and nothing was written; reads and deletes still work' } };
   }
   if (isUnavailable(err)) {
     return { status: 503, body: { error: 'the database is unavailable; try again shortly' }, headers: { 'Retry-After': '1' } };
   }
-  // A bug or a surprise from MySQL: log it here, and show the client nothing of it.
-  console.error('internal error:', err);
+  // A bug or a surprise from MySQL: log it here, and show the client nothing
+  // of it. The log names the request and MySQL's code and message, never the
+  // statement, whose values are someone's personal data.
+  const e = err as { code?: string; sqlMessage?: string; message?: string };
+  log(`internal error: ${req.method} ${req.url}: ${e.code ?? 'no code'}: ${e.sqlMessage ?? e.message ?? String(err)}`);
   return { status: 500, body: { error: 'internal server error' } };
 }
 
@@ -312,6 +316,25 @@ function pathId(params: string[]): string {
 }
 
 // ---------------------------------------------------------------------------
+// The log.
+
+let logLinesDropped = 0;
+
+/**
+ * One line to the log (stdout, which start-shards.sh sends to server.log).
+ * A write that fails, on a full disk say, drops the line and counts it: the
+ * log must never take the server down. Synchronous, so that a line is out
+ * before the process can die.
+ */
+function log(line: string): void {
+  try {
+    writeSync(1, `${line}\n`);
+  } catch {
+    logLinesDropped++;
+  }
+}
+
+// ---------------------------------------------------------------------------
 // The HTTP server.
 
 function createServer(db: Db): http.Server {
@@ -325,7 +348,7 @@ function createServer(db: Db): http.Server {
     },
     (req, res) => {
       dispatch(db, req)
-        .catch(toReply)
+        .catch((err) => toReply(err, req))
         .then((reply) => {
           // Shutting down: tell a keep-alive client to go, so that close() need not wait for it.
           if (!server.listening) res.setHeader('Connection', 'close');
@@ -375,21 +398,21 @@ async function main(): Promise<void> {
   server.listen(config.port, config.host);
   await once(server, 'listening');
   const { port } = server.address() as { port: number };
-  console.log(`listening on http://${config.host}:${port}`);
+  log(`listening on http://${config.host}:${port}`);
 
   // A first query says at once whether the credentials work; the server
   // serves either way, with 503s until MySQL answers.
   db.shard().then(
-    () => console.log('database: connected'),
-    (err: { code?: string; message: string }) => console.error(`database: not reachable yet (${err.code ?? err.message}); answering 503 until it is`),
+    () => log('database: connected'),
+    (err: { code?: string; message: string }) => log(`database: not reachable yet (${err.code ?? err.message}); answering 503 until it is`),
   );
 
   // Stop taking connections, let requests in flight finish, then close the pool.
   const stop = (signal: string) => {
-    console.log(`${signal}: shutting down`);
+    log(`${signal}: shutting down`);
     // Idle keep-alive connections close now; busy ones after their response,
     // or after 10 s at most.
-    server.close(() => db.close().catch((err: Error) => console.error(`closing the pool: ${err.message}`)));
+    server.close(() => db.close().catch((err: Error) => log(`closing the pool: ${err.message}`)));
     setTimeout(() => server.closeAllConnections(), 10_000).unref();
   };
   process.once('SIGTERM', stop);
@@ -400,7 +423,7 @@ async function main(): Promise<void> {
 // import.meta.main: Node 22 before 22.18 lacks it, and would silently do nothing.)
 if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
   main().catch((err: Error) => {
-    console.error(`server: ${err.message}`);
+    log(`server: ${err.message}`);
     process.exit(1);
   });
 }

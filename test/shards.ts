@@ -33,10 +33,14 @@ export function runNode(args: string[], env?: NodeJS.ProcessEnv): Promise<Run> {
   return run(process.execPath, args, { env });
 }
 
-/** A base port with `count` free ports after it, on loopback. */
+/**
+ * A base port with `count` free ports after it, on loopback. Below Linux's
+ * ephemeral range (32768 and up): there, a client that connects to a port
+ * nothing listens on can connect to itself, and block the port for a minute.
+ */
 export async function freePorts(count: number): Promise<number> {
   for (;;) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    const base = 20_000 + Math.floor(Math.random() * (12_000 - count));
     const ports = Array.from({ length: count }, (_, i) => base + i);
     if ((await Promise.all(ports.map(isFree))).every(Boolean)) return base;
   }
@@ -52,9 +56,9 @@ async function isFree(port: number): Promise<boolean> {
 
 export type Shards = Awaited<ReturnType<typeof startShards>>;
 
-/** Starts `count` shards with start-shards.sh. Call stop() in an after hook. */
-export async function startShards(count: number) {
-  const dir = await mkdtemp(join(tmpdir(), 'chs-'));
+/** Starts `count` shards with start-shards.sh, in `dir` or a fresh temporary one. Call stop() in an after hook. */
+export async function startShards(count: number, dir?: string) {
+  dir ??= await mkdtemp(join(tmpdir(), 'chs-'));
   const basePort = await freePorts(count + 1);
   const env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1' };
   const script = (...args: string[]) => run(join(ROOT, 'start-shards.sh'), args, { env });
