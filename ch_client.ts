@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { isId, sameExpense, EDITABLE, type Expense } from './api/expense.ts';
 import { HashRing } from './ring.ts';
 import { balanceTable } from './client/balance.ts';
-import { eachLimit, progress } from './client/batch.ts';
+import { eachLimit, printFailures, progress } from './client/batch.ts';
 import { call, problem } from './client/http.ts';
 import { aliases, nodeProblem, shardsOf } from './client/nodes.ts';
 import { check, reshard } from './client/reshard.ts';
@@ -40,13 +40,14 @@ Options:
   --svg FILE        map: draw the ring, its arcs and the ids into an SVG file
   --keys N          balance: how many keys to place (default 100000)
   --dry-run         reshard: print the plan, move nothing
+  --verbose         name every id that failed (by default, one line per reason)
   --state FILE      the record of a reshard in progress (default data/reshard.json);
                     while it exists, get asks an id's old owner first, then its new one
   -h, --help        this text`;
 // Enough requests in flight to keep three shards busy, few enough to be polite.
 const IN_FLIGHT = 32;
 
-type Options = { nodes: string[]; replicas: number; ids: string[] };
+type Options = { nodes: string[]; replicas: number; ids: string[]; verbose: boolean };
 
 /** The job: five steps, in order. Resolves to the process exit code. */
 async function store(options: Options): Promise<number> {
@@ -129,7 +130,7 @@ function printMapping(owner: Map<string, string>): void {
 }
 
 function summary(options: Options, owner: Map<string, string>, failed: Map<string, string>): number {
-  for (const [id, why] of failed) console.error(`FAILED ${JSON.stringify(id)} on ${owner.get(id)}: ${why}`);
+  printFailures(new Map([...failed].map(([id, why]) => [id, ` on ${owner.get(id)}: ${why}`])), options.verbose);
   for (const node of options.nodes) {
     const ok = options.ids.filter((id) => owner.get(id) === node && !failed.has(id)).length;
     console.log(`${node}: ${ok} stored and read back`);
@@ -217,6 +218,7 @@ async function main(args: string[]): Promise<number> {
       from: { type: 'string' },
       to: { type: 'string' },
       'dry-run': { type: 'boolean', default: false },
+      verbose: { type: 'boolean', default: false },
       state: { type: 'string', default: DEFAULT_STATE },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -238,11 +240,11 @@ async function main(args: string[]): Promise<number> {
     if (values.from === undefined || values.to === undefined) throw new UsageError('reshard needs --from and --to');
     const [from, to] = [parseNodes(values.from, '--from'), parseNodes(values.to, '--to')];
     const replicas = parseReplicas(values.replicas ?? '1', Math.max(from.length, to.length));
-    return reshard({ from, to, replicas, dryRun: values['dry-run'], statePath: values.state });
+    return reshard({ from, to, replicas, dryRun: values['dry-run'], statePath: values.state, verbose: values.verbose });
   }
 
   const replicas = parseReplicas(values.replicas ?? '1', nodes.length);
-  if (command === undefined) return store({ nodes, replicas, ids: parseIds(values.ids ?? '0-9') });
+  if (command === undefined) return store({ nodes, replicas, ids: parseIds(values.ids ?? '0-9'), verbose: values.verbose });
   if (command === 'check') return check(nodes, replicas);
   if (command === 'get') {
     if (rest.length !== 1 || !isId(rest[0]!)) throw new UsageError('get takes exactly one id (1 to 64 of A-Z a-z 0-9 . _ -)');

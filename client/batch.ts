@@ -40,3 +40,21 @@ export function progress(what: string, total?: number): { tick(): void; done(): 
     },
   };
 }
+
+/**
+ * Prints failures on stderr, one line per reason: `FAILED "7" on a:1: why`
+ * for a single id (each reason starts with its separator, " on a:1: why"), and for many ids with the same reason (a node that is
+ * down) one line that counts them. `verbose` prints every id on its own line.
+ */
+export function printFailures(failed: Map<string, string>, verbose: boolean): void {
+  const byReason = new Map<string, string[]>();
+  for (const [id, why] of failed) byReason.set(why, [...(byReason.get(why) ?? []), id]);
+  for (const [why, ids] of byReason) {
+    if (verbose || ids.length === 1) {
+      for (const id of ids) console.error(`FAILED ${JSON.stringify(id)}${why}`);
+      continue;
+    }
+    const shown = ids.slice(0, 5).map((id) => JSON.stringify(id)).join(', ');
+    console.error(`FAILED ${ids.length} ids${why}: ${shown}${ids.length > 5 ? ` and ${ids.length - 5} more (--verbose lists them)` : ''}`);
+  }
+}

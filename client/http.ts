@@ -3,6 +3,12 @@
 export type Answer = { status: number; body: any; etag: string | undefined };
 
 const TIMEOUT_MS = 10_000;
+// A node that fails this many requests in a row (no connection, or no
+// answer in time) is given up for the rest of the run: a frozen node then
+// costs one timeout, not one per record.
+const STRIKES = 3;
+const strikes = new Map<string, number>();
+const givenUp = new Map<string, string>(); // node: why
 
 /**
  * One JSON request to one node ("host:port"). Resolves with any HTTP status;
@@ -10,6 +16,8 @@ const TIMEOUT_MS = 10_000;
  * Global fetch keeps connections alive between calls to the same node.
  */
 export async function call(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+  const gone = givenUp.get(node);
+  if (gone !== undefined) throw new Error(`skipped: ${node} ${gone}`);
   let res: Response;
   try {
     res = await fetch(`http://${node}${path}`, {
@@ -19,8 +27,16 @@ export async function call(node: string, method: string, path: string, body?: un
       signal: AbortSignal.timeout(TIMEOUT_MS),
     });
   } catch (err) {
-    throw new Error(`cannot reach ${node}: ${reason(err)}`);
+    const why = reason(err);
+    const n = (strikes.get(node) ?? 0) + 1;
+    strikes.set(node, n);
+    if (n >= STRIKES && !givenUp.has(node)) {
+      givenUp.set(node, `stopped answering (${why}, ${n} times in a row), and was given up for the rest of this run`);
+      console.error(`${node} ${givenUp.get(node)}`);
+    }
+    throw new Error(`cannot reach ${node}: ${why}`);
   }
+  strikes.set(node, 0);
   const text = await res.text();
   try {
     return { status: res.status, body: text === '' ? undefined : JSON.parse(text), etag: res.headers.get('etag') ?? undefined };

@@ -9,7 +9,7 @@
 // exits 0 only when an audit finds every record on its owner.
 
 import { HashRing, position } from '../ring.ts';
-import { eachLimit, progress } from './batch.ts';
+import { eachLimit, printFailures, progress } from './batch.ts';
 import { call, problem } from './http.ts';
 import { move, type Versioned } from './move.ts';
 import { aliases, shardsOf } from './nodes.ts';
@@ -34,7 +34,7 @@ type Walk = {
 };
 
 /** Moves what the change from `from` to `to` requires. Resolves to the exit code. */
-export async function reshard(o: Reshard & { dryRun: boolean; statePath: string }): Promise<number> {
+export async function reshard(o: Reshard & { dryRun: boolean; statePath: string; verbose: boolean }): Promise<number> {
   const ring = new HashRing(o.to, o.replicas);
   const everyNode = [...new Set([...o.from, ...o.to])];
   if (sameNodes(o.from, o.to)) {
@@ -58,17 +58,17 @@ export async function reshard(o: Reshard & { dryRun: boolean; statePath: string 
   if (held.tookOver !== undefined) console.log(`taking over the unfinished reshard of pid ${held.tookOver.pid} (no longer running), started ${held.tookOver.started}`);
   const first = await walk(o.from, ring, o, true);
   report(first, o, 'reshard');
+  let last = first;
   let clean = false;
-  const problems = [first];
   for (let audit = 1; audit <= AUDITS && !clean; audit++) {
-    const pass = await walk(everyNode, ring, o, true);
-    problems.push(pass);
-    const out = total(pass.misplaced);
-    clean = out === 0 && pass.unlisted.size === 0 && pass.failed.size === 0 && pass.conflicts.size === 0;
-    console.log(`audit ${audit}: ${pass.records} records on ${everyNode.length} nodes, ${out} out of place${out > 0 ? `, moved ${pass.moved}` : ''}`);
+    last = await walk(everyNode, ring, o, true);
+    const out = total(last.misplaced);
+    clean = out === 0 && last.unlisted.size === 0 && last.failed.size === 0 && last.conflicts.size === 0;
+    console.log(`audit ${audit}: ${last.records} records on ${everyNode.length} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}`);
   }
-  const unresolved = printProblems(problems.at(-1)!);
-  if (!clean || unresolved) {
+  // The last walk is the truth: what it could not put right is still wrong.
+  printProblems(last, o.verbose);
+  if (!clean) {
     console.error(`reshard incomplete: fix the above and run the same command again; until then, ${o.statePath} keeps the reshard on record`);
     return 1;
   }
@@ -87,7 +87,7 @@ export async function check(nodes: string[], replicas: number): Promise<number> 
   const out = total(found.misplaced);
   console.log(`check: ${found.records} records on ${nodes.length} nodes, replicas ${replicas}: ${out} out of place`);
   for (const [route, n] of [...found.misplaced].sort()) console.log(`  on ${route.replace(' -> ', ', owned by ')}: ${n}`);
-  printProblems(found);
+  printProblems(found, false);
   return out === 0 && found.unlisted.size === 0 ? 0 : 1;
 }
 
@@ -174,13 +174,13 @@ function report(w: Walk, o: Reshard, what: 'plan' | 'reshard'): void {
     const meanwhile = w.deletedMeanwhile > 0 ? `, deleted by clients meanwhile ${w.deletedMeanwhile}` : '';
     console.log(`  moved ${w.moved}, left in place ${w.records - toMove}${meanwhile}, conflicts ${w.conflicts.size}, failed ${w.failed.size}`);
   }
-  if (what === 'plan') printProblems(w);
+  if (what === 'plan') printProblems(w, false);
 }
 
 /** Prints what went wrong in a walk; true if anything did. */
-function printProblems(w: Walk): boolean {
+function printProblems(w: Walk, verbose: boolean): boolean {
   for (const [id, why] of w.conflicts) console.error(`CONFLICT ${JSON.stringify(id)}: ${why}; both left as they are`);
-  for (const [id, why] of w.failed) console.error(`FAILED ${JSON.stringify(id)}: ${why}`);
+  printFailures(new Map([...w.failed].map(([id, why]) => [id, `: ${why}`])), verbose);
   for (const [node, why] of w.unlisted) console.error(`FAILED to list the records on ${node}: ${why}`);
   return w.conflicts.size + w.failed.size + w.unlisted.size > 0;
 }

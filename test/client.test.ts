@@ -80,25 +80,34 @@ describe('ch_client.ts', () => {
     assert.deepEqual(await whereStored(ids), owned(ids, 100));
   });
 
-  it('with one node down, names each of its ids, exits non-zero, and writes nothing elsewhere', async () => {
+  it('with one node down, gives it up, counts its ids in one line (each with --verbose), exits non-zero, and writes nothing elsewhere', async () => {
     const downNode = shards.nodes[1]!;
     const pid = await shards.pid(2, 'server.pid');
     process.kill(pid, 'SIGTERM');
     await waitForExit(pid);
     try {
       const ids = range(200, 259);
-      const res = await client('--ids', '200-259');
-      assert.equal(res.code, 1);
       const ring = new HashRing(shards.nodes);
       const lost = ids.filter((id) => ring.get(id) === downNode);
-      assert.ok(lost.length > 0);
-      const failed = [...res.stderr.matchAll(/^FAILED "(\d+)" on (\S+): cannot reach/gm)];
+      assert.ok(lost.length > 3);
+
+      const res = await client('--ids', '200-259', '--verbose');
+      assert.equal(res.code, 1);
+      const failed = [...res.stderr.matchAll(/^FAILED "(\d+)" on (\S+): (cannot reach |skipped: )\2/gm)];
       assert.deepEqual(failed.map((m) => m[1]).sort(), lost.sort());
       assert.ok(failed.every((m) => m[2] === downNode));
       assert.match(res.stdout, new RegExp(`^${ids.length - lost.length} of ${ids.length} `, 'm'));
       const expected = owned(ids);
       expected[1] = [];
       assert.deepEqual(await whereStored(ids), expected);
+
+      const quiet = await client('--ids', '200-259');
+      assert.equal(quiet.code, 1);
+      const lines = quiet.stderr.split('\n').filter((line) => line.startsWith('FAILED'));
+      const counted = lines.map((line) => Number(/^FAILED (\d+) ids on /.exec(line)?.[1] ?? 1));
+      assert.equal(counted.reduce((a, b) => a + b, 0), lost.length);
+      assert.ok(lines.length <= 2, `one line per reason, not per id:\n${lines.join('\n')}`);
+      assert.match(quiet.stderr, new RegExp(`^${downNode} stopped answering \\(ECONNREFUSED, 3 times in a row\\)`, 'm'));
     } finally {
       assert.equal((await shards.script('3')).code, 0);
     }
