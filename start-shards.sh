@@ -32,9 +32,10 @@ die() {
 # --- Where things are -------------------------------------------------------
 
 shard_dir() { printf '%s/shard-%s' "$shards_dir" "$1"; }
-# fetch() refuses these ports (the Fetch standard's "bad ports"): a shard there
-# could never be reached by the client. So shard 4 runs on 6001, not X11's 6000.
-fetch_blocked=' 1719 1720 1723 2049 3659 4045 4190 5060 5061 6000 6566 6665 6666 6667 6668 6669 6679 6697 10080 '
+# fetch() refuses the ports in client/bad-ports.txt (the Fetch standard's "bad
+# ports"): a shard there could never be reached by the client. So shard 4 runs
+# on 6001, not X11's 6000.
+fetch_blocked=" $(grep -v '^#' "$root/client/bad-ports.txt" | tr -s ' \n' '  ') "
 
 shard_port() {
   local port=$((base_port + port_step * ($1 - 1)))

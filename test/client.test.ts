@@ -131,11 +131,19 @@ describe('ch_client.ts', () => {
       [['--ids', 'a b'], /--ids: "a b" is neither an id nor a range/],
       [['--nodes', 'localhost'], /--nodes: "localhost" is not host:port/],
       [['--nodes', '127.0.0.1:6000'], /fetch\(\) refuses to connect to port 6000 \(a "bad port" in the Fetch standard\); use another, such as 6001/],
+      [['--nodes', '127.0.0.1:03000'], /127\.0\.0\.1:03000: write the port without a leading zero/],
+      [['--nodes', 'a:1000,a:1000'], /--nodes names a node twice/],
+      [['map', '--replicas', '1000000000'], /--replicas must be at most 10000, got 1000000000: beyond that/],
+      [['map', '--replicas', '10000', '--nodes', Array.from({ length: 101 }, (_, i) => `n${i}:1000`).join(',')], /makes 1010000 points; at most 1000000/],
+      [['balance', '--keys', '99999999999'], /--keys must be at most 10000000/],
+      [['--ids', '0-99999999'], /--ids: at most 1000000 ids in one run/],
+      [['map', '.', '..'], /map: "\." is not an id/],
       [['--frobnicate'], /Unknown option '--frobnicate'/],
       [['reshuffle'], /unknown command "reshuffle"/],
     ];
     for (const [args, message] of cases) {
-      const res = await runNode(['ch_client.ts', ...args]);
+      // Nothing listens on these nodes: a refusal must come before any request.
+      const res = await runNode(['ch_client.ts', ...(args.includes('--nodes') ? [] : ['--nodes', 'x.invalid:1000']), ...args]);
       assert.equal(res.code, 2, args.join(' '));
       assert.match(res.stderr, message);
       assert.match(res.stderr, /Usage:/);
