@@ -5,7 +5,7 @@
 // (spread ÷ mean) of √((n−1)/(n·k+1)): it shrinks with the square root of k.
 // That is why virtual nodes exist.
 
-import { HashRing } from '../ring.ts';
+import { fraction, HashRing } from '../ring.ts';
 
 /** The balance table of one ring over keys "0" .. String(keys - 1). */
 export function balanceTable(nodes: readonly string[], replicas: number, keys: number): string {
@@ -15,7 +15,7 @@ export function balanceTable(nodes: readonly string[], replicas: number, keys: n
     const node = ring.get(String(i));
     load.set(node, load.get(node)! + 1);
   }
-  const shares = ring.shares();
+  const share = shares(ring);
   const counts = [...load.values()];
   const mean = keys / nodes.length;
   const cv = Math.sqrt(counts.reduce((sum, c) => sum + (c - mean) ** 2, 0) / counts.length) / mean;
@@ -28,7 +28,7 @@ export function balanceTable(nodes: readonly string[], replicas: number, keys: n
   ];
   for (const node of nodes) {
     const count = load.get(node)!;
-    lines.push(`  ${node.padEnd(width)}  ${percent(shares.get(node)!).padStart(10)}  ${String(count).padStart(Math.max(4, String(keys).length))}  ${percent(count / keys).padStart(9)}`);
+    lines.push(`  ${node.padEnd(width)}  ${percent(share.get(node)!).padStart(10)}  ${String(count).padStart(Math.max(4, String(keys).length))}  ${percent(count / keys).padStart(9)}`);
   }
   lines.push(`  max/mean load ${(Math.max(...counts) / mean).toFixed(2)}, cv ${cv.toFixed(3)} (expected ${expected.toFixed(3)})`);
   return lines.join('\n');
@@ -36,4 +36,20 @@ export function balanceTable(nodes: readonly string[], replicas: number, keys: n
 
 function percent(f: number): string {
   return `${(f * 100).toFixed(1)}%`;
+}
+
+/**
+ * Each node's share of the circle: the arcs that end at its points, since
+ * every key on such an arc walks clockwise to that point. With evenly
+ * spread keys, this is the share of keys the node gets.
+ */
+export function shares(ring: HashRing): Map<string, number> {
+  const share = new Map(ring.nodes.map((node) => [node, 0]));
+  const points = ring.points;
+  let previous = fraction(points.at(-1)?.position ?? '0') - 1; // the last point's arc wraps past 0
+  for (const { position, node } of points) {
+    share.set(node, share.get(node)! + fraction(position) - previous);
+    previous = fraction(position);
+  }
+  return share;
 }

@@ -9,6 +9,7 @@
 // exits 0 only when an audit finds every record on its owner.
 
 import { HashRing, position } from '../ring.ts';
+import { shares } from './balance.ts';
 import { eachLimit, printFailures, progress } from './batch.ts';
 import { call, problem } from './http.ts';
 import { move, type Versioned } from './move.ts';
@@ -194,8 +195,8 @@ function moduloOwner(id: string, nodes: string[]): string {
 
 /** The fraction of the circle that changes owner: the new nodes' arcs, plus the removed nodes' arcs. */
 function predictedShare(oldRing: HashRing, newRing: HashRing): number {
-  const oldShares = oldRing.shares();
-  const newShares = newRing.shares();
+  const oldShares = shares(oldRing);
+  const newShares = shares(newRing);
   let share = 0;
   for (const [node, s] of newShares) if (!oldShares.has(node)) share += s;
   for (const [node, s] of oldShares) if (!newShares.has(node)) share += s;

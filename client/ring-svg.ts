@@ -6,6 +6,7 @@
 // owner's colour.
 
 import { fraction, position, type HashRing } from '../ring.ts';
+import { shares as sharesOf } from './balance.ts';
 
 const SIZE = 760;
 const CENTER = SIZE / 2;
@@ -95,7 +96,7 @@ export function ringSvg(ring: HashRing, ids: readonly string[]): string {
   }
 
   // The legend: each node's colour and its share of the ring (and of the ids).
-  const shares = ring.shares();
+  const shares = sharesOf(ring);
   const perNode = new Map(ring.nodes.map((n) => [n, 0]));
   for (const { node } of owning) perNode.set(node, perNode.get(node)! + 1);
   const rowHeight = Math.min(26, (SIZE - 90) / Math.max(1, ring.nodes.length));
