@@ -87,21 +87,22 @@ describe('ch_client.ts', () => {
     await waitForExit(pid);
     try {
       const ids = range(200, 259);
-      const ring = new HashRing(shards.nodes);
+      // 100 points per node give the down node about a third of the ids, whatever the ports.
+      const ring = new HashRing(shards.nodes, 100);
       const lost = ids.filter((id) => ring.get(id) === downNode);
       assert.ok(lost.length > 3);
 
-      const res = await client('--ids', '200-259', '--verbose');
+      const res = await client('--ids', '200-259', '--replicas', '100', '--verbose');
       assert.equal(res.code, 1);
       const failed = [...res.stderr.matchAll(/^FAILED "(\d+)" on (\S+): (cannot reach |skipped: )\2/gm)];
       assert.deepEqual(failed.map((m) => m[1]).sort(), lost.sort());
       assert.ok(failed.every((m) => m[2] === downNode));
       assert.match(res.stdout, new RegExp(`^${ids.length - lost.length} of ${ids.length} `, 'm'));
-      const expected = owned(ids);
+      const expected = owned(ids, 100);
       expected[1] = [];
       assert.deepEqual(await whereStored(ids), expected);
 
-      const quiet = await client('--ids', '200-259');
+      const quiet = await client('--ids', '200-259', '--replicas', '100');
       assert.equal(quiet.code, 1);
       const lines = quiet.stderr.split('\n').filter((line) => line.startsWith('FAILED'));
       const counted = lines.map((line) => Number(/^FAILED (\d+) ids on /.exec(line)?.[1] ?? 1));
