@@ -220,7 +220,7 @@ function toReply(err: unknown, req: IncomingMessage): Reply {
   // of it. The log names the request and MySQL's code and message, never the
   // statement, whose values are someone's personal data.
   const e = err as { code?: string; sqlMessage?: string; message?: string };
-  log(`internal error: ${req.method} ${req.url}: ${e.code ?? 'no code'}: ${e.sqlMessage ?? e.message ?? String(err)}`);
+  log(`internal error: ${req.method} ${req.url}: ${e.code ?? 'no code'}: ${e.sqlMessage ?? e.message ?? String(err)}`, 'stderr');
   return { status: 500, body: { error: 'internal server error' } };
 }
 
@@ -321,14 +321,14 @@ function pathId(params: string[]): string {
 let logLinesDropped = 0;
 
 /**
- * One line to the log (stdout, which start-shards.sh sends to server.log).
- * A write that fails, on a full disk say, drops the line and counts it: the
- * log must never take the server down. Synchronous, so that a line is out
- * before the process can die.
+ * One line to the log: stdout, or stderr for errors (start-shards.sh sends
+ * both to server.log). A write that fails, on a full disk say, drops the line
+ * and counts it: the log must never take the server down. Synchronous, so
+ * that a line is out before the process can die.
  */
-function log(line: string): void {
+function log(line: string, to: 'stdout' | 'stderr' = 'stdout'): void {
   try {
-    writeSync(1, `${line}\n`);
+    writeSync(to === 'stdout' ? 1 : 2, `${line}\n`);
   } catch {
     logLinesDropped++;
   }
@@ -404,7 +404,7 @@ async function main(): Promise<void> {
   // serves either way, with 503s until MySQL answers.
   db.shard().then(
     () => log('database: connected'),
-    (err: { code?: string; message: string }) => log(`database: not reachable yet (${err.code ?? err.message}); answering 503 until it is`),
+    (err: { code?: string; message: string }) => log(`database: not reachable yet (${err.code ?? err.message}); answering 503 until it is`, 'stderr'),
   );
 
   // Stop taking connections, let requests in flight finish, then close the pool.
@@ -412,7 +412,7 @@ async function main(): Promise<void> {
     log(`${signal}: shutting down`);
     // Idle keep-alive connections close now; busy ones after their response,
     // or after 10 s at most.
-    server.close(() => db.close().catch((err: Error) => log(`closing the pool: ${err.message}`)));
+    server.close(() => db.close().catch((err: Error) => log(`closing the pool: ${err.message}`, 'stderr')));
     setTimeout(() => server.closeAllConnections(), 10_000).unref();
   };
   process.once('SIGTERM', stop);
@@ -423,7 +423,7 @@ async function main(): Promise<void> {
 // import.meta.main: Node 22 before 22.18 lacks it, and would silently do nothing.)
 if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
   main().catch((err: Error) => {
-    log(`server: ${err.message}`);
+    log(`server: ${err.message}`, 'stderr');
     process.exit(1);
   });
 }

@@ -606,7 +606,7 @@ describe('routing', () => {
 });
 
 describe('when MySQL goes away', () => {
-  it('answers 503 within seconds, then serves again once MySQL is back, with no restart', async () => {
+  it('answers 503 within 15 s, not a hang, then serves again once MySQL is back, with no restart', async () => {
     const record = await created();
     await shards.stopMysql(1);
     try {
@@ -614,7 +614,8 @@ describe('when MySQL goes away', () => {
       const res = await api('GET', `/v1/expenses/${record.id}`);
       assert.equal(res.status, 503);
       assert.match(res.body.error, /database is unavailable/);
-      assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+      // A liveness promise, not a speed: the connect and query timeouts are 2 s and 5 s.
+      assert.ok(Date.now() - started < 15_000, `took ${Date.now() - started} ms`);
       assert.equal((await api('GET', '/healthz')).status, 503);
       assert.equal((await api('POST', '/v1/expenses', expense())).status, 503);
     } finally {
@@ -630,22 +631,24 @@ describe('lifecycle', () => {
     const own = await startServer(await shards.databaseEnv(1));
     const body = JSON.stringify(expense());
     const answer = new Promise<number>((resolve, reject) => {
-      const req = request(`${own.url}/v1/expenses`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': body.length } }, (res) => {
+      const headers = { 'content-type': 'application/json', 'content-length': body.length, expect: '100-continue' };
+      const req = request(`${own.url}/v1/expenses`, { method: 'POST', headers }, (res) => {
         res.resume();
         resolve(res.statusCode!);
       });
       req.on('error', reject);
-      req.write(body.slice(0, 10));
-      // The request has begun; the signal arrives before its body is complete.
-      setTimeout(() => {
+      // 100 Continue: the server has read the headers, so the request is in flight.
+      // Only then the signal, and only once it has been handled, the body.
+      req.on('continue', async () => {
         own.child.kill('SIGTERM');
-        setTimeout(() => req.end(body.slice(10)), 200);
-      }, 200);
+        while (!/SIGTERM: shutting down/.test(own.output())) await new Promise((r) => setTimeout(r, 10));
+        req.end(body);
+      });
     });
     assert.equal(await answer, 201);
     assert.equal(await own.exited, 0);
-    assert.match(own.output(), /SIGTERM: shutting down/);
   });
+
 
   it('keeps a record through a restart of both the server and MariaDB', async () => {
     const record = await created({ name: 'durable 💾' });
