@@ -658,6 +658,4 @@ describe('lifecycle', () => {
     server = await startServer(await shards.databaseEnv(1));
     assert.deepEqual((await api('GET', `/v1/expenses/${record.id}`)).body, record);
   });
-
-
 });
