@@ -5,10 +5,7 @@
 
 import { randomBytes } from 'node:crypto';
 import mysql from 'mysql';
-import { EDITABLE, type Editable, type Expense } from './api/expense.ts';
-
-/** A record as stored: the expense, and the version that its last write gave it. */
-export type Versioned = { expense: Expense; version: string };
+import { EDITABLE, type Editable, type Expense, type Versioned } from './api/expense.ts';
 
 export type DbConfig = {
   socketPath?: string;
@@ -62,7 +59,7 @@ function newVersion(): string {
 }
 
 /** "Only if the stored version is one of these"; undefined: whatever it is. */
-export type Expected = readonly string[] | undefined;
+type Expected = readonly string[] | undefined;
 
 function versioned({ version, ...expense }: Expense & { version: string }): Versioned {
   return { expense, version };
@@ -71,31 +68,7 @@ function versioned({ version, ...expense }: Expense & { version: string }): Vers
 export type Db = ReturnType<typeof createDb>;
 
 export function createDb(config: DbConfig) {
-  // @types/mysql does not know localInfile, which the driver reads.
-  const options: mysql.ConnectionConfig & { localInfile: boolean } = {
-    socketPath: config.socketPath,
-    host: config.host,
-    port: config.port,
-    user: config.user,
-    password: config.password,
-    database: config.database,
-    connectTimeout: CONNECT_TIMEOUT_MS,
-    charset: 'UTF8MB4_UNICODE_CI',
-    // The driver's defaults turn DECIMAL into a lossy Number and DATE into a
-    // local-midnight Date. Strings are exact.
-    supportBigNumbers: true,
-    bigNumberStrings: true,
-    dateStrings: true,
-    // An object as a value must never expand into SQL (`id = ?` with {id: 1}
-    // would become id = `id` = 1). Callers validate first; this is the backstop.
-    stringifyObjects: true,
-    // A server must not be able to ask us for our files.
-    localInfile: false,
-    multipleStatements: false,
-    // Long stack traces cost a captured Error on every query.
-    trace: false,
-  };
-  const query = connections(options, POOL_SIZE);
+  const query = connections(driverOptions(config), POOL_SIZE);
   // When a write last failed for lack of disk space, while no write has succeeded since.
   let outOfDiskAt: number | undefined;
 
@@ -184,6 +157,35 @@ export function createDb(config: DbConfig) {
 
     close: query.close,
   };
+}
+
+/** The driver's settings: every trap of mysqljs configured away. */
+function driverOptions(config: DbConfig): mysql.ConnectionConfig {
+  // @types/mysql does not know localInfile, which the driver reads.
+  const options: mysql.ConnectionConfig & { localInfile: boolean } = {
+    socketPath: config.socketPath,
+    host: config.host,
+    port: config.port,
+    user: config.user,
+    password: config.password,
+    database: config.database,
+    connectTimeout: CONNECT_TIMEOUT_MS,
+    charset: 'UTF8MB4_UNICODE_CI',
+    // The driver's defaults turn DECIMAL into a lossy Number and DATE into a
+    // local-midnight Date. Strings are exact.
+    supportBigNumbers: true,
+    bigNumberStrings: true,
+    dateStrings: true,
+    // An object as a value must never expand into SQL (`id = ?` with {id: 1}
+    // would become id = `id` = 1). Callers validate first; this is the backstop.
+    stringifyObjects: true,
+    // A server must not be able to ask us for our files.
+    localInfile: false,
+    multipleStatements: false,
+    // Long stack traces cost a captured Error on every query.
+    trace: false,
+  };
+  return options;
 }
 
 /**

@@ -15,6 +15,9 @@ export type Expense = {
   decision_date: string;
 };
 
+/** A record as a shard stores it: the expense, and the version its last write gave it (its ETag). */
+export type Versioned = { expense: Expense; version: string };
+
 /** The fields a client may write: all but the id and what the server decides. */
 export const EDITABLE = ['name', 'email', 'category', 'description', 'link', 'estimated_costs', 'submit_date'] as const;
 export type Editable = (typeof EDITABLE)[number];

@@ -20,11 +20,8 @@
 // rerun finishes the move. While the original exists, it is the latest
 // version; once it is gone, the copy is.
 
-import type { Expense } from '../api/expense.ts';
-import { sameExpense } from '../api/expense.ts';
+import { sameExpense, type Versioned } from '../api/expense.ts';
 import { call, problem, type Answer } from './http.ts';
-
-export type Versioned = { expense: Expense; version: string };
 
 export type Moved =
   | { ok: true; deleted: boolean } // deleted: a client deleted it during the move, and it stays deleted

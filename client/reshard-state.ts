@@ -10,7 +10,7 @@ import { HashRing } from '../ring.ts';
 import { nodeProblem } from './nodes.ts';
 
 export type Reshard = { from: string[]; to: string[]; replicas: number };
-export type ReshardState = Reshard & { pid: number; host: string; started: string };
+type ReshardState = Reshard & { pid: number; host: string; started: string };
 
 /** The reshard on record at `path`, or undefined when there is none. Throws, naming the file, when it cannot be trusted. */
 export function readState(path: string): ReshardState | undefined {

@@ -12,7 +12,8 @@ import { HashRing, position } from '../ring.ts';
 import { shares } from './balance.ts';
 import { eachLimit, printFailures, progress } from './batch.ts';
 import { call, problem } from './http.ts';
-import { move, type Versioned } from './move.ts';
+import type { Versioned } from '../api/expense.ts';
+import { move } from './move.ts';
 import { aliases, shardsOf } from './nodes.ts';
 import { lock, readState, sameNodes, type Reshard } from './reshard-state.ts';
 
