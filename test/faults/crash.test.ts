@@ -20,11 +20,10 @@ async function shards(count: number): Promise<Shards> {
   return s;
 }
 
-/** 32 clients POSTing fresh expenses to one node until `until` resolves. */
-async function hammer(node: string, prefix: string, until: Promise<unknown>): Promise<Load> {
+/** 32 clients POSTing fresh expenses to one node, until stop(). The test watches `load` to decide when to strike. */
+function hammer(node: string, prefix: string): { load: Load; stop: () => Promise<Load> } {
   const load: Load = { acked: new Map(), failed: new Map(), statuses: new Map() };
   let running = true;
-  until.then(() => (running = false));
   let next = 0;
   const worker = async () => {
     while (running) {
@@ -54,8 +53,20 @@ async function hammer(node: string, prefix: string, until: Promise<unknown>): Pr
       load.statuses.set(outcome, (load.statuses.get(outcome) ?? 0) + 1);
     }
   };
-  await Promise.all(Array.from({ length: 32 }, worker));
-  return load;
+  const workers = Promise.all(Array.from({ length: 32 }, worker));
+  return {
+    load,
+    stop: async () => {
+      running = false;
+      await workers;
+      return load;
+    },
+  };
+}
+
+/** Resolves once `condition()` holds: the test decides by what has happened, not by the clock. */
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((r) => setTimeout(r, 10));
 }
 
 /** Every acknowledged record is there and equal; every failed one is absent or whole. */
@@ -80,20 +91,19 @@ async function audit(t: TestContext, node: string, load: Load, what: string): Pr
   t.diagnostic(`${what}: ${load.acked.size} acknowledged, ${load.failed.size} failed (${statuses}); after restart: 0 acknowledged lost, 0 half-written, ${storedAnyway} failed ones stored whole`);
 }
 
-const later = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 describe('faults', () => {
   it('keeps every acknowledged write through a kill -9 of MySQL under 32 writers', async (t) => {
     const s = await shards(1);
     const [[durable]] = (await s.sql(1, 'SELECT @@innodb_flush_log_at_trx_commit')) as [[string]];
     assert.equal(durable, '1', 'InnoDB flushes its log at every commit');
     const mysqld = await s.pid(1, 'mysqld.pid');
-    const load = hammer(s.nodes[0]!, 'm', later(2500));
-    await later(1000);
+    const run = hammer(s.nodes[0]!, 'm');
+    // The kill lands with writes in flight, after 200 have been acknowledged.
+    await until(() => run.load.acked.size >= 200);
     process.kill(mysqld, 'SIGKILL');
     await waitForExit(mysqld);
-    const result = await load;
-    assert.ok((result.statuses.get('503') ?? 0) > 0, 'the server answered 503 while MySQL was dead');
+    await until(() => (run.load.statuses.get('503') ?? 0) >= 200);
+    const result = await run.stop();
     assert.equal((await s.script('1')).code, 0);
     await audit(t, s.nodes[0]!, result, 'kill -9 MySQL');
   });
@@ -101,12 +111,12 @@ describe('faults', () => {
   it('keeps every acknowledged write through a kill -9 of the server, and start-shards.sh brings it back', async (t) => {
     const s = await shards(1);
     const server = await s.pid(1, 'server.pid');
-    const load = hammer(s.nodes[0]!, 's', later(2000));
-    await later(1000);
+    const run = hammer(s.nodes[0]!, 's');
+    await until(() => run.load.acked.size >= 200);
     process.kill(server, 'SIGKILL');
     await waitForExit(server);
-    const result = await load;
-    assert.ok((result.statuses.get('no answer') ?? 0) > 0);
+    await until(() => (run.load.statuses.get('no answer') ?? 0) >= 200);
+    const result = await run.stop();
     const restart = await s.script('1');
     assert.equal(restart.code, 0, restart.stderr);
     assert.notEqual(await s.pid(1, 'server.pid'), server);
