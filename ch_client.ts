@@ -204,25 +204,23 @@ function parseReplicas(spec: string, nodes: number): number {
   return replicas;
 }
 
+const OPTIONS = {
+  nodes: { type: 'string', default: DEFAULT_NODES },
+  replicas: { type: 'string' },
+  ids: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  svg: { type: 'string' },
+  keys: { type: 'string', default: '100000' },
+  from: { type: 'string' },
+  to: { type: 'string' },
+  'dry-run': { type: 'boolean', default: false },
+  verbose: { type: 'boolean', default: false },
+  state: { type: 'string', default: DEFAULT_STATE },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
 async function main(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      nodes: { type: 'string', default: DEFAULT_NODES },
-      replicas: { type: 'string' },
-      ids: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      svg: { type: 'string' },
-      keys: { type: 'string', default: '100000' },
-      from: { type: 'string' },
-      to: { type: 'string' },
-      'dry-run': { type: 'boolean', default: false },
-      verbose: { type: 'boolean', default: false },
-      state: { type: 'string', default: DEFAULT_STATE },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: OPTIONS });
   if (values.help) {
     console.log(USAGE);
     return 0;

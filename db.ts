@@ -58,7 +58,7 @@ function newVersion(): string {
   return randomBytes(8).toString('hex');
 }
 
-/** "Only if the stored version is one of these"; undefined: whatever it is. */
+/** "Only if the stored version is one of these" (never an empty list); undefined: whatever it is. */
 type Expected = readonly string[] | undefined;
 
 function versioned({ version, ...expense }: Expense & { version: string }): Versioned {
@@ -91,9 +91,8 @@ export function createDb(config: DbConfig) {
 
   // `AND version IN (...)` when the caller expects a version: the check and
   // the write are one statement, so no other write can slip in between.
-  // An empty list (only weak ETags were sent) matches nothing.
-  const only = (expected: Expected) => (expected === undefined ? '' : expected.length === 0 ? ' AND FALSE' : ' AND version IN (?)');
-  const values = (expected: Expected) => (expected === undefined || expected.length === 0 ? [] : [expected]);
+  const only = (expected: Expected) => (expected === undefined ? '' : ' AND version IN (?)');
+  const values = (expected: Expected) => (expected === undefined ? [] : [expected]);
 
   return {
     get,

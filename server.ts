@@ -153,14 +153,12 @@ function precondition(req: IncomingMessage): { match?: string[]; absent?: true }
   return { match };
 }
 
-/**
- * The versions a PUT or DELETE may overwrite, or undefined for any. A write
- * with If-None-Match: * can never go ahead here (there must be a record to
- * change), so it is refused at once.
- */
+/** The versions a PUT or DELETE may overwrite, or undefined for any; refused at once when none can match. */
 async function expectedVersion(db: Db, req: IncomingMessage, id: string): Promise<string[] | undefined> {
   const condition = precondition(req);
-  if (condition?.absent) throw await refused(db, id);
+  // If-None-Match: * (there must be a record to change), or If-Match with
+  // only weak tags: no stored version can match.
+  if (condition?.absent || condition?.match?.length === 0) throw await refused(db, id);
   return condition?.match;
 }
 

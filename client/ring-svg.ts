@@ -47,8 +47,8 @@ export function ringSvg(ring: HashRing, ids: readonly string[]): string {
       const from = fraction(points[(i + points.length - 1) % points.length]!.position);
       const to = fraction(p.position);
       const span = (to - from + 1) % 1;
-      const [x0, y0] = at(from, RADIUS);
-      const [x1, y1] = at(to, RADIUS);
+      const [x0, y0] = xy(from, RADIUS);
+      const [x1, y1] = xy(to, RADIUS);
       out.push(
         `<path class="arc" data-node="${xml(p.node)}" d="M${x0} ${y0}A${RADIUS} ${RADIUS} 0 ${span > 0.5 ? 1 : 0} 1 ${x1} ${y1}" fill="none" stroke="${colourOf.get(p.node)}" stroke-width="24"/>`,
       );
@@ -58,12 +58,12 @@ export function ringSvg(ring: HashRing, ids: readonly string[]): string {
   // Lines from ids to the points that own them, while there are few enough to follow.
   const owning = ids.map((id) => {
     const point = ring.pointOf(id);
-    return { id, at: fraction(position(id)), point, node: point.node };
+    return { id, f: fraction(position(id)), point, node: point.node };
   });
   if (owning.length <= MAX_ID_LINES) {
-    for (const { id, at: f, point } of owning) {
-      const [x0, y0] = at(f, idRadius(id));
-      const [x1, y1] = at(fraction(point.position), RADIUS);
+    for (const { id, f, point } of owning) {
+      const [x0, y0] = xy(f, idRadius(id));
+      const [x1, y1] = xy(fraction(point.position), RADIUS);
       out.push(`<line class="link" x1="${x0}" y1="${y0}" x2="${x1}" y2="${y1}" stroke="#999" stroke-width="0.8"/>`);
     }
   }
@@ -72,25 +72,25 @@ export function ringSvg(ring: HashRing, ids: readonly string[]): string {
   const labelPoints = points.length <= MAX_POINT_LABELS;
   for (const p of points) {
     const f = fraction(p.position);
-    const [x, y] = at(f, RADIUS);
+    const [x, y] = xy(f, RADIUS);
     out.push(
       labelPoints
         ? `<circle class="point" data-node="${xml(p.node)}" cx="${x}" cy="${y}" r="7" fill="white" stroke="#222" stroke-width="2"/>`
         : `<circle class="point" data-node="${xml(p.node)}" cx="${x}" cy="${y}" r="1.6" fill="#222"/>`,
     );
     if (labelPoints) {
-      const [lx, ly] = at(f, RADIUS + 30);
+      const [lx, ly] = xy(f, RADIUS + 30);
       out.push(`<text x="${lx}" y="${ly}" text-anchor="${anchor(f)}" dominant-baseline="middle">${xml(p.node)}</text>`);
     }
   }
 
   // The ids, in their owner's colour.
   const labelIds = owning.length <= MAX_ID_LABELS;
-  for (const { id, at: f, node } of owning) {
-    const [x, y] = at(f, idRadius(id));
+  for (const { id, f, node } of owning) {
+    const [x, y] = xy(f, idRadius(id));
     out.push(`<circle class="id" data-id="${xml(id)}" data-node="${xml(node)}" cx="${x}" cy="${y}" r="${labelIds ? 6 : 2.5}" fill="${colourOf.get(node)}"/>`);
     if (labelIds) {
-      const [lx, ly] = at(f, idRadius(id) - 16);
+      const [lx, ly] = xy(f, idRadius(id) - 16);
       out.push(`<text x="${lx}" y="${ly}" text-anchor="middle" dominant-baseline="middle" font-size="12">${xml(id)}</text>`);
     }
   }
@@ -119,7 +119,7 @@ function idRadius(id: string): number {
 }
 
 /** x, y of fraction f of the way round, clockwise from 12 o'clock. */
-function at(f: number, r: number): [number, number] {
+function xy(f: number, r: number): [number, number] {
   const angle = f * 2 * Math.PI;
   return [round(CENTER + r * Math.sin(angle)), round(CENTER - r * Math.cos(angle))];
 }
