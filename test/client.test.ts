@@ -114,6 +114,12 @@ describe('ch_client.ts', () => {
     }
   });
 
+  it('warns when two names in --nodes reach the same shard', async () => {
+    const port = shards.nodes[0]!.split(':')[1];
+    const res = await runNode(['ch_client.ts', '--nodes', `${shards.nodes.join(',')},localhost:${port}`, '--ids', '0-4']);
+    assert.match(res.stderr, new RegExp(`^warning: ${shards.nodes[0]} and localhost:${port} are the same shard; the ring counts them as 2 nodes$`, 'm'));
+  });
+
   it('map prints the mapping without any HTTP, as text or JSON', async () => {
     const nodes = 'x.invalid:8001,y.invalid:8002,z.invalid:8003';
     const ring = new HashRing(nodes.split(','), 5);
