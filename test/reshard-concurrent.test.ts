@@ -12,6 +12,7 @@ import { call } from '../client/http.ts';
 import { ringsFor } from '../client/reshard-state.ts';
 import { HashRing } from '../ring.ts';
 import { ROOT, runNode, startShards, type Shards } from './shards.ts';
+import { random } from './random.ts';
 
 const RECORDS = 5000;
 const WRITERS = 4;
@@ -29,16 +30,6 @@ before(async () => {
 after(async () => {
   await shards?.stop();
 });
-
-/** A small seeded generator (mulberry32), so that a failing run can be replayed. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('a reshard while four writers update and delete', () => {
   it('ends with every record as its last acknowledged write left it, on its owner alone', async () => {

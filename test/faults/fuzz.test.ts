@@ -8,6 +8,7 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { eachLimit } from '../../client/batch.ts';
 import { startShards, type Shards } from '../shards.ts';
+import { random } from '../random.ts';
 
 let shards: Shards;
 let port: number;
@@ -27,16 +28,6 @@ after(async () => {
 
 function valid(id: string): Record<string, unknown> {
   return { id, name: 'Foo', email: 'foo@bar.com', category: 'office supplies', description: 'iPad', link: 'http://www.apple.com/', estimated_costs: '700', submit_date: '12-10-2016' };
-}
-
-/** A small seeded PRNG (mulberry32), so that a failing case can be replayed. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const post = (body: string | Buffer, headers = '') =>
