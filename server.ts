@@ -25,12 +25,13 @@ const routes: Array<[RegExp, Record<string, Handler>]> = [
 ];
 
 async function create({ db, req }: Context): Promise<Reply> {
+  // If-None-Match: * asks for exactly what a POST does anyway; a refusal then says it in those terms.
+  const onlyIfAbsent = precondition(req)?.absent;
   const fields = checkFields(await readJson(req), ['id', ...EDITABLE], true);
   const expense: Expense = { id: fields.id!, ...(fields as Record<Editable, string>), status: 'pending', decision_date: '' };
   const version = await db.insert(expense);
   if (version === undefined) {
-    // If-None-Match: * asks for exactly what a POST does anyway; say it in its terms.
-    if (precondition(req)?.absent) throw await refused(db, expense.id);
+    if (onlyIfAbsent) throw await refused(db, expense.id);
     throw new HttpError(409, `an expense with id ${JSON.stringify(expense.id)} already exists; PUT /v1/expenses/${expense.id} to change it`);
   }
   return { status: 201, body: expense, headers: { Location: `/v1/expenses/${expense.id}`, ETag: etag(version) } };
