@@ -13,6 +13,7 @@ import { balanceTable } from './client/balance.ts';
 import { eachLimit, printFailures, progress } from './client/batch.ts';
 import { call, problem } from './client/http.ts';
 import { aliases, nodeProblem, shardsOf } from './client/nodes.ts';
+import { compareTable, lookupSpeeds } from './client/compare.ts';
 import { check, reshard } from './client/reshard.ts';
 import { ringsFor } from './client/reshard-state.ts';
 import { ringSvg } from './client/ring-svg.ts';
@@ -28,6 +29,8 @@ const USAGE = `Usage:
                                                       how evenly the ring spreads keys
   node ch_client.ts reshard --from a,b,c --to a,b,c,d [--replicas N] [--dry-run]
                                                       move the records whose owner changes, then audit
+  node ch_client.ts compare [--nodes ...] [--keys N]
+                                                      the ring against mod N, rendezvous and jump hashing
   node ch_client.ts check [--nodes ...] [--replicas N]
                                                       is every record on its owner? (reads only)
   node ch_client.ts get ID [options]                  read one expense from its owner
@@ -38,7 +41,7 @@ Options:
   --ids SPEC        ids as a range 1-10, a list 1,2,3, or both: 0-9,42 (default 0-9)
   --json            map: print one JSON object {"id": "node", ...}
   --svg FILE        map: draw the ring, its arcs and the ids into an SVG file
-  --keys N          balance: how many keys to place (default 100000)
+  --keys N          balance, compare: how many keys to place (default 100000)
   --dry-run         reshard: print the plan, move nothing
   --verbose         name every id that failed (by default, one line per reason)
   --state FILE      the record of a reshard in progress (default data/reshard.json);
@@ -231,6 +234,13 @@ async function main(args: string[]): Promise<number> {
     const list = (values.replicas ?? '1,10,100,1000').split(',').map((r) => parseReplicas(r, nodes.length));
     const keys = parseCount(values.keys, '--keys', MAX_KEYS);
     console.log(list.map((r) => balanceTable(nodes, r, keys)).join('\n\n'));
+    return 0;
+  }
+
+  if (command === 'compare') {
+    const keys = parseCount(values.keys, '--keys', MAX_KEYS);
+    console.log(compareTable(nodes, keys));
+    console.log(`\nlookup speed, best of 3 rounds of ${Math.min(keys, 100_000)} keys:\n${lookupSpeeds(nodes, Math.min(keys, 100_000))}`);
     return 0;
   }
 

@@ -8,7 +8,8 @@
 // still use the old node list are found there and moved too. The reshard
 // exits 0 only when an audit finds every record on its owner.
 
-import { HashRing, position } from '../ring.ts';
+import { HashRing } from '../ring.ts';
+import { modN } from './alternatives.ts';
 import { shares } from './balance.ts';
 import { eachLimit, printFailures, progress } from './batch.ts';
 import { call, problem } from './http.ts';
@@ -124,7 +125,7 @@ async function walk(nodes: string[], ring: HashRing, o: Reshard, moving: boolean
           if (arrived.has(record.expense.id)) continue;
           w.records++;
           counter.tick();
-          if (moduloOwner(record.expense.id, o.from) !== moduloOwner(record.expense.id, o.to)) w.movedByModN++;
+          if (modN(record.expense.id, o.from) !== modN(record.expense.id, o.to)) w.movedByModN++;
           const owner = ring.get(record.expense.id);
           if (owner === holder) continue; // it stays: never touched
           const route = `${holder} -> ${owner}`;
@@ -188,11 +189,6 @@ function printProblems(w: Walk, verbose: boolean): boolean {
 }
 
 const total = (counts: Map<string, number>) => [...counts.values()].reduce((a, b) => a + b, 0);
-
-/** Where `hash mod N` would put an id: the scheme consistent hashing replaces. */
-function moduloOwner(id: string, nodes: string[]): string {
-  return nodes[Number(BigInt(`0x${position(id)}`) % BigInt(nodes.length))]!;
-}
 
 /** The fraction of the circle that changes owner: the new nodes' arcs, plus the removed nodes' arcs. */
 function predictedShare(oldRing: HashRing, newRing: HashRing): number {
