@@ -123,7 +123,7 @@ describe('balance', () => {
 });
 
 describe('the README', () => {
-  it('shows the pictures and the balance table that its commands produce', async () => {
+  it('shows the pictures and the balance and compare tables that its commands produce', async () => {
     const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
     const pictures: Array<[string, string[]]> = [
       ['docs/ring-3x1.svg', []],
@@ -136,5 +136,9 @@ describe('the README', () => {
     const balance = await runNode(['ch_client.ts', 'balance']);
     assert.ok(readme.includes('npx node ch_client.ts balance\n'));
     assert.ok(readme.includes('```\n' + balance.stdout + '```\n'), 'the README shows the output of balance');
+    // The table, not the lookup speeds after it, which vary from run to run.
+    const compare = await runNode(['ch_client.ts', 'compare']);
+    assert.ok(readme.includes('npx node ch_client.ts compare\n'));
+    assert.ok(readme.includes('```\n' + compare.stdout.split('\n\n')[0] + '\n```\n'), 'the README shows the table of compare');
   });
 });
