@@ -1,20 +1,24 @@
-// bench/e2e.ts: the whole path, client to MySQL, against its natural limit.
+// bench/e2e.ts: the whole path, client to MySQL, in three tiers, each against
+// the same natural limit, measured in one run on the same three shards.
 //
-// Routed: the client's own code (ring + keep-alive fetch) writes 5,000
-// expenses through the shard servers, then reads them back.
-// Limit: db.ts, in this process, runs the same INSERTs and primary-key SELECTs
-// straight against the same three MySQL servers: same statements, same
-// connections per shard, same number of requests in flight.
-// Each is run in three rounds, and the best round counts: the one least
-// disturbed by anything else on the machine.
-// It starts three throwaway shards and stops them at the end. Run: npm run bench:e2e
+//   limit        db.ts itself, in this process: the server's own statements over
+//                its own connections, with no HTTP in between.
+//   server tier  a lean load generator (node:http, a keep-alive agent, bodies
+//                serialised before the clock starts), routed by the ring, to
+//                server.ts: what one shard's server adds on top of MySQL.
+//   client       the client as shipped: the ring and client/http.ts, fetch included.
+//
+// Each path runs 5,000 writes, then reads them back, in three rounds; the best
+// round counts, and with it the CPU each kind of process spent per request,
+// from /proc. It starts three throwaway shards and stops them at the end.
+// Run: npm run bench:e2e
 
+import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { expenseFor } from '../ch_client.ts';
 import { eachLimit } from '../client/batch.ts';
 import { call } from '../client/http.ts';
-import type { Expense } from '../api/expense.ts';
 import { createDb, POOL_SIZE, type Db } from '../db.ts';
 import { HashRing } from '../ring.ts';
 import { startShards } from '../test/shards.ts';
@@ -22,96 +26,139 @@ import { startShards } from '../test/shards.ts';
 const COUNT = 5_000;
 const IN_FLIGHT = 32;
 const ROUNDS = 3;
+const TICK_US = 1e6 / 100; // /proc counts CPU time in clock ticks of 1/100 s (getconf CLK_TCK)
 
-type Result = { rps: number; latencies: number[] };
+type Op = (id: string) => Promise<void>;
+type Path = { name: string; write: Op; read: Op };
+type Result = { rps: number; latencies: number[]; cpu: Cpu };
+type Cpu = { generator: number; servers: number; mysql: number }; // µs per request
 
-/** Runs op over every id, IN_FLIGHT at a time, timing each call. */
-async function measure(ids: string[], op: (id: string) => Promise<void>): Promise<Result> {
-  const latencies: number[] = [];
-  const start = performance.now();
-  await eachLimit(ids, IN_FLIGHT, async (id) => {
-    const t = performance.now();
-    await op(id);
-    latencies.push(performance.now() - t);
-  });
-  return { rps: ids.length / ((performance.now() - start) / 1000), latencies };
+/** CPU time (µs) a process has used so far, from /proc/PID/stat: utime + stime. */
+function cpuOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * TICK_US;
 }
 
-function line(name: string, { rps, latencies }: Result): string {
-  const sorted = latencies.sort((a, b) => a - b);
-  const at = (q: number) => sorted[Math.floor(q * (sorted.length - 1))]!.toFixed(2).padStart(6);
-  return `${name.padEnd(14)} ${Math.round(rps).toString().padStart(6)} req/s   p50 ${at(0.5)} ms   p99 ${at(0.99)} ms`;
-}
-
-/** Memory of one process, from /proc (Linux): total now, peak total, private now. */
-function memory(pid: number): { rss: number; peak: number; anon: number } {
+/** Private (anonymous) and total resident memory of a process, in MB. */
+function memory(pid: number): { anon: number; peak: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const mb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)![1]) / 1024;
-  return { rss: mb('VmRSS'), peak: mb('VmHWM'), anon: mb('RssAnon') };
+  // A process that is exiting has no memory lines: count it as 0.
+  const mb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) / 1024;
+  return { anon: mb('RssAnon'), peak: mb('VmHWM') };
 }
-
-const ids = (prefix: string) => Array.from({ length: COUNT }, (_, i) => `${prefix}${i}`);
 
 const shards = await startShards(3);
 try {
   const ring = new HashRing(shards.nodes);
-  // The limit runs db.ts itself in-process: the same statements over the same
-  // connection handling as a server, with no HTTP in between.
+  const servers = await Promise.all(shards.nodes.map((_, i) => shards.pid(i + 1, 'server.pid')));
+  const mysqls = await Promise.all(shards.nodes.map((_, i) => shards.pid(i + 1, 'mysqld.pid')));
+  const sum = (pids: number[]) => pids.reduce((total, pid) => total + cpuOf(pid), 0);
+  const self = () => {
+    const { user, system } = process.cpuUsage();
+    return user + system;
+  };
+
+  /** Runs op over every id, IN_FLIGHT at a time, timing each call and counting every process's CPU. */
+  async function measure(ids: string[], op: Op): Promise<Result> {
+    const latencies: number[] = [];
+    const before = { generator: self(), servers: sum(servers), mysql: sum(mysqls) };
+    const start = performance.now();
+    await eachLimit(ids, IN_FLIGHT, async (id) => {
+      const t = performance.now();
+      await op(id);
+      latencies.push(performance.now() - t);
+    });
+    const seconds = (performance.now() - start) / 1000;
+    const per = (now: number, then: number) => (now - then) / ids.length;
+    const cpu = { generator: per(self(), before.generator), servers: per(sum(servers), before.servers), mysql: per(sum(mysqls), before.mysql) };
+    return { rps: ids.length / seconds, latencies, cpu };
+  }
+
   const dbs = new Map<string, Db>();
   for (const [i, node] of shards.nodes.entries()) {
     const env = await shards.databaseEnv(i + 1);
     dbs.set(node, createDb({ socketPath: env.MYSQL_SOCKET, user: env.MYSQL_USER!, password: env.MYSQL_PASSWORD!, database: 'expenses' }));
   }
-  const paths = {
-    'limit INSERT': async (id: string) => {
-      if ((await dbs.get(ring.get(id))!.insert({ ...expenseFor(id), status: 'pending', decision_date: '' } as Expense)) === undefined) throw new Error(`INSERT ${id}: taken`);
-    },
-    'routed POST': async (id: string) => {
-      const res = await call(ring.get(id), 'POST', '/v1/expenses', expenseFor(id));
-      if (res.status !== 201) throw new Error(`POST ${id}: HTTP ${res.status}`);
-    },
-    'limit SELECT': async (id: string) => {
-      if ((await dbs.get(ring.get(id))!.get(id)) === undefined) throw new Error(`SELECT ${id}: not found`);
-    },
-    'routed GET': async (id: string) => {
-      const res = await call(ring.get(id), 'GET', `/v1/expenses/${id}`);
-      if (res.status !== 200) throw new Error(`GET ${id}: HTTP ${res.status}`);
-    },
+  const agent = new http.Agent({ keepAlive: true, maxSockets: IN_FLIGHT });
+  const bodies = new Map<string, string>(); // serialised before the clock starts
+  const lean = (node: string, method: string, path: string, body?: string) =>
+    new Promise<number>((resolve, reject) => {
+      const [host, port] = node.split(':');
+      const req = http.request({ host, port, method, path, agent, headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode!));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  const expect = (what: string, status: number, wanted: number) => {
+    if (status !== wanted) throw new Error(`${what}: HTTP ${status}`);
   };
 
-  // Warm up both paths (JIT, connections, buffer pools) before measuring.
-  await measure(ids('warm-l-').slice(0, 500), paths['limit INSERT']);
-  await measure(ids('warm-r-').slice(0, 500), paths['routed POST']);
+  const paths: Path[] = [
+    {
+      name: 'limit (db.ts)',
+      write: async (id) => {
+        if ((await dbs.get(ring.get(id))!.insert({ ...expenseFor(id), status: 'pending', decision_date: '' })) === undefined) throw new Error(`INSERT ${id}: taken`);
+      },
+      read: async (id) => {
+        if ((await dbs.get(ring.get(id))!.get(id)) === undefined) throw new Error(`SELECT ${id}: not found`);
+      },
+    },
+    {
+      name: 'server tier',
+      write: async (id) => expect(`POST ${id}`, await lean(ring.get(id), 'POST', '/v1/expenses', bodies.get(id)), 201),
+      read: async (id) => expect(`GET ${id}`, await lean(ring.get(id), 'GET', `/v1/expenses/${id}`), 200),
+    },
+    {
+      name: 'client (fetch)',
+      write: async (id) => expect(`POST ${id}`, (await call(ring.get(id), 'POST', '/v1/expenses', expenseFor(id))).status, 201),
+      read: async (id) => expect(`GET ${id}`, (await call(ring.get(id), 'GET', `/v1/expenses/${id}`)).status, 200),
+    },
+  ];
 
-  // Sample the servers' private memory while they work; the kernel keeps their peak RSS.
-  const servers = await Promise.all(shards.nodes.map((_, i) => shards.pid(i + 1, 'server.pid')));
+  const ids = (prefix: string) => Array.from({ length: COUNT }, (_, i) => `${prefix}${i}`);
+  for (const id of ids('warm-')) bodies.set(id, JSON.stringify(expenseFor(id)));
+  // Warm up every path (JIT, connections, buffer pools) before measuring.
+  for (const [i, path] of paths.entries()) await measure(ids('warm-').slice(i * 500, i * 500 + 500), path.write);
+
   let peakAnon = 0;
   const sampler = setInterval(() => (peakAnon = Math.max(peakAnon, ...servers.map((pid) => memory(pid).anon))), 20);
-
   const best = new Map<string, Result>();
+  const keep = (key: string, result: Result) => {
+    if (!best.has(key) || result.rps > best.get(key)!.rps) best.set(key, result);
+  };
   for (let round = 0; round < ROUNDS; round++) {
-    const fresh = { 'limit INSERT': ids(`l${round}-`), 'routed POST': ids(`r${round}-`) };
-    for (const [name, op] of Object.entries(paths)) {
-      const write = name.endsWith('INSERT') || name.endsWith('POST');
-      const input = write ? fresh[name as keyof typeof fresh] : name.startsWith('limit') ? fresh['limit INSERT'] : fresh['routed POST'];
-      const result = await measure(input, op);
-      if (!best.has(name) || result.rps > best.get(name)!.rps) best.set(name, result);
+    for (const [i, path] of paths.entries()) {
+      const fresh = ids(`r${round}p${i}-`);
+      for (const id of fresh) bodies.set(id, JSON.stringify(expenseFor(id)));
+      keep(`${path.name} writes`, await measure(fresh, path.write));
+      keep(`${path.name} reads`, await measure(fresh, path.read));
     }
   }
   clearInterval(sampler);
   await Promise.all([...dbs.values()].map((db) => db.close()));
+  agent.destroy();
 
   const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
-  console.log(`${COUNT} requests per round, best of ${ROUNDS}; ${IN_FLIGHT} in flight; ${POOL_SIZE} connections per shard; 3 shards; ${cpus().length} cores, ${cpu}`);
-  for (const [name, result] of best) console.log(line(name, result));
+  console.log(`${COUNT} requests per round, best of ${ROUNDS}; ${IN_FLIGHT} in flight; ${POOL_SIZE} connections per shard; 3 shards; ${cpus().length} cores, ${cpu}\n`);
+  const ratio = (key: string) => best.get(key)!.rps / best.get(`limit (db.ts) ${key.endsWith('writes') ? 'writes' : 'reads'}`)!.rps;
+  const at = (r: Result, q: number) => r.latencies.sort((a, b) => a - b)[Math.floor(q * (r.latencies.length - 1))]!.toFixed(2).padStart(6);
+  console.log('path                    req/s     p50 ms   p99 ms   / limit   CPU µs per request: generator  servers  MariaDBs');
+  for (const [key, r] of best) {
+    const c = r.cpu;
+    console.log(
+      `${key.padEnd(22)} ${Math.round(r.rps).toString().padStart(6)}   ${at(r, 0.5)}   ${at(r, 0.99)}   ${ratio(key).toFixed(2).padStart(6)}` +
+        `   ${Math.round(c.generator).toString().padStart(27)}  ${Math.round(c.servers).toString().padStart(7)}  ${Math.round(c.mysql).toString().padStart(8)}`,
+    );
+  }
   const mem = servers.map(memory);
-  const peak = Math.max(...mem.map((m) => m.peak));
-  console.log(`server peak RSS ${mem.map((m) => m.peak.toFixed(0)).join(', ')} MB; peak private (anonymous) memory ${peakAnon.toFixed(0)} MB`);
-
-  const ratio = (a: string, b: string) => (best.get(a)!.rps / best.get(b)!.rps).toFixed(2);
+  console.log(`\nserver private (anonymous) memory, peak under load: ${peakAnon.toFixed(0)} MB (target <= 64); total RSS peak ${mem.map((m) => m.peak.toFixed(0)).join(', ')} MB`);
+  const r = (key: string) => ratio(key).toFixed(2);
   console.log(
-    `\ne2e routed/limit writes = ${ratio('routed POST', 'limit INSERT')}, reads = ${ratio('routed GET', 'limit SELECT')} (target >= 0.50); ` +
-      `server peak RSS = ${peak.toFixed(0)} MB, private = ${peakAnon.toFixed(0)} MB (target <= 100)`,
+    `\ne2e server/limit writes = ${r('server tier writes')}, reads = ${r('server tier reads')}; ` +
+      `client/limit writes = ${r('client (fetch) writes')}, reads = ${r('client (fetch) reads')}; server private = ${peakAnon.toFixed(0)} MB`,
   );
 } finally {
   await shards.stop();
