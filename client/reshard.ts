@@ -8,12 +8,12 @@
 // still use the old node list are found there and moved too. The reshard
 // exits 0 only when an audit finds every record on its owner.
 
+import type { Versioned } from '../api/expense.ts';
 import { HashRing } from '../ring.ts';
 import { modN } from './alternatives.ts';
 import { shares } from './balance.ts';
 import { eachLimit, printFailures, progress } from './batch.ts';
 import { call, problem } from './http.ts';
-import type { Versioned } from '../api/expense.ts';
 import { move } from './move.ts';
 import { aliases, shardsOf } from './nodes.ts';
 import { lock, readState, sameNodes, type Reshard } from './reshard-state.ts';
