@@ -10,7 +10,7 @@ import { runNode, startShards, type Shards } from '../shards.ts';
 
 let shards: Shards;
 const REPLICAS = '100';
-// The client's requests in flight: at most this many can wait for a frozen node before it is given up.
+// The client's requests in flight.
 const IN_FLIGHT = 32;
 
 before(async () => {
@@ -49,7 +49,10 @@ describe('a frozen node', () => {
     const its = Array.from({ length: 600 }, (_, i) => String(1000 + i)).filter((id) => ring.get(id) === ice);
     const waited = Number(new RegExp(`^FAILED (\\d+) ids on ${ice}: cannot reach ${ice}: no answer within 10 s`, 'm').exec(res.stderr)?.[1]);
     const skipped = Number(new RegExp(`^FAILED (\\d+) ids on ${ice}: skipped: ${ice} stopped answering`, 'm').exec(res.stderr)?.[1]);
-    assert.ok(waited <= IN_FLIGHT, `only the requests already in flight waited (${waited})`);
+    // The requests in flight, plus at most two more sent as the first ones
+    // timed out, before the third failure in a row gave the node up: a bound
+    // that does not grow with the number of ids.
+    assert.ok(waited <= IN_FLIGHT + 2, `only the requests already in flight waited (${waited})`);
     assert.equal(waited + skipped, its.length);
     assert.match(res.stdout, new RegExp(`^${600 - its.length} of 600 `, 'm'));
     t.diagnostic(`frozen node, client: ${its.length} of 600 ids on it; ${waited} waited for the timeout, ${skipped} skipped; one line named the node; run took ${((Date.now() - start) / 1000).toFixed(1)} s`);
