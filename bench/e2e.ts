@@ -3,6 +3,8 @@
 //
 //   limit        db.ts itself, in this process: the server's own statements over
 //                its own connections, with no HTTP in between.
+//   (driver)     the same statements on the bare mysql driver, over single
+//                persistent connections taken in turn: what db.ts costs on top.
 //   server tier  a lean load generator (node:http, a keep-alive agent, bodies
 //                serialised before the clock starts), routed by the ring, to
 //                server.ts: what one shard's server adds on top of MySQL.
@@ -19,7 +21,8 @@ import { cpus } from 'node:os';
 import { expenseFor } from '../ch_client.ts';
 import { eachLimit } from '../client/batch.ts';
 import { call } from '../client/http.ts';
-import { createDb, POOL_SIZE, type Db } from '../db.ts';
+import mysql from 'mysql';
+import { createDb, driverOptions, POOL_SIZE, statements, type Db } from '../db.ts';
 import { HashRing } from '../ring.ts';
 import { startShards } from '../test/shards.ts';
 
@@ -80,6 +83,19 @@ try {
     const env = await shards.databaseEnv(i + 1);
     dbs.set(node, createDb({ socketPath: env.MYSQL_SOCKET, user: env.MYSQL_USER!, password: env.MYSQL_PASSWORD!, database: 'expenses' }));
   }
+  // The bare driver: POOL_SIZE single connections per shard, taken in turn.
+  const bare = new Map<string, mysql.Connection[]>();
+  for (const [i, node] of shards.nodes.entries()) {
+    const env = await shards.databaseEnv(i + 1);
+    const options = driverOptions({ socketPath: env.MYSQL_SOCKET, user: env.MYSQL_USER!, password: env.MYSQL_PASSWORD!, database: 'expenses' });
+    bare.set(node, Array.from({ length: POOL_SIZE }, () => mysql.createConnection(options)));
+  }
+  let turn = 0;
+  const driver = (node: string, [sql, values]: [string, unknown[]]) =>
+    new Promise<unknown>((resolve, reject) => {
+      const connections = bare.get(node)!;
+      connections[turn++ % connections.length]!.query(sql, values, (err, result) => (err ? reject(err) : resolve(result)));
+    });
   const agent = new http.Agent({ keepAlive: true, maxSockets: IN_FLIGHT });
   const bodies = new Map<string, string>(); // serialised before the clock starts
   const lean = (node: string, method: string, path: string, body?: string) =>
@@ -104,6 +120,13 @@ try {
       },
       read: async (id) => {
         if ((await dbs.get(ring.get(id))!.get(id)) === undefined) throw new Error(`SELECT ${id}: not found`);
+      },
+    },
+    {
+      name: '(driver)',
+      write: async (id) => void (await driver(ring.get(id), statements.insert({ ...expenseFor(id), status: 'pending', decision_date: '' }, '0'.repeat(16)))),
+      read: async (id) => {
+        if ((await driver(ring.get(id), statements.get(id)) as unknown[]).length !== 1) throw new Error(`SELECT ${id}: not found`);
       },
     },
     {
@@ -139,6 +162,7 @@ try {
   }
   clearInterval(sampler);
   await Promise.all([...dbs.values()].map((db) => db.close()));
+  for (const connection of [...bare.values()].flat()) connection.end();
   agent.destroy();
 
   const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
