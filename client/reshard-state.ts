@@ -3,7 +3,7 @@
 // while one is unfinished, only that one (or its reverse) may run. And it
 // tells `get` which two rings hold records while a move is under way.
 
-import { openSync, readFileSync, renameSync, rmSync, writeFileSync, closeSync, mkdirSync } from 'node:fs';
+import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { HashRing } from '../ring.ts';
@@ -54,7 +54,7 @@ function broken(path: string, why: string): Error {
 
 /**
  * Takes the lock for a reshard, or throws saying who holds it. The lock is
- * the state file, made with an exclusive create, so that of two reshards
+ * the state file, made by an exclusive link, so that of two reshards
  * started together exactly one gets it. A lock whose process has died is the
  * record of an unfinished reshard: this run takes it over if it resumes that
  * reshard or reverses it, and refuses anything else.
@@ -62,15 +62,20 @@ function broken(path: string, why: string): Error {
 export function lock(path: string, wanted: Reshard): { release(): void; tookOver?: ReshardState } {
   const mine: ReshardState = { ...wanted, pid: process.pid, host: hostname(), started: new Date().toISOString() };
   mkdirSync(dirname(path), { recursive: true });
+  // Written aside, then linked into place: link() fails if a record exists,
+  // and a reader never sees the file half-written.
+  const aside = `${path}.tmp-${process.pid}`;
+  writeFileSync(aside, JSON.stringify(mine, null, 2) + '\n');
   try {
-    const fd = openSync(path, 'wx');
-    writeFileSync(fd, JSON.stringify(mine, null, 2) + '\n');
-    closeSync(fd);
+    linkSync(aside, path);
     return { release: () => rmSync(path, { force: true }) };
   } catch (err) {
     if ((err as { code?: string }).code !== 'EEXIST') throw err;
+  } finally {
+    rmSync(aside, { force: true });
   }
-  const held = readState(path)!;
+  const held = readState(path);
+  if (held === undefined) return lock(path, wanted); // released just now: try again
   const who = `pid ${held.pid} on ${held.host}, started ${held.started}, from ${held.from.join(',')} to ${held.to.join(',')}, replicas ${held.replicas}`;
   if (held.host !== hostname()) {
     throw new Error(`a reshard is recorded in ${path} by ${who}. This machine cannot tell whether it still runs: finish it there, or remove ${path} once you are sure it has ended.`);
@@ -91,8 +96,8 @@ export function lock(path: string, wanted: Reshard): { release(): void; tookOver
   } catch {
     throw new Error(`another process is taking over the unfinished reshard in ${path} (${marker} exists)`);
   }
-  writeFileSync(`${path}.tmp-${process.pid}`, JSON.stringify(mine, null, 2) + '\n');
-  renameSync(`${path}.tmp-${process.pid}`, path);
+  writeFileSync(aside, JSON.stringify(mine, null, 2) + '\n');
+  renameSync(aside, path);
   rmSync(marker, { force: true });
   return { release: () => rmSync(path, { force: true }), tookOver: held };
 }
