@@ -44,7 +44,9 @@ export async function startGate(target: string): Promise<Gate> {
     held.push({ what: `${req.method} ${req.url}`, go: () => forward(req, body, res), drop: () => res.destroy() });
     waiting = waiting.filter((w) => (held.length >= w.count ? (w.resolve(held.map((h) => h.what)), false) : true));
   });
-  server.keepAliveTimeout = 1_000;
+  // Longer than fetch's own 4 s keep-alive, as a shard's is: a shorter one
+  // races the client, which may send on a connection the gate is closing.
+  server.keepAliveTimeout = 10_000;
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const letGo = (how: 'go' | 'drop') => {
