@@ -7,7 +7,7 @@
 import { realpathSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { isId, sameExpense, EDITABLE, type Expense } from './api/expense.ts';
+import { EDITABLE, ID_RULE, isId, sameExpense, type Expense } from './api/expense.ts';
 import { HashRing } from './ring.ts';
 import { balanceTable } from './client/balance.ts';
 import { eachLimit, printFailures, progress } from './client/batch.ts';
@@ -239,8 +239,9 @@ async function main(args: string[]): Promise<number> {
 
   if (command === 'compare') {
     const keys = parseCount(values.keys, '--keys', MAX_KEYS);
+    const timed = Math.min(keys, 100_000);
     console.log(compareTable(nodes, keys));
-    console.log(`\nlookup speed, best of 3 rounds of ${Math.min(keys, 100_000)} keys:\n${lookupSpeeds(nodes, Math.min(keys, 100_000))}`);
+    console.log(`\nlookup speed, best of 3 rounds of ${timed} keys:\n${lookupSpeeds(nodes, timed)}`);
     return 0;
   }
 
@@ -255,13 +256,13 @@ async function main(args: string[]): Promise<number> {
   if (command === undefined) return store({ nodes, replicas, ids: parseIds(values.ids ?? '0-9'), verbose: values.verbose });
   if (command === 'check') return check(nodes, replicas);
   if (command === 'get') {
-    if (rest.length !== 1 || !isId(rest[0]!)) throw new UsageError('get takes exactly one id (1 to 64 of A-Z a-z 0-9 . _ -)');
+    if (rest.length !== 1 || !isId(rest[0]!)) throw new UsageError(`get takes exactly one id, which ${ID_RULE}`);
     return get(rest[0]!, ringsFor(values.state, nodes, replicas));
   }
   if (command === 'map') {
     const ids = values.ids !== undefined ? parseIds(values.ids) : rest.length > 0 ? rest : parseIds('0-9');
     const bad = ids.find((id) => !isId(id));
-    if (bad !== undefined) throw new UsageError(`map: ${JSON.stringify(bad)} is not an id (1 to 64 of A-Z a-z 0-9 . _ -, not . or ..)`);
+    if (bad !== undefined) throw new UsageError(`map: ${JSON.stringify(bad)} is not an id: an id ${ID_RULE}`);
     return map(new HashRing(nodes, replicas), ids, values);
   }
   throw new UsageError(`unknown command ${JSON.stringify(command)}`);

@@ -7,7 +7,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import { realpathSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { checkFields, EDITABLE, ID_RULE, Invalid, isId, preview, type Editable, type Expense } from './api/expense.ts';
+import { checkFields, EDITABLE, etag, ID_RULE, Invalid, isId, preview, type Editable, type Expense } from './api/expense.ts';
 import { createDb, isOutOfDisk, isUnavailable, type Db, type DbConfig } from './db.ts';
 
 // ---------------------------------------------------------------------------
@@ -125,11 +125,6 @@ function notFound(id: string): never {
 // Conditional requests (RFC 9110 §13): a write that goes ahead only if the
 // record is still the version the client last saw, so that no one silently
 // overwrites a change they have not seen.
-
-/** A strong entity tag: the version, quoted. */
-function etag(version: string): string {
-  return `"${version}"`;
-}
 
 /**
  * The request's condition on the stored record: If-Match (one of these

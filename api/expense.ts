@@ -18,6 +18,11 @@ export type Expense = {
 /** A record as a shard stores it: the expense, and the version its last write gave it (its ETag). */
 export type Versioned = { expense: Expense; version: string };
 
+/** A version as a strong entity tag, the form HTTP carries it in: quoted. */
+export function etag(version: string): string {
+  return `"${version}"`;
+}
+
 /** The fields a client may write: all but the id and what the server decides. */
 export const EDITABLE = ['name', 'email', 'category', 'description', 'link', 'estimated_costs', 'submit_date'] as const;
 export type Editable = (typeof EDITABLE)[number];

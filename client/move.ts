@@ -20,7 +20,7 @@
 // rerun finishes the move. While the original exists, it is the latest
 // version; once it is gone, the copy is.
 
-import { sameExpense, type Versioned } from '../api/expense.ts';
+import { etag, sameExpense, type Versioned } from '../api/expense.ts';
 import { call, problem, type Answer } from './http.ts';
 
 export type Moved =
@@ -68,7 +68,6 @@ export async function move(listed: Versioned, holder: string, owner: string): Pr
   }
 }
 
-const etag = (version: string) => `"${version}"`;
 const conflict = (why: string): Moved => ({ ok: false, conflict: true, why });
 const failed = (why: string): Moved => ({ ok: false, conflict: false, why });
 
