@@ -8,14 +8,13 @@
 
 import { expenseFor } from '../ch_client.ts';
 import { eachLimit } from '../client/batch.ts';
-import { call } from '../client/http.ts';
+import { call, TIMEOUT_MS } from '../client/http.ts';
 import { HashRing } from '../ring.ts';
 import { startShards } from '../test/shards.ts';
 
 const COUNT = 4_000; // POSTs, then as many GETs, per variant and round
 const ROUNDS = 5;
 const IN_FLIGHT = 32;
-const TIMEOUT_MS = 10_000;
 
 type Request = (node: string, method: string, path: string, body?: unknown) => Promise<number>;
 type Change = { timer?: 'one setTimeout' | 'none'; sharedHeaders?: boolean; json?: boolean };

@@ -4,7 +4,7 @@ import { setFlagsFromString } from 'node:v8';
 
 export type Answer = { status: number; body: any; etag: string | undefined };
 
-const TIMEOUT_MS = 10_000;
+export const TIMEOUT_MS = 10_000;
 // A node that fails this many requests in a row (no connection, or no
 // answer in time) is given up for the rest of the run: a frozen node then
 // costs one timeout, not one per record.
