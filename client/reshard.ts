@@ -120,7 +120,7 @@ async function walk(nodes: string[], ring: HashRing, o: Reshard, moving: boolean
   for (const holder of nodes) {
     try {
       for await (const page of pages(holder)) {
-        const out: Versioned[] = [];
+        const out: Array<[Versioned, string]> = []; // each with its owner
         for (const record of page) {
           if (arrived.has(record.expense.id)) continue;
           w.records++;
@@ -130,11 +130,11 @@ async function walk(nodes: string[], ring: HashRing, o: Reshard, moving: boolean
           if (owner === holder) continue; // it stays: never touched
           const route = `${holder} -> ${owner}`;
           w.misplaced.set(route, (w.misplaced.get(route) ?? 0) + 1);
-          out.push(record);
+          out.push([record, owner]);
         }
         if (!moving) continue;
-        await eachLimit(out, IN_FLIGHT, async (record) => {
-          const moved = await move(record, holder, ring.get(record.expense.id));
+        await eachLimit(out, IN_FLIGHT, async ([record, owner]) => {
+          const moved = await move(record, holder, owner);
           if (!moved.ok) (moved.conflict ? w.conflicts : w.failed).set(record.expense.id, moved.why);
           else if (moved.deleted) w.deletedMeanwhile++;
           else {
@@ -180,12 +180,11 @@ function report(w: Walk, o: Reshard, what: 'plan' | 'reshard'): void {
   if (what === 'plan') printProblems(w, false);
 }
 
-/** Prints what went wrong in a walk; true if anything did. */
-function printProblems(w: Walk, verbose: boolean): boolean {
+/** Prints what went wrong in a walk. */
+function printProblems(w: Walk, verbose: boolean): void {
   for (const [id, why] of w.conflicts) console.error(`CONFLICT ${JSON.stringify(id)}: ${why}; both left as they are`);
   printFailures(new Map([...w.failed].map(([id, why]) => [id, `: ${why}`])), verbose);
   for (const [node, why] of w.unlisted) console.error(`FAILED to list the records on ${node}: ${why}`);
-  return w.conflicts.size + w.failed.size + w.unlisted.size > 0;
 }
 
 const total = (counts: Map<string, number>) => [...counts.values()].reduce((a, b) => a + b, 0);
