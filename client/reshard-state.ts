@@ -61,14 +61,16 @@ function broken(path: string, why: string): Error {
  */
 export function lock(path: string, wanted: Reshard): { release(): void; tookOver?: ReshardState } {
   const mine: ReshardState = { ...wanted, pid: process.pid, host: hostname(), started: new Date().toISOString() };
+  const record = JSON.stringify(mine, null, 2) + '\n';
+  const release = () => rmSync(path, { force: true });
   mkdirSync(dirname(path), { recursive: true });
   // Written aside, then linked into place: link() fails if a record exists,
   // and a reader never sees the file half-written.
   const aside = `${path}.tmp-${process.pid}`;
-  writeFileSync(aside, JSON.stringify(mine, null, 2) + '\n');
+  writeFileSync(aside, record);
   try {
     linkSync(aside, path);
-    return { release: () => rmSync(path, { force: true }) };
+    return { release };
   } catch (err) {
     if ((err as { code?: string }).code !== 'EEXIST') throw err;
   } finally {
@@ -96,10 +98,10 @@ export function lock(path: string, wanted: Reshard): { release(): void; tookOver
   } catch {
     throw new Error(`another process is taking over the unfinished reshard in ${path} (${marker} exists)`);
   }
-  writeFileSync(aside, JSON.stringify(mine, null, 2) + '\n');
+  writeFileSync(aside, record);
   renameSync(aside, path);
   rmSync(marker, { force: true });
-  return { release: () => rmSync(path, { force: true }), tookOver: held };
+  return { release, tookOver: held };
 }
 
 function alive(pid: number): boolean {
