@@ -160,8 +160,7 @@ async function expectedVersion(db: Db, req: IncomingMessage, id: string): Promis
 
 /** Why a conditional write did not happen: no record (404), or another version (412). */
 async function refused(db: Db, id: string): Promise<HttpError> {
-  const found = await db.get(id);
-  if (found === undefined) return new HttpError(404, `no expense with id ${JSON.stringify(id)}`);
+  const found = (await db.get(id)) ?? notFound(id);
   return new HttpError(412, `the expense ${JSON.stringify(id)} is at version ${etag(found.version)}, not the one this request expects; GET it, then send the change again`, {
     headers: { ETag: etag(found.version) },
   });
@@ -218,11 +217,13 @@ function toReply(err: unknown, req: IncomingMessage): Reply {
   return { status: 500, body: { error: 'internal server error' } };
 }
 
+const JSON_TYPE = 'application/json; charset=utf-8';
+
 function send(res: ServerResponse, { status, body, headers }: Reply): void {
   // Stringify before writing the head, so that a throw cannot leave half a response.
   const text = body === undefined ? '' : JSON.stringify(body);
   res.writeHead(status, {
-    ...(text && { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) }),
+    ...(text && { 'Content-Type': JSON_TYPE, 'Content-Length': Buffer.byteLength(text) }),
     ...headers,
   });
   res.end(text);
@@ -357,7 +358,7 @@ function createServer(db: Db): http.Server {
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
     const text = JSON.stringify({ error: `${http.STATUS_CODES[status]}: the request could not be read` });
     socket.end(
-      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: ${JSON_TYPE}\r\n` +
         `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
     );
   });
