@@ -1,25 +1,27 @@
 // ch_client.ts: the consistent-hashing client.
 //
 // It decides, from an expense's id alone, which node (shard) owns it, stores
-// it there, and reads it back from there. No node knows of the others; the
-// ring is the only thing that keeps every client in agreement.
+// it there, and reads it back from there. The ring does the deciding; the
+// cluster map that the shards hold says which ring, so that every client
+// agrees (api/cluster-map.ts).
 
-import { realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { MAX_POINTS, MAX_REPLICAS } from './api/cluster-map.ts';
 import { EDITABLE, ID_RULE, isId, sameExpense, type Expense } from './api/expense.ts';
+import { nodeProblem } from './api/node.ts';
 import { HashRing } from './ring.ts';
 import { balanceTable } from './client/balance.ts';
 import { eachLimit, printFailures, progress } from './client/batch.ts';
-import { call, problem } from './client/http.ts';
-import { aliases, nodeProblem, shardsOf } from './client/nodes.ts';
+import { discover, send, type Said, type View } from './client/cluster.ts';
+import { problem } from './client/http.ts';
 import { compareTable, lookupSpeeds } from './client/compare.ts';
 import { check, reshard } from './client/reshard.ts';
-import { ringsFor } from './client/reshard-state.ts';
 import { ringSvg } from './client/ring-svg.ts';
 
 const DEFAULT_NODES = '127.0.0.1:3000,127.0.0.1:4000,127.0.0.1:5000';
-const DEFAULT_STATE = fileURLToPath(new URL('data/reshard.json', import.meta.url));
+const DEFAULT_SECRET = fileURLToPath(new URL('data/cluster-secret', import.meta.url));
 
 const USAGE = `Usage:
   node ch_client.ts [options]                         store expenses on their nodes, then read each back
@@ -27,52 +29,58 @@ const USAGE = `Usage:
                                                       which node owns each id (no HTTP), or a picture
   node ch_client.ts balance [--replicas N,N,...] [--keys N] [--nodes ...]
                                                       how evenly the ring spreads keys
-  node ch_client.ts reshard --from a,b,c --to a,b,c,d [--replicas N] [--dry-run]
-                                                      move the records whose owner changes, then audit
+  node ch_client.ts reshard --to a,b,c,d [--replicas N] [--dry-run]
+                                                      change the cluster: move the records whose owner changes
   node ch_client.ts compare [--nodes ...] [--keys N]
                                                       the ring against mod N, rendezvous and jump hashing
-  node ch_client.ts check [--nodes ...] [--replicas N]
-                                                      is every record on its owner? (reads only)
+  node ch_client.ts check [--nodes ...]               is every record on its owner? (reads only)
   node ch_client.ts get ID [options]                  read one expense from its owner
 
 Options:
-  --nodes a,b,c     the nodes, as host:port (default ${DEFAULT_NODES})
-  --replicas N      points per node on the ring (default 1; balance: 1,10,100,1000)
+  --nodes a,b,c     the nodes, as host:port (default ${DEFAULT_NODES}). Where the
+                    shards hold a cluster map, these are only where to read it
+  --replicas N      points per node on the ring (default 1, or the cluster map's;
+                    balance: 1,10,100,1000)
   --ids SPEC        ids as a range 1-10, a list 1,2,3, or both: 0-9,42 (default 0-9)
   --json            map: print one JSON object {"id": "node", ...}
   --svg FILE        map: draw the ring, its arcs and the ids into an SVG file
   --keys N          balance, compare: how many keys to place (default 100000)
   --dry-run         reshard: print the plan, move nothing
+  --from a,b,c      reshard: the nodes it moves from; by default the cluster map's,
+                    and refused when it is not
+  --secret-file F   reshard: the cluster secret (default data/cluster-secret, or the
+                    file that CLUSTER_SECRET_FILE names)
+  --lease S         reshard: seconds without renewal after which another operator
+                    may take the reshard over (default 15)
   --verbose         name every id that failed (by default, one line per reason)
-  --state FILE      the record of a reshard in progress (default data/reshard.json);
-                    while it exists, get asks an id's old owner first, then its new one
   -h, --help        this text`;
 // Enough requests in flight to keep three shards busy, few enough to be polite.
-const IN_FLIGHT = 32;
+export const IN_FLIGHT = 32;
 
 type Options = { nodes: string[]; replicas: number; ids: string[]; verbose: boolean };
+type Stored = { node: string; record: Expense };
 
 /** The job: five steps, in order. Resolves to the process exit code. */
 async function store(options: Options): Promise<number> {
-  // 1. Define the nodes.
-  const ring = new HashRing(options.nodes, options.replicas);
-  await warnAboutAliases(options.nodes);
+  // 1. Define the nodes: the cluster's map, read from the nodes we are given.
+  const view = await join(options.nodes, options.replicas);
 
   // 2. Map each id to its node with the ring.
-  const owner = new Map(options.ids.map((id) => [id, ring.get(id)]));
+  const owner = new Map(options.ids.map((id) => [id, view.place(id).owner.name]));
 
   // 3. Print the mapping.
   printMapping(owner);
 
   // 4. POST each expense to the node that owns it, and nowhere else: a record
-  //    on any other node could never be found again.
-  const stored = new Map<string, Expense>();
+  //    on any other node could never be found again. A node that does not own
+  //    it says so (421), and names the owner.
+  const stored = new Map<string, Stored>();
   const failed = new Map<string, string>();
   const posting = progress('stored', options.ids.length);
   await eachLimit(options.ids, IN_FLIGHT, async (id) => {
-    const put = await putOnce(owner.get(id)!, expenseFor(id));
-    if (put.ok) stored.set(id, put.record);
-    else failed.set(id, put.why);
+    const put = await putOnce(view, expenseFor(id));
+    if ('why' in put) failed.set(id, put.why);
+    else stored.set(id, put);
     posting.tick();
   });
   posting.done();
@@ -81,9 +89,9 @@ async function store(options: Options): Promise<number> {
   const reading = progress('read back', stored.size);
   await eachLimit([...stored.keys()], IN_FLIGHT, async (id) => {
     try {
-      const res = await call(owner.get(id)!, 'GET', `/v1/expenses/${id}`);
+      const res = await send(view, id, 'GET', `/v1/expenses/${id}`, undefined, stored.get(id)!.node);
       if (res.status !== 200) failed.set(id, `GET failed: ${problem(res)}`);
-      else if (!sameExpense(res.body, stored.get(id)!)) failed.set(id, 'read back a different record than was stored');
+      else if (!sameExpense(res.body, stored.get(id)!.record)) failed.set(id, 'read back a different record than was stored');
     } catch (err) {
       failed.set(id, (err as Error).message);
     }
@@ -91,23 +99,23 @@ async function store(options: Options): Promise<number> {
   });
   reading.done();
 
-  return summary(options, owner, failed);
+  return summary(view, options, stored, failed);
 }
 
 /**
  * POSTs one expense. A 409 means the id is taken: fine if by this same
  * expense (an earlier run stored it), a failure if by a different one.
  */
-async function putOnce(node: string, expense: Omit<Expense, 'status' | 'decision_date'>): Promise<{ ok: true; record: Expense } | { ok: false; why: string }> {
+async function putOnce(view: View, expense: Omit<Expense, 'status' | 'decision_date'>): Promise<Stored | { why: string }> {
   try {
-    const res = await call(node, 'POST', '/v1/expenses', expense);
-    if (res.status === 201) return { ok: true, record: res.body };
-    if (res.status !== 409) return { ok: false, why: `POST failed: ${problem(res)}` };
-    const there = await call(node, 'GET', `/v1/expenses/${expense.id}`);
-    if (there.status === 200 && sameExpense(there.body, expense, ['id', ...EDITABLE])) return { ok: true, record: there.body };
-    return { ok: false, why: `a different expense with this id is already stored there (${problem(there)})` };
+    const res = await send(view, expense.id, 'POST', '/v1/expenses', expense);
+    if (res.status === 201) return { node: res.node, record: res.body };
+    if (res.status !== 409) return { why: `POST failed: ${problem(res)}` };
+    const there = await send(view, expense.id, 'GET', `/v1/expenses/${expense.id}`, undefined, res.node);
+    if (there.status === 200 && sameExpense(there.body, expense, ['id', ...EDITABLE])) return { node: there.node, record: there.body };
+    return { why: `a different expense with this id is already stored there (${problem(there)})` };
   } catch (err) {
-    return { ok: false, why: (err as Error).message };
+    return { why: (err as Error).message };
   }
 }
 
@@ -125,29 +133,42 @@ export function expenseFor(id: string): Omit<Expense, 'status' | 'decision_date'
   };
 }
 
-function printMapping(owner: Map<string, string>): void {
-  // A long run prints the first ten, so that the output stays readable.
-  const shown = owner.size <= 20 ? [...owner] : [...owner].slice(0, 10);
+/** Prints `"id" => "node"` lines; a long run prints the first ten, so that the output stays readable. */
+function printMapping(owner: Map<string, string>, all = false): void {
+  const shown = all || owner.size <= 20 ? [...owner] : [...owner].slice(0, 10);
   for (const [id, node] of shown) console.log(`${JSON.stringify(id)} => ${JSON.stringify(node)}`);
   if (shown.length < owner.size) console.log(`... and ${owner.size - shown.length} more`);
 }
 
-function summary(options: Options, owner: Map<string, string>, failed: Map<string, string>): number {
-  printFailures(new Map([...failed].map(([id, why]) => [id, ` on ${owner.get(id)}: ${why}`])), options.verbose);
-  for (const node of options.nodes) {
-    const ok = options.ids.filter((id) => owner.get(id) === node && !failed.has(id)).length;
-    console.log(`${node}: ${ok} stored and read back`);
+function summary(view: View, options: Options, stored: Map<string, Stored>, failed: Map<string, string>): number {
+  printFailures(new Map([...failed].map(([id, why]) => [id, ` on ${stored.get(id)?.node ?? view.place(id).owner.name}: ${why}`])), options.verbose);
+  for (const { name } of view.map.nodes) {
+    const ok = options.ids.filter((id) => stored.get(id)?.node === name && !failed.has(id)).length;
+    console.log(`${name}: ${ok} stored and read back`);
   }
   const ok = options.ids.length - failed.size;
   console.log(`${ok} of ${options.ids.length} expenses stored on and read back from their own node`);
   return failed.size === 0 ? 0 : 1;
 }
 
-/** Two names for one shard make the ring send its ids to two places: say so before writing. */
-async function warnAboutAliases(nodes: string[]): Promise<void> {
-  for (const group of aliases(await shardsOf(nodes))) {
-    console.error(`warning: ${group.join(' and ')} are the same shard; the ring counts them as ${group.length} nodes`);
+/** The view to route by; where no node holds a map, a warning for two names that reach one shard. */
+async function join(nodes: string[], replicas: number): Promise<View> {
+  const { view, said } = await discover(nodes, replicas);
+  if (view.map.epoch === 0) {
+    for (const group of aliases(said)) {
+      console.error(`warning: ${group.join(' and ')} are the same shard; the ring counts them as ${group.length} nodes`);
+    }
   }
+  return view;
+}
+
+/** Groups of two or more names that reach the same shard. */
+function aliases(said: Map<string, Said>): string[][] {
+  const names = new Map<string, string[]>();
+  for (const [node, answer] of said) {
+    if ('shard' in answer) names.set(answer.shard, [...(names.get(answer.shard) ?? []), node]);
+  }
+  return [...names.values()].filter((group) => group.length > 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -155,10 +176,7 @@ async function warnAboutAliases(nodes: string[]): Promise<void> {
 
 class UsageError extends Error {}
 
-// Bounds that keep a typo from eating the machine: a ring of a million
-// points takes about a second and 200 MB to build.
-const MAX_REPLICAS = 10_000;
-const MAX_POINTS = 1_000_000;
+// Bounds that keep a typo from eating the machine (the ring's are in api/cluster-map.ts).
 const MAX_IDS = 1_000_000;
 const MAX_KEYS = 10_000_000;
 
@@ -217,8 +235,9 @@ const OPTIONS = {
   from: { type: 'string' },
   to: { type: 'string' },
   'dry-run': { type: 'boolean', default: false },
+  'secret-file': { type: 'string' },
+  lease: { type: 'string', default: '15' },
   verbose: { type: 'boolean', default: false },
-  state: { type: 'string', default: DEFAULT_STATE },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -246,18 +265,21 @@ async function main(args: string[]): Promise<number> {
   }
 
   if (command === 'reshard') {
-    if (values.from === undefined || values.to === undefined) throw new UsageError('reshard needs --from and --to');
-    const [from, to] = [parseNodes(values.from, '--from'), parseNodes(values.to, '--to')];
-    const replicas = parseReplicas(values.replicas ?? '1', Math.max(from.length, to.length));
-    return reshard({ from, to, replicas, dryRun: values['dry-run'], statePath: values.state, verbose: values.verbose });
+    if (values.to === undefined) throw new UsageError('reshard needs --to, the nodes the cluster is to have');
+    const to = parseNodes(values.to, '--to');
+    const from = values.from === undefined ? undefined : parseNodes(values.from, '--from');
+    const replicas = values.replicas === undefined ? undefined : parseReplicas(values.replicas, to.length);
+    const leaseMs = parseCount(values.lease, '--lease', 3600) * 1000;
+    const secret = readSecret(values['secret-file'] ?? process.env.CLUSTER_SECRET_FILE);
+    return reshard({ seeds: nodes, from, to, replicas, dryRun: values['dry-run'], verbose: values.verbose, secret, leaseMs });
   }
 
   const replicas = parseReplicas(values.replicas ?? '1', nodes.length);
   if (command === undefined) return store({ nodes, replicas, ids: parseIds(values.ids ?? '0-9'), verbose: values.verbose });
-  if (command === 'check') return check(nodes, replicas);
+  if (command === 'check') return check(nodes);
   if (command === 'get') {
     if (rest.length !== 1 || !isId(rest[0]!)) throw new UsageError(`get takes exactly one id, which ${ID_RULE}`);
-    return get(rest[0]!, ringsFor(values.state, nodes, replicas));
+    return get(rest[0]!, await join(nodes, replicas));
   }
   if (command === 'map') {
     const ids = values.ids !== undefined ? parseIds(values.ids) : rest.length > 0 ? rest : parseIds('0-9');
@@ -268,19 +290,30 @@ async function main(args: string[]): Promise<number> {
   throw new UsageError(`unknown command ${JSON.stringify(command)}`);
 }
 
-/** Reads one expense from the first of its owners (see ringsFor) that has it. */
-async function get(id: string, rings: HashRing[]): Promise<number> {
-  for (const node of new Set(rings.map((ring) => ring.get(id)))) {
-    const res = await call(node, 'GET', `/v1/expenses/${id}`);
-    if (res.status === 200) {
-      console.error(`found on ${node}`);
-      console.log(JSON.stringify(res.body));
-      return 0;
-    }
-    if (res.status !== 404) throw new Error(`${node}: ${problem(res)}`);
+/** Reads one expense from its owner, wherever the cluster says that is. */
+async function get(id: string, view: View): Promise<number> {
+  const res = await send(view, id, 'GET', `/v1/expenses/${id}`);
+  if (res.status === 404) {
+    console.error(`no expense with id ${JSON.stringify(id)}`);
+    return 1;
   }
-  console.error(`no expense with id ${JSON.stringify(id)}`);
-  return 1;
+  if (res.status !== 200) throw new Error(`${res.node}: ${problem(res)}`);
+  console.error(`found on ${res.node}`);
+  console.log(JSON.stringify(res.body));
+  return 0;
+}
+
+/**
+ * The cluster secret for the operator's routes, from its file: the one named,
+ * or start-shards.sh's when it exists. Undefined for shards that have none.
+ */
+function readSecret(path: string | undefined): string | undefined {
+  if (path === undefined && !existsSync(DEFAULT_SECRET)) return undefined;
+  try {
+    return readFileSync(path ?? DEFAULT_SECRET, 'utf8').trim();
+  } catch (err) {
+    throw new UsageError(`cannot read the cluster secret: ${(err as Error).message}`);
+  }
 }
 
 function map(ring: HashRing, ids: string[], values: { json: boolean; svg?: string }): number {
@@ -292,7 +325,7 @@ function map(ring: HashRing, ids: string[], values: { json: boolean; svg?: strin
   }
   const owner = new Map(ids.map((id) => [id, ring.get(id)]));
   if (values.json) console.log(JSON.stringify(Object.fromEntries(owner)));
-  else for (const [id, node] of owner) console.log(`${JSON.stringify(id)} => ${JSON.stringify(node)}`);
+  else printMapping(owner, true);
   return 0;
 }
 

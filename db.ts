@@ -1,29 +1,22 @@
-// db.ts: the connection pool and every SQL statement of the expense service.
+// db.ts: every SQL statement of the expense service, and what its results mean.
 //
 // Values only ever travel as placeholders. The columns arrive already in their
 // wire form (see COLUMNS), so a row from MySQL is the JSON the API returns.
+// shard/connections.ts holds the connections these statements travel on.
 
 import { randomBytes } from 'node:crypto';
-import mysql from 'mysql';
-import { EDITABLE, type Editable, type Expense, type Versioned } from './api/expense.ts';
+import { EDITABLE, type Expense, type Versioned } from './api/expense.ts';
+import { connections, driverOptions, POOL_SIZE, type DbConfig } from './shard/connections.ts';
 
-export type DbConfig = {
-  socketPath?: string;
-  host?: string;
-  port?: number;
-  user: string;
-  password: string;
-  database: string;
-};
+export type { DbConfig };
 
-export const POOL_SIZE = 10;
-
-// Fail fast when MySQL is gone or stuck: the caller gets a 503 in seconds, not a hang.
-const CONNECT_TIMEOUT_MS = 2_000;
-const QUERY_TIMEOUT_MS = 5_000;
-// Queries waiting beyond this get an error at once, rather than an
-// ever-growing queue.
-const QUEUE_LIMIT = 1_000;
+/**
+ * A row's part in a reshard (api/cluster-map.ts, rules 3 and 4): only a live
+ * row is an expense. An incoming row is a move's copy, not yet committed; a
+ * moved row is the original that a move has handed off.
+ */
+export type State = 'live' | 'incoming' | 'moved';
+export type Row = Versioned & { state: State };
 
 // Read each column in its wire form, so the driver has nothing left to convert.
 // Amounts lose trailing zeros ("700.00" is "700"), as api/expense.ts writes them.
@@ -32,7 +25,7 @@ const COLUMNS = `id, name, email, category, description, link,
   DATE_FORMAT(submit_date, '%m-%d-%Y') AS submit_date,
   status,
   IFNULL(DATE_FORMAT(decision_date, '%m-%d-%Y'), '') AS decision_date,
-  version`;
+  version, state`;
 
 // How each stored field is written: dates arrive as MM-DD-YYYY, and an empty
 // decision date is none.
@@ -49,19 +42,49 @@ const WRITE: Record<Stored, string> = {
   status: '?',
   decision_date: "STR_TO_DATE(NULLIF(?, ''), '%m-%d-%Y')",
 };
+const SET_STORED = STORED.map((f) => `${f} = ${WRITE[f]}`).join(', ');
 
-const INSERT = `INSERT INTO expenses (id, ${STORED.join(', ')}, version) VALUES (?, ${STORED.map((f) => WRITE[f]).join(', ')}, ?)`;
+type Statement = [string, unknown[]];
 
 /**
- * The two statements of the hot path, with their values. createDb sends
- * them; bench/e2e.ts sends the very same ones over the bare driver, to show
- * what db.ts costs on top of it.
+ * Every statement the service sends, with its values. createDb runs them;
+ * bench/e2e.ts sends the same ones over the bare driver, to show what
+ * db.ts costs on top of it.
  */
 export const statements = {
-  insert: (e: Expense, version: string): [string, unknown[]] => [INSERT, [e.id, ...STORED.map((f) => e[f]), version]],
-  get: (id: string): [string, unknown[]] => [`SELECT ${COLUMNS} FROM expenses WHERE id = ?`, [id]],
+  get: (id: string): Statement => [`SELECT ${COLUMNS} FROM expenses WHERE id = ?`, [id]],
+  insert: (e: Expense, version: string, state: State = 'live'): Statement => [
+    `INSERT INTO expenses (id, ${STORED.join(', ')}, version, state) VALUES (?, ${STORED.map((f) => WRITE[f]).join(', ')}, ?, ?)`,
+    [e.id, ...STORED.map((f) => e[f]), version, state],
+  ],
+  // Every field at once, only over the version the caller read: the check and
+  // the write are one statement, so no other write can slip in between.
+  replace: (e: Expense, version: string, expected: string, state: State): Statement => [
+    `UPDATE expenses SET ${SET_STORED}, version = ? WHERE id = ? AND version = ? AND state = ?`,
+    [...STORED.map((f) => e[f]), version, e.id, expected, state],
+  ],
+  shift: (id: string, version: string, from: State, to: State): Statement => [
+    'UPDATE expenses SET state = ? WHERE id = ? AND version = ? AND state = ?',
+    [to, id, version, from],
+  ],
+  remove: (id: string, state: State, expected?: readonly string[]): Statement =>
+    expected === undefined
+      ? ['DELETE FROM expenses WHERE id = ? AND state = ?', [id, state]]
+      : ['DELETE FROM expenses WHERE id = ? AND state = ? AND version IN (?)', [id, state, expected]],
+  list: (after: string, limit: number, state: State): Statement => [
+    `SELECT ${COLUMNS} FROM expenses WHERE id > ? AND state = ? ORDER BY id LIMIT ?`,
+    [after, state, limit],
+  ],
+  forgetMoved: (): Statement => ["DELETE FROM expenses WHERE state = 'moved'", []],
+  shard: (): Statement => ['SELECT id FROM shard', []],
+  readMap: (): Statement => ['SELECT map FROM cluster_map', []],
+  // The map's compare-and-set: a first map only where there is none, a later
+  // one only over the epoch the caller read.
+  writeMap: (map: string, epoch: number, expected: number | undefined): Statement =>
+    expected === undefined
+      ? ['INSERT INTO cluster_map (epoch, map) VALUES (?, ?)', [epoch, map]]
+      : ['UPDATE cluster_map SET epoch = ?, map = ? WHERE epoch = ?', [epoch, map, expected]],
 };
-const REPLACE = `UPDATE expenses SET ${STORED.map((f) => `${f} = ${WRITE[f]}`).join(', ')}, version = ? WHERE id = ? AND version = ?`;
 
 // Versions come from a pool of random bytes, refilled 8 KiB at a time: one
 // call into the system's generator per thousand writes, not one per write
@@ -76,12 +99,11 @@ function newVersion(): string {
   return pool.toString('hex', used - 8, used);
 }
 
-/** "Only if the stored version is one of these" (never an empty list); undefined: whatever it is. */
-type Expected = readonly string[] | undefined;
-
-function versioned({ version, ...expense }: Expense & { version: string }): Versioned {
-  return { expense, version };
+function row({ version, state, ...expense }: Expense & { version: string; state: State }): Row {
+  return { expense, version, state };
 }
+
+type Changed = { affectedRows: number };
 
 export type Db = ReturnType<typeof createDb>;
 
@@ -90,197 +112,89 @@ export function createDb(config: DbConfig) {
   // When a write last failed for lack of disk space, while no write has succeeded since.
   let outOfDiskAt: number | undefined;
 
-  /** Runs a write, noting whether the disk has room for it. */
-  async function write<T>(sql: string, values: unknown[]): Promise<T> {
+  /** Runs a write, noting whether the disk has room for it; true when it changed a row. */
+  async function write([sql, values]: Statement): Promise<boolean> {
     try {
-      const result = await query<T>(sql, values);
+      // affectedRows counts the rows found, changed or not (the driver's FOUND_ROWS flag).
+      const changed = (await query<Changed>(sql, values)).affectedRows > 0;
       outOfDiskAt = undefined;
-      return result;
+      return changed;
     } catch (err) {
       if (isOutOfDisk(err)) outOfDiskAt = Date.now();
       throw err;
     }
   }
 
-  async function get(id: string): Promise<Versioned | undefined> {
-    const rows = await query<Array<Expense & { version: string }>>(...statements.get(id));
-    return rows[0] === undefined ? undefined : versioned(rows[0]);
-  }
-
-  // `AND version IN (...)` when the caller expects a version: the check and
-  // the write are one statement, so no other write can slip in between.
-  const only = (expected: Expected) => (expected === undefined ? '' : ' AND version IN (?)');
-  const values = (expected: Expected) => (expected === undefined ? [] : [expected]);
+  // A delete needs no room on disk: its success says nothing about whether writes would succeed.
+  const remove = async ([sql, values]: Statement) => (await query<Changed>(sql, values)).affectedRows > 0;
+  const rows = async ([sql, values]: Statement) => (await query<Array<Expense & { version: string; state: State }>>(sql, values)).map(row);
 
   return {
-    get,
+    /** The row with this id, whatever its state. */
+    get: async (id: string): Promise<Row | undefined> => (await rows(statements.get(id)))[0],
 
     /**
-     * Stores a new record, server fields included; its version, or undefined
-     * when the id is already taken. A copy from another shard keeps its version.
+     * Stores a new row, server fields included: its version, or undefined
+     * when the id has a row already. A copy from another shard keeps its version.
      */
-    async insert(e: Expense, version = newVersion()): Promise<string | undefined> {
+    async insert(e: Expense, version = newVersion(), state: State = 'live'): Promise<string | undefined> {
       try {
-        await write(...statements.insert(e, version));
+        await write(statements.insert(e, version, state));
         return version;
       } catch (err) {
-        if (codeOf(err) === 'ER_DUP_ENTRY') return undefined;
+        if ((err as { code?: string }).code === 'ER_DUP_ENTRY') return undefined;
         throw err;
       }
     },
 
-    /** Changes some fields; false when no record has this id (and an expected version). */
-    async update(id: string, fields: Partial<Record<Editable, string>>, expected?: Expected): Promise<boolean> {
-      const names = EDITABLE.filter((f) => fields[f] !== undefined);
-      const sets = names.map((f) => `${f} = ${WRITE[f]}`).join(', ');
-      const sql = `UPDATE expenses SET ${sets}, version = ? WHERE id = ?${only(expected)}`;
-      const result = await write<{ affectedRows: number }>(sql, [...names.map((f) => fields[f]), newVersion(), id, ...values(expected)]);
-      // affectedRows counts the rows found, changed or not (the driver's FOUND_ROWS flag).
-      return result.affectedRows > 0;
+    /** Overwrites every field of a row that is still at version `expected`: its new version, or undefined. */
+    async replace(e: Expense, expected: string, state: State, version = newVersion()): Promise<string | undefined> {
+      return (await write(statements.replace(e, version, expected, state))) ? version : undefined;
     },
 
-    /** Overwrites a record with a copy, every field and the version, if it still has version `expected`. */
-    async replace(e: Expense, version: string, expected: string): Promise<boolean> {
-      const result = await write<{ affectedRows: number }>(REPLACE, [...STORED.map((f) => e[f]), version, e.id, expected]);
-      return result.affectedRows > 0;
-    },
+    /** Moves a row at `version` from one state to another; false when there is no such row. */
+    shift: (id: string, version: string, from: State, to: State): Promise<boolean> => write(statements.shift(id, version, from, to)),
 
-    /** False when there was nothing to delete (with an expected version, nothing of that version). */
-    async remove(id: string, expected?: Expected): Promise<boolean> {
-      const result = await query<{ affectedRows: number }>(`DELETE FROM expenses WHERE id = ?${only(expected)}`, [id, ...values(expected)]);
-      return result.affectedRows > 0;
-    },
+    /** False when there was nothing to delete (with expected versions, nothing at one of them). */
+    remove: (id: string, state: State, expected?: readonly string[]): Promise<boolean> => remove(statements.remove(id, state, expected)),
 
-    /** Up to `limit` records with ids after `after`, in id order. */
-    async list(after: string, limit: number): Promise<Versioned[]> {
-      const rows = await query<Array<Expense & { version: string }>>(`SELECT ${COLUMNS} FROM expenses WHERE id > ? ORDER BY id LIMIT ?`, [after, limit]);
-      return rows.map(versioned);
-    },
+    /** Up to `limit` rows in `state` with ids after `after`, in id order. */
+    list: (after: string, limit: number, state: State): Promise<Row[]> => rows(statements.list(after, limit, state)),
+
+    forgetMoved: async (): Promise<void> => void (await remove(statements.forgetMoved())),
 
     /** The shard's name for itself (schema.sql makes it); a query, so it also proves MySQL answers. */
     async shard(): Promise<string> {
-      const rows = await query<Array<{ id: string }>>('SELECT id FROM shard');
-      return rows[0]?.id ?? '';
+      return (await query<Array<{ id: string }>>(...statements.shard()))[0]?.id ?? '';
+    },
+
+    /** The cluster map this shard holds, as stored JSON, or undefined. */
+    async readMap(): Promise<string | undefined> {
+      return (await query<Array<{ map: string }>>(...statements.readMap()))[0]?.map;
+    },
+
+    /** Stores a map at `epoch` if the stored one is still at `expected` (undefined: if there is none). */
+    async writeMap(map: string, epoch: number, expected: number | undefined): Promise<boolean> {
+      try {
+        return await write(statements.writeMap(map, epoch, expected));
+      } catch (err) {
+        if ((err as { code?: string }).code === 'ER_DUP_ENTRY') return false;
+        throw err;
+      }
     },
 
     /**
      * True while writes fail for lack of disk space: the last write failed so,
-     * less than OUT_OF_DISK_MS ago. After that, the next write finds out again,
-     * so that freed space is noticed with no restart.
+     * less than 10 s ago. After that, the next write finds out again, so that
+     * freed space is noticed with no restart.
      */
     outOfDisk(): boolean {
-      return outOfDiskAt !== undefined && Date.now() - outOfDiskAt < OUT_OF_DISK_MS;
+      return outOfDiskAt !== undefined && Date.now() - outOfDiskAt < 10_000;
     },
 
     close: query.close,
   };
 }
-
-/** The driver's settings: every trap of mysqljs configured away. */
-export function driverOptions(config: DbConfig): mysql.ConnectionConfig {
-  // @types/mysql does not know localInfile, which the driver reads.
-  const options: mysql.ConnectionConfig & { localInfile: boolean } = {
-    socketPath: config.socketPath,
-    host: config.host,
-    port: config.port,
-    user: config.user,
-    password: config.password,
-    database: config.database,
-    connectTimeout: CONNECT_TIMEOUT_MS,
-    charset: 'UTF8MB4_UNICODE_CI',
-    // The driver's defaults turn DECIMAL into a lossy Number and DATE into a
-    // local-midnight Date. Strings are exact.
-    supportBigNumbers: true,
-    bigNumberStrings: true,
-    dateStrings: true,
-    // An object as a value must never expand into SQL (`id = ?` with {id: 1}
-    // would become id = `id` = 1). Callers validate first; this is the backstop.
-    stringifyObjects: true,
-    // A server must not be able to ask us for our files.
-    localInfile: false,
-    multipleStatements: false,
-    // Long stack traces cost a captured Error on every query.
-    trace: false,
-  };
-  return options;
-}
-
-/**
- * A fixed set of connections, each running its queries one after another.
- *
- * Why not mysql.createPool: it pings a connection every time it hands one out,
- * so every query costs two round trips to MySQL. Here a query goes to the
- * connection with the least work queued. A connection that ends, because
- * MySQL closed it or because of a fatal error, is dropped, and the next query
- * in its place opens a fresh one: when MySQL comes back, so do we.
- */
-function connections(options: mysql.ConnectionConfig, size: number) {
-  type Slot = { connection: mysql.Connection; queued: number };
-  const slots: Array<Slot | undefined> = Array.from({ length: size }, () => undefined);
-  let pending = 0; // queries sent or queued, on all connections
-
-  function open(i: number): Slot {
-    const connection = mysql.createConnection(options);
-    const slot: Slot = { connection, queued: 0 };
-    const drop = () => {
-      if (slots[i] === slot) slots[i] = undefined;
-    };
-    connection.on('end', drop);
-    // A fatal error that no query is waiting for arrives as an event; unheard,
-    // it would crash the process. The queries that were waiting get it too.
-    connection.on('error', drop);
-    // Strict mode makes MySQL refuse a value that does not fit, instead of
-    // storing a truncated one with a warning nobody reads. Should this fail,
-    // the connection is broken and the query queued behind it reports that.
-    connection.query("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO'", () => {});
-    return (slots[i] = slot);
-  }
-
-  function query<T>(sql: string, values: unknown[] = []): Promise<T> {
-    if (pending >= QUEUE_LIMIT) {
-      // The code mysql.createPool uses for the same condition.
-      return Promise.reject(Object.assign(new Error(`more than ${QUEUE_LIMIT} queries are waiting for MySQL`), { code: 'POOL_ENQUEUELIMIT' }));
-    }
-    let best = 0;
-    for (let i = 1; i < size; i++) if ((slots[i]?.queued ?? 0) < (slots[best]?.queued ?? 0)) best = i;
-    const slot = slots[best] ?? open(best);
-    slot.queued++;
-    pending++;
-    return new Promise((resolve, reject) => {
-      slot.connection.query({ sql, values, timeout: QUERY_TIMEOUT_MS }, (err: mysql.MysqlError | null, result: T) => {
-        slot.queued--;
-        pending--;
-        if (err) reject(err);
-        else resolve(result);
-      });
-    });
-  }
-
-  /** Lets the queued queries finish, then closes every connection. */
-  query.close = async (): Promise<void> => {
-    const live = slots.filter((slot) => slot !== undefined);
-    slots.fill(undefined);
-    await Promise.all(live.map(({ connection }) => new Promise<void>((resolve) => connection.end(() => resolve()))));
-  };
-
-  return query;
-}
-
-function codeOf(err: unknown): string | undefined {
-  return (err as { code?: string } | null)?.code;
-}
-
-// Errors that mean "MySQL cannot be reached or cannot take more work right
-// now", as opposed to a bug in a query: the request may succeed if retried.
-const UNAVAILABLE = new Set([
-  'POOL_ENQUEUELIMIT',
-  'ER_CON_COUNT_ERROR',
-  'ER_SERVER_SHUTDOWN',
-  'ER_LOCK_WAIT_TIMEOUT',
-  'ER_LOCK_DEADLOCK',
-]);
-
-const OUT_OF_DISK_MS = 10_000;
 
 // MySQL's ways of saying that the disk is full: a table that cannot grow, or
 // a write the operating system refused (errno 28, ENOSPC).
@@ -290,11 +204,4 @@ const OUT_OF_DISK = new Set(['ER_RECORD_FILE_FULL', 'ER_DISK_FULL', 'ER_DISK_FUL
 export function isOutOfDisk(err: unknown): boolean {
   const e = err as { code?: string; sqlMessage?: string } | null;
   return OUT_OF_DISK.has(e?.code ?? '') || /errno: 28|No space left/i.test(e?.sqlMessage ?? '');
-}
-
-/** True when an error from this module means the database is unavailable, not that a query is wrong. */
-export function isUnavailable(err: unknown): boolean {
-  // The driver marks every error that kills a connection (refused, lost,
-  // timed out, access denied) as fatal.
-  return (err as { fatal?: boolean } | null)?.fatal === true || UNAVAILABLE.has(codeOf(err) ?? '');
 }

@@ -1,6 +1,6 @@
--- The expense service's database: one table, keyed by the client's id, and
--- the shard's name for itself. Idempotent: start-shards.sh applies it on every
--- start.
+-- The expense service's database: one table, keyed by the client's id; the
+-- shard's name for itself; and the cluster map this shard holds. Idempotent:
+-- start-shards.sh applies it on every start.
 
 CREATE DATABASE IF NOT EXISTS expenses CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
 
@@ -24,6 +24,10 @@ CREATE TABLE IF NOT EXISTS expenses.expenses (
   -- Random rather than a counter, so that a record deleted and created again
   -- never repeats a version that a stale If-Match could still name.
   version         CHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  -- Only a live record is the expense. A reshard's copy arrives as incoming
+  -- and becomes live when the move commits it; the original becomes moved at
+  -- that instant, and is forgotten when the reshard ends (api/cluster-map.ts).
+  state           ENUM('live', 'incoming', 'moved') CHARACTER SET ascii NOT NULL DEFAULT 'live',
   PRIMARY KEY (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
@@ -31,6 +35,9 @@ CREATE TABLE IF NOT EXISTS expenses.expenses (
 ALTER TABLE expenses.expenses ADD COLUMN IF NOT EXISTS
   version CHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '';
 UPDATE expenses.expenses SET version = LEFT(MD5(CONCAT(id, RAND())), 16) WHERE version = '';
+-- Tables made before reshards moved records in steps get a state.
+ALTER TABLE expenses.expenses ADD COLUMN IF NOT EXISTS
+  state ENUM('live', 'incoming', 'moved') CHARACTER SET ascii NOT NULL DEFAULT 'live';
 
 -- Who this shard is: a name made once, when its database is created. Two
 -- addresses that reach the same shard (127.0.0.1:3000 and localhost:3000)
@@ -39,3 +46,13 @@ CREATE TABLE IF NOT EXISTS expenses.shard (
   id CHAR(36) CHARACTER SET ascii NOT NULL PRIMARY KEY
 ) ENGINE=InnoDB;
 INSERT INTO expenses.shard (id) SELECT UUID() FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM expenses.shard);
+
+-- The cluster map this shard holds: which nodes the cluster has, with which
+-- replicas, at which epoch, and the reshard under way, as JSON
+-- (api/cluster-map.ts). One row, or none for a server that is not part of a
+-- cluster. The epoch is a column too, so that a change is one compare-and-set.
+CREATE TABLE IF NOT EXISTS expenses.cluster_map (
+  one   TINYINT NOT NULL DEFAULT 1 PRIMARY KEY CHECK (one = 1),
+  epoch BIGINT UNSIGNED NOT NULL,
+  map   TEXT CHARACTER SET utf8mb4 NOT NULL
+) ENGINE=InnoDB;

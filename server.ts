@@ -1,106 +1,119 @@
 // server.ts: one shard of the expense service. node:http, a hand-written
-// router, and MySQL behind db.ts.
+// router, and MySQL behind db.ts. A shard that holds a cluster map serves only
+// the ids the map places on it (api/cluster-map.ts, whose rules the comments
+// here cite by number).
 //
 // Run: MYSQL_SOCKET=… MYSQL_USER=… MYSQL_PASSWORD=… PORT=3000 node server.ts
 
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
-import { realpathSync, writeSync } from 'node:fs';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync, realpathSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { checkMap, type MapNode, type Placement } from './api/cluster-map.ts';
 import { checkFields, EDITABLE, etag, ID_RULE, Invalid, isId, preview, type Editable, type Expense } from './api/expense.ts';
-import { createDb, isOutOfDisk, isUnavailable, type Db, type DbConfig } from './db.ts';
+import { createDb, isOutOfDisk, type Db, type DbConfig, type Row } from './db.ts';
+import { createCluster, type Cluster, type Held } from './shard/cluster.ts';
+import { isUnavailable } from './shard/connections.ts';
 
 // ---------------------------------------------------------------------------
 // Routes: every path, every method, on one screen.
 
-type Context = { db: Db; req: IncomingMessage; params: string[]; query: URLSearchParams };
+type Context = { db: Db; cluster: Cluster; held: Held; req: IncomingMessage; body: Buffer; params: string[]; query: URLSearchParams };
 type Reply = { status: number; body?: unknown; headers?: Record<string, string> };
 type Handler = (c: Context) => Promise<Reply>;
 
 const routes: Array<[RegExp, Record<string, Handler>]> = [
   [/^\/v1\/expenses$/, { GET: list, POST: create }],
   [/^\/v1\/expenses\/([^/]+)$/, { GET: read, PUT: update, DELETE: remove }],
-  [/^\/v1\/expenses\/([^/]+)\/copy$/, { PUT: copy }],
+  // The three steps of a reshard's move (client/move.ts), and its map: the operator's routes.
+  [/^\/v1\/expenses\/([^/]+)\/copy$/, { PUT: copy, DELETE: discard }],
+  [/^\/v1\/expenses\/([^/]+)\/handoff$/, { POST: handoff }],
+  [/^\/v1\/expenses\/([^/]+)\/adopt$/, { POST: adopt }],
+  [/^\/cluster\/map$/, { GET: readMap, PUT: writeMap }],
   [/^\/healthz$/, { GET: health }],
 ];
 
-async function create({ db, req }: Context): Promise<Reply> {
-  // If-None-Match: * asks for exactly what a POST does anyway; a refusal then says it in those terms.
-  const onlyIfAbsent = precondition(req)?.absent;
-  const fields = checkFields(await readJson(req), ['id', ...EDITABLE], true);
+/** The routes that change another shard's records or the cluster's shape: they need the cluster secret. */
+const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, writeMap]);
+
+async function create(c: Context): Promise<Reply> {
+  const { ifMatch, ifNoneMatch } = preconditions(c.req);
+  // A POST only creates, so no stored version can be the one If-Match names.
+  if (ifMatch !== undefined) throw new HttpError(412, 'If-Match on a POST can never hold: a POST creates a record. Send a PUT to change one');
+  const fields = checkFields(readJson(c), ['id', ...EDITABLE], true);
   const expense: Expense = { id: fields.id!, ...(fields as Record<Editable, string>), status: 'pending', decision_date: '' };
-  const version = await db.insert(expense);
-  if (version === undefined) {
-    if (onlyIfAbsent) throw await refused(db, expense.id);
-    throw new HttpError(409, `an expense with id ${JSON.stringify(expense.id)} already exists; PUT /v1/expenses/${expense.id} to change it`);
+  const { part, at } = placeOf(c, expense.id);
+  if (part === 'target') throw misdirected(c, at.owner, expense.id); // rule 3b: only an asked request creates here
+  if (part === 'source') {
+    // Rule 3a: the old owner never creates an id that moves away.
+    if ((await c.db.get(expense.id))?.state !== 'live') throw ask(c, at, expense.id);
+  } else {
+    const version = await c.db.insert(expense);
+    if (version !== undefined) return { status: 201, body: expense, headers: { Location: `/v1/expenses/${expense.id}`, ETag: etag(version) } };
   }
-  return { status: 201, body: expense, headers: { Location: `/v1/expenses/${expense.id}`, ETag: etag(version) } };
+  const row = await c.db.get(expense.id);
+  if (row !== undefined && row.state !== 'live') throw inTransit(expense.id); // rule 4
+  // If-None-Match: * asks for exactly what a POST does anyway; a refusal then says it in those terms.
+  if (ifNoneMatch) throw preconditionFailed(expense.id, row?.version);
+  throw new HttpError(409, `an expense with id ${JSON.stringify(expense.id)} already exists; PUT /v1/expenses/${expense.id} to change it`);
 }
 
-async function read({ db, req, params }: Context): Promise<Reply> {
-  await readBody(req); // and ignore it
-  const id = pathId(params);
-  const found = (await db.get(id)) ?? notFound(id);
-  return { status: 200, body: found.expense, headers: { ETag: etag(found.version) } };
+async function read(c: Context): Promise<Reply> {
+  const id = pathId(c.params);
+  const here = placeOf(c, id);
+  const row = await c.db.get(id);
+  if (row?.state !== 'live') return notHere(c, here, id, row);
+  return { status: 200, body: row.expense, headers: { ETag: etag(row.version) } };
 }
 
-async function update({ db, req, params }: Context): Promise<Reply> {
-  const id = pathId(params);
-  const expected = await expectedVersion(db, req, id);
-  const fields = checkFields(await readJson(req), EDITABLE, false);
-  if (Object.keys(fields).length === 0) {
-    throw new HttpError(400, `nothing to update: send at least one of ${EDITABLE.join(', ')}`);
+// A PUT reads the record, then writes the whole of it over exactly the
+// version it read. So its answer is the record and the version this PUT
+// wrote, even when other writes come just before or after it.
+const PUT_ATTEMPTS = 5;
+
+async function update(c: Context): Promise<Reply> {
+  const id = pathId(c.params);
+  const expected = expectedVersions(c.req);
+  const fields = checkFields(readJson(c), EDITABLE, false);
+  if (Object.keys(fields).length === 0) throw new HttpError(400, `nothing to update: send at least one of ${EDITABLE.join(', ')}`);
+  const here = placeOf(c, id);
+  for (let attempt = 0; attempt < PUT_ATTEMPTS; attempt++) {
+    const row = await c.db.get(id);
+    if (row?.state !== 'live') return notHere(c, here, id, row);
+    if (expected !== undefined && !expected.includes(row.version)) throw preconditionFailed(id, row.version);
+    const expense = { ...row.expense, ...fields };
+    const version = await c.db.replace(expense, row.version, 'live');
+    if (version !== undefined) return { status: 202, body: expense, headers: { ETag: etag(version) } };
   }
-  if (!(await db.update(id, fields, expected))) throw await refused(db, id);
-  const found = (await db.get(id)) ?? notFound(id);
-  return { status: 202, body: found.expense, headers: { ETag: etag(found.version) } };
+  throw new HttpError(503, `the expense ${JSON.stringify(id)} changed ${PUT_ATTEMPTS} times while this PUT was applied; send it again`, { 'Retry-After': '1' });
 }
 
-async function remove({ db, req, params }: Context): Promise<Reply> {
-  await readBody(req); // and ignore it
-  const id = pathId(params);
-  const expected = await expectedVersion(db, req, id);
-  if (!(await db.remove(id, expected))) throw await refused(db, id);
-  return { status: 204 };
+async function remove(c: Context): Promise<Reply> {
+  const id = pathId(c.params);
+  const expected = expectedVersions(c.req);
+  const here = placeOf(c, id);
+  if (expected?.length !== 0 && (await c.db.remove(id, 'live', expected))) return { status: 204 };
+  const row = await c.db.get(id);
+  if (row?.state === 'live') throw preconditionFailed(id, row.version);
+  return notHere(c, here, id, row);
 }
 
-/**
- * A record copied from another shard, written as it is: the server's fields
- * and the version too, so that an ETag means the same before and after a
- * move. Only resharding needs this, and it must say what it expects to find:
- * nothing (If-None-Match: *), or exactly the version it copied before
- * (If-Match). So a copy can never overwrite a write it has not seen.
- */
-async function copy({ db, req, params }: Context): Promise<Reply> {
-  const id = pathId(params);
-  const condition = precondition(req);
-  if (condition === undefined || (!condition.absent && condition.match?.length !== 1)) {
-    throw new HttpError(428, 'a copy needs If-None-Match: * (to create) or If-Match with exactly one version (to replace that version)');
+async function list(c: Context): Promise<Reply> {
+  for (const name of c.query.keys()) {
+    if (!['after', 'limit', 'state'].includes(name)) throw new HttpError(400, `unknown query parameter ${JSON.stringify(name)}; use after, limit and state`);
   }
-  const fields = checkFields(await readJson(req), ['id', ...EDITABLE, 'status', 'decision_date', 'version'], true);
-  if (fields.id !== id) throw new HttpError(400, `the id in the body (${preview(fields.id)}) is not the id in the path (${preview(id)})`);
-  const { version, ...expense } = fields as Expense & { version: string };
-  if (condition.absent) {
-    if ((await db.insert(expense, version)) === undefined) throw await refused(db, id);
-    return { status: 201, body: expense, headers: { Location: `/v1/expenses/${id}`, ETag: etag(version) } };
-  }
-  if (!(await db.replace(expense, version, condition.match![0]!))) throw await refused(db, id);
-  return { status: 200, body: expense, headers: { ETag: etag(version) } };
-}
-
-async function list({ db, req, query }: Context): Promise<Reply> {
-  await readBody(req); // and ignore it
-  for (const name of query.keys()) {
-    if (name !== 'after' && name !== 'limit') throw new HttpError(400, `unknown query parameter ${JSON.stringify(name)}; use after and limit`);
-  }
-  const after = query.get('after') ?? '';
+  const after = c.query.get('after') ?? '';
   if (after !== '') rejectBadId(after, 'after');
-  const limit = query.get('limit') ?? '100';
+  const limit = c.query.get('limit') ?? '100';
   if (!/^\d{1,4}$/.test(limit) || +limit < 1 || +limit > 1000) {
     throw new HttpError(400, `limit must be a whole number from 1 to 1000, got ${JSON.stringify(limit)}`);
   }
+  // A reshard lists the copies that a move left incoming here (rule 4), to finish those moves.
+  const state = c.query.get('state') ?? 'live';
+  if (state !== 'live' && state !== 'incoming') throw new HttpError(400, `state must be live or incoming, got ${preview(state)}`);
   // Ask for one more than the page: if it comes back, there is a next page.
-  const rows = await db.list(after, +limit + 1);
+  const rows = await c.db.list(after, +limit + 1, state);
   const page = rows.slice(0, +limit);
   const next = rows.length > page.length ? page[page.length - 1]!.expense.id : null;
   // Each record's version travels beside it, as a GET carries it in the
@@ -109,11 +122,10 @@ async function list({ db, req, query }: Context): Promise<Reply> {
   return { status: 200, body: { expenses: page.map((r) => r.expense), versions, next } };
 }
 
-async function health({ db, req }: Context): Promise<Reply> {
-  await readBody(req); // and ignore it
-  const shard = await db.shard();
+async function health(c: Context): Promise<Reply> {
+  const shard = await c.db.shard();
   // Up means writes can succeed: a shard out of disk is not up.
-  if (db.outOfDisk()) return { status: 503, body: { status: 'out of disk space: writes fail, reads work', shard, logLinesDropped } };
+  if (c.db.outOfDisk()) return { status: 503, body: { status: 'out of disk space: writes fail, reads work', shard, logLinesDropped } };
   return { status: 200, body: { status: 'ok', shard, logLinesDropped } };
 }
 
@@ -122,48 +134,217 @@ function notFound(id: string): never {
 }
 
 // ---------------------------------------------------------------------------
+// Where an id lives (api/cluster-map.ts, rules 1-3).
+
+/**
+ * This shard's part in an id's placement: its owner; while a reshard moves
+ * it, its old owner (source) or its new owner (target, or asked when the old
+ * owner sent the request). Throws the 421 for a shard that is neither.
+ */
+type Part = 'owner' | 'source' | 'target' | 'asked';
+type Here = { part: Part; at: Placement };
+
+function placeOf(c: Context, id: string): Here {
+  const { held } = c;
+  if (held.place === undefined) return { part: 'owner', at: { owner: { name: '', shard: held.shard } } }; // rule 1
+  const at = held.place(id);
+  const mine = (node?: MapNode) => node?.shard === held.shard;
+  if (at.target === undefined && mine(at.owner)) return { part: 'owner', at }; // rule 2
+  if (at.target === undefined) throw misdirected(c, at.owner, id);
+  if (mine(at.owner)) return { part: 'source', at }; // rule 3a
+  if (!mine(at.target)) throw misdirected(c, at.owner, id);
+  // Rule 3b: an Asking header names the epoch of the map that sent it, so
+  // that an answer from another epoch is not taken for one from this one.
+  return { part: c.req.headers.asking === String(held.map!.epoch) ? 'asked' : 'target', at };
+}
+
+/** The answer for an id with no live record here, by this shard's part in its placement. */
+function notHere(c: Context, { part, at }: Here, id: string, row: Row | undefined): never {
+  if (part === 'source') throw ask(c, at, id); // rule 3a
+  if (part === 'target') throw misdirected(c, at.owner, id); // rule 3b: the old owner decides
+  if (row !== undefined) throw inTransit(id); // rule 4: neither side serves it mid-move
+  notFound(id);
+}
+
+/** 421 (rule 2): the id lives elsewhere; here is where, and the map that says so. */
+function misdirected(c: Context, owner: MapNode, id: string): HttpError {
+  const map = c.held.map!;
+  return new HttpError(421, `${JSON.stringify(id)} belongs to ${owner.name} under the cluster map at epoch ${map.epoch}, not to this shard`, {}, { owner: owner.name, epoch: map.epoch, map });
+}
+
+/** 421 with asking (rule 3a): the id is moving to its new owner, and is not here; ask there, naming this epoch. */
+function ask(c: Context, at: Placement, id: string): HttpError {
+  const map = c.held.map!;
+  const message = `${JSON.stringify(id)} is moving to ${at.target!.name} and is not here: send the request there with the header Asking: ${map.epoch}`;
+  return new HttpError(421, message, {}, { owner: at.target!.name, asking: map.epoch, epoch: map.epoch, map });
+}
+
+function inTransit(id: string): HttpError {
+  return new HttpError(503, `the expense ${JSON.stringify(id)} is being moved between shards at this moment; try again shortly`, { 'Retry-After': '1' });
+}
+
+// ---------------------------------------------------------------------------
+// The move of one record, in three steps (client/move.ts; api/cluster-map.ts,
+// rule 4). Each step is conditional on the record's version, and each may be
+// sent again after a crash with the same result.
+
+/** Step 1: the copy arrives as incoming, which no client can see; it replaces only an incoming copy. */
+async function copy(c: Context): Promise<Reply> {
+  const id = movable(c);
+  const { ifMatch, ifNoneMatch } = preconditions(c.req);
+  if ((ifNoneMatch === true) === (ifMatch !== undefined) || (ifMatch !== undefined && ifMatch.length !== 1)) {
+    throw new HttpError(428, 'a copy needs If-None-Match: * (to create) or If-Match with exactly one version (to replace that copy)');
+  }
+  const fields = checkFields(readJson(c), ['id', ...EDITABLE, 'status', 'decision_date', 'version'], true);
+  if (fields.id !== id) throw new HttpError(400, `the id in the body (${preview(fields.id)}) is not the id in the path (${preview(id)})`);
+  const { version, ...expense } = fields as Expense & { version: string };
+  if (ifNoneMatch) {
+    // A moved row is what is left of a record that lives elsewhere now.
+    await c.db.remove(id, 'moved');
+    if ((await c.db.insert(expense, version, 'incoming')) !== undefined) return { status: 201, body: expense, headers: { ETag: etag(version) } };
+  } else if ((await c.db.replace(expense, ifMatch![0]!, 'incoming', version)) !== undefined) {
+    return { status: 200, body: expense, headers: { ETag: etag(version) } };
+  }
+  throw stepRefused(await c.db.get(id), id);
+}
+
+/** Step 2: the old owner hands its record off, if it is still the version that was copied. */
+async function handoff(c: Context): Promise<Reply> {
+  const id = movable(c);
+  const version = theVersion(c.req);
+  if (await c.db.shift(id, version, 'live', 'moved')) return { status: 204 };
+  const row = await c.db.get(id);
+  if (row?.state === 'moved' && row.version === version) return { status: 204 }; // handed off before, by a run that died
+  throw stepRefused(row, id);
+}
+
+/** Step 3: the copy becomes the live record, now that its original has been handed off. */
+async function adopt(c: Context): Promise<Reply> {
+  const id = movable(c);
+  const version = theVersion(c.req);
+  if (await c.db.shift(id, version, 'incoming', 'live')) return { status: 204 };
+  const row = await c.db.get(id);
+  if (row?.state === 'live' && row.version === version) return { status: 204 }; // adopted before, by a run that died
+  throw stepRefused(row, id);
+}
+
+/** Instead of step 3, when a client deleted the original meanwhile: the copy goes too, so nothing deleted comes back. */
+async function discard(c: Context): Promise<Reply> {
+  const id = movable(c);
+  if (await c.db.remove(id, 'incoming', [theVersion(c.req)])) return { status: 204 };
+  throw stepRefused(await c.db.get(id), id);
+}
+
+/**
+ * The id of a move step, which only the reshard holding this shard's epoch
+ * may send (a reshard that was taken over is fenced off by its old epoch),
+ * and only to one of the id's two homes.
+ */
+function movable(c: Context): string {
+  const id = pathId(c.params);
+  const map = c.held.map;
+  if (map?.moving === undefined) throw new HttpError(409, 'no reshard is under way in this shard\'s cluster map, so no record moves here');
+  if (c.req.headers['cluster-epoch'] !== String(map.epoch)) {
+    throw new HttpError(409, `this shard is at epoch ${map.epoch}, and takes move steps only with Cluster-Epoch: ${map.epoch}`);
+  }
+  const { owner, target } = c.held.place!(id);
+  if (owner.shard !== c.held.shard && target?.shard !== c.held.shard) throw new HttpError(409, `${JSON.stringify(id)} neither lives here nor moves here`);
+  return id;
+}
+
+/** Why a move step found something else than it expected: another version (412), or nothing (404). */
+function stepRefused(row: Row | undefined, id: string): HttpError {
+  if (row === undefined) return new HttpError(404, `no row with id ${JSON.stringify(id)}`);
+  return new HttpError(412, `the row ${JSON.stringify(id)} is ${row.state} at version ${etag(row.version)}`, { ETag: etag(row.version) }, { state: row.state });
+}
+
+/** The one version a move step names in If-Match. */
+function theVersion(req: IncomingMessage): string {
+  const { ifMatch } = preconditions(req);
+  if (ifMatch === undefined || ifMatch.length !== 1) throw new HttpError(428, 'a move step needs If-Match with exactly one version');
+  return ifMatch[0]!;
+}
+
+// ---------------------------------------------------------------------------
+// The cluster map (api/cluster-map.ts): read by anyone, changed by a reshard.
+
+async function readMap({ held }: Context): Promise<Reply> {
+  const leaseLeftMs = held.leaseUntil === undefined ? null : Math.max(0, held.leaseUntil - Date.now());
+  const body = { shard: held.shard, map: held.map ?? null, leaseLeftMs };
+  return { status: 200, body, headers: held.map === undefined ? {} : { ETag: `"${held.map.epoch}"` } };
+}
+
+/** Rule 5: a new map, over the epoch the caller read (If-Match: "epoch"), or the first (If-None-Match: *). */
+async function writeMap(c: Context): Promise<Reply> {
+  const ifMatch = c.req.headers['if-match']?.trim();
+  const ifNoneMatch = c.req.headers['if-none-match']?.trim();
+  const epoch = ifMatch === undefined ? undefined : /^"(\d{1,15})"$/.exec(ifMatch)?.[1];
+  if ((epoch === undefined) === (ifNoneMatch !== '*')) {
+    throw new HttpError(428, 'a new map needs If-Match: "<epoch>" with the epoch it replaces, or If-None-Match: * for a shard that has none');
+  }
+  const next = checkMap(readJson(c));
+  const refusal = await c.cluster.install(next, epoch === undefined ? undefined : Number(epoch));
+  const now = await c.cluster.load();
+  const tag: Record<string, string> = now.map === undefined ? {} : { ETag: `"${now.map.epoch}"` };
+  if (refusal === 'stale') throw new HttpError(412, `this shard's map is at ${now.map === undefined ? 'no epoch' : `epoch ${now.map.epoch}`}, not the one this request expects; read it again`, tag);
+  if (refusal === 'older') throw new HttpError(409, `a map changes only to a higher epoch than ${now.map!.epoch}, or to itself (which renews the lease)`, tag);
+  if (refusal === 'incoming') throw new HttpError(409, 'copies of a move are still incoming here: finish the moves before ending the reshard', tag);
+  return { status: 200, body: { shard: now.shard, map: now.map }, headers: tag };
+}
+
+// ---------------------------------------------------------------------------
 // Conditional requests (RFC 9110 §13): a write that goes ahead only if the
 // record is still the version the client last saw, so that no one silently
 // overwrites a change they have not seen.
 
 /**
- * The request's condition on the stored record: If-Match (one of these
- * versions, or any with *), If-None-Match: * (no record at all), or none.
+ * The request's conditions: If-Match (these versions; undefined for *, which
+ * any stored record meets) and If-None-Match: * (no record at all).
  */
-function precondition(req: IncomingMessage): { match?: string[]; absent?: true } | undefined {
-  const ifMatch = req.headers['if-match'];
-  const ifNoneMatch = req.headers['if-none-match'];
-  if (ifNoneMatch !== undefined) {
-    if (ifNoneMatch.trim() !== '*') throw new HttpError(400, `If-None-Match: only * is supported here, got ${preview(ifNoneMatch)}`);
-    return { absent: true };
-  }
-  if (ifMatch === undefined || ifMatch.trim() === '*') return undefined;
-  const match: string[] = [];
+function preconditions(req: IncomingMessage): { ifMatch?: string[]; ifNoneMatch?: true } {
+  const ifMatch = req.headers['if-match']?.trim();
+  const ifNoneMatch = req.headers['if-none-match']?.trim();
+  if (ifNoneMatch !== undefined && ifNoneMatch !== '*') throw new HttpError(400, `If-None-Match: only * is supported here, got ${preview(ifNoneMatch)}`);
+  const absent = ifNoneMatch === '*' ? true : undefined;
+  if (ifMatch === undefined || ifMatch === '*') return { ifNoneMatch: absent };
+  const versions: string[] = [];
   for (const tag of ifMatch.split(',').map((t) => t.trim())) {
     // A weak tag (W/"...") never matches under the strong comparison that writes need.
     if (/^W\/"[^"]*"$/.test(tag)) continue;
     const m = /^"([0-9a-f]{16})"$/.exec(tag);
     if (m === null) throw new HttpError(400, `If-Match must list entity tags like "0123456789abcdef", got ${preview(tag)}`);
-    match.push(m[1]!);
+    versions.push(m[1]!);
   }
-  return { match };
+  return { ifMatch: versions, ifNoneMatch: absent };
 }
 
-/** The versions a PUT or DELETE may overwrite, or undefined for any; refused at once when none can match. */
-async function expectedVersion(db: Db, req: IncomingMessage, id: string): Promise<string[] | undefined> {
-  const condition = precondition(req);
-  // If-None-Match: * (there must be a record to change), or If-Match with
-  // only weak tags: no stored version can match.
-  if (condition?.absent || condition?.match?.length === 0) throw await refused(db, id);
-  return condition?.match;
+/**
+ * The versions a PUT or DELETE may overwrite (undefined: any), in RFC 9110's
+ * order (§13.2.2): If-Match first, then If-None-Match. On a stored record,
+ * If-None-Match: * always fails, so it leaves no version to match.
+ */
+function expectedVersions(req: IncomingMessage): string[] | undefined {
+  const { ifMatch, ifNoneMatch } = preconditions(req);
+  return ifNoneMatch ? [] : ifMatch;
 }
 
-/** Why a conditional write did not happen: no record (404), or another version (412). */
-async function refused(db: Db, id: string): Promise<HttpError> {
-  const found = (await db.get(id)) ?? notFound(id);
-  return new HttpError(412, `the expense ${JSON.stringify(id)} is at version ${etag(found.version)}, not the one this request expects; GET it, then send the change again`, {
-    headers: { ETag: etag(found.version) },
+/** 412: the record is not what the request expected; here is what it is. */
+function preconditionFailed(id: string, version: string | undefined): HttpError {
+  if (version === undefined) return new HttpError(412, `the expense ${JSON.stringify(id)} is not what this request expects`);
+  return new HttpError(412, `the expense ${JSON.stringify(id)} is at version ${etag(version)}, not the one this request expects; GET it, then send the change again`, {
+    ETag: etag(version),
   });
+}
+
+// ---------------------------------------------------------------------------
+// The cluster secret: the operator's routes need it, when the server has one.
+
+/** True when the request carries the secret, compared in constant time (of equal-length digests). */
+function authorized(req: IncomingMessage, secret: string | undefined): boolean {
+  if (secret === undefined) return true;
+  const sent = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
+  const digest = (s: string) => createHash('sha256').update(s).digest();
+  return timingSafeEqual(digest(sent), digest(secret));
 }
 
 // ---------------------------------------------------------------------------
@@ -172,15 +353,22 @@ async function refused(db: Db, id: string): Promise<HttpError> {
 /** An error that knows its HTTP status. Its message is safe to show the client. */
 class HttpError extends Error {
   status: number;
-  headers?: Record<string, string>;
-  constructor(status: number, message: string, extra: { headers?: Record<string, string> } = {}) {
+  headers: Record<string, string>;
+  more: Record<string, unknown>; // fields of the JSON answer besides "error"
+  constructor(status: number, message: string, headers: Record<string, string> = {}, more: Record<string, unknown> = {}) {
     super(message);
     this.status = status;
-    this.headers = extra.headers;
+    this.headers = headers;
+    this.more = more;
   }
 }
 
-async function dispatch(db: Db, req: IncomingMessage): Promise<Reply> {
+type Shard = { db: Db; cluster: Cluster; secret: string | undefined };
+
+async function dispatch(shard: Shard, req: IncomingMessage): Promise<Reply> {
+  // Every body is read, here and once, whether or not the route wants it: a
+  // GET or DELETE may carry one, which HTTP gives no meaning.
+  const body = await readBody(req);
   const url = req.url ?? '/';
   const q = url.indexOf('?');
   const path = q === -1 ? url : url.slice(0, q);
@@ -191,9 +379,15 @@ async function dispatch(db: Db, req: IncomingMessage): Promise<Reply> {
     const handler = methods[req.method ?? ''];
     if (handler === undefined) {
       const allow = Object.keys(methods).join(', ');
-      throw new HttpError(405, `${req.method} is not allowed on ${path}; use ${allow}`, { headers: { Allow: allow } });
+      throw new HttpError(405, `${req.method} is not allowed on ${path}; use ${allow}`, { Allow: allow });
     }
-    return handler({ db, req, params: match.slice(1), query });
+    if (OPERATOR.has(handler) && !authorized(req, shard.secret)) {
+      throw new HttpError(401, `${req.method} ${path} is an operator's route: send Authorization: Bearer <the cluster secret>`, { 'WWW-Authenticate': 'Bearer' });
+    }
+    const context = (held: Held): Context => ({ ...shard, held, req, body, params: match.slice(1), query });
+    // Rule 5: a change of map is not a request under a map; it waits for them.
+    if (handler === writeMap) return handler(context(await shard.cluster.load()));
+    return shard.cluster.during((held) => handler(context(held)));
   }
   throw new HttpError(404, `no route for ${path}`);
 }
@@ -202,7 +396,7 @@ function toReply(err: unknown, req: IncomingMessage): Reply {
   if (err instanceof Invalid) {
     return { status: 400, body: { error: err.message, ...(err.fields && { fields: err.fields }) } };
   }
-  if (err instanceof HttpError) return { status: err.status, body: { error: err.message }, headers: err.headers };
+  if (err instanceof HttpError) return { status: err.status, body: { error: err.message, ...err.more }, headers: err.headers };
   if (isOutOfDisk(err)) {
     return { status: 507, body: { error: 'this shard is out of disk space, and nothing was written; reads and deletes still work' } };
   }
@@ -229,6 +423,22 @@ function send(res: ServerResponse, { status, body, headers }: Reply): void {
   res.end(text);
 }
 
+/**
+ * The answer when sending the real one failed (a header value that is not
+ * allowed, say): a 500 if nothing was sent yet, else the connection is cut.
+ * It cannot throw, so no request can end the process.
+ */
+function lastResort(res: ServerResponse, req: IncomingMessage, err: unknown): void {
+  try {
+    log(`internal error: ${req.method} ${req.url}: the answer could not be sent: ${(err as Error)?.message ?? String(err)}`, 'stderr');
+    if (res.headersSent) return void res.destroy();
+    res.removeHeader('Connection');
+    send(res, { status: 500, body: { error: 'internal server error' } });
+  } catch {
+    res.destroy();
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Reading requests.
 
@@ -240,7 +450,7 @@ const BODY_LIMIT = 64 * 1024;
  * clients of the assignment send JSON that way, and their servers read it.
  * Any other declared type is a 415, since the client meant something else.
  */
-async function readJson(req: IncomingMessage): Promise<unknown> {
+function readJson({ req, body }: Context): unknown {
   const declared = req.headers['content-type'] ?? '';
   const [type = '', ...params] = declared.split(';').map((s) => s.trim().toLowerCase());
   const json = type === 'application/json' || /^application\/[\w.-]+\+json$/.test(type);
@@ -253,9 +463,8 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
   let text: string;
   try {
-    text = utf8.decode(await readBody(req));
-  } catch (err) {
-    if (err instanceof HttpError) throw err;
+    text = utf8.decode(body);
+  } catch {
     throw new HttpError(400, 'the body is not valid UTF-8');
   }
   try {
@@ -266,10 +475,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-/**
- * The whole body, up to BODY_LIMIT. A GET or DELETE reads its body too, and
- * ignores it: HTTP gives it no meaning, and some clients send one anyway.
- */
+/** The whole body, up to BODY_LIMIT. */
 function readBody(req: IncomingMessage): Promise<Buffer> {
   if (Number(req.headers['content-length']) > BODY_LIMIT) throw tooLarge();
   return new Promise((resolve, reject) => {
@@ -332,7 +538,7 @@ function log(line: string, to: 'stdout' | 'stderr' = 'stdout'): void {
 // ---------------------------------------------------------------------------
 // The HTTP server.
 
-function createServer(db: Db): http.Server {
+function createServer(shard: Shard): http.Server {
   const server = http.createServer(
     {
       // Slow or silent clients must not hold connections forever.
@@ -342,13 +548,14 @@ function createServer(db: Db): http.Server {
       connectionsCheckingInterval: 1_000,
     },
     (req, res) => {
-      dispatch(db, req)
+      dispatch(shard, req)
         .catch((err) => toReply(err, req))
         .then((reply) => {
           // Shutting down: tell a keep-alive client to go, so that close() need not wait for it.
           if (!server.listening) res.setHeader('Connection', 'close');
           send(res, reply);
-        });
+        })
+        .catch((err) => lastResort(res, req, err));
     },
   );
   // Requests too broken to reach the router (bad syntax, huge headers,
@@ -365,18 +572,33 @@ function createServer(db: Db): http.Server {
   return server;
 }
 
+type Config = { host: string; port: number; db: DbConfig; secret: string | undefined };
+
 /** The server's settings, from the environment. Throws on a value that cannot work. */
-function configFromEnv(env: NodeJS.ProcessEnv): { host: string; port: number; db: DbConfig } {
+function configFromEnv(env: NodeJS.ProcessEnv): Config {
   const port = Number(env.PORT ?? 3000);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be 0 to 65535, got ${JSON.stringify(env.PORT)}`);
   const mysqlPort = Number(env.MYSQL_PORT ?? 3306);
   if (!Number.isInteger(mysqlPort) || mysqlPort < 1 || mysqlPort > 65535) {
     throw new Error(`MYSQL_PORT must be 1 to 65535, got ${JSON.stringify(env.MYSQL_PORT)}`);
   }
+  // Loopback unless asked: a shard is not meant to face the network.
+  const host = env.HOST ?? '127.0.0.1';
+  const secret = readSecret(env.CLUSTER_SECRET_FILE);
+  // As Redis's protected mode does: a shard that others can reach keeps its operator's routes shut.
+  if (secret === undefined && !/^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(host)) {
+    throw new Error(
+      `HOST=${host} lets other machines reach this shard, whose operator's routes (copies, the cluster map) then need a secret.\n` +
+        `  Make one, readable by you alone, and name its file:\n` +
+        `    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \\n' > cluster-secret)\n` +
+        `    CLUSTER_SECRET_FILE=$PWD/cluster-secret HOST=${host} node server.ts\n` +
+        `  start-shards.sh makes one in data/cluster-secret. See docs/operations.md.`,
+    );
+  }
   return {
-    // Loopback unless asked: a shard is not meant to face the network.
-    host: env.HOST ?? '127.0.0.1',
+    host,
     port,
+    secret,
     db: {
       ...(env.MYSQL_SOCKET ? { socketPath: env.MYSQL_SOCKET } : { host: env.MYSQL_HOST ?? '127.0.0.1', port: mysqlPort }),
       user: env.MYSQL_USER ?? 'root',
@@ -386,14 +608,27 @@ function configFromEnv(env: NodeJS.ProcessEnv): { host: string; port: number; db
   };
 }
 
+// 128 bits, written as hex, at the least.
+const SECRET_MIN_LENGTH = 32;
+
+/** The cluster secret from its file (never from the command line, where ps would show it), or undefined. */
+function readSecret(path: string | undefined): string | undefined {
+  if (path === undefined || path === '') return undefined;
+  const secret = readFileSync(path, 'utf8').trim();
+  if (secret.length < SECRET_MIN_LENGTH || /\s/.test(secret)) {
+    throw new Error(`the cluster secret in ${path} must be one word of at least ${SECRET_MIN_LENGTH} characters (128 bits as hex)`);
+  }
+  return secret;
+}
+
 async function main(): Promise<void> {
   const config = configFromEnv(process.env);
   const db = createDb(config.db);
-  const server = createServer(db);
+  const server = createServer({ db, cluster: createCluster(db), secret: config.secret });
   server.listen(config.port, config.host);
   await once(server, 'listening');
   const { port } = server.address() as { port: number };
-  log(`listening on http://${config.host}:${port}`);
+  log(`listening on http://${config.host}:${port}${config.secret === undefined ? '' : ', operator routes need the cluster secret'}`);
 
   // A first query says at once whether the credentials work; the server
   // serves either way, with 503s until MySQL answers.

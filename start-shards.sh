@@ -2,6 +2,8 @@
 # start-shards.sh: run N expense shards on this machine. A shard is its own
 # MySQL server (MariaDB, or Oracle MySQL 8.0/8.4 on a best-effort basis) with
 # its own data directory, and its own server.ts in front of it on loopback.
+# The first start makes the cluster's secret (data/cluster-secret) and gives
+# the shards their first cluster map.
 #
 #   ./start-shards.sh [N]     start shards 1..N (default 3) on ports 3000, 4000, 5000, 6001, 7000 ...
 #   ./start-shards.sh status  one line per shard
@@ -13,6 +15,7 @@
 #   SHARDS_BASE_PORT  shard 1's port                     (default: 3000)
 #   SHARDS_PORT_STEP  the gap between shard ports        (default: 1000)
 #   MYSQLD            the MySQL server binary            (default: mariadbd or mysqld on PATH)
+#   SHARDS_MAP        "none": give no shard a cluster map (default: give one)
 set -euo pipefail
 umask 077 # data, sockets and password files are the owner's alone
 
@@ -32,10 +35,10 @@ die() {
 # --- Where things are -------------------------------------------------------
 
 shard_dir() { printf '%s/shard-%s' "$shards_dir" "$1"; }
-# fetch() refuses the ports in client/bad-ports.txt (the Fetch standard's "bad
+# fetch() refuses the ports in api/bad-ports.txt (the Fetch standard's "bad
 # ports"): a shard there could never be reached by the client. So shard 4 runs
 # on 6001, not X11's 6000.
-fetch_blocked=" $(grep -v '^#' "$root/client/bad-ports.txt" | tr -s ' \n' '  ') "
+fetch_blocked=" $(grep -v '^#' "$root/api/bad-ports.txt" | tr -s ' \n' '  ') "
 
 shard_port() {
   local port=$((base_port + port_step * ($1 - 1)))
@@ -188,6 +191,45 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON expenses.* TO 'expenses'@'localhost';
 SQL
 }
 
+# --- The cluster: its secret, and its first map -----------------------------
+
+secret_file() { printf '%s/cluster-secret' "$shards_dir"; }
+
+# 256 random bits, readable by this user alone (umask 077). Servers get the
+# file's path, never the secret itself, which ps would show.
+make_secret() {
+  [ -s "$(secret_file)" ] && return 0
+  od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$(secret_file)"
+  chmod 600 "$(secret_file)"
+}
+
+# Gives each shard of "$@" that has no cluster map one, straight into its
+# database, before its server starts (api/cluster-map.ts says what a map is).
+# The first start gives the shards it starts the first map: these nodes,
+# replicas 1. A shard started next to a cluster gets a copy of the cluster's
+# newest map, which does not name it: it refuses every id until a reshard
+# makes it a member.
+give_maps() {
+  local i map='' newest=0 row epoch nodes=()
+  [ "${SHARDS_MAP:-}" != none ] || return 0
+  for i in $(known_shards); do
+    row=$(sql "$i" <<<'SELECT epoch, map FROM expenses.cluster_map' 2>/dev/null) || continue
+    epoch=${row%%$'\t'*}
+    if [ -n "$row" ] && [ "$epoch" -gt "$newest" ]; then newest=$epoch map=${row#*$'\t'}; fi
+  done
+  if [ -z "$map" ]; then
+    for i in "$@"; do
+      nodes+=("{\"name\":\"$host:$(shard_port "$i")\",\"shard\":\"$(sql "$i" <<<'SELECT id FROM expenses.shard')\"}")
+    done
+    newest=1
+    map="{\"epoch\":1,\"nodes\":[$(IFS=,; printf '%s' "${nodes[*]}")],\"replicas\":1}"
+  fi
+  for i in "$@"; do
+    sql "$i" <<<"INSERT INTO expenses.cluster_map (epoch, map) SELECT $newest, '${map//\'/\'\'}' FROM DUAL
+      WHERE NOT EXISTS (SELECT 1 FROM expenses.cluster_map);"
+  done
+}
+
 stop_mysql() {
   local d=$(shard_dir "$1") pid i
   pid=$(alive "$d/mysqld.pid") || return 0
@@ -211,7 +253,7 @@ start_server() {
   (
     cd "$root"
     HOST=$host PORT=$port MYSQL_SOCKET=$d/mysqld.sock MYSQL_USER=expenses \
-      MYSQL_PASSWORD=$(cat "$d/password") MYSQL_DATABASE=expenses \
+      MYSQL_PASSWORD=$(cat "$d/password") MYSQL_DATABASE=expenses CLUSTER_SECRET_FILE=$(secret_file) \
       NODE_COMPILE_CACHE=$shards_dir/.compile-cache \
       nohup "$node" --max-semi-space-size=4 server.ts </dev/null >>"$d/server.log" 2>&1 &
     echo $! >"$d/server.pid"
@@ -285,16 +327,24 @@ start() {
     (cd "$root" && npm ci --no-audit --no-fund) >&2
   fi
   trap roll_back EXIT
+  mkdir -p "$shards_dir"
+  make_secret
+  local unserved=()
   for i in "${todo[@]}"; do
     d=$(shard_dir "$i")
     mkdir -p "$d"
     chmod 700 "$d"
     alive "$d/mysqld.pid" >/dev/null || start_mysql "$i"
     setup_database "$i"
+    alive "$d/server.pid" >/dev/null || unserved+=("$i")
+  done
+  # A server reads its map when it starts, so the maps go in first.
+  [ ${#unserved[@]} -eq 0 ] || give_maps "${unserved[@]}"
+  for i in "${todo[@]}"; do
     # A server whose MySQL was down heals by itself once MySQL is back.
-    alive "$d/server.pid" >/dev/null || start_server "$i"
+    alive "$(shard_dir "$i")/server.pid" >/dev/null || start_server "$i"
     wait_healthy "$i"
-    echo "shard $i: http://$host:$(shard_port "$i") up (data in $d)"
+    echo "shard $i: http://$host:$(shard_port "$i") up (data in $(shard_dir "$i"))"
   done
   trap - EXIT
 }

@@ -22,7 +22,8 @@ import { expenseFor } from '../ch_client.ts';
 import { eachLimit } from '../client/batch.ts';
 import { call } from '../client/http.ts';
 import mysql from 'mysql';
-import { createDb, driverOptions, POOL_SIZE, statements, type Db } from '../db.ts';
+import { createDb, statements, type Db } from '../db.ts';
+import { driverOptions, POOL_SIZE } from '../shard/connections.ts';
 import { HashRing } from '../ring.ts';
 import { startShards } from '../test/shards.ts';
 

@@ -16,14 +16,16 @@ const EVERY_MS = 5_000;
  * changing; in a log it is a line every few seconds, so that a run that has
  * stalled shows it. Short runs print nothing.
  */
-export function progress(what: string, total?: number): { tick(): void; done(): void } {
+export function progress(what: string, total?: number): { tick(count?: number): void; done(): void } {
   if (total !== undefined && total < 100) return { tick() {}, done() {} };
   let n = 0;
   const line = () => `${what} ${n}${total === undefined ? '' : `/${total}`}`;
   if (process.stderr.isTTY) {
     return {
-      tick() {
-        if (++n % 100 === 0 || n === total) process.stderr.write(`\r${line()}`);
+      tick(count = 1) {
+        const before = n;
+        n += count;
+        if (Math.floor(n / 100) > Math.floor(before / 100) || n === total) process.stderr.write(`\r${line()}`);
       },
       done() {
         if (n >= 100) process.stderr.write('\n');
@@ -32,8 +34,8 @@ export function progress(what: string, total?: number): { tick(): void; done(): 
   }
   const timer = setInterval(() => console.error(line()), EVERY_MS).unref();
   return {
-    tick() {
-      n++;
+    tick(count = 1) {
+      n += count;
     },
     done() {
       clearInterval(timer);

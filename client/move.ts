@@ -1,24 +1,27 @@
-// client/move.ts: moving one record to its new owner while clients may still
-// be writing to it, without losing a write.
+// client/move.ts: moving one record from its old owner to its new one while
+// clients keep writing, without ever making a second live record
+// (api/cluster-map.ts, rule 4). server.ts serves each step.
 //
-// Every step is conditional on the record's version (its ETag), so a write
-// that lands in between is never undone:
+//   1. COPY the record, version and all, to the new owner, where it arrives
+//      as incoming: no client can see or change it there.
+//   2. HAND OFF the original on the old owner, only if it is still the
+//      version that was copied. One statement makes it stop being live
+//      there: this is the instant the record moves.
+//   3. ADOPT the copy on the new owner: it becomes the live record.
 //
-//   1. Copy the record, version and all, to its new owner, only if the owner
-//      has no record with this id (If-None-Match: *).
-//   2. Read the copy back and check it.
-//   3. Delete the original, only if it is still the version that was copied
-//      (If-Match).
+// If step 2 finds the original changed, the newer version is copied over the
+// incoming copy and step 2 runs again. If it finds the original gone (a
+// client deleted it), the copy is discarded, so nothing deleted comes back.
 //
-// If step 3 finds the original changed, the newer version is copied over the
-// first copy (only if that copy is untouched) and step 3 runs again. If it
-// finds the original deleted, the copy is deleted too (only if untouched), so
-// that nothing deleted comes back. Where both sides changed, there is no safe
-// choice: that is a conflict, reported, and both records are left as they are.
-//
-// A crash at any instant leaves the record on the old node, or on both; a
-// rerun finishes the move. While the original exists, it is the latest
-// version; once it is gone, the copy is.
+// A kill at any instant is safe, and the next run finishes the move:
+//   - before step 1 lands: nothing has changed.
+//   - between 1 and 2: the original is live and serves; the copy is unseen.
+//     The next run finds the copy incoming, and resumes at step 2.
+//   - between 2 and 3: no live record anywhere; both owners answer 503 for
+//     this id. The next run finds the copy incoming; step 2 answers "done
+//     already", since the old owner remembers the handoff; step 3 follows.
+//   - after step 3: moved. The old owner's moved row is forgotten when the
+//     reshard ends.
 
 import { etag, sameExpense, type Versioned } from '../api/expense.ts';
 import { call, problem, type Answer } from './http.ts';
@@ -27,42 +30,53 @@ export type Moved =
   | { ok: true; deleted: boolean } // deleted: a client deleted it during the move, and it stays deleted
   | { ok: false; conflict: boolean; why: string };
 
+/** What every move step carries: the epoch of the reshard's map (it fences off a reshard that was taken over), and the secret. */
+export type Credentials = { epoch: number; secret: string | undefined };
+
 // Each round, a client changed the original again; a record that keeps
-// changing this often is left for the next run.
+// changing this often is left for the next walk.
 const ROUNDS = 5;
 
-export async function move(listed: Versioned, holder: string, owner: string): Promise<Moved> {
-  const id = listed.expense.id;
+/** Moves a record listed live on `from` to `to`. */
+export async function move(listed: Versioned, from: string, to: string, auth: Credentials): Promise<Moved> {
   try {
-    let copied = listed;
-    const created = await copy(owner, listed, { 'if-none-match': '*' });
-    // 412: the owner has this id already. With this very version it is our
-    // copy from an interrupted run; anything else is another record.
-    if (created.status === 412 && created.etag !== etag(listed.version)) {
-      return conflict(`a different record with this id is already on ${owner}`);
-    }
-    if (created.status !== 201 && created.status !== 412) return failed(`copy to ${owner} failed: ${problem(created)}`);
+    // Step 1.
+    const created = await copy(to, listed, { 'if-none-match': '*' }, auth);
+    if (created.status === 201) return await finish(listed, from, to, auth);
+    if (created.status !== 412) return failed(`copy to ${to} failed: ${problem(created)}`);
+    if (created.body?.state === 'live') return conflict(`a different record with this id is live on ${to} too`);
+    // An incoming copy of ours from a run that died: bring it up to date, and go on from there.
+    const replaced = await copy(to, listed, { 'if-match': created.etag! }, auth);
+    if (replaced.status !== 200) return failed(`copy to ${to} failed: ${problem(replaced)}`);
+    return await finish(listed, from, to, auth);
+  } catch (err) {
+    return failed((err as Error).message);
+  }
+}
 
+/** Steps 2 and 3, for a copy that is incoming on `to`: the rest of a move, or of one that a dead run left. */
+export async function finish(copied: Versioned, from: string, to: string, auth: Credentials): Promise<Moved> {
+  const id = copied.expense.id;
+  try {
     for (let round = 0; round < ROUNDS; round++) {
-      const unverified = await verify(owner, copied);
-      if (unverified !== undefined) return failed(unverified);
-
-      const removed = await call(holder, 'DELETE', `/v1/expenses/${id}`, undefined, { 'if-match': etag(copied.version) });
-      if (removed.status === 204) return { ok: true, deleted: false };
-      if (removed.status === 404) return undoCopy(copied, holder, owner);
-      if (removed.status !== 412) return failed(`copied, but the delete on ${holder} failed: ${problem(removed)}`);
-
-      // Changed on the old node since it was copied: copy the newer version over ours.
-      const newer = await read(holder, id);
-      if (newer === undefined) continue; // deleted just now: the next DELETE says 404
-      const replaced = await copy(owner, newer, { 'if-match': etag(copied.version) });
-      if (replaced.status === 404 || replaced.status === 412) {
-        return conflict(`it was changed on ${holder} and also on ${owner} during the move`);
+      // Step 2.
+      const handed = await step(from, 'POST', `/v1/expenses/${id}/handoff`, copied, auth);
+      if (handed.status === 404) return await discard(copied, from, to, auth);
+      if (handed.status === 204) {
+        // Step 3.
+        const adopted = await step(to, 'POST', `/v1/expenses/${id}/adopt`, copied, auth);
+        return adopted.status === 204 ? { ok: true, deleted: false } : failed(`handed off, but adopting on ${to} failed: ${problem(adopted)}; run the reshard again`);
       }
-      if (replaced.status !== 200) return failed(`copy of a newer version to ${owner} failed: ${problem(replaced)}`);
+      if (handed.status !== 412 || handed.body?.state !== 'live') return failed(`the handoff on ${from} failed: ${problem(handed)}`);
+
+      // Changed on the old owner since it was copied: step 1 again, with the newer version over ours.
+      const newer = await read(from, id);
+      if (newer === undefined) continue; // deleted just now: the next handoff says 404
+      const replaced = await copy(to, newer, { 'if-match': etag(copied.version) }, auth);
+      if (replaced.status !== 200) return failed(`copy of a newer version to ${to} failed: ${problem(replaced)}`);
       copied = newer;
     }
-    return failed(`it changed on ${holder} ${ROUNDS} times during the move; run the reshard again`);
+    return failed(`it changed on ${from} ${ROUNDS} times during the move; run the reshard again`);
   } catch (err) {
     return failed((err as Error).message);
   }
@@ -71,32 +85,32 @@ export async function move(listed: Versioned, holder: string, owner: string): Pr
 const conflict = (why: string): Moved => ({ ok: false, conflict: true, why });
 const failed = (why: string): Moved => ({ ok: false, conflict: false, why });
 
-function copy(owner: string, record: Versioned, condition: Record<string, string>): Promise<Answer> {
-  return call(owner, 'PUT', `/v1/expenses/${record.expense.id}/copy`, { ...record.expense, version: record.version }, condition);
+function headers(auth: Credentials, condition: Record<string, string>): Record<string, string> {
+  return { ...condition, 'cluster-epoch': String(auth.epoch), ...(auth.secret !== undefined && { authorization: `Bearer ${auth.secret}` }) };
 }
 
+async function copy(to: string, record: Versioned, condition: Record<string, string>, auth: Credentials): Promise<Answer> {
+  const res = await call(to, 'PUT', `/v1/expenses/${record.expense.id}/copy`, { ...record.expense, version: record.version }, headers(auth, condition));
+  // The owner answers with what it stored: it must be the record, in canonical form.
+  if (res.status < 300 && !sameExpense(res.body, record.expense)) throw new Error(`the copy on ${to} differs from the original; the original is kept`);
+  return res;
+}
+
+function step(node: string, method: string, path: string, copied: Versioned, auth: Credentials): Promise<Answer> {
+  return call(node, method, path, undefined, headers(auth, { 'if-match': etag(copied.version) }));
+}
+
+/** The live record on a node, or undefined when it has none (gone, or mid-move). */
 async function read(node: string, id: string): Promise<Versioned | undefined> {
   const res = await call(node, 'GET', `/v1/expenses/${id}`);
-  if (res.status === 404) return undefined;
-  if (res.status !== 200 || res.etag === undefined) throw new Error(`read from ${node} failed: ${problem(res)}`);
-  return { expense: res.body, version: res.etag.slice(1, -1) };
+  if (res.status === 200 && res.etag !== undefined) return { expense: res.body, version: res.etag.slice(1, -1) };
+  if (res.status === 404 || res.status === 421 || res.status === 503) return undefined;
+  throw new Error(`read from ${node} failed: ${problem(res)}`);
 }
 
-/**
- * Why the copy on the owner is not what was copied, or undefined when it is.
- * Another version there, or none, is a client's write after the copy: newer
- * than ours, and the move goes on without touching it.
- */
-async function verify(owner: string, copied: Versioned): Promise<string | undefined> {
-  const there = await read(owner, copied.expense.id);
-  if (there === undefined || there.version !== copied.version) return undefined;
-  return sameExpense(there.expense, copied.expense) ? undefined : `the copy on ${owner} differs from the original; the original is kept`;
-}
-
-/** The original was deleted during the move: delete the copy as well, unless a client has written to it since. */
-async function undoCopy(copied: Versioned, holder: string, owner: string): Promise<Moved> {
-  const undone = await call(owner, 'DELETE', `/v1/expenses/${copied.expense.id}`, undefined, { 'if-match': etag(copied.version) });
-  if (undone.status === 204 || undone.status === 404) return { ok: true, deleted: true };
-  if (undone.status === 412) return conflict(`it was deleted on ${holder} and changed on ${owner} during the move`);
-  return failed(`it was deleted on ${holder} during the move, but deleting the copy on ${owner} failed: ${problem(undone)}`);
+/** The original was deleted during the move: the copy goes too. */
+async function discard(copied: Versioned, from: string, to: string, auth: Credentials): Promise<Moved> {
+  const gone = await step(to, 'DELETE', `/v1/expenses/${copied.expense.id}/copy`, copied, auth);
+  if (gone.status === 204 || gone.status === 404) return { ok: true, deleted: true };
+  return failed(`it was deleted on ${from} during the move, but discarding the copy on ${to} failed: ${problem(gone)}`);
 }

@@ -1,22 +1,37 @@
-// client/reshard.ts: when the node set changes, move the records whose owner
-// changed, and only those; then check that every record is on its owner.
+// client/reshard.ts: change the cluster's shape (its nodes, or its replicas),
+// moving the records whose owner changes, and only those.
 //
-// The walk lists every record on every node, a page at a time. A record on
-// its owner under the new ring is never touched; every other one moves by
-// client/move.ts, which loses no write made meanwhile. After the move, the
-// same walk runs again as an audit: records written meanwhile by clients that
-// still use the old node list are found there and moved too. The reshard
-// exits 0 only when an audit finds every record on its owner.
+// The cluster map on the shards (api/cluster-map.ts) is the reshard's lock and
+// its record, so any machine can see it, finish it or reverse it:
+//
+//   1. READ every node's map and identity. The map with the highest epoch is
+//      the cluster's; --from, if given, must agree with it.
+//   2. DECIDE: start a reshard; finish or reverse one whose operator is gone
+//      (its lease ran out on every node, or its process on this machine
+//      died); or refuse, naming the operator of one that runs.
+//   3. TAKE the cluster: the map "moving to the new ring", at the next epoch,
+//      onto every node, by compare-and-set on each node's epoch, the map's
+//      first node first. Of two operators, exactly one passes that node.
+//      From here the lease is renewed until the end.
+//   4. MOVE: walk every node, finishing the moves a dead run left incoming,
+//      and moving each record not on its new owner (client/move.ts). Audits
+//      walk again until one finds everything in place.
+//   5. END: the new map, at the next epoch again, onto every node: the
+//      removed ones first, so that a node that has it proves all those did.
+//
+// A kill at any instant leaves the cluster consistent (the shards keep the
+// invariant at every step), and the same command, from any machine, goes on.
 
+import { hostname } from 'node:os';
+import { describeMap, placer, type ClusterMap, type Holder, type MapNode } from '../api/cluster-map.ts';
 import type { Versioned } from '../api/expense.ts';
 import { HashRing } from '../ring.ts';
 import { modN } from './alternatives.ts';
 import { shares } from './balance.ts';
 import { eachLimit, printFailures, progress } from './batch.ts';
+import { ask, newest, sameNodes, type Said } from './cluster.ts';
 import { call, problem } from './http.ts';
-import { move } from './move.ts';
-import { aliases, shardsOf } from './nodes.ts';
-import { lock, readState, sameNodes, type Reshard } from './reshard-state.ts';
+import { finish, move, type Credentials, type Moved } from './move.ts';
 
 const PAGE = 1000;
 const IN_FLIGHT = 16;
@@ -24,124 +39,270 @@ const IN_FLIGHT = 16;
 // moves them; one that finds none ends the reshard.
 const AUDITS = 3;
 
+export type ReshardOptions = {
+  seeds: string[];
+  to: string[];
+  from?: string[];
+  replicas?: number;
+  dryRun: boolean;
+  verbose: boolean;
+  secret: string | undefined;
+  leaseMs: number;
+};
+
+/** Changes the cluster to the ring of `o.to`. Resolves to the exit code. */
+export async function reshard(o: ReshardOptions): Promise<number> {
+  // 1. Read.
+  const said = await ask([...new Set([...o.seeds, ...(o.from ?? []), ...o.to])]);
+  const current = newest(said);
+  const known = await ask(namedIn(said).filter((node) => !said.has(node)));
+  for (const [node, answer] of known) said.set(node, answer);
+  const plan = decide(o, said, current);
+  if (typeof plan === 'string') {
+    console.error(plan);
+    return 1;
+  }
+  if (plan.next === undefined) {
+    console.log(`nothing to move: the cluster is at ${describeMap(plan.map)}. Checking that every record is on its owner:`);
+    const repaired = await endEverywhere(plan.map, said, o.secret);
+    return (await check([...said.keys()])) === 0 && repaired ? 0 : 1;
+  }
+  if (o.dryRun) {
+    report(await walk(plan.next, undefined), plan.next, 'plan');
+    return 0;
+  }
+
+  // 2 and 3. Decide, and take the cluster.
+  if (plan.takeover !== undefined) console.log(plan.takeover);
+  const taken = await take(plan.next, said, o.secret);
+  if (taken !== undefined) {
+    console.error(taken);
+    return 1;
+  }
+  const lease = renewLease(plan.next, o.secret);
+  try {
+    // 4. Move, then audit.
+    const auth = { epoch: plan.next.epoch, secret: o.secret };
+    report(await walk(plan.next, auth), plan.next, 'reshard');
+    let clean = false;
+    for (let audit = 1; audit <= AUDITS && !clean && !lease.lost(); audit++) {
+      const last = await walk(plan.next, auth);
+      clean = isClean(last);
+      const out = total(last.misplaced);
+      console.log(`audit ${audit}: ${last.records} records on ${last.nodes} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}`);
+      if (!clean) printProblems(last, o.verbose);
+    }
+    if (lease.lost()) {
+      console.error(`reshard stopped: ${lease.lost()}`);
+      return 1;
+    }
+    if (!clean) {
+      console.error('reshard incomplete: fix the above and run the same command again; until then the cluster map keeps the reshard on record');
+      return 1;
+    }
+  } finally {
+    lease.stop();
+  }
+  // 5. End.
+  const end: ClusterMap = { epoch: plan.next.epoch + 1, nodes: plan.next.moving!.nodes, replicas: plan.next.moving!.replicas };
+  if (!(await endEverywhere(end, said, o.secret, plan.next))) return 1;
+  console.log(`the cluster is at ${describeMap(end)}`);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// 1 and 2: read the cluster and decide.
+
+type Plan = { map: ClusterMap; next?: ClusterMap; takeover?: string };
+
+/** What this run does: the moving map to take (or none: nothing to move), or why it must not run. */
+function decide(o: ReshardOptions, said: Map<string, Said>, current: ClusterMap | undefined): Plan | string {
+  const silent = [...said].filter(([, a]) => 'why' in a);
+  if (silent.length > 0) return `refusing: ${silent.map(([node, a]) => `${node} cannot say which shard it is (${'why' in a ? a.why : ''})`).join('; ')}. Nothing was changed.`;
+  const bind = (names: string[]) => names.map((name) => ({ name, shard: (said.get(name) as { shard: string }).shard }));
+  // With no map anywhere, the cluster is the ring of --from (or of the seeds): this reshard gives it a map.
+  const map = current ?? { epoch: 0, nodes: bind(o.from ?? o.seeds), replicas: o.replicas ?? 1 };
+  const why = identityProblem([...map.nodes, ...(map.moving?.nodes ?? []), ...bind(o.to)], said);
+  if (why !== undefined) return `refusing: ${why}. Nothing was changed.`;
+
+  if (map.moving !== undefined) return resumeOrReverse(o, said, map);
+  if (o.from !== undefined && !sameNodes(o.from, map.nodes.map((n) => n.name))) {
+    return `refusing: --from ${o.from.join(',')} is not the cluster, which is at ${describeMap(map)} (${map.nodes.map((n) => n.name).join(',')}). Leave --from out. Nothing was changed.`;
+  }
+  const replicas = o.replicas ?? map.replicas;
+  const firstMap = current === undefined;
+  // The same ring: nothing moves. A cluster with no map yet gets its first one.
+  if (sameNodes(o.to, map.nodes.map((n) => n.name)) && replicas === map.replicas) return { map: firstMap ? { ...map, epoch: 1 } : map };
+  return { map, next: moving(map, bind(o.to), replicas, o) };
+}
+
+/** A map at the next epoch that moves `map`'s records to the ring of `to`. */
+function moving(map: ClusterMap, to: MapNode[], replicas: number, o: ReshardOptions): ClusterMap {
+  const by: Holder = { host: hostname(), pid: process.pid, started: new Date().toISOString() };
+  return { epoch: map.epoch + 1, nodes: map.nodes, replicas: map.replicas, moving: { nodes: to, replicas, by, leaseMs: o.leaseMs } };
+}
+
+/** A reshard is on record: finish it or reverse it, if its operator is gone. */
+function resumeOrReverse(o: ReshardOptions, said: Map<string, Said>, map: ClusterMap): Plan | string {
+  const m = map.moving!;
+  const who = `pid ${m.by.pid} on ${m.by.host}, started ${m.by.started}, moving ${describeMap(map)}`;
+  const leaseLeft = Math.max(0, ...[...said.values()].map((a) => ('leaseLeftMs' in a && a.map?.epoch === map.epoch ? (a.leaseLeftMs ?? 0) : 0)));
+  const died = m.by.host === hostname() && !alive(m.by.pid);
+  if (leaseLeft > 0 && !died) {
+    return `another reshard is running: ${who}. Its lease has ${Math.ceil(leaseLeft / 1000)} s left; wait for it to finish.`;
+  }
+  const command = (nodes: MapNode[], replicas: number) => `node ch_client.ts reshard --to ${nodes.map((n) => n.name).join(',')} --replicas ${replicas}`;
+  const names = (nodes: MapNode[]) => nodes.map((n) => n.name);
+  const forward = sameNodes(o.to, names(m.nodes)) && (o.replicas ?? m.replicas) === m.replicas;
+  const back = sameNodes(o.to, names(map.nodes)) && (o.replicas ?? map.replicas) === map.replicas;
+  const fromOk = o.from === undefined || sameNodes(o.from, names(forward ? map.nodes : m.nodes));
+  if ((!forward && !back) || !fromOk) {
+    return (
+      `an unfinished reshard is on record: ${who}, and its operator is gone.\n` +
+      `  Another reshard now would leave records where neither ring looks. Finish that one:\n    ${command(m.nodes, m.replicas)}\n` +
+      `  or reverse it:\n    ${command(map.nodes, map.replicas)}`
+    );
+  }
+  const by: Holder = { host: hostname(), pid: process.pid, started: new Date().toISOString() };
+  const next: ClusterMap = forward
+    ? { ...map, epoch: map.epoch + 1, moving: { ...m, by, leaseMs: o.leaseMs } }
+    : { epoch: map.epoch + 1, nodes: m.nodes, replicas: m.replicas, moving: { nodes: map.nodes, replicas: map.replicas, by, leaseMs: o.leaseMs } };
+  const how = died ? 'no longer running' : 'its lease ran out';
+  return { map, next, takeover: `${forward ? 'taking over' : 'reversing'} the unfinished reshard of ${who} (${how})` };
+}
+
+/** Why the names cannot be trusted: two names for one shard, or a name the map binds to another shard. */
+function identityProblem(nodes: MapNode[], said: Map<string, Said>): string | undefined {
+  const nameOf = new Map<string, string>();
+  for (const { name, shard } of nodes) {
+    const answer = said.get(name);
+    if (answer !== undefined && 'shard' in answer && answer.shard !== shard) {
+      return `the cluster map binds ${name} to shard ${shard}, but ${name} now answers as shard ${answer.shard}`;
+    }
+    const other = nameOf.get(shard);
+    if (other !== undefined && other !== name) return `${other} and ${name} are the same shard. Name each shard once, as the cluster map does`;
+    nameOf.set(shard, name);
+  }
+  return undefined;
+}
+
+/** Every node named in any map that was read. */
+function namedIn(said: Map<string, Said>): string[] {
+  const names = new Set<string>();
+  for (const answer of said.values()) {
+    if (!('map' in answer) || answer.map === undefined) continue;
+    for (const n of [...answer.map.nodes, ...(answer.map.moving?.nodes ?? [])]) names.add(n.name);
+  }
+  return [...names];
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as { code?: string }).code === 'EPERM';
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 3 and 5: put a map on every node, by compare-and-set.
+
+/** PUT /cluster/map on one node, over the epoch it holds now. */
+function putMap(node: string, map: ClusterMap, over: number | undefined, secret: string | undefined) {
+  const condition: Record<string, string> = over === undefined ? { 'if-none-match': '*' } : { 'if-match': `"${over}"` };
+  return call(node, 'PUT', '/cluster/map', map, { ...condition, ...(secret !== undefined && { authorization: `Bearer ${secret}` }) });
+}
+
+const epochOf = (answer: Said | undefined) => (answer !== undefined && 'map' in answer ? answer.map?.epoch : undefined);
+
+/** Step 3: the moving map onto every node of both rings. Undefined when taken, or why not. */
+async function take(next: ClusterMap, said: Map<string, Said>, secret: string | undefined): Promise<string | undefined> {
+  // The map's first node first: every operator starts there, so exactly one passes it.
+  const order = [...new Set([...next.nodes, ...next.moving!.nodes].map((n) => n.name))];
+  for (const [i, node] of order.entries()) {
+    const res = await putMap(node, next, epochOf(said.get(node)), secret);
+    if (res.status === 200) continue;
+    if (i === 0 && res.status === 412) {
+      const now = (await ask([node])).get(node);
+      const m = now !== undefined && 'map' in now ? now.map?.moving : undefined;
+      const holder = m === undefined ? 'another operator changed the cluster map' : `pid ${m.by.pid} on ${m.by.host}, started ${m.by.started}, is moving the cluster to ${m.nodes.map((n) => n.name).join(',')}`;
+      return `refusing: ${holder} (${node} is at epoch ${res.etag ?? 'unknown'}). Nothing was changed.`;
+    }
+    return `could not put the reshard's map on ${node}: ${problem(res)}. The map is on the nodes before it; run the same command again.`;
+  }
+  return undefined;
+}
+
+/** Step 5: `end` onto every node that has not got it, removed nodes first. True when every node has it. */
+async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: string | undefined, over?: ClusterMap): Promise<boolean> {
+  const kept = new Set(end.nodes.map((n) => n.name));
+  const everyNode = [...new Set([...namedIn(said), ...said.keys(), ...(over?.moving?.nodes ?? []).map((n) => n.name)])];
+  const order = [...everyNode.filter((n) => !kept.has(n)), ...everyNode.filter((n) => kept.has(n))];
+  const took = new Set(over === undefined ? [] : [...over.nodes, ...over.moving!.nodes].map((n) => n.name));
+  for (const node of order) {
+    const epoch = took.has(node) ? over!.epoch : epochOf(said.get(node));
+    if (epoch === end.epoch) continue;
+    const res = await putMap(node, end, epoch, secret);
+    if (res.status === 200 || (res.status === 412 && res.etag === `"${end.epoch}"`)) continue;
+    console.error(`could not put the cluster's map on ${node}: ${problem(res)}. Run the same command again once it answers.`);
+    return false;
+  }
+  return true;
+}
+
+/** Renews the reshard's lease on every node, until stopped; `lost` says why it could not. */
+function renewLease(map: ClusterMap, secret: string | undefined): { stop(): void; lost(): string | undefined } {
+  let lost: string | undefined;
+  const nodes = [...new Set([...map.nodes, ...map.moving!.nodes].map((n) => n.name))];
+  const timer = setInterval(async () => {
+    for (const node of nodes) {
+      const res = await putMap(node, map, map.epoch, secret).catch(() => undefined);
+      // 412: the map moved on without us. Another operator took the reshard over.
+      if (res?.status === 412) lost ??= `${node} is at epoch ${res.etag}: another operator took this reshard over`;
+    }
+  }, map.moving!.leaseMs / 3);
+  timer.unref();
+  return { stop: () => clearInterval(timer), lost: () => lost };
+}
+
+// ---------------------------------------------------------------------------
+// 4: walk the nodes, and move what is out of place.
+
 /** What one walk over the nodes found and did. */
 type Walk = {
+  nodes: number;
   records: number;
   misplaced: Map<string, number>; // "holder -> owner": how many records
   movedByModN: number;
   moved: number;
   deletedMeanwhile: number;
+  strays: Map<string, string>; // id: where it is, though neither ring puts it there
   conflicts: Map<string, string>; // id: why
   failed: Map<string, string>; // id: why
   unlisted: Map<string, string>; // node: why its records could not be listed
 };
 
-/** Moves what the change from `from` to `to` requires. Resolves to the exit code. */
-export async function reshard(o: Reshard & { dryRun: boolean; statePath: string; verbose: boolean }): Promise<number> {
-  const ring = new HashRing(o.to, o.replicas);
-  const everyNode = [...new Set([...o.from, ...o.to])];
-  if (sameNodes(o.from, o.to)) {
-    console.log('nothing to move: --from and --to name the same nodes. Checking that every record is on its owner:');
-    return check(o.to, o.replicas);
-  }
-  const refusal = await aliasRefusal(everyNode);
-  if (refusal !== undefined) {
-    console.error(refusal);
-    return 1;
-  }
-  if (o.dryRun) {
-    const recorded = readState(o.statePath);
-    if (recorded !== undefined) console.log(`note: ${o.statePath} records an unfinished reshard from ${recorded.from.join(',')} to ${recorded.to.join(',')}`);
-    const plan = await walk(o.from, ring, o, false);
-    report(plan, o, 'plan');
-    return plan.unlisted.size === 0 ? 0 : 1;
-  }
-
-  const held = lock(o.statePath, o);
-  if (held.tookOver !== undefined) console.log(`taking over the unfinished reshard of pid ${held.tookOver.pid} (no longer running), started ${held.tookOver.started}`);
-  const first = await walk(o.from, ring, o, true);
-  report(first, o, 'reshard');
-  let last = first;
-  let clean = false;
-  for (let audit = 1; audit <= AUDITS && !clean; audit++) {
-    last = await walk(everyNode, ring, o, true);
-    const out = total(last.misplaced);
-    clean = out === 0 && last.unlisted.size === 0 && last.failed.size === 0 && last.conflicts.size === 0;
-    console.log(`audit ${audit}: ${last.records} records on ${everyNode.length} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}`);
-  }
-  // The last walk is the truth: what it could not put right is still wrong.
-  printProblems(last, o.verbose);
-  if (!clean) {
-    console.error(`reshard incomplete: fix the above and run the same command again; until then, ${o.statePath} keeps the reshard on record`);
-    return 1;
-  }
-  held.release();
-  return 0;
-}
-
-/** The audit alone, read-only: is every record on `nodes` on its owner? Resolves to the exit code. */
-export async function check(nodes: string[], replicas: number): Promise<number> {
-  const refusal = await aliasRefusal(nodes);
-  if (refusal !== undefined) {
-    console.error(refusal);
-    return 1;
-  }
-  const found = await walk(nodes, new HashRing(nodes, replicas), { from: nodes, to: nodes, replicas }, false);
-  const out = total(found.misplaced);
-  console.log(`check: ${found.records} records on ${nodes.length} nodes, replicas ${replicas}: ${out} out of place`);
-  for (const [route, n] of [...found.misplaced].sort()) console.log(`  on ${route.replace(' -> ', ', owned by ')}: ${n}`);
-  printProblems(found, false);
-  return out === 0 && found.unlisted.size === 0 ? 0 : 1;
-}
+/** A page of one node's rows, sorted into what stays and what must move. */
+type Sorted = { holder: string; staying: number; movedByModN: number; out: Array<{ record: Versioned; to: string }>; incoming: Array<{ copy: Versioned; from: string }>; strays: Versioned[] };
 
 /**
- * Why the reshard must not run on these names, if it must not: two names for
- * one shard would make it copy a record onto itself and then delete it.
+ * Walks every node of both rings. With credentials it moves what is out of
+ * place (finishing first the moves a dead run left incoming); without, it
+ * only counts.
  */
-async function aliasRefusal(nodes: string[]): Promise<string | undefined> {
-  const shards = await shardsOf(nodes);
-  const silent = [...shards].filter(([, answer]) => 'why' in answer);
-  if (silent.length > 0) {
-    return `refusing: ${silent.map(([node, a]) => `${node} cannot say which shard it is (${'why' in a ? a.why : ''})`).join('; ')}. Nothing was changed.`;
-  }
-  const same = aliases(shards);
-  if (same.length > 0) {
-    return `refusing: ${same.map((group) => `${group.join(' and ')} are the same shard`).join('; ')}. Name each shard once, the same way in --from and --to. Nothing was changed.`;
-  }
-  return undefined;
-}
-
-/** Lists every record on `nodes` and, if `moving`, moves each one that is not on its owner under `ring`. */
-async function walk(nodes: string[], ring: HashRing, o: Reshard, moving: boolean): Promise<Walk> {
-  const w: Walk = { records: 0, misplaced: new Map(), movedByModN: 0, moved: 0, deletedMeanwhile: 0, conflicts: new Map(), failed: new Map(), unlisted: new Map() };
+async function walk(map: ClusterMap, auth: Credentials | undefined): Promise<Walk> {
+  const nodes = [...new Set([...map.nodes, ...(map.moving?.nodes ?? [])].map((n) => n.name))];
+  const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), movedByModN: 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map() };
   // A record moved to a node that this walk lists later is met twice: count it once.
   const arrived = new Set<string>();
-  const counter = progress(moving ? 'records walked and moved as needed' : 'records walked');
+  const counter = progress(auth === undefined ? 'records walked' : 'records walked and moved as needed');
   for (const holder of nodes) {
     try {
-      for await (const page of pages(holder)) {
-        const out: Array<[Versioned, string]> = []; // each with its owner
-        for (const record of page) {
-          if (arrived.has(record.expense.id)) continue;
-          w.records++;
-          counter.tick();
-          if (modN(record.expense.id, o.from) !== modN(record.expense.id, o.to)) w.movedByModN++;
-          const owner = ring.get(record.expense.id);
-          if (owner === holder) continue; // it stays: never touched
-          const route = `${holder} -> ${owner}`;
-          w.misplaced.set(route, (w.misplaced.get(route) ?? 0) + 1);
-          out.push([record, owner]);
-        }
-        if (!moving) continue;
-        await eachLimit(out, IN_FLIGHT, async ([record, owner]) => {
-          const moved = await move(record, holder, owner);
-          if (!moved.ok) (moved.conflict ? w.conflicts : w.failed).set(record.expense.id, moved.why);
-          else if (moved.deleted) w.deletedMeanwhile++;
-          else {
-            w.moved++;
-            arrived.add(record.expense.id);
-          }
-        });
+      for await (const page of sortPages(holder, map, arrived)) {
+        tally(w, page);
+        counter.tick(page.staying + page.out.length);
+        if (auth !== undefined) await moveAll(w, page, auth, arrived);
       }
     } catch (err) {
       w.unlisted.set(holder, (err as Error).message);
@@ -151,38 +312,126 @@ async function walk(nodes: string[], ring: HashRing, o: Reshard, moving: boolean
   return w;
 }
 
-/** Every record on a node with its version, a page at a time, by keyset paging. */
-async function* pages(node: string): AsyncGenerator<Versioned[]> {
+/** The rows on one node, a page at a time, sorted: the incoming copies first, then the live records. */
+async function* sortPages(holder: string, map: ClusterMap, arrived: Set<string>): AsyncGenerator<Sorted> {
+  const place = placer(map);
+  const [from, to] = [map.nodes, map.moving?.nodes ?? map.nodes].map((nodes) => nodes.map((n) => n.name));
+  for await (const copies of pages(holder, 'incoming')) {
+    const page: Sorted = { holder, staying: 0, movedByModN: 0, out: [], incoming: [], strays: [] };
+    for (const copy of copies) {
+      const { owner, target } = place(copy.expense.id);
+      const from = holder === target?.name ? owner.name : holder === owner.name ? target?.name : undefined;
+      if (from === undefined) page.strays.push(copy);
+      else page.incoming.push({ copy, from });
+    }
+    yield page;
+  }
+  for await (const records of pages(holder, 'live')) {
+    const page: Sorted = { holder, staying: 0, movedByModN: 0, out: [], incoming: [], strays: [] };
+    for (const record of records.filter((r) => !arrived.has(r.expense.id))) {
+      if (modN(record.expense.id, from!) !== modN(record.expense.id, to!)) page.movedByModN++;
+      const { owner, target } = place(record.expense.id);
+      const home = (target ?? owner).name;
+      if (home === holder) page.staying++;
+      else if (holder === owner.name) page.out.push({ record, to: home });
+      else page.strays.push(record);
+    }
+    yield page;
+  }
+}
+
+/** Every row on a node in one state, with its version, a page at a time, by keyset paging. */
+async function* pages(node: string, state: 'live' | 'incoming'): AsyncGenerator<Versioned[]> {
   let after = '';
   for (;;) {
-    const res = await call(node, 'GET', `/v1/expenses?limit=${PAGE}${after === '' ? '' : `&after=${after}`}`);
+    const res = await call(node, 'GET', `/v1/expenses?state=${state}&limit=${PAGE}${after === '' ? '' : `&after=${after}`}`);
     if (res.status !== 200) throw new Error(problem(res));
     yield res.body.expenses.map((expense: Versioned['expense']) => ({ expense, version: res.body.versions[expense.id] }));
     if (res.body.next === null) return;
-    // Paging by id stays correct while we delete records we have already seen.
+    // Paging by id stays correct while records we have seen move away.
     after = res.body.next;
   }
 }
 
+function tally(w: Walk, page: Sorted): void {
+  w.records += page.staying + page.out.length;
+  w.movedByModN += page.movedByModN;
+  for (const { record, to: owner } of page.out) {
+    const route = `${page.holder} -> ${owner}`;
+    w.misplaced.set(route, (w.misplaced.get(route) ?? 0) + 1);
+  }
+  for (const stray of page.strays) w.strays.set(stray.expense.id, `on ${page.holder}, where neither ring puts it (written there without the cluster map?): move or delete it by hand`);
+}
+
+async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Set<string>): Promise<void> {
+  const count = (id: string, moved: Moved) => {
+    if (!moved.ok) (moved.conflict ? w.conflicts : w.failed).set(id, moved.why);
+    else if (moved.deleted) w.deletedMeanwhile++;
+    else {
+      w.moved++;
+      arrived.add(id);
+    }
+  };
+  await eachLimit(page.incoming, IN_FLIGHT, async ({ copy, from }) => count(copy.expense.id, await finish(copy, from, page.holder, auth)));
+  await eachLimit(page.out, IN_FLIGHT, async ({ record, to }) => count(record.expense.id, await move(record, page.holder, to, auth)));
+}
+
+const isClean = (w: Walk) => [w.misplaced, w.strays, w.conflicts, w.failed, w.unlisted].every((m) => m.size === 0);
+
+// ---------------------------------------------------------------------------
+// check: the audit alone, read-only.
+
+/**
+ * Is every record on its owner, and does every node hold the cluster's map?
+ * Resolves to the exit code.
+ */
+export async function check(seeds: string[], known?: Map<string, Said>): Promise<number> {
+  const said = known ?? (await ask(seeds));
+  for (const [node, answer] of await ask(namedIn(said).filter((n) => !said.has(n)))) said.set(node, answer);
+  const map = newest(said);
+  if (map === undefined) {
+    console.error(`check: no node of ${seeds.join(',')} holds a cluster map; give the cluster one with: node ch_client.ts reshard --from ${seeds.join(',')} --to ${seeds.join(',')}`);
+    return 1;
+  }
+  const found = await walk(map, undefined);
+  const out = total(found.misplaced);
+  console.log(`check: ${found.records} records on ${found.nodes} nodes, ${describeMap(map)}: ${out} out of place`);
+  for (const [route, n] of [...found.misplaced].sort()) console.log(`  on ${route.replace(' -> ', ', owned by ')}: ${n}`);
+  const behind = [...said].filter(([, a]) => epochOf(a) !== map.epoch && !('why' in a));
+  for (const [node, a] of behind) console.error(`BEHIND ${node} holds ${epochOf(a) === undefined ? 'no map' : `epoch ${epochOf(a)}`}; run the reshard again to give it epoch ${map.epoch}`);
+  if (map.moving !== undefined) console.error(`a reshard is under way (${describeMap(map)}): records are out of place until it ends`);
+  printProblems(found, false);
+  return out === 0 && isClean(found) && behind.length === 0 && map.moving === undefined ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------
+// What a walk reports.
+
 /** The summary of the first walk: what moved where, against what hash mod N and the ring predict. */
-function report(w: Walk, o: Reshard, what: 'plan' | 'reshard'): void {
+function report(w: Walk, map: ClusterMap, what: 'plan' | 'reshard'): void {
+  const to = map.moving!;
   const toMove = total(w.misplaced);
   const pct = (n: number) => (w.records === 0 ? '0.0%' : `${((n / w.records) * 100).toFixed(1)}%`);
-  console.log(`${what}: ${o.from.length} nodes -> ${o.to.length} nodes, replicas ${o.replicas}, ${w.records} records`);
+  console.log(`${what}: ${map.nodes.length} nodes -> ${to.nodes.length} nodes, replicas ${to.replicas}, ${w.records} records`);
   for (const [route, n] of [...w.misplaced].sort()) console.log(`  ${route}: ${n}`);
   console.log(`  to move: ${toMove} of ${w.records} (${pct(toMove)}); hash mod N would move ${w.movedByModN} (${pct(w.movedByModN)})`);
-  const predicted = predictedShare(new HashRing(o.from, o.replicas), new HashRing(o.to, o.replicas));
-  console.log(`  the ring predicts ${(predicted * 100).toFixed(1)}%${theory(o.from.length, o.to.length)}`);
+  const ring = (nodes: MapNode[], replicas: number) => new HashRing(nodes.map((n) => n.name), replicas);
+  // Between rings of the same replicas, only the arcs of nodes that come or go change owner.
+  if (map.replicas === to.replicas) {
+    const predicted = predictedShare(ring(map.nodes, map.replicas), ring(to.nodes, to.replicas));
+    console.log(`  the ring predicts ${(predicted * 100).toFixed(1)}%${theory(map.nodes.length, to.nodes.length)}`);
+  }
   if (what === 'reshard') {
     const meanwhile = w.deletedMeanwhile > 0 ? `, deleted by clients meanwhile ${w.deletedMeanwhile}` : '';
     console.log(`  moved ${w.moved}, left in place ${w.records - toMove}${meanwhile}, conflicts ${w.conflicts.size}, failed ${w.failed.size}`);
   }
-  if (what === 'plan') printProblems(w, false);
+  printProblems(w, false);
 }
 
 /** Prints what went wrong in a walk. */
 function printProblems(w: Walk, verbose: boolean): void {
   for (const [id, why] of w.conflicts) console.error(`CONFLICT ${JSON.stringify(id)}: ${why}; both left as they are`);
+  for (const [id, why] of w.strays) console.error(`STRAY ${JSON.stringify(id)}: ${why}`);
   printFailures(new Map([...w.failed].map(([id, why]) => [id, `: ${why}`])), verbose);
   for (const [node, why] of w.unlisted) console.error(`FAILED to list the records on ${node}: ${why}`);
 }

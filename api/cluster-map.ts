@@ -1,0 +1,142 @@
+// api/cluster-map.ts: what a cluster map is, and what it promises.
+//
+// Every shard of a cluster holds the map in its own database (schema.sql),
+// and every client routes by it. The map names the nodes as clients name
+// them, each bound to the shard that answers there; the replicas; an epoch
+// that only grows; and, while a reshard runs, the ring it moves records to
+// and who runs it. So the cluster, not each client's flags, says where an id
+// lives, and a client with an older map is told so at its first request.
+//
+// THE INVARIANT: at no instant do two shards accept a write for one id, and
+// no id ever has two live records. The shards keep it by five rules, which
+// server.ts cites by number where it enforces them:
+//
+//   1. A shard with no map serves every id: one server, no cluster.
+//   2. A shard with a map serves an id only where the map places it. Any
+//      other shard answers 421 Misdirected Request, naming the owner and
+//      carrying its map, so that a client with an older map catches up.
+//   3. While a reshard moves an id from its old owner S (under `nodes`) to
+//      its new owner T (under `moving.nodes`):
+//      a. S serves the id while it holds it live. For an id it does not hold
+//         it answers 421 "ask T", and it never creates one: once S has given
+//         an id up, it does not get it back within the epoch.
+//      b. T serves the id when it holds it live. When it does not, it accepts
+//         the id only from a request that S sent there (the Asking header,
+//         naming this epoch), and only if it has no row of that id at all.
+//   4. A move (client/move.ts) never makes a second live record. The copy
+//      arrives at T as incoming, which no client can see or change. S turns
+//      its record into moved, in one statement conditional on its version;
+//      only then does T turn the copy live. In between, neither serves the
+//      id: a client hears 503 and tries again.
+//   5. A shard takes a new map only at a higher epoch, and between requests,
+//      never during one. A map with no reshard under way is refused while an
+//      incoming copy remains; taking it forgets the moved rows.
+//
+// Redis Cluster works the same way: a config epoch, -MOVED for a key on the
+// wrong node, and during a slot migration -ASK from the source for a key it no
+// longer has, which the target accepts only after ASKING.
+
+import { HashRing } from '../ring.ts';
+import { Invalid, preview } from './expense.ts';
+import { nodeProblem } from './node.ts';
+
+/** A node as clients name it, bound to the shard identity that answered there (GET /healthz). */
+export type MapNode = { name: string; shard: string };
+
+/** Who runs a reshard, and how long its lease lasts without renewal (client/reshard.ts). */
+export type Holder = { host: string; pid: number; started: string };
+
+export type ClusterMap = {
+  epoch: number;
+  nodes: MapNode[];
+  replicas: number;
+  /** While a reshard runs: the ring it moves records to, who runs it, and its lease. */
+  moving?: { nodes: MapNode[]; replicas: number; by: Holder; leaseMs: number };
+};
+
+// Bounds that keep a typo from eating a machine: a ring of a million points
+// takes about a second and 200 MB to build.
+export const MAX_REPLICAS = 10_000;
+export const MAX_POINTS = 1_000_000;
+
+/**
+ * A map from JSON, checked, in canonical form (the same map always
+ * serialises the same way). Throws Invalid, naming the problem.
+ */
+export function checkMap(value: unknown): ClusterMap {
+  const m = object(value, 'the map');
+  if (!Number.isSafeInteger(m.epoch) || (m.epoch as number) < 1) throw new Invalid(`epoch must be a whole number from 1, got ${preview(m.epoch)}`);
+  const map: ClusterMap = { epoch: m.epoch as number, nodes: nodes(m.nodes, 'nodes'), replicas: replicas(m.replicas, m.nodes as unknown[]) };
+  if (m.moving !== undefined) {
+    const moving = object(m.moving, 'moving');
+    const by = object(moving.by, 'moving.by');
+    if (typeof by.host !== 'string' || !Number.isSafeInteger(by.pid) || typeof by.started !== 'string') {
+      throw new Invalid('moving.by must be {"host": string, "pid": integer, "started": string}');
+    }
+    if (!Number.isSafeInteger(moving.leaseMs) || (moving.leaseMs as number) < 1) throw new Invalid(`moving.leaseMs must be a positive whole number, got ${preview(moving.leaseMs)}`);
+    map.moving = {
+      nodes: nodes(moving.nodes, 'moving.nodes'),
+      replicas: replicas(moving.replicas, moving.nodes as unknown[]),
+      by: { host: by.host, pid: by.pid as number, started: by.started },
+      leaseMs: moving.leaseMs as number,
+    };
+  }
+  // One name, one shard, in both rings: otherwise one shard would count as two nodes.
+  const shardOf = new Map<string, string>();
+  const nameOf = new Map<string, string>();
+  for (const { name, shard } of [...map.nodes, ...(map.moving?.nodes ?? [])]) {
+    if ((shardOf.get(name) ?? shard) !== shard || (nameOf.get(shard) ?? name) !== name) {
+      throw new Invalid(`the map binds ${name} and shard ${shard} inconsistently: each shard must have exactly one name`);
+    }
+    shardOf.set(name, shard);
+    nameOf.set(shard, name);
+  }
+  return map;
+}
+
+function object(v: unknown, what: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Invalid(`${what} must be a JSON object, got ${preview(v)}`);
+  return v as Record<string, unknown>;
+}
+
+function nodes(v: unknown, what: string): MapNode[] {
+  if (!Array.isArray(v) || v.length === 0) throw new Invalid(`${what} must be a non-empty list of {"name": "host:port", "shard": id}`);
+  const seen = new Set<string>();
+  return v.map((n) => {
+    const { name, shard } = object(n, `an entry of ${what}`);
+    const why = typeof name === 'string' ? nodeProblem(name) : `${preview(name)} is not host:port`;
+    if (why !== undefined) throw new Invalid(`${what}: ${why}`);
+    if (typeof shard !== 'string' || !/^[\w-]{1,64}$/.test(shard)) throw new Invalid(`${what}: ${name} has no shard identity, got ${preview(shard)}`);
+    if (seen.has(name as string)) throw new Invalid(`${what} names ${name} twice`);
+    seen.add(name as string);
+    return { name: name as string, shard };
+  });
+}
+
+function replicas(v: unknown, nodes: unknown[]): number {
+  if (!Number.isSafeInteger(v) || (v as number) < 1 || (v as number) > MAX_REPLICAS) throw new Invalid(`replicas must be 1 to ${MAX_REPLICAS}, got ${preview(v)}`);
+  if ((v as number) * nodes.length > MAX_POINTS) throw new Invalid(`replicas ${v} with ${nodes.length} nodes makes more than ${MAX_POINTS} points`);
+  return v as number;
+}
+
+/** Where an id lives: its owner, and while a reshard moves it elsewhere, its new owner (rule 3). */
+export type Placement = { owner: MapNode; target?: MapNode };
+
+/** The map's rings, built once, as a function from id to placement. */
+export function placer(map: ClusterMap): (id: string) => Placement {
+  const byName = new Map([...map.nodes, ...(map.moving?.nodes ?? [])].map((n) => [n.name, n]));
+  const ring = new HashRing(map.nodes.map((n) => n.name), map.replicas);
+  const next = map.moving && new HashRing(map.moving.nodes.map((n) => n.name), map.moving.replicas);
+  return (id) => {
+    const owner = byName.get(ring.get(id))!;
+    const target = next && byName.get(next.get(id))!;
+    return target === undefined || target === owner ? { owner } : { owner, target };
+  };
+}
+
+/** "epoch 3: 4 nodes, replicas 1", and the reshard under way, for messages. */
+export function describeMap(map: ClusterMap): string {
+  const ring = (nodes: MapNode[], replicas: number) => `${nodes.length} ${nodes.length === 1 ? 'node' : 'nodes'}, replicas ${replicas}`;
+  const moving = map.moving && `, moving to ${ring(map.moving.nodes, map.moving.replicas)}`;
+  return `epoch ${map.epoch}: ${ring(map.nodes, map.replicas)}${moving ?? ''}`;
+}

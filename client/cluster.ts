@@ -1,0 +1,109 @@
+// client/cluster.ts: what a client knows of the cluster, and how it follows
+// when a shard says "not here, there" (api/cluster-map.ts).
+//
+// The client reads the map from the nodes it is given, its seeds, and routes
+// by the newest one. With no map anywhere (one server of assignment 1, or
+// shards that predate maps), the seeds themselves make the ring, as before.
+// A 421 carries the answering shard's map: a newer one replaces ours, and the
+// request goes where the 421 says, with Asking when the old owner of a moving
+// id sent it on.
+
+import { checkMap, describeMap, placer, type ClusterMap, type Placement } from '../api/cluster-map.ts';
+import { call, type Answer } from './http.ts';
+
+/** The map a client routes by. Epoch 0: no shard has one, and the seeds are the ring. */
+export type View = { map: ClusterMap; place: (id: string) => Placement };
+
+/** What a node said of itself: its shard and its map (or none), or why it could not say. */
+export type Said = { shard: string; map?: ClusterMap; leaseLeftMs?: number } | { why: string };
+
+/** Asks each node for its identity and its map (GET /cluster/map), all at once. */
+export async function ask(nodes: readonly string[]): Promise<Map<string, Said>> {
+  const answers = await Promise.all(
+    nodes.map(async (node): Promise<Said> => {
+      try {
+        const res = await call(node, 'GET', '/cluster/map');
+        const shard = res.body?.shard;
+        if (res.status !== 200 || typeof shard !== 'string' || shard === '') return { why: `GET /cluster/map answered HTTP ${res.status} with no shard id` };
+        return { shard, map: res.body.map === null ? undefined : checkMap(res.body.map), leaseLeftMs: res.body.leaseLeftMs ?? undefined };
+      } catch (err) {
+        return { why: (err as Error).message };
+      }
+    }),
+  );
+  return new Map(nodes.map((node, i) => [node, answers[i]!]));
+}
+
+/** The newest map among the answers, or undefined when no node has one. */
+export function newest(said: Map<string, Said>): ClusterMap | undefined {
+  let best: ClusterMap | undefined;
+  for (const answer of said.values()) {
+    if ('map' in answer && answer.map !== undefined && answer.map.epoch > (best?.epoch ?? 0)) best = answer.map;
+  }
+  return best;
+}
+
+/** A view from a map, or from the seeds alone. */
+export function viewOf(map: ClusterMap | undefined, seeds: readonly string[], replicas: number): View {
+  const chosen = map ?? { epoch: 0, nodes: seeds.map((name) => ({ name, shard: name })), replicas };
+  return { map: chosen, place: placer(chosen) };
+}
+
+/**
+ * The view a client starts with: the newest map its seeds hold. When the map
+ * and the flags disagree, one line says which one the client follows.
+ */
+export async function discover(seeds: readonly string[], replicas: number): Promise<{ view: View; said: Map<string, Said> }> {
+  const said = await ask(seeds);
+  const map = newest(said);
+  if (map !== undefined && !(sameNodes(map.nodes.map((n) => n.name), seeds) && map.replicas === replicas && map.moving === undefined)) {
+    console.error(`the cluster is at ${describeMap(map)}; following it`);
+  }
+  return { view: viewOf(map, seeds, replicas), said };
+}
+
+/** Node lists name the same ring when they hold the same nodes, in any order. */
+export function sameNodes(a: readonly string[], b: readonly string[]): boolean {
+  const set = new Set(a);
+  return set.size === new Set(b).size && b.every((node) => set.has(node));
+}
+
+// A request is sent on at most this many times: a misdirected one and its
+// new owner, an old owner that asks on, and room for a map that changes once.
+const HOPS = 5;
+// A record between the two steps of a move is away for milliseconds (503).
+const IN_TRANSIT_TRIES = 5;
+const IN_TRANSIT_WAIT_MS = 50;
+
+/**
+ * One request about one id, sent to where the view places it (or to `first`),
+ * and on to wherever the cluster answers 421. Resolves with the answer that
+ * settled it, and the node that gave it.
+ */
+export async function send(view: View, id: string, method: string, path: string, body?: unknown, first?: string): Promise<Answer & { node: string }> {
+  let node = first ?? view.place(id).owner.name;
+  let headers: Record<string, string> = {};
+  let waits = 0;
+  for (let hop = 0; hop < HOPS; ) {
+    const res = await call(node, method, path, body, headers);
+    if (res.status === 503 && res.body?.error?.includes('being moved') && ++waits < IN_TRANSIT_TRIES) {
+      await new Promise((resolve) => setTimeout(resolve, IN_TRANSIT_WAIT_MS * waits));
+      continue;
+    }
+    if (res.status !== 421 || typeof res.body?.owner !== 'string') return { ...res, node };
+    follow(view, res.body.map);
+    node = res.body.owner;
+    headers = res.body.asking === undefined ? {} : { asking: String(res.body.asking) };
+    hop++;
+  }
+  throw new Error(`${method} ${path}: still sent elsewhere after ${HOPS} hops; the cluster map is changing, try again`);
+}
+
+/** Takes a newer map from a 421's answer. */
+function follow(view: View, map: unknown): void {
+  if (map === undefined || map === null) return;
+  const next = checkMap(map);
+  if (next.epoch <= view.map.epoch) return;
+  console.error(`the cluster is at ${describeMap(next)}; following it`);
+  Object.assign(view, viewOf(next, [], next.replicas));
+}

@@ -1,0 +1,100 @@
+// shard/cluster.ts: the cluster map as one shard holds it, and the one way it
+// changes: at a higher epoch, and between requests, never during one
+// (api/cluster-map.ts, rule 5). So every request is answered under exactly
+// one map, start to finish, and a reshard that has installed a map knows that
+// no request still runs under the one before.
+
+import { checkMap, placer, type ClusterMap, type Placement } from '../api/cluster-map.ts';
+import type { Db } from '../db.ts';
+
+/** What a request needs to know of the cluster: who this shard is, and the map it holds, if any. */
+export type Held = {
+  shard: string;
+  map?: ClusterMap;
+  place?: (id: string) => Placement;
+  /** While a reshard runs: when its lease ends by this shard's clock, unless renewed. */
+  leaseUntil?: number;
+};
+
+/** Why a new map was not taken. */
+export type Refusal = 'stale' | 'older' | 'incoming';
+
+export function createCluster(db: Db) {
+  let held: Held | undefined; // read from MySQL at the first request, then kept
+  let inFlight = 0;
+  let drained: (() => void) | undefined;
+  let paused: Promise<void> | undefined; // while a new map is being taken
+  let changes: Promise<unknown> = Promise.resolve(); // one change at a time
+
+  const holding = (shard: string, map: ClusterMap | undefined): Held => ({
+    shard,
+    map,
+    place: map && placer(map),
+    // After a restart, a lease counts from now: a takeover waits one lease longer, never less.
+    leaseUntil: map?.moving && Date.now() + map.moving.leaseMs,
+  });
+
+  async function load(): Promise<Held> {
+    if (held !== undefined) return held;
+    const [shard, text] = await Promise.all([db.shard(), db.readMap()]);
+    const map = text === undefined ? undefined : checkMap(JSON.parse(text));
+    // Killed between storing a finished reshard's map and forgetting its moved rows: forget them now.
+    if (map !== undefined && map.moving === undefined) await db.forgetMoved();
+    held ??= holding(shard, map);
+    return held;
+  }
+
+  return {
+    load,
+
+    /** Runs one request under the map it started with: a change of map waits until it has finished. */
+    async during<T>(request: (held: Held) => Promise<T>): Promise<T> {
+      while (paused !== undefined) await paused;
+      inFlight++;
+      try {
+        return await request(await load());
+      } finally {
+        if (--inFlight === 0) drained?.();
+      }
+    },
+
+    /**
+     * Takes `next` if the map held now is at epoch `expected` (undefined: no
+     * map yet). The same map again renews the reshard's lease. Resolves to
+     * undefined when taken, or to why not.
+     */
+    install(next: ClusterMap, expected: number | undefined): Promise<Refusal | undefined> {
+      const change = changes.then(async (): Promise<Refusal | undefined> => {
+        const now = await load();
+        if (now.map?.epoch !== expected) return 'stale';
+        if (now.map !== undefined && JSON.stringify(now.map) === JSON.stringify(next)) {
+          now.leaseUntil = next.moving && Date.now() + next.moving.leaseMs;
+          return undefined;
+        }
+        if (now.map !== undefined && next.epoch <= now.map.epoch) return 'older';
+        // Rule 5: wait for the requests under the old map to finish, and let no new one start.
+        let resume!: () => void;
+        paused = new Promise((resolve) => (resume = resolve));
+        try {
+          if (inFlight > 0) await new Promise<void>((resolve) => (drained = resolve));
+          drained = undefined;
+          if (next.moving === undefined && (await db.list('', 1, 'incoming')).length > 0) return 'incoming';
+          if (!(await db.writeMap(JSON.stringify(next), next.epoch, expected))) {
+            held = undefined; // MySQL holds another map than we thought: read it again
+            return 'stale';
+          }
+          if (next.moving === undefined) await db.forgetMoved();
+          held = holding(now.shard, next);
+          return undefined;
+        } finally {
+          paused = undefined;
+          resume();
+        }
+      });
+      changes = change.catch(() => {});
+      return change;
+    },
+  };
+}
+
+export type Cluster = ReturnType<typeof createCluster>;

@@ -1,0 +1,130 @@
+// shard/connections.ts: the connections from one server to its MySQL, and
+// how the mysql driver is set up. db.ts sends every statement through here.
+
+import mysql from 'mysql';
+
+export type DbConfig = {
+  socketPath?: string;
+  host?: string;
+  port?: number;
+  user: string;
+  password: string;
+  database: string;
+};
+
+export const POOL_SIZE = 10;
+
+// Fail fast when MySQL is gone or stuck: the caller gets a 503 in seconds, not a hang.
+const CONNECT_TIMEOUT_MS = 2_000;
+const QUERY_TIMEOUT_MS = 5_000;
+// Queries waiting beyond this get an error at once, rather than an
+// ever-growing queue.
+const QUEUE_LIMIT = 1_000;
+
+/** The driver's settings: every trap of mysqljs configured away. */
+export function driverOptions(config: DbConfig): mysql.ConnectionConfig {
+  // @types/mysql does not know localInfile, which the driver reads.
+  const options: mysql.ConnectionConfig & { localInfile: boolean } = {
+    socketPath: config.socketPath,
+    host: config.host,
+    port: config.port,
+    user: config.user,
+    password: config.password,
+    database: config.database,
+    connectTimeout: CONNECT_TIMEOUT_MS,
+    charset: 'UTF8MB4_UNICODE_CI',
+    // The driver's defaults turn DECIMAL into a lossy Number and DATE into a
+    // local-midnight Date. Strings are exact.
+    supportBigNumbers: true,
+    bigNumberStrings: true,
+    dateStrings: true,
+    // An object as a value must never expand into SQL (`id = ?` with {id: 1}
+    // would become id = `id` = 1). Callers validate first; this is the backstop.
+    stringifyObjects: true,
+    // A server must not be able to ask us for our files.
+    localInfile: false,
+    multipleStatements: false,
+    // Long stack traces cost a captured Error on every query.
+    trace: false,
+  };
+  return options;
+}
+
+/**
+ * A fixed set of connections, each running its queries one after another.
+ *
+ * Why not mysql.createPool: it pings a connection every time it hands one out,
+ * so every query costs two round trips to MySQL. Here a query goes to the
+ * connection with the least work queued. A connection that ends, because
+ * MySQL closed it or because of a fatal error, is dropped, and the next query
+ * in its place opens a fresh one: when MySQL comes back, so do we.
+ */
+export function connections(options: mysql.ConnectionConfig, size: number) {
+  type Slot = { connection: mysql.Connection; queued: number };
+  const slots: Array<Slot | undefined> = Array.from({ length: size }, () => undefined);
+  let pending = 0; // queries sent or queued, on all connections
+
+  function open(i: number): Slot {
+    const connection = mysql.createConnection(options);
+    const slot: Slot = { connection, queued: 0 };
+    const drop = () => {
+      if (slots[i] === slot) slots[i] = undefined;
+    };
+    connection.on('end', drop);
+    // A fatal error that no query is waiting for arrives as an event; unheard,
+    // it would crash the process. The queries that were waiting get it too.
+    connection.on('error', drop);
+    // Strict mode makes MySQL refuse a value that does not fit, instead of
+    // storing a truncated one with a warning nobody reads. Should this fail,
+    // the connection is broken and the query queued behind it reports that.
+    connection.query("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO'", () => {});
+    return (slots[i] = slot);
+  }
+
+  function query<T>(sql: string, values: unknown[] = []): Promise<T> {
+    if (pending >= QUEUE_LIMIT) {
+      // The code mysql.createPool uses for the same condition.
+      return Promise.reject(Object.assign(new Error(`more than ${QUEUE_LIMIT} queries are waiting for MySQL`), { code: 'POOL_ENQUEUELIMIT' }));
+    }
+    let best = 0;
+    for (let i = 1; i < size; i++) if ((slots[i]?.queued ?? 0) < (slots[best]?.queued ?? 0)) best = i;
+    const slot = slots[best] ?? open(best);
+    slot.queued++;
+    pending++;
+    return new Promise((resolve, reject) => {
+      slot.connection.query({ sql, values, timeout: QUERY_TIMEOUT_MS }, (err: mysql.MysqlError | null, result: T) => {
+        slot.queued--;
+        pending--;
+        if (err) reject(err);
+        else resolve(result);
+      });
+    });
+  }
+
+  /** Lets the queued queries finish, then closes every connection. */
+  query.close = async (): Promise<void> => {
+    const live = slots.filter((slot) => slot !== undefined);
+    slots.fill(undefined);
+    await Promise.all(live.map(({ connection }) => new Promise<void>((resolve) => connection.end(() => resolve()))));
+  };
+
+  return query;
+}
+
+// Errors that mean "MySQL cannot be reached or cannot take more work right
+// now", as opposed to a bug in a query: the request may succeed if retried.
+const UNAVAILABLE = new Set([
+  'POOL_ENQUEUELIMIT',
+  'ER_CON_COUNT_ERROR',
+  'ER_SERVER_SHUTDOWN',
+  'ER_LOCK_WAIT_TIMEOUT',
+  'ER_LOCK_DEADLOCK',
+]);
+
+/** True when an error from this module means the database is unavailable, not that a query is wrong. */
+export function isUnavailable(err: unknown): boolean {
+  // The driver marks every error that kills a connection (refused, lost,
+  // timed out, access denied) as fatal.
+  const e = err as { fatal?: boolean; code?: string } | null;
+  return e?.fatal === true || UNAVAILABLE.has(e?.code ?? '');
+}
