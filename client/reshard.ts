@@ -227,7 +227,7 @@ async function take(next: ClusterMap, said: Map<string, Said>, secret: string | 
       const now = (await ask([node])).get(node);
       const m = now !== undefined && 'map' in now ? now.map?.moving : undefined;
       const holder = m === undefined ? 'another operator changed the cluster map' : `pid ${m.by.pid} on ${m.by.host}, started ${m.by.started}, is moving the cluster to ${m.nodes.map((n) => n.name).join(',')}`;
-      return `refusing: ${holder} (${node} is at epoch ${res.etag ?? 'unknown'}). Nothing was changed.`;
+      return `refusing: ${holder} (${node} is at epoch ${res.etag?.replace(/"/g, '') ?? 'unknown'}). Nothing was changed.`;
     }
     return `could not put the reshard's map on ${node}: ${problem(res)}. The map is on the nodes before it; run the same command again.`;
   }

@@ -10,8 +10,8 @@ type Held = { what: string; go: () => void; drop: () => void };
 export type Gate = {
   /** The name clients use for the node behind the gate. */
   node: string;
-  /** From now on, holds every request for which `match(method, path)` is true. */
-  hold(match: (method: string, path: string) => boolean): void;
+  /** From now on, holds every request for which `match(method, path, body)` is true. */
+  hold(match: (method: string, path: string, body: string) => boolean): void;
   /** Resolves once at least `count` requests are held, with their "METHOD path". */
   held(count: number): Promise<string[]>;
   /** Stops holding, and forwards what was held. */
@@ -23,7 +23,7 @@ export type Gate = {
 
 export async function startGate(target: string): Promise<Gate> {
   const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
-  let match: ((method: string, path: string) => boolean) | undefined;
+  let match: ((method: string, path: string, body: string) => boolean) | undefined;
   let held: Held[] = [];
   let waiting: Array<{ count: number; resolve: (what: string[]) => void }> = [];
 
@@ -40,7 +40,7 @@ export async function startGate(target: string): Promise<Gate> {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const body = Buffer.concat(chunks);
-    if (match === undefined || !match(req.method!, req.url!)) return forward(req, body, res);
+    if (match === undefined || !match(req.method!, req.url!, body.toString())) return forward(req, body, res);
     held.push({ what: `${req.method} ${req.url}`, go: () => forward(req, body, res), drop: () => res.destroy() });
     waiting = waiting.filter((w) => (held.length >= w.count ? (w.resolve(held.map((h) => h.what)), false) : true));
   });

@@ -1,37 +1,43 @@
-// Resharding on real shards: 3 -> 4 and back, interrupted runs, conflicts,
-// dry runs, aliases, the lock, and clients writing while records move.
-// Triggers in each shard's MySQL record every write, so that a test can prove
-// which records were touched and which were not. Each shard sits behind a
-// gate (test/gate.ts), so that a test can pause the reshard where it chooses.
+// Resharding on real shards, as operators and clients on two machines meet
+// it: the cluster map on the shards, misdirected requests refused, moves that
+// a kill cannot break, one reshard at a time, and clients that follow.
+//
+// Each shard sits behind a gate (test/gate.ts), so that a test decides where
+// a pause or a kill lands. Each test first brings the cluster to the shape it
+// needs (settle), so that any one runs alone. Triggers in each shard's MySQL
+// record every write, so that a test can prove which records were touched.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { expenseFor } from '../ch_client.ts';
 import { HashRing } from '../ring.ts';
 import { startGate, type Gate } from './gate.ts';
-import { ROOT, runNode, startShards, type Shards } from './shards.ts';
+import { machine, type Machine } from './machine.ts';
+import { startShards, type Shards } from './shards.ts';
 
 let shards: Shards;
 let gates: Gate[];
-let three: string[];
+let five: string[]; // every node, by its gate
 let four: string[];
-let statePath: string;
-const ids = Array.from({ length: 2000 }, (_, i) => String(i + 1));
+let three: string[];
+// Two operators' machines: the first has the cluster secret, as does the second.
+let a: Machine;
+let b: Machine;
+const ids = Array.from({ length: 1500 }, (_, i) => String(i + 1));
 // Enough points per node that about a quarter of the records move, whatever
 // ports the gates happen to get.
-const REPLICAS = 100;
+const REPLICAS = '100';
 
 before(async () => {
-  shards = await startShards(4);
+  shards = await startShards(5, { map: false });
   gates = await Promise.all(shards.nodes.map(startGate));
-  four = gates.map((g) => g.node);
-  three = four.slice(0, 3);
-  statePath = join(shards.dir, 'reshard.json');
-  for (let shard = 1; shard <= 4; shard++) {
+  five = gates.map((g) => g.node);
+  four = five.slice(0, 4);
+  three = five.slice(0, 3);
+  [a, b] = await Promise.all([machine(shards.secretFile), machine(shards.secretFile)]);
+  for (let shard = 1; shard <= 5; shard++) {
     await shards.sql(
       shard,
       `CREATE TABLE audit (seq INT AUTO_INCREMENT PRIMARY KEY, op VARCHAR(6) NOT NULL, id VARCHAR(64) NOT NULL);
@@ -40,7 +46,10 @@ before(async () => {
        CREATE TRIGGER audit_delete AFTER DELETE ON expenses FOR EACH ROW INSERT INTO audit (op, id) VALUES ('delete', OLD.id);`,
     );
   }
-  const stored = await runNode(['ch_client.ts', '--nodes', three.join(','), '--ids', '1-2000', '--replicas', String(REPLICAS)]);
+  // The shards start with no map: this gives the cluster its first, naming the nodes by their gates.
+  const first = await a.client(['reshard', '--nodes', three.join(','), '--to', three.join(','), '--replicas', REPLICAS]);
+  assert.equal(first.code, 0, first.stdout + first.stderr);
+  const stored = await a.client(['--nodes', three.join(','), '--ids', `1-${ids.length}`]);
   assert.equal(stored.code, 0, stored.stderr);
 });
 
@@ -49,329 +58,309 @@ after(async () => {
   await shards?.stop();
 });
 
-const args = (from: string[], to: string[], ...more: string[]) => [
-  'ch_client.ts', 'reshard', '--from', from.join(','), '--to', to.join(','), '--replicas', String(REPLICAS), '--state', statePath, ...more,
-];
-const reshard = (from: string[], to: string[], ...more: string[]) => runNode(args(from, to, ...more));
+const reshardArgs = (to: string[], ...more: string[]) => ['reshard', '--nodes', three.join(','), '--to', to.join(','), ...more];
 
-/** A reshard in the background, for a test that pauses it at a gate. */
-function startReshard(from: string[], to: string[]) {
-  const child = spawn(process.execPath, args(from, to), { cwd: ROOT });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c) => (stdout += c));
-  child.stderr.on('data', (c) => (stderr += c));
-  const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal, stdout, stderr }));
-  return { child, exited };
+/** Brings the cluster to the ring of `nodes` with REPLICAS, whatever shape an earlier test left. */
+async function settle(nodes: string[]): Promise<void> {
+  for (const gate of gates) gate.release();
+  const res = await a.client(reshardArgs(nodes, '--replicas', REPLICAS));
+  assert.equal(res.code, 0, `settling on ${nodes.length} nodes:\n${res.stdout}${res.stderr}`);
+  await writes();
 }
 
 /** Every shard's ids, each sorted. */
 const everywhere = () => Promise.all(shards.nodes.map((_, i) => shards.ids(i + 1)));
-const checksums = () => Promise.all(shards.nodes.map((_, i) => shards.sql(i + 1, 'CHECKSUM TABLE expenses')));
 
-/** The ids each node of `nodes` owns on that ring; nodes not in it own nothing. */
-function owned(nodes: string[], among = ids): string[][] {
-  const ring = new HashRing(nodes, REPLICAS);
-  return four.map((node) => among.filter((id) => ring.get(id) === node).sort());
+/** The ids each node owns on the ring of `nodes`; nodes not in it own nothing. */
+function owned(nodes: string[], among: string[]): string[][] {
+  const ring = new HashRing(nodes, Number(REPLICAS));
+  return five.map((node) => among.filter((id) => ring.get(id) === node).sort());
+}
+
+/** Every live id on the shards, and where each is; throws if one is on two shards. */
+async function placement(): Promise<string[]> {
+  const all = (await Promise.all(shards.nodes.map((_, i) => shards.sql(i + 1, "SELECT id FROM expenses WHERE state = 'live'")))).flat().map(([id]) => id!);
+  assert.equal(new Set(all).size, all.length, 'no id is live on two shards');
+  return all.sort();
 }
 
 /** The writes each shard saw since the last call: [op, id] pairs. */
 async function writes(): Promise<string[][][]> {
   const seen = [];
-  for (let shard = 1; shard <= 4; shard++) {
+  for (let shard = 1; shard <= 5; shard++) {
     seen.push(await shards.sql(shard, 'SELECT op, id FROM audit ORDER BY seq'));
     await shards.sql(shard, 'DELETE FROM audit');
   }
   return seen;
 }
 
-function changedOwner(from: string[], to: string[]): string[] {
-  const [a, b] = [new HashRing(from, REPLICAS), new HashRing(to, REPLICAS)];
-  return ids.filter((id) => a.get(id) !== b.get(id));
+function changedOwner(from: string[], to: string[], among = ids): string[] {
+  const [x, y] = [new HashRing(from, Number(REPLICAS)), new HashRing(to, Number(REPLICAS))];
+  return among.filter((id) => x.get(id) !== y.get(id));
 }
 
-/** The shard behind a gate's node name, addressed directly: a client that bypasses every gate. */
-const direct = (node: string) => shards.nodes[four.indexOf(node)]!;
-
-async function api(node: string, method: string, path: string, body?: unknown) {
-  const res = await fetch(`http://${node}${path}`, { method, headers: { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+async function api(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  const res = await fetch(`http://${node}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await res.text();
   return { status: res.status, etag: res.headers.get('etag'), body: text === '' ? undefined : JSON.parse(text) };
 }
 
-/** The id in a held "METHOD /v1/expenses/ID[/copy]". */
-const heldId = (what: string) => /^\w+ \/v1\/expenses\/([^/]+)/.exec(what)![1]!;
+/** The id in a held "METHOD /v1/expenses/ID[/step]". */
+const heldId = (what: string) => /^\w+ \/v1\/expenses\/([^/?]+)/.exec(what)![1]!;
+const isStep = (step: string) => (method: string, path: string) => method === 'POST' && path.endsWith(`/${step}`);
 
-describe('reshard', () => {
-  it('--dry-run prints the plan against hash mod N, and changes nothing', async () => {
-    await writes();
-    const before = await checksums();
-    const res = await reshard(three, four, '--dry-run');
-    assert.equal(res.code, 0, res.stderr);
-    const moving = changedOwner(three, four).length;
-    assert.match(res.stdout, new RegExp(`^plan: 3 nodes -> 4 nodes, replicas ${REPLICAS}, 2000 records$`, 'm'));
-    assert.match(res.stdout, new RegExp(`^  to move: ${moving} of 2000 \\(${((moving / 2000) * 100).toFixed(1)}%\\); hash mod N would move \\d+ \\(7\\d\\.\\d%\\)$`, 'm'));
-    assert.match(res.stdout, /on average 1\/\(n\+1\) = 1\/4 = 25\.0%/);
-    assert.deepEqual(await checksums(), before);
-    assert.deepEqual((await writes()).flat(), []);
-    assert.equal(existsSync(statePath), false);
+describe('the cluster map', () => {
+  it('a plain POST to a node that does not own the id is a 421 that names the owner and carries the map', async () => {
+    await settle(three);
+    const ring = new HashRing(three, Number(REPLICAS));
+    const wrong = three.find((node) => node !== ring.get('stranger'))!;
+    const res = await api(wrong, 'POST', '/v1/expenses', { ...expenseFor('stranger') });
+    assert.equal(res.status, 421);
+    assert.equal(res.body.owner, ring.get('stranger'));
+    assert.deepEqual(res.body.map.nodes.map((n: { name: string }) => n.name), three);
+    assert.match(res.body.error, /belongs to \S+ under the cluster map at epoch \d+, not to this shard/);
+    assert.deepEqual((await writes()).flat(), [], 'nothing was stored anywhere');
   });
 
-  it('3 -> 4 moves exactly the records whose owner changed, writes no other, and ends with a clean audit', async () => {
-    const moving = changedOwner(three, four);
-    const res = await reshard(three, four);
-    assert.equal(res.code, 0, res.stderr);
-    assert.match(res.stdout, new RegExp(`moved ${moving.length}, left in place ${2000 - moving.length}, conflicts 0, failed 0`));
-    assert.match(res.stdout, /^audit 1: 2000 records on 4 nodes, 0 out of place$/m);
-    assert.deepEqual(await everywhere(), owned(four));
-
-    const seen = await writes();
-    assert.deepEqual(seen[3]!.map(([op, id]) => `${op} ${id}`).sort(), moving.map((id) => `insert ${id}`).sort());
-    const deleted = seen.slice(0, 3).flat();
-    assert.ok(deleted.every(([op]) => op === 'delete'));
-    assert.deepEqual(deleted.map(([, id]) => id).sort(), [...moving].sort());
-    assert.equal(existsSync(statePath), false, 'a finished reshard leaves no record behind');
+  it('a stale client strands nothing: after 3 -> 4, a client with the old node list stores 200 new ids, each on its new owner', async () => {
+    await settle(four);
+    const late = await b.client(['--nodes', three.join(','), '--ids', '5000-5199']);
+    assert.equal(late.code, 0, late.stderr);
+    assert.match(late.stderr, /^the cluster is at epoch \d+: 4 nodes, replicas 100; following it$/m);
+    const fresh = Array.from({ length: 200 }, (_, i) => String(5000 + i));
+    const where = (await everywhere()).map((onShard) => onShard.filter((id) => fresh.includes(id)));
+    assert.deepEqual(where, owned(four, fresh));
+    const check = await b.client(['check', '--nodes', three.join(',')]);
+    assert.equal(check.code, 0, check.stdout + check.stderr);
   });
 
-  it('keeps every field and the version of a moved record, so its ETag still holds', async () => {
-    const [id] = changedOwner(four, three);
-    const before = await api(new HashRing(four, REPLICAS).get(id!), 'GET', `/v1/expenses/${id}`);
-    const res = await reshard(four, three);
-    assert.equal(res.code, 0, res.stderr);
-    const moved = await api(new HashRing(three, REPLICAS).get(id!), 'GET', `/v1/expenses/${id}`);
-    assert.deepEqual(moved.body, before.body);
-    assert.equal(moved.etag, before.etag);
-    assert.deepEqual(await everywhere(), owned(three));
-    await writes();
-  });
-
-  it('finishes after a kill between copy and delete: nothing lost, nothing left twice', async () => {
-    // Copies made just before a crash, whose deletes never happened.
-    const moving = changedOwner(three, four);
-    const [oldRing, newRing] = [new HashRing(three, REPLICAS), new HashRing(four, REPLICAS)];
-    for (const id of moving.slice(0, 5)) {
-      const original = await api(oldRing.get(id), 'GET', `/v1/expenses/${id}`);
-      const copy = await fetch(`http://${newRing.get(id)}/v1/expenses/${id}/copy`, {
-        method: 'PUT',
-        headers: { 'content-type': 'application/json', 'if-none-match': '*' },
-        body: JSON.stringify({ ...original.body, version: original.etag!.slice(1, -1) }),
-      });
-      assert.equal(copy.status, 201);
-    }
-
-    // Then a real run, killed while its first deletes wait at the old nodes' gates.
-    for (const gate of gates.slice(0, 3)) gate.hold((method) => method === 'DELETE');
-    const run = startReshard(three, four);
-    await Promise.race(gates.slice(0, 3).map((g) => g.held(1)));
-    run.child.kill('SIGKILL');
-    assert.equal((await run.exited).signal, 'SIGKILL');
-    for (const gate of gates) gate.drop();
-
-    // Safe at that instant: every record is somewhere, and reads still find it.
-    const partial = new Set((await everywhere()).flat());
-    assert.deepEqual(ids.filter((id) => !partial.has(id)), []);
-    assert.equal(existsSync(statePath), true, 'the interrupted reshard is on record');
-    const onNew = new Set(await shards.ids(4));
-    const stillOld = moving.find((id) => !onNew.has(id));
-    const read = await runNode(['ch_client.ts', 'get', stillOld!, '--nodes', four.join(','), '--replicas', String(REPLICAS), '--state', statePath]);
-    assert.equal(read.code, 0, read.stderr);
-    assert.equal(JSON.parse(read.stdout).id, stillOld);
-
-    const rerun = await reshard(three, four);
-    assert.equal(rerun.code, 0, rerun.stderr);
-    assert.match(rerun.stdout, /taking over the unfinished reshard of pid \d+ \(no longer running\)/);
-    assert.deepEqual(await everywhere(), owned(four));
-    assert.equal((await everywhere()).flat().length, 2000);
-    assert.equal(existsSync(statePath), false);
-  });
-
-  it('reports a different record at the destination as a conflict, and overwrites nothing', async () => {
-    const [id] = changedOwner(four, three);
-    const destination = new HashRing(three, REPLICAS).get(id!);
-    const theirs = { id, name: 'Not the same', email: 'x@y.zz', category: 'other', description: '', link: '', estimated_costs: '1', submit_date: '01-01-2001' };
-    assert.equal((await api(destination, 'POST', '/v1/expenses', theirs)).status, 201);
-
-    const res = await reshard(four, three);
+  it('--from that disagrees with the map is refused, naming the map, and nothing changes', async () => {
+    await settle(three);
+    const res = await a.client(reshardArgs(four, '--from', four.join(',')));
     assert.equal(res.code, 1);
-    assert.match(res.stderr, new RegExp(`^CONFLICT "${id}": a different record with this id is already on ${destination}; both left as they are$`, 'm'));
-    assert.match(res.stdout, /conflicts 1, failed 0/);
-    assert.equal((await api(destination, 'GET', `/v1/expenses/${id}`)).body.name, 'Not the same');
-    assert.ok((await shards.ids(4)).includes(id!), 'the original stays where it was');
-    assert.equal(existsSync(statePath), true);
-
-    // Resolve it by hand, and the rerun completes.
-    assert.equal((await api(destination, 'DELETE', `/v1/expenses/${id}`)).status, 204);
-    const rerun = await reshard(four, three);
-    assert.equal(rerun.code, 0, rerun.stderr);
-    assert.deepEqual(await everywhere(), owned(three));
+    assert.match(res.stderr, new RegExp(`^refusing: --from ${four.join(',')} is not the cluster, which is at epoch \\d+: 3 nodes, replicas 100 \\(${three.join(',')}\\)`, 'm'));
+    assert.deepEqual((await writes()).flat(), []);
   });
 
   it('refuses two names for one shard before any write: localhost and 127.0.0.1, a gate and its shard', async () => {
-    await writes();
-    const before = await checksums();
-    const port = shards.nodes[0]!.split(':')[1];
-    const aliased = [`localhost:${port}`, ...three.slice(1)];
-    for (const to of [[...aliased, four[3]!], [...three, shards.nodes[0]!]]) {
-      const res = await reshard([shards.nodes[0]!, ...three.slice(1)], to);
+    await settle(three);
+    const port = shards.nodes[3]!.split(':')[1];
+    for (const extra of [`localhost:${port}`, shards.nodes[0]!]) {
+      const to = extra.startsWith('localhost') ? [...three, shards.nodes[3]!, extra] : [...three, extra];
+      const res = await a.client(reshardArgs(to));
       assert.equal(res.code, 1, res.stdout);
       assert.match(res.stderr, /^refusing: (\S+) and (\S+) are the same shard\. .*Nothing was changed\.$/m);
     }
-    const zero = await reshard(three, [`127.0.0.1:0${port}`, ...three.slice(1)]);
-    assert.equal(zero.code, 2);
-    assert.match(zero.stderr, /write the port without a leading zero/);
-    assert.deepEqual(await checksums(), before);
     assert.deepEqual((await writes()).flat(), []);
-    assert.equal(existsSync(statePath), false);
   });
 
   it('refuses when a node cannot say which shard it is, and changes nothing', async () => {
+    await settle(three);
     const mute = http.createServer((_req, res) => res.writeHead(503).end('{"error":"down"}'));
     mute.listen(0, '127.0.0.1');
     await once(mute, 'listening');
     try {
       const nobody = `127.0.0.1:${(mute.address() as { port: number }).port}`;
       for (const more of [['--dry-run'], []]) {
-        const res = await reshard(three, [...three, nobody], ...more);
+        const res = await a.client(reshardArgs([...three, nobody], ...more));
         assert.equal(res.code, 1);
-        assert.match(res.stderr, new RegExp(`^refusing: ${nobody} cannot say which shard it is \\(GET /healthz answered HTTP 503 with no shard id\\)\\. Nothing was changed\\.$`, 'm'));
+        assert.match(res.stderr, new RegExp(`^refusing: ${nobody} cannot say which shard it is \\(GET /cluster/map answered HTTP 503 with no shard id\\)\\. Nothing was changed\\.$`, 'm'));
       }
       assert.deepEqual((await writes()).flat(), []);
     } finally {
       mute.close();
     }
   });
+});
 
-  it('says there is nothing to move when --from and --to are the same nodes, and checks them', async () => {
-    const res = await reshard(three, [...three].reverse());
+describe('reshard', () => {
+  it('--dry-run prints the plan against hash mod N, and changes nothing', async () => {
+    await settle(three);
+    const present = await placement();
+    const res = await a.client(reshardArgs(four, '--dry-run'));
     assert.equal(res.code, 0, res.stderr);
-    assert.match(res.stdout, /^nothing to move: --from and --to name the same nodes/m);
-    assert.match(res.stdout, /^check: 2000 records on 3 nodes, replicas 100: 0 out of place$/m);
+    const moving = changedOwner(three, four, present).length;
+    assert.match(res.stdout, new RegExp(`^plan: 3 nodes -> 4 nodes, replicas 100, ${present.length} records$`, 'm'));
+    assert.match(res.stdout, new RegExp(`^  to move: ${moving} of ${present.length} \\(${((moving / present.length) * 100).toFixed(1)}%\\); hash mod N would move \\d+ \\(7\\d\\.\\d%\\)$`, 'm'));
+    assert.deepEqual((await writes()).flat(), []);
   });
 
-  it('refuses without --from and --to', async () => {
-    const res = await runNode(['ch_client.ts', 'reshard', '--to', four.join(',')]);
-    assert.equal(res.code, 2);
-    assert.match(res.stderr, /reshard needs --from and --to/);
-  });
-});
+  it('3 -> 4 moves exactly the records whose owner changed, writes no other, keeps every field and version, and ends with a clean audit', async () => {
+    await settle(three);
+    const present = await placement();
+    const moving = changedOwner(three, four, present);
+    const [id] = moving;
+    const before = await api(new HashRing(three, Number(REPLICAS)).get(id!), 'GET', `/v1/expenses/${id}`);
+    const res = await a.client(reshardArgs(four));
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, new RegExp(`moved ${moving.length}, left in place ${present.length - moving.length}, conflicts 0, failed 0`));
+    assert.match(res.stdout, new RegExp(`^audit 1: ${present.length} records on 4 nodes, 0 out of place$`, 'm'));
+    assert.match(res.stdout, /^the cluster is at epoch \d+: 4 nodes, replicas 100$/m);
+    assert.deepEqual(await everywhere(), owned(four, present));
 
-describe('reshard while clients write', () => {
-  it('keeps every PUT and DELETE made between listing and copying', async () => {
-    gates[3]!.hold((method, path) => method === 'PUT' && path.endsWith('/copy'));
-    const run = startReshard(three, four);
-    const held = (await gates[3]!.held(4)).map(heldId);
-    const oldRing = new HashRing(three, REPLICAS);
-    const [updated, deleted] = [held.slice(0, 2), held.slice(2, 4)];
-    for (const id of updated) assert.equal((await api(direct(oldRing.get(id)), 'PUT', `/v1/expenses/${id}`, { name: `Updated ${id}` })).status, 202);
-    for (const id of deleted) assert.equal((await api(direct(oldRing.get(id)), 'DELETE', `/v1/expenses/${id}`)).status, 204);
-    gates[3]!.release();
-
-    const done = await run.exited;
-    assert.equal(done.code, 0, done.stderr);
-    assert.match(done.stdout, /deleted by clients meanwhile 2/);
-    for (const id of updated) assert.equal((await api(shards.nodes[3]!, 'GET', `/v1/expenses/${id}`)).body.name, `Updated ${id}`);
-    const stored = new Set((await everywhere()).flat());
-    for (const id of deleted) assert.equal(stored.has(id), false, `${id} stays deleted`);
-    ids.splice(0, ids.length, ...ids.filter((id) => !deleted.includes(id)));
-    assert.deepEqual(await everywhere(), owned(four));
+    // The new owner inserted each (as incoming, then made it live); the old owners changed no other record.
+    const seen = await writes();
+    assert.deepEqual(seen[3]!.filter(([op]) => op === 'insert').map(([, x]) => x).sort(), [...moving].sort());
+    assert.ok(seen.slice(0, 3).flat().every(([, x]) => moving.includes(x!)), 'no record that stays was written');
+    const after = await api(new HashRing(four, Number(REPLICAS)).get(id!), 'GET', `/v1/expenses/${id}`);
+    assert.deepEqual(after.body, before.body);
+    assert.equal(after.etag, before.etag);
+    assert.deepEqual(await shards.sql(1, "SELECT COUNT(*) FROM expenses WHERE state <> 'live'"), [['0']], 'the moved rows are forgotten at the end');
   });
 
-  it('keeps every PUT and DELETE made between copying and deleting, on either node', async () => {
-    gates[3]!.hold((method) => method === 'DELETE');
-    const run = startReshard(four, three);
-    const held = (await gates[3]!.held(5)).map(heldId);
-    const newRing = new HashRing(three, REPLICAS);
-    const [atOld, atNew, deleted] = [held.slice(0, 2), held.slice(2, 3), held.slice(3, 5)];
-    for (const id of atOld) assert.equal((await api(shards.nodes[3]!, 'PUT', `/v1/expenses/${id}`, { name: `Old node ${id}` })).status, 202);
-    for (const id of atNew) assert.equal((await api(direct(newRing.get(id)), 'PUT', `/v1/expenses/${id}`, { name: `New node ${id}` })).status, 202);
-    for (const id of deleted) assert.equal((await api(shards.nodes[3]!, 'DELETE', `/v1/expenses/${id}`)).status, 204);
-    gates[3]!.release();
-
-    const done = await run.exited;
-    assert.equal(done.code, 0, done.stderr);
-    for (const id of atOld) assert.equal((await api(direct(newRing.get(id)), 'GET', `/v1/expenses/${id}`)).body.name, `Old node ${id}`);
-    for (const id of atNew) assert.equal((await api(direct(newRing.get(id)), 'GET', `/v1/expenses/${id}`)).body.name, `New node ${id}`);
-    const stored = new Set((await everywhere()).flat());
-    for (const id of deleted) assert.equal(stored.has(id), false, `${id} stays deleted`);
-    ids.splice(0, ids.length, ...ids.filter((id) => !deleted.includes(id)));
-    assert.deepEqual(await everywhere(), owned(three));
+  it('a change of replicas is a reshard like any other', async () => {
+    await settle(three);
+    const res = await a.client(reshardArgs(three, '--replicas', '7'));
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /^reshard: 3 nodes -> 3 nodes, replicas 7, /m);
+    const ring = new HashRing(three, 7);
+    assert.deepEqual((await everywhere()).slice(0, 3).map((on) => on.filter((x) => ids.includes(x))), three.map((n) => ids.filter((x) => ring.get(x) === n).sort()));
   });
 
-  it('moves the records that clients with the old node list wrote during the move, and exits 0 only then', async () => {
-    gates[3]!.hold((method, path) => method === 'PUT' && path.endsWith('/copy'));
-    const run = startReshard(three, four);
-    await gates[3]!.held(1);
-    const late = await runNode(['ch_client.ts', '--nodes', three.join(','), '--replicas', String(REPLICAS), '--ids', '5000-5199']);
-    assert.equal(late.code, 0, late.stderr);
-    gates[3]!.release();
-
-    const done = await run.exited;
-    assert.equal(done.code, 0, done.stderr);
-    const newIds = Array.from({ length: 200 }, (_, i) => String(5000 + i));
-    ids.push(...newIds);
-    assert.deepEqual(await everywhere(), owned(four));
-    const check = await runNode(['ch_client.ts', 'check', '--nodes', four.join(','), '--replicas', String(REPLICAS)]);
-    assert.equal(check.code, 0, check.stdout + check.stderr);
-    assert.match(check.stdout, new RegExp(`^check: ${ids.length} records on 4 nodes, replicas 100: 0 out of place$`, 'm'));
-  });
-
-  it('check names records that are not on their owner, and changes nothing', async () => {
-    const ring = new HashRing(four, REPLICAS);
-    const wrong = four.find((node) => node !== ring.get('stray'))!;
-    const stray = { id: 'stray', name: 'Stray', email: 'a@b.cc', category: 'x', description: '', link: '', estimated_costs: '1', submit_date: '01-01-2001' };
-    assert.equal((await api(wrong, 'POST', '/v1/expenses', stray)).status, 201);
-    const res = await runNode(['ch_client.ts', 'check', '--nodes', four.join(','), '--replicas', String(REPLICAS)]);
+  it('reports a different record live at the destination as a conflict, and overwrites nothing', async () => {
+    await settle(three);
+    const [id] = changedOwner(three, four);
+    // Only a shard without the map could have taken this: written by hand, as an operator's mistake.
+    await shards.sql(4, `INSERT INTO expenses (id, name, email, category, description, link, estimated_costs, submit_date, version)
+      VALUES ('${id}', 'Not the same', 'x@y.zz', 'other', '', '', 1, '2001-01-01', '0123456789abcdef')`);
+    const res = await a.client(reshardArgs(four));
     assert.equal(res.code, 1);
-    assert.match(res.stdout, new RegExp(`: 1 out of place\\n  on ${wrong}, owned by ${ring.get('stray')}: 1$`, 'm'));
-    assert.equal((await api(wrong, 'DELETE', '/v1/expenses/stray')).status, 204);
+    assert.match(res.stderr, new RegExp(`^CONFLICT "${id}": a different record with this id is live on ${four[3]} too; both left as they are$`, 'm'));
+    assert.deepEqual(await shards.sql(4, `SELECT name, state FROM expenses WHERE id = '${id}'`), [['Not the same', 'live']]);
+    // Resolved by hand, the same command completes.
+    await shards.sql(4, `DELETE FROM expenses WHERE id = '${id}'`);
+    const rerun = await a.client(reshardArgs(four));
+    assert.equal(rerun.code, 0, rerun.stderr);
+    assert.equal((await placement()).filter((x) => x === id).length, 1);
   });
 });
 
-describe('one reshard at a time', () => {
-  it('refuses a second reshard while one runs, naming its process', async () => {
-    gates[3]!.hold((method) => method === 'DELETE');
-    const first = startReshard(four, three);
-    await gates[3]!.held(1);
-    const second = await reshard(three, four);
-    assert.equal(second.code, 1);
-    assert.match(second.stderr, new RegExp(`another reshard is running: pid ${first.child.pid} on \\S+, started \\S+, from ${four.join(',')} to ${three.join(',')}, replicas 100`));
-    gates[3]!.release();
-    const done = await first.exited;
-    assert.equal(done.code, 0, done.stderr);
-    assert.deepEqual(await everywhere(), owned(three));
+describe('clients on another machine, during a move', () => {
+  it('a new-list client creates no duplicate, and the reshard exits 0 with no conflict', async () => {
+    await settle(three);
+    // The move is held after its copies, before any original is handed off.
+    for (const gate of gates.slice(0, 3)) gate.hold(isStep('handoff'));
+    const run = a.start(reshardArgs(four));
+    const waiting = (await Promise.race(gates.slice(0, 3).map((g) => g.held(1)))).map(heldId);
+    const pending = changedOwner(three, four).filter((id) => !waiting.includes(id)).slice(0, 10);
+
+    // Straight to the new owner, as a client with the new list would send it: refused, naming the old owner.
+    const oldRing = new HashRing(three, Number(REPLICAS));
+    const direct = await api(four[3]!, 'POST', '/v1/expenses', { ...expenseFor(pending[0]!), name: 'A duplicate' });
+    assert.equal(direct.status, 421);
+    assert.equal(direct.body.owner, oldRing.get(pending[0]!));
+    // The client follows the cluster, and finds each one where it lives.
+    const late = await b.client(['--nodes', four.join(','), '--ids', pending.join(',')]);
+    assert.equal(late.code, 0, late.stderr);
+
+    for (const gate of gates) gate.release();
+    const done = await run.exited;
+    assert.equal(done.code, 0, done.stdout + done.stderr);
+    assert.match(done.stdout, /conflicts 0, failed 0/);
+    const live = await placement();
+    for (const id of pending) assert.equal(live.filter((x) => x === id).length, 1, `${id} is on exactly one node`);
   });
 
-  it('refuses other parameters while one is unfinished, and takes over a dead one\'s lock to finish it', async () => {
-    gates[3]!.hold((method, path) => method === 'PUT' && path.endsWith('/copy'));
-    const killed = startReshard(three, four);
+  it('get from another machine finds a record still waiting to move, and one moved already', async () => {
+    await settle(three);
+    gates[3]!.hold(isStep('adopt'));
+    const run = a.start(reshardArgs(four));
+    // The reshard's 16 moves in flight wait to be adopted; every other record it moves is still on its old node.
+    const inTransit = (await gates[3]!.held(16)).map(heldId);
+    const moving = changedOwner(three, four);
+    const waiting = moving.find((id) => !inTransit.includes(id))!;
+    const got = await b.client(['get', waiting, '--nodes', three.join(',')]);
+    assert.equal(got.code, 0, got.stderr);
+    assert.equal(JSON.parse(got.stdout).id, waiting);
+    gates[3]!.release();
+    assert.equal((await run.exited).code, 0);
+    const moved = await b.client(['get', moving[0]!, '--nodes', three.join(',')]);
+    assert.equal(moved.code, 0, moved.stderr);
+  });
+});
+
+describe('one reshard at a time, across machines', () => {
+  it('of two conflicting reshards started at once from two machines, exactly one runs, and every record ends on its ring', async () => {
+    await settle(four);
+    // Both reach the first node's compare-and-set before either is answered.
+    gates[0]!.hold((method, path) => method === 'PUT' && path === '/cluster/map');
+    const grow = a.start(reshardArgs(five));
+    const shrink = b.start(reshardArgs(three));
+    await gates[0]!.held(2);
+    gates[0]!.release();
+    const [g, s] = await Promise.all([grow.exited, shrink.exited]);
+    assert.deepEqual([g.code, s.code].sort(), [0, 1], g.stdout + g.stderr + s.stdout + s.stderr);
+    const [winner, loser] = g.code === 0 ? [five, s] : [three, g];
+    assert.match(loser.stderr, /^refusing: pid \d+ on \S+, started \S+, is moving the cluster to \S+ \(\S+ is at epoch \d+\)\. Nothing was changed\.$/m);
+    assert.deepEqual((await everywhere()).map((on) => on.filter((x) => ids.includes(x))), owned(winner, ids));
+  });
+
+  it('a live reshard is never taken over: a second operator is refused at once, naming its host, pid, start and target', async () => {
+    await settle(three);
+    gates[3]!.hold(isStep('adopt'));
+    const first = a.start(reshardArgs(four));
     await gates[3]!.held(1);
-    killed.child.kill('SIGKILL');
+    for (const to of [four, three]) {
+      const second = await b.client(reshardArgs(to));
+      assert.equal(second.code, 1);
+      assert.match(second.stderr, new RegExp(`^another reshard is running: pid ${first.pid} on \\S+, started \\S+, moving epoch \\d+: 3 nodes, replicas 100, moving to 4 nodes, replicas 100\\. Its lease has \\d+ s left`, 'm'));
+    }
+    gates[3]!.release();
+    assert.equal((await first.exited).code, 0);
+  });
+
+  it('a reshard killed at each step is finished from another machine: nothing lost, nothing twice', async () => {
+    await settle(three);
+    for (const step of ['handoff', 'adopt']) {
+      for (const gate of gates) gate.hold(isStep(step));
+      const killed = a.start(reshardArgs(step === 'handoff' ? four : three));
+      await Promise.race(gates.map((g) => g.held(1)));
+      killed.kill('SIGKILL');
+      await killed.exited;
+      for (const gate of gates) gate.drop();
+      // Safe at that instant: no id is live twice, and each is live, or incoming where it is going.
+      await placement();
+      const kept = new Set((await Promise.all(shards.nodes.map((_, i) => shards.sql(i + 1, "SELECT id FROM expenses WHERE state <> 'moved'")))).flat().map(([x]) => x));
+      assert.deepEqual(ids.filter((x) => !kept.has(x)), []);
+      const rerun = await b.client(reshardArgs(step === 'handoff' ? four : three));
+      assert.equal(rerun.code, 0, rerun.stdout + rerun.stderr);
+      assert.match(rerun.stdout, /^taking over the unfinished reshard of pid \d+ .*\(no longer running\)$/m);
+      await placement();
+      assert.deepEqual((await everywhere()).map((on) => on.filter((x) => ids.includes(x))), owned(step === 'handoff' ? four : three, ids));
+    }
+  });
+
+  it('a killed reshard can be reversed from another machine', async () => {
+    await settle(three);
+    gates[3]!.hold(isStep('adopt'));
+    const killed = a.start(reshardArgs(four));
+    await gates[3]!.held(1);
+    killed.kill('SIGKILL');
     await killed.exited;
     gates[3]!.drop();
-
-    const other = await runNode([...args(three, four).slice(0, -4), '--replicas', '1', '--state', statePath]);
+    const other = await b.client(reshardArgs(five));
     assert.equal(other.code, 1);
-    assert.match(other.stderr, /an unfinished reshard is recorded in .*, no longer running\./);
-    assert.match(other.stderr, new RegExp(`Finish that one:\\n    node ch_client.ts reshard --from ${three.join(',')} --to ${four.join(',')} --replicas 100\\n`));
-    assert.match(other.stderr, new RegExp(`or reverse it:\\n    node ch_client.ts reshard --from ${four.join(',')} --to ${three.join(',')} --replicas 100`));
-
-    const reverse = await reshard(four, three);
-    assert.equal(reverse.code, 0, reverse.stderr);
-    assert.match(reverse.stdout, new RegExp(`taking over the unfinished reshard of pid ${killed.child.pid}`));
-    assert.deepEqual(await everywhere(), owned(three));
-    assert.equal(existsSync(statePath), false);
+    assert.match(other.stderr, /Finish that one:\n    node ch_client\.ts reshard --to \S+ --replicas 100\n  or reverse it:\n/);
+    const reverse = await b.client(reshardArgs(three));
+    assert.equal(reverse.code, 0, reverse.stdout + reverse.stderr);
+    assert.match(reverse.stdout, /^reversing the unfinished reshard of pid \d+/m);
+    assert.deepEqual((await everywhere()).map((on) => on.filter((x) => ids.includes(x))), owned(three, ids));
   });
 
-  it('names a broken record, says how to recover, and changes nothing', async () => {
-    await writes();
-    for (const text of ['{"from": [', '{}', 'null', '{"from": []}']) {
-      writeFileSync(statePath, text);
-      for (const command of [args(three, four), ['ch_client.ts', 'get', '1', '--nodes', four.join(','), '--replicas', '100', '--state', statePath]]) {
-        const res = await runNode(command);
-        assert.equal(res.code, 1, text);
-        assert.match(res.stderr, new RegExp(`the reshard record ${statePath} is broken: .*\\n.*check where the records are`), text);
-      }
-    }
-    assert.deepEqual((await writes()).flat(), []);
+  it('check finds a shard that missed the new map, and the same reshard repairs it', async () => {
+    await settle(three);
+    // Killed while putting the final map (the one with no reshard under way) on the nodes: the new one, last, never gets it.
+    gates[3]!.hold((method, path, body) => method === 'PUT' && path === '/cluster/map' && !body.includes('"moving"'));
+    const killed = a.start(reshardArgs(four));
+    await gates[3]!.held(1);
+    killed.kill('SIGKILL');
+    await killed.exited;
+    gates[3]!.drop();
+    const check = await b.client(['check', '--nodes', three.join(',')]);
+    assert.equal(check.code, 1);
+    assert.match(check.stderr, new RegExp(`^BEHIND ${four[3]} holds epoch \\d+; run the reshard again`, 'm'));
+    const rerun = await b.client(reshardArgs(four));
+    assert.equal(rerun.code, 0, rerun.stdout + rerun.stderr);
+    assert.equal((await b.client(['check', '--nodes', three.join(',')])).code, 0);
   });
 });

@@ -56,11 +56,15 @@ async function isFree(port: number): Promise<boolean> {
 
 export type Shards = Awaited<ReturnType<typeof startShards>>;
 
-/** Starts `count` shards with start-shards.sh, in `dir` or a fresh temporary one. Call stop() in an after hook. */
-export async function startShards(count: number, dir?: string) {
+/**
+ * Starts `count` shards with start-shards.sh, in `dir` or a fresh temporary
+ * one, with their first cluster map unless `map` is false. Call stop() in an
+ * after hook.
+ */
+export async function startShards(count: number, { dir, map = true }: { dir?: string; map?: boolean } = {}) {
   dir ??= await mkdtemp(join(tmpdir(), 'chs-'));
   const basePort = await freePorts(count + 1);
-  const env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1' };
+  const env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', ...(!map && { SHARDS_MAP: 'none' }) };
   const script = (...args: string[]) => run(join(ROOT, 'start-shards.sh'), args, { env });
   const nodeOf = (shard: number) => `127.0.0.1:${basePort + shard - 1}`;
 
@@ -78,6 +82,8 @@ export async function startShards(count: number, dir?: string) {
     nodeOf,
     /** The nodes as the client names them, shard 1 first. */
     nodes: Array.from({ length: count }, (_, i) => nodeOf(i + 1)),
+    /** The cluster secret's file, which start-shards.sh made. */
+    secretFile: join(dir, 'cluster-secret'),
 
     /** Runs SQL as root in a shard's own MySQL; the rows, tab-separated columns split. */
     async sql(shard: number, statement: string): Promise<string[][]> {

@@ -44,7 +44,7 @@ describe('a full disk', () => {
       t.skip(`cannot mount a tmpfs here (needs root): ${(err as Error).message.split('\n')[0]}`);
       return;
     }
-    shards = await startShards(1, join(mountpoint, 'shards'));
+    shards = await startShards(1, { dir: join(mountpoint, 'shards') });
     const server = await shards.pid(1, 'server.pid');
     // Leave about 8 MB for records: MariaDB itself takes about 125 MB.
     resize(Math.ceil(usedMb() + 8));

@@ -1,0 +1,40 @@
+// test/machine.ts: another machine, played by a working directory of its
+// own. It holds a copy of the client's code and, if given, the cluster
+// secret, and none of the first machine's local files: only the shards are
+// shared.
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { cp, mkdir, mkdtemp, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Run } from './shards.ts';
+import { ROOT } from './shards.ts';
+
+export type Machine = {
+  dir: string;
+  /** Runs ch_client.ts there to its end. */
+  client(args: string[]): Promise<Run>;
+  /** Starts ch_client.ts there; `exited` resolves with its code, or its signal, and its output. */
+  start(args: string[]): { pid: number; kill(signal: NodeJS.Signals): void; exited: Promise<Run & { signal: string | null }> };
+};
+
+export async function machine(secretFile?: string): Promise<Machine> {
+  const dir = await mkdtemp(join(tmpdir(), 'chm-'));
+  for (const path of ['ch_client.ts', 'ring.ts', 'package.json', 'api', 'client']) await cp(join(ROOT, path), join(dir, path), { recursive: true });
+  await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  if (secretFile !== undefined) {
+    await mkdir(join(dir, 'data'));
+    await cp(secretFile, join(dir, 'data', 'cluster-secret'));
+  }
+  const start = (args: string[]) => {
+    const { CLUSTER_SECRET_FILE, ...env } = process.env; // this machine's secret is its own file, or none
+    const child = spawn(process.execPath, ['ch_client.ts', ...args], { cwd: dir, env });
+    let [stdout, stderr] = ['', ''];
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => (stderr += c));
+    const exited = once(child, 'exit').then(([code, signal]) => ({ code: (code as number | null) ?? 1, signal: signal as string | null, stdout, stderr }));
+    return { pid: child.pid!, kill: (signal: NodeJS.Signals) => void child.kill(signal), exited };
+  };
+  return { dir, start, client: (args) => start(args).exited };
+}
