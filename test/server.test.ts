@@ -1,6 +1,10 @@
-// The expense API of one shard, against a real MariaDB.
+// The expense API of one shard, against a real MariaDB. The server under test
+// is one server as assignment 1 has it: no cluster map, no cluster secret. The
+// steps that move a record between shards run on a shard of a cluster, which
+// has both.
 
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { startServer, startShards, runNode, type Server, type Shards } from './shards.ts';
@@ -9,7 +13,7 @@ let shards: Shards;
 let server: Server;
 
 before(async () => {
-  shards = await startShards(1);
+  shards = await startShards(1, { map: false });
   server = await startServer(await shards.databaseEnv(1));
 });
 
@@ -20,8 +24,14 @@ after(async () => {
 
 type Answer = { status: number; headers: Headers; body: any };
 
-async function api(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
-  const res = await fetch(server.url + path, {
+/** A request to the server under test. */
+function api(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+  return at(server.url, method, path, body, headers);
+}
+
+/** A request to any server, by its base URL; a string or bytes body is sent as it is. */
+async function at(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+  const res = await fetch(base + path, {
     method,
     headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
     body: body === undefined ? undefined : typeof body === 'string' || body instanceof Uint8Array ? Buffer.from(body) : JSON.stringify(body),
@@ -318,6 +328,29 @@ describe('PUT /v1/expenses/{id}', () => {
     assert.equal((await api('PUT', `/v1/expenses/${record.id}`, '{"name":"x"}', { 'content-type': 'application/xml' })).status, 415);
     assert.deepEqual((await api('GET', `/v1/expenses/${record.id}`)).body, record);
   });
+
+  it('answers each of 30 concurrent PUTs with the record and the ETag that this PUT wrote', async (t) => {
+    const record = await created();
+    const path = `/v1/expenses/${record.id}`;
+    const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => api('PUT', path, { name: `writer ${i}` })));
+    const wrote = answers.filter((answer, i) => {
+      // A PUT that lost the race to other writers five times in a row wrote nothing, and says to send it again.
+      if (answer.status === 503) {
+        assert.match(answer.body.error, /changed 5 times while this PUT was applied; send it again/);
+        return false;
+      }
+      assert.equal(answer.status, 202);
+      assert.deepEqual(answer.body, { ...record, name: `writer ${i}` }, 'the record this PUT wrote, not a later one');
+      return true;
+    });
+    const tags = wrote.map((answer) => answer.headers.get('etag'));
+    assert.equal(new Set(tags).size, wrote.length, 'each PUT wrote a version of its own');
+    const now = await api('GET', path);
+    const last = wrote.find((answer) => answer.headers.get('etag') === now.headers.get('etag'));
+    assert.ok(last !== undefined, 'the stored version is one that a PUT answered with');
+    assert.deepEqual(now.body, last.body);
+    t.diagnostic(`30 concurrent PUTs of one id: ${wrote.length} x 202, ${30 - wrote.length} x 503`);
+  });
 });
 
 describe('DELETE /v1/expenses/{id}', () => {
@@ -529,36 +562,217 @@ describe('versions and conditional requests', () => {
     assert.equal((await api('GET', `/v1/expenses/${record.id}`)).status, 200);
   });
 
-  it('a copy keeps every field and the version, and needs a precondition', async () => {
-    const original = expense({ status: 'approved', decision_date: '01-02-2017', version: '0123456789abcdef' });
-    const path = `/v1/expenses/${original.id}/copy`;
-    assert.equal((await api('PUT', path, original)).status, 428);
-    const made = await api('PUT', path, original, { 'if-none-match': '*' });
-    assert.equal(made.status, 201);
-    assert.equal(made.headers.get('etag'), '"0123456789abcdef"');
-    const read = await api('GET', `/v1/expenses/${original.id}`);
-    const { version: _, ...fields } = original;
-    assert.deepEqual(read.body, fields);
-    assert.equal(read.headers.get('etag'), '"0123456789abcdef"');
-    assert.equal((await api('PUT', path, original, { 'if-none-match': '*' })).status, 412, 'never over an existing record');
-
-    const newer = { ...original, name: 'Newer', version: 'fedcba9876543210' };
-    assert.equal((await api('PUT', path, newer, { 'if-match': '"1111111111111111"' })).status, 412);
-    assert.equal((await api('PUT', path, newer, { 'if-match': '"0123456789abcdef"' })).status, 200);
-    const after = await api('GET', `/v1/expenses/${original.id}`);
-    assert.equal(after.body.name, 'Newer');
-    assert.equal(after.headers.get('etag'), '"fedcba9876543210"');
+  it('evaluates If-Match first (RFC 9110 §13.2.2): a stale one is a 412, whatever If-None-Match says', async () => {
+    const record = await created();
+    const stale = (await api('GET', `/v1/expenses/${record.id}`)).headers.get('etag')!;
+    const current = (await api('PUT', `/v1/expenses/${record.id}`, { name: 'Changed' })).headers.get('etag')!;
+    // An If-None-Match that this server does not support: If-Match has already failed, so it is never looked at.
+    const conditions = { 'if-match': stale, 'if-none-match': '"0123456789abcdef"' };
+    for (const [method, payload] of [['PUT', { name: 'Other' }], ['DELETE', undefined]] as const) {
+      const res = await api(method, `/v1/expenses/${record.id}`, payload, conditions);
+      assert.equal(res.status, 412, method);
+      assert.equal(res.headers.get('etag'), current, method);
+    }
+    const now = await api('GET', `/v1/expenses/${record.id}`);
+    assert.equal(now.body.name, 'Changed');
+    assert.equal(now.headers.get('etag'), current);
   });
 
-  it('refuses a copy whose id is not the path\'s, and lets no ordinary write set status, decision_date or version', async () => {
-    const original = expense({ status: 'approved', decision_date: '', version: '0123456789abcdef' });
-    const wrongPath = await api('PUT', `/v1/expenses/${original.id}x/copy`, original, { 'if-none-match': '*' });
+  it('evaluates If-None-Match once If-Match holds: the current ETag with If-None-Match: * is a 412', async () => {
+    const record = await created();
+    const current = (await api('GET', `/v1/expenses/${record.id}`)).headers.get('etag')!;
+    const conditions = { 'if-match': current, 'if-none-match': '*' };
+    for (const [method, payload] of [['PUT', { name: 'Other' }], ['DELETE', undefined]] as const) {
+      const res = await api(method, `/v1/expenses/${record.id}`, payload, conditions);
+      assert.equal(res.status, 412, method);
+      assert.equal(res.headers.get('etag'), current, method);
+    }
+    const now = await api('GET', `/v1/expenses/${record.id}`);
+    assert.deepEqual(now.body, record);
+    assert.equal(now.headers.get('etag'), current);
+  });
+
+  it('answers If-Match on a POST with 412, and stores nothing', async () => {
+    const body = expense();
+    const res = await api('POST', '/v1/expenses', body, { 'if-match': '"0123456789abcdef"' });
+    assert.equal(res.status, 412);
+    assert.match(res.body.error, /If-Match on a POST can never hold: a POST creates a record/);
+    assert.equal((await api('GET', `/v1/expenses/${body.id}`)).status, 404);
+  });
+});
+
+describe('moving a record between shards: copy, hand off, adopt', () => {
+  // A shard of a cluster, with the map and the secret that start-shards.sh
+  // gives it. The other end of every move is a node that exists only in the
+  // maps these tests put on the shard.
+  let cluster: Shards;
+  let shard: string;
+  let here: { name: string; shard: string };
+  const elsewhere = { name: 'elsewhere.invalid:1000', shard: 'elsewhere' };
+  let secret: Record<string, string>;
+
+  before(async () => {
+    cluster = await startShards(1);
+    shard = `http://${cluster.nodes[0]}`;
+    secret = { authorization: `Bearer ${(await readFile(cluster.secretFile, 'utf8')).trim()}` };
+    here = { name: cluster.nodes[0]!, shard: (await at(shard, 'GET', '/cluster/map')).body.shard };
+  });
+
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  /**
+   * Puts a map on the shard, one epoch on, under which every id moves from
+   * `from` to `to`. Resolves to the headers that the move steps then need.
+   */
+  async function moving(from: typeof here, to: typeof here): Promise<Record<string, string>> {
+    const { map } = (await at(shard, 'GET', '/cluster/map')).body;
+    const by = { host: 'test', pid: process.pid, started: new Date().toISOString() };
+    const next = { epoch: map.epoch + 1, nodes: [from], replicas: 1, moving: { nodes: [to], replicas: 1, by, leaseMs: 600_000 } };
+    const res = await at(shard, 'PUT', '/cluster/map', next, { ...secret, 'if-match': `"${map.epoch}"` });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return { ...secret, 'cluster-epoch': String(next.epoch) };
+  }
+
+  const step = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => at(shard, method, path, body, headers);
+
+  /** A record as a copy carries it: every field, the server's included, and its version. */
+  const copyOf = (fields: Record<string, unknown> = {}) => expense({ status: 'approved', decision_date: '01-02-2017', version: '0123456789abcdef', ...fields });
+
+  /** The incoming copies on the shard, by id: each record with its version. */
+  async function incoming(): Promise<Map<string, { expense: unknown; version: string }>> {
+    const res = await step('GET', '/v1/expenses?state=incoming&limit=1000');
+    assert.equal(res.status, 200);
+    return new Map(res.body.expenses.map((e: { id: string }) => [e.id, { expense: e, version: res.body.versions[e.id] }]));
+  }
+
+  async function listed(id: string): Promise<boolean> {
+    return (await step('GET', '/v1/expenses?limit=1000')).body.expenses.some((e: { id: string }) => e.id === id);
+  }
+
+  it('takes a copy only while a reshard is under way, and only with its epoch: 409 otherwise', async () => {
+    const copy = copyOf();
+    const path = `/v1/expenses/${copy.id}/copy`;
+    // The server under test has no cluster map, so no reshard either.
+    const noMap = await api('PUT', path, copy, { 'if-none-match': '*' });
+    assert.equal(noMap.status, 409);
+    assert.match(noMap.body.error, /no reshard is under way/);
+    const { 'cluster-epoch': epoch, ...noEpoch } = await moving(elsewhere, here);
+    for (const headers of [noEpoch, { ...noEpoch, 'cluster-epoch': String(Number(epoch) - 1) }]) {
+      const res = await step('PUT', path, copy, { ...headers, 'if-none-match': '*' });
+      assert.equal(res.status, 409, JSON.stringify(headers));
+      assert.match(res.body.error, new RegExp(`takes move steps only with Cluster-Epoch: ${epoch}$`));
+    }
+    assert.equal((await incoming()).has(copy.id), false);
+    assert.equal((await api('GET', `/v1/expenses/${copy.id}`)).status, 404);
+  });
+
+  it('takes a copy as incoming, which no client can read or list; only ?state=incoming shows it', async () => {
+    const headers = await moving(elsewhere, here);
+    const copy = copyOf();
+    const { version, ...record } = copy;
+    const path = `/v1/expenses/${copy.id}/copy`;
+    assert.equal((await step('PUT', path, copy, headers)).status, 428, 'a copy says what it expects to find');
+    const made = await step('PUT', path, copy, { ...headers, 'if-none-match': '*' });
+    assert.equal(made.status, 201);
+    assert.equal(made.headers.get('etag'), `"${version}"`);
+    // Until the copy is adopted, the old owner decides about the id.
+    const read = await step('GET', `/v1/expenses/${copy.id}`);
+    assert.equal(read.status, 421);
+    assert.equal(read.body.owner, elsewhere.name);
+    assert.equal(await listed(copy.id), false);
+    assert.deepEqual((await incoming()).get(copy.id), { expense: record, version });
+  });
+
+  it('replaces an incoming copy only at the version it names, and never makes a second one', async () => {
+    const headers = await moving(elsewhere, here);
+    const copy = copyOf();
+    const path = `/v1/expenses/${copy.id}/copy`;
+    assert.equal((await step('PUT', path, copy, { ...headers, 'if-none-match': '*' })).status, 201);
+    const again = await step('PUT', path, { ...copy, name: 'Again' }, { ...headers, 'if-none-match': '*' });
+    assert.equal(again.status, 412);
+    assert.equal(again.body.state, 'incoming');
+    const newer = { ...copy, name: 'Newer', version: 'fedcba9876543210' };
+    assert.equal((await step('PUT', path, newer, { ...headers, 'if-match': '"1111111111111111"' })).status, 412);
+    const replaced = await step('PUT', path, newer, { ...headers, 'if-match': `"${copy.version}"` });
+    assert.equal(replaced.status, 200);
+    assert.equal(replaced.headers.get('etag'), '"fedcba9876543210"');
+    const { version, ...record } = newer;
+    assert.deepEqual((await incoming()).get(copy.id), { expense: record, version });
+  });
+
+  it('adopts a copy at its version: it is live, with every field and its version as the ETag, and no copy replaces it', async () => {
+    const headers = await moving(elsewhere, here);
+    const copy = copyOf();
+    const { version, ...record } = copy;
+    assert.equal((await step('PUT', `/v1/expenses/${copy.id}/copy`, copy, { ...headers, 'if-none-match': '*' })).status, 201);
+    const adopt = `/v1/expenses/${copy.id}/adopt`;
+    assert.equal((await step('POST', adopt, undefined, headers)).status, 428);
+    assert.equal((await step('POST', adopt, undefined, { ...headers, 'if-match': '"1111111111111111"' })).status, 412);
+    assert.equal((await step('POST', adopt, undefined, { ...headers, 'if-match': `"${version}"` })).status, 204);
+
+    const read = await step('GET', `/v1/expenses/${copy.id}`);
+    assert.equal(read.status, 200);
+    assert.deepEqual(read.body, record);
+    assert.equal(read.headers.get('etag'), `"${version}"`);
+    assert.equal(await listed(copy.id), true);
+    assert.equal((await incoming()).has(copy.id), false);
+    const over = await step('PUT', `/v1/expenses/${copy.id}/copy`, { ...copy, name: 'Over' }, { ...headers, 'if-none-match': '*' });
+    assert.equal(over.status, 412);
+    assert.equal(over.body.state, 'live');
+    assert.deepEqual((await step('GET', `/v1/expenses/${copy.id}`)).body, record);
+  });
+
+  it('hands a live record off at its version: its old owner no longer serves it, and says where to ask', async () => {
+    // The record arrives here first (as the test above shows), then leaves again.
+    const arriving = await moving(elsewhere, here);
+    const copy = copyOf();
+    const { version, ...record } = copy;
+    assert.equal((await step('PUT', `/v1/expenses/${copy.id}/copy`, copy, { ...arriving, 'if-none-match': '*' })).status, 201);
+    assert.equal((await step('POST', `/v1/expenses/${copy.id}/adopt`, undefined, { ...arriving, 'if-match': `"${version}"` })).status, 204);
+    const leaving = await moving(here, elsewhere);
+    assert.deepEqual((await step('GET', `/v1/expenses/${copy.id}`)).body, record, 'the old owner serves it until the handoff');
+
+    const handoff = `/v1/expenses/${copy.id}/handoff`;
+    assert.equal((await step('POST', handoff, undefined, leaving)).status, 428);
+    const other = await step('POST', handoff, undefined, { ...leaving, 'if-match': '"1111111111111111"' });
+    assert.equal(other.status, 412);
+    assert.equal(other.body.state, 'live');
+    assert.equal((await step('POST', handoff, undefined, { ...leaving, 'if-match': `"${version}"` })).status, 204);
+
+    const read = await step('GET', `/v1/expenses/${copy.id}`);
+    assert.equal(read.status, 421);
+    assert.equal(read.body.owner, elsewhere.name);
+    assert.equal(read.body.asking, Number(leaving['cluster-epoch']));
+    assert.equal(await listed(copy.id), false);
+    assert.equal((await step('POST', handoff, undefined, { ...leaving, 'if-match': `"${version}"` })).status, 204, 'sent again after a crash: done already');
+  });
+
+  it('discards an incoming copy at its version', async () => {
+    const headers = await moving(elsewhere, here);
+    const copy = copyOf();
+    const path = `/v1/expenses/${copy.id}/copy`;
+    assert.equal((await step('PUT', path, copy, { ...headers, 'if-none-match': '*' })).status, 201);
+    assert.equal((await step('DELETE', path, undefined, { ...headers, 'if-match': '"1111111111111111"' })).status, 412);
+    assert.equal((await incoming()).has(copy.id), true);
+    assert.equal((await step('DELETE', path, undefined, { ...headers, 'if-match': `"${copy.version}"` })).status, 204);
+    assert.equal((await incoming()).has(copy.id), false);
+    assert.equal((await step('DELETE', path, undefined, { ...headers, 'if-match': `"${copy.version}"` })).status, 404);
+  });
+
+  it("refuses a copy whose id is not the path's, and lets no ordinary write set status, decision_date or version", async () => {
+    const headers = await moving(elsewhere, here);
+    const copy = copyOf({ decision_date: '' });
+    const wrongPath = await step('PUT', `/v1/expenses/${copy.id}x/copy`, copy, { ...headers, 'if-none-match': '*' });
     assert.equal(wrongPath.status, 400);
-    const post = await api('POST', '/v1/expenses', original);
+    assert.match(wrongPath.body.error, /is not the id in the path/);
+    assert.equal((await incoming()).has(copy.id), false);
+    const post = await api('POST', '/v1/expenses', copy);
     assert.equal(post.status, 400);
     assert.deepEqual(Object.keys(post.body.fields).sort(), ['decision_date', 'status', 'version']);
     assert.equal(post.body.fields.version, 'is set by the server');
-    assert.equal((await api('GET', `/v1/expenses/${original.id}`)).status, 404);
+    assert.equal((await api('GET', `/v1/expenses/${copy.id}`)).status, 404);
   });
 });
 
@@ -602,6 +816,22 @@ describe('routing', () => {
       await shards.sql(1, 'RENAME TABLE expenses_away TO expenses');
     }
     assert.equal((await api('GET', '/v1/expenses/x')).status, 404);
+  });
+
+  it('answers a 500 when an answer cannot be sent, and serves the next request', async () => {
+    const record = await created();
+    // A version with a control character in it: its ETag is not a legal header value.
+    await shards.sql(1, `UPDATE expenses SET version = CONCAT('01234567', CHAR(1), '9abcdef') WHERE id = '${record.id}'`);
+    try {
+      const res = await api('GET', `/v1/expenses/${record.id}`);
+      assert.equal(res.status, 500);
+      assert.deepEqual(res.body, { error: 'internal server error' });
+      assert.match(server.output(), new RegExp(`internal error: GET /v1/expenses/${record.id}: the answer could not be sent`));
+    } finally {
+      await shards.sql(1, `DELETE FROM expenses WHERE id = '${record.id}'`);
+    }
+    assert.equal((await api('GET', '/healthz')).status, 200);
+    assert.equal((await api('POST', '/v1/expenses', expense())).status, 201);
   });
 });
 
