@@ -79,35 +79,34 @@ export async function reshard(o: ReshardOptions): Promise<number> {
     console.error(taken);
     return 1;
   }
-  const lease = renewLease(plan.next, o.secret);
-  try {
-    // 4. Move, then audit.
-    const auth = { epoch: plan.next.epoch, secret: o.secret };
-    report(await walk(plan.next, auth), plan.next, 'reshard');
-    let clean = false;
-    for (let audit = 1; audit <= AUDITS && !clean && !lease.lost(); audit++) {
-      const last = await walk(plan.next, auth);
-      clean = isClean(last);
-      const out = total(last.misplaced);
-      console.log(`audit ${audit}: ${last.records} records on ${last.nodes} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}`);
-      if (!clean) printProblems(last, o.verbose);
-    }
-    if (lease.lost()) {
-      console.error(`reshard stopped: ${lease.lost()}`);
-      return 1;
-    }
-    if (!clean) {
-      console.error('reshard incomplete: fix the above and run the same command again; until then the cluster map keeps the reshard on record');
-      return 1;
-    }
-  } finally {
-    lease.stop();
-  }
+  // 4. Move.
+  if (!(await moveAndAudit(plan.next, o))) return 1;
   // 5. End.
   const end: ClusterMap = { epoch: plan.next.epoch + 1, nodes: plan.next.moving!.nodes, replicas: plan.next.moving!.replicas };
   if (!(await endEverywhere(end, said, o.secret, plan.next))) return 1;
   console.log(`the cluster is at ${describeMap(end)}`);
   return 0;
+}
+
+/** Step 4, under a lease renewed throughout: true when an audit found every record on its owner. */
+async function moveAndAudit(map: ClusterMap, o: ReshardOptions): Promise<boolean> {
+  const lease = renewLease(map, o.secret);
+  try {
+    const auth = { epoch: map.epoch, secret: o.secret };
+    report(await walk(map, auth), map, 'reshard');
+    for (let audit = 1; audit <= AUDITS && !lease.lost(); audit++) {
+      const last = await walk(map, auth);
+      const out = total(last.misplaced);
+      console.log(`audit ${audit}: ${last.records} records on ${last.nodes} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}`);
+      if (isClean(last)) return true;
+      printProblems(last, o.verbose);
+    }
+    const why = lease.lost() ?? 'fix the above and run the same command again; until then the cluster map keeps the reshard on record';
+    console.error(`reshard incomplete: ${why}`);
+    return false;
+  } finally {
+    lease.stop();
+  }
 }
 
 // ---------------------------------------------------------------------------

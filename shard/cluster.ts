@@ -44,6 +44,34 @@ export function createCluster(db: Db) {
     return held;
   }
 
+  async function swap(next: ClusterMap, expected: number | undefined): Promise<Refusal | undefined> {
+    const now = await load();
+    if (now.map?.epoch !== expected) return 'stale';
+    if (now.map !== undefined && JSON.stringify(now.map) === JSON.stringify(next)) {
+      now.leaseUntil = next.moving && Date.now() + next.moving.leaseMs;
+      return undefined;
+    }
+    if (now.map !== undefined && next.epoch <= now.map.epoch) return 'older';
+    // Rule 5: wait for the requests under the old map to finish, and let no new one start.
+    let resume!: () => void;
+    paused = new Promise((resolve) => (resume = resolve));
+    try {
+      if (inFlight > 0) await new Promise<void>((resolve) => (drained = resolve));
+      drained = undefined;
+      if (next.moving === undefined && (await db.list('', 1, 'incoming')).length > 0) return 'incoming';
+      if (!(await db.writeMap(JSON.stringify(next), next.epoch, expected))) {
+        held = undefined; // MySQL holds another map than we thought: read it again
+        return 'stale';
+      }
+      if (next.moving === undefined) await db.forgetMoved();
+      held = holding(now.shard, next);
+      return undefined;
+    } finally {
+      paused = undefined;
+      resume();
+    }
+  }
+
   return {
     load,
 
@@ -61,36 +89,10 @@ export function createCluster(db: Db) {
     /**
      * Takes `next` if the map held now is at epoch `expected` (undefined: no
      * map yet). The same map again renews the reshard's lease. Resolves to
-     * undefined when taken, or to why not.
+     * undefined when taken, or to why not. One change at a time.
      */
     install(next: ClusterMap, expected: number | undefined): Promise<Refusal | undefined> {
-      const change = changes.then(async (): Promise<Refusal | undefined> => {
-        const now = await load();
-        if (now.map?.epoch !== expected) return 'stale';
-        if (now.map !== undefined && JSON.stringify(now.map) === JSON.stringify(next)) {
-          now.leaseUntil = next.moving && Date.now() + next.moving.leaseMs;
-          return undefined;
-        }
-        if (now.map !== undefined && next.epoch <= now.map.epoch) return 'older';
-        // Rule 5: wait for the requests under the old map to finish, and let no new one start.
-        let resume!: () => void;
-        paused = new Promise((resolve) => (resume = resolve));
-        try {
-          if (inFlight > 0) await new Promise<void>((resolve) => (drained = resolve));
-          drained = undefined;
-          if (next.moving === undefined && (await db.list('', 1, 'incoming')).length > 0) return 'incoming';
-          if (!(await db.writeMap(JSON.stringify(next), next.epoch, expected))) {
-            held = undefined; // MySQL holds another map than we thought: read it again
-            return 'stale';
-          }
-          if (next.moving === undefined) await db.forgetMoved();
-          held = holding(now.shard, next);
-          return undefined;
-        } finally {
-          paused = undefined;
-          resume();
-        }
-      });
+      const change = changes.then(() => swap(next, expected));
       changes = change.catch(() => {});
       return change;
     },
