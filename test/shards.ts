@@ -167,7 +167,8 @@ export async function startServer(env: NodeJS.ProcessEnv): Promise<Server> {
   const url = await new Promise<string>((resolve, reject) => {
     const onData = (chunk: Buffer) => {
       output += chunk;
-      const match = /listening on (http:\/\/\S+)/.exec(output);
+      // The address ends at a space or a comma: "listening on http://…, operator routes need the cluster secret".
+      const match = /listening on (http:\/\/[^\s,]+)/.exec(output);
       if (match) resolve(match[1]!);
     };
     child.stdout.on('data', onData);
