@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { HashRing } from '../ring.ts';
 import { freePorts, ROOT, run, running, startShards, waitForExit, type Shards } from './shards.ts';
 
 /** Runs start-shards.sh in a fresh temp dir of its own; the dir is removed afterwards. */
@@ -127,6 +128,53 @@ describe('start-shards.sh', () => {
     assert.match(await readFile(join(own.dir, 'shard-1', 'mysqld.err'), 'utf8'), /Shutdown complete/);
     assert.match((await own.script('status')).stdout, /^shard 1 .* down +server pid - +mysql pid - /m);
     await own.stop();
+  });
+
+  it('makes a cluster secret of 64 hex characters, readable by its owner alone, and gives the servers only its path', async () => {
+    assert.equal((await stat(shards.secretFile)).mode & 0o777, 0o600);
+    const secret = await readFile(shards.secretFile, 'utf8');
+    assert.match(secret, /^[0-9a-f]{64}$/);
+    for (const shard of [1, 2]) {
+      const pid = await shards.pid(shard, 'server.pid');
+      const environ = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
+      assert.ok(environ.includes(`CLUSTER_SECRET_FILE=${shards.secretFile}`), `shard ${shard} is told where the secret is`);
+      assert.equal(environ.some((variable) => variable.includes(secret)), false, `shard ${shard} gets no secret in its environment`);
+      assert.equal((await readFile(`/proc/${pid}/cmdline`, 'utf8')).includes(secret), false, `shard ${shard} gets no secret on its command line`);
+    }
+  });
+
+  it('gives every shard of a fresh cluster the same first map: epoch 1, the started nodes, replicas 1', async () => {
+    const identities = await Promise.all(shards.nodes.map(async (node) => (await (await fetch(`http://${node}/healthz`)).json()).shard));
+    const first = { epoch: 1, nodes: shards.nodes.map((name, i) => ({ name, shard: identities[i] })), replicas: 1 };
+    for (const node of shards.nodes) {
+      const res = await fetch(`http://${node}/cluster/map`);
+      assert.equal(res.status, 200);
+      assert.deepEqual((await res.json()).map, first, node);
+    }
+  });
+
+  it("gives a shard started next to a running cluster a copy of the cluster's map, under which it owns no id: a POST is a 421 naming the owner", async () => {
+    const cluster = (await (await fetch(`http://${shards.nodes[0]}/cluster/map`)).json()).map;
+    const res = await shards.script('3');
+    assert.equal(res.code, 0, res.stderr);
+    const newcomer = shards.nodeOf(3);
+    const its = await (await fetch(`http://${newcomer}/cluster/map`)).json();
+    assert.deepEqual(its.map, cluster);
+    assert.equal(cluster.nodes.some((n: { shard: string }) => n.shard === its.shard), false, 'the map does not name it');
+
+    const ring = new HashRing(cluster.nodes.map((n: { name: string }) => n.name), cluster.replicas);
+    for (const id of ['0', '1', '2', 'a', 'b', 'c', 'x-42', 'Z.9']) {
+      const post = await fetch(`http://${newcomer}/v1/expenses`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ id, name: 'n', email: 'a@b.co', category: 'c', description: '', link: '', estimated_costs: '1', submit_date: '01-01-2020' }),
+      });
+      assert.equal(post.status, 421, id);
+      const body = await post.json();
+      assert.equal(body.owner, ring.get(id), id);
+      assert.equal(body.epoch, cluster.epoch, id);
+    }
+    assert.deepEqual(await shards.ids(3), []);
   });
 });
 
