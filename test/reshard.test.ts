@@ -330,6 +330,33 @@ describe('one reshard at a time, across machines', () => {
     }
   });
 
+  it('a frozen operator loses its lease: another machine takes over, and the thawed one is fenced off and changes nothing', async () => {
+    await settle(three);
+    gates[3]!.hold(isStep('adopt'));
+    const frozen = a.start(reshardArgs(four, '--lease', '2'));
+    await gates[3]!.held(1);
+    frozen.kill('SIGSTOP');
+    gates[3]!.drop(); // what it sent before it froze never arrives
+    try {
+      const early = await b.client(reshardArgs(four));
+      assert.equal(early.code, 1);
+      assert.match(early.stderr, /^another reshard is running: .* Its lease has \d+ s left/m);
+      // Every node must say the lease ran out; the test asks them rather than sleeping.
+      for (const node of four) while ((await api(node, 'GET', '/cluster/map')).body.leaseLeftMs > 0) await new Promise((r) => setTimeout(r, 100));
+      const takeover = await b.client(reshardArgs(four));
+      assert.equal(takeover.code, 0, takeover.stdout + takeover.stderr);
+      assert.match(takeover.stdout, new RegExp(`^taking over the unfinished reshard of pid ${frozen.pid} .*\\(its lease ran out\\)$`, 'm'));
+      await writes();
+    } finally {
+      frozen.kill('SIGCONT');
+    }
+    const thawed = await frozen.exited;
+    assert.equal(thawed.code, 1, thawed.stdout);
+    assert.deepEqual((await writes()).flat(), [], 'every step it tried was refused for its epoch');
+    assert.deepEqual((await everywhere()).map((on) => on.filter((x) => ids.includes(x))), owned(four, ids));
+    assert.equal((await b.client(['check', '--nodes', three.join(',')])).code, 0);
+  });
+
   it('a killed reshard can be reversed from another machine', async () => {
     await settle(three);
     gates[3]!.hold(isStep('adopt'));
