@@ -180,7 +180,8 @@ function ask(c: Context, at: Placement, id: string): HttpError {
 }
 
 function inTransit(id: string): HttpError {
-  return new HttpError(503, `the expense ${JSON.stringify(id)} is being moved between shards at this moment; try again shortly`, { 'Retry-After': '1' });
+  const message = `the expense ${JSON.stringify(id)} is being moved between shards at this moment; try again shortly`;
+  return new HttpError(503, message, { 'Retry-After': '1' }, { moving: true });
 }
 
 // ---------------------------------------------------------------------------

@@ -86,7 +86,7 @@ export async function send(view: View, id: string, method: string, path: string,
   let waits = 0;
   for (let hop = 0; hop < HOPS; ) {
     const res = await call(node, method, path, body, headers);
-    if (res.status === 503 && res.body?.error?.includes('being moved') && ++waits < IN_TRANSIT_TRIES) {
+    if (res.status === 503 && res.body?.moving === true && ++waits < IN_TRANSIT_TRIES) {
       await new Promise((resolve) => setTimeout(resolve, IN_TRANSIT_WAIT_MS * waits));
       continue;
     }
