@@ -9,6 +9,7 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../ch_client.ts';
@@ -120,6 +121,39 @@ describe('the cluster map', () => {
     assert.deepEqual(res.body.map.nodes.map((n: { name: string }) => n.name), three);
     assert.match(res.body.error, /belongs to \S+ under the cluster map at epoch \d+, not to this shard/);
     assert.deepEqual((await writes()).flat(), [], 'nothing was stored anywhere');
+  });
+
+  it('a node that a reshard removed refuses every id with a 421 that names its owner', async () => {
+    await settle(four);
+    await settle(three);
+    const ring = new HashRing(three, Number(REPLICAS));
+    for (const id of ['1', 'new-one']) {
+      const res = await api(four[3]!, id === '1' ? 'GET' : 'POST', id === '1' ? '/v1/expenses/1' : '/v1/expenses', id === '1' ? undefined : expenseFor(id));
+      assert.equal(res.status, 421);
+      assert.equal(res.body.owner, ring.get(id));
+    }
+    assert.deepEqual((await writes()).flat(), []);
+  });
+
+  it('refuses a node that answers as another shard than the map binds it to, and changes nothing', async () => {
+    await settle(three);
+    const secret = { authorization: `Bearer ${(await readFile(shards.secretFile, 'utf8')).trim()}` };
+    const { map } = (await api(three[0]!, 'GET', '/cluster/map')).body;
+    const stranger = (await api(four[3]!, 'GET', '/cluster/map')).body.shard;
+    // A map edited by hand, as a confused operator might: the third node bound to the fourth shard.
+    const edited = { ...map, epoch: map.epoch + 1, nodes: map.nodes.map((n: { name: string }) => (n.name === three[2] ? { ...n, shard: stranger } : n)) };
+    const put = async (m: unknown, over: number) => {
+      for (const node of three) assert.equal((await api(node, 'PUT', '/cluster/map', m, { ...secret, 'if-match': `"${over}"` })).status, 200);
+    };
+    await put(edited, map.epoch);
+    try {
+      const res = await a.client(reshardArgs(four));
+      assert.equal(res.code, 1);
+      assert.match(res.stderr, new RegExp(`^refusing: the cluster map binds ${three[2]} to shard ${stranger}, but ${three[2]} now answers as shard \\S+\\. Nothing was changed\\.$`, 'm'));
+      assert.deepEqual((await writes()).flat(), []);
+    } finally {
+      await put({ ...map, epoch: edited.epoch + 1 }, edited.epoch);
+    }
   });
 
   it('a stale client strands nothing: after 3 -> 4, a client with the old node list stores 200 new ids, each on its new owner', async () => {
