@@ -4,17 +4,18 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { IN_FLIGHT } from '../../ch_client.ts';
 import { HashRing } from '../../ring.ts';
 import { startGate } from '../gate.ts';
 import { runNode, startShards, type Shards } from '../shards.ts';
 
 let shards: Shards;
 const REPLICAS = '100';
-// The client's requests in flight.
-const IN_FLIGHT = 32;
 
+// Four shards with no cluster map: the first three are the cluster, the ring
+// of --nodes with 100 points per node, and the fourth is the one a reshard adds.
 before(async () => {
-  shards = await startShards(4);
+  shards = await startShards(4, { map: false });
   const stored = await runNode(['ch_client.ts', '--nodes', shards.nodes.slice(0, 3).join(','), '--replicas', REPLICAS, '--ids', '1-600']);
   assert.equal(stored.code, 0, stored.stderr);
 });
@@ -61,7 +62,7 @@ describe('a frozen node', () => {
   it('makes the reshard refuse before any write when it is frozen from the start', async () => {
     const [three, four] = [shards.nodes.slice(0, 3), shards.nodes];
     const before = await Promise.all(four.map((_, i) => shards.ids(i + 1)));
-    const res = await frozen(4, () => runNode(['ch_client.ts', 'reshard', '--from', three.join(','), '--to', four.join(','), '--replicas', REPLICAS, '--state', `${shards.dir}/reshard.json`]));
+    const res = await frozen(4, () => runNode(['ch_client.ts', 'reshard', '--nodes', three.join(','), '--from', three.join(','), '--to', four.join(','), '--replicas', REPLICAS, '--secret-file', shards.secretFile]));
     assert.equal(res.code, 1);
     assert.match(res.stderr, new RegExp(`^refusing: ${four[3]} cannot say which shard it is \\(cannot reach ${four[3]}: no answer within 10 s\\)\\. Nothing was changed\\.$`, 'm'));
     assert.deepEqual(await Promise.all(four.map((_, i) => shards.ids(i + 1))), before);
@@ -69,15 +70,15 @@ describe('a frozen node', () => {
 
   it('costs the reshard one timeout when it freezes mid-move, and leaves every record where it was', async (t) => {
     const three = shards.nodes.slice(0, 3);
-    // After it has said who it is, the new node answers nothing more.
+    // The new node says who it is and takes the reshard's map, and answers nothing more.
     const gate = await startGate(shards.nodes[3]!);
     try {
-      gate.hold((_method, path) => path !== '/healthz');
+      gate.hold((_method, path) => path !== '/cluster/map');
       const four = [...three, gate.node];
-      const state = `${shards.dir}/reshard.json`;
+      const reshard = ['ch_client.ts', 'reshard', '--nodes', three.join(','), '--from', three.join(','), '--to', four.join(','), '--replicas', REPLICAS, '--secret-file', shards.secretFile];
       const before = await Promise.all(three.map((_, i) => shards.ids(i + 1)));
       const start = Date.now();
-      const res = await runNode(['ch_client.ts', 'reshard', '--from', three.join(','), '--to', four.join(','), '--replicas', REPLICAS, '--state', state]);
+      const res = await runNode(reshard);
       const took = (Date.now() - start) / 1000;
       assert.equal(res.code, 1);
       assert.equal(res.stderr.split('\n').filter((line) => line.startsWith(`${gate.node} stopped answering`)).length, 1, res.stderr);
@@ -86,7 +87,7 @@ describe('a frozen node', () => {
 
       // Thawed, the same command finishes the move.
       gate.drop();
-      const rerun = await runNode(['ch_client.ts', 'reshard', '--from', three.join(','), '--to', four.join(','), '--replicas', REPLICAS, '--state', state]);
+      const rerun = await runNode(reshard);
       assert.equal(rerun.code, 0, rerun.stderr);
       t.diagnostic(`frozen node, reshard of 1,200 records: given up once, exit 1 after ${took.toFixed(1)} s, nothing deleted; the rerun after thawing: exit 0`);
     } finally {
