@@ -6,6 +6,7 @@
 // That is why virtual nodes exist.
 
 import { fraction, HashRing } from '../ring.ts';
+import { plural } from './words.ts';
 
 /** The balance table of one ring over keys "0" .. String(keys - 1). */
 export function balanceTable(nodes: readonly string[], replicas: number, keys: number): string {
@@ -23,7 +24,7 @@ export function balanceTable(nodes: readonly string[], replicas: number, keys: n
   const width = Math.max(4, ...nodes.map((n) => n.length));
 
   const lines = [
-    `${nodes.length} nodes × ${replicas} ${replicas === 1 ? 'replica' : 'replicas'}, ${keys} keys`,
+    `${nodes.length} nodes × ${plural(replicas, 'replica')}, ${keys} keys`,
     `  ${'node'.padEnd(width)}  ring share  keys${' '.repeat(Math.max(0, String(keys).length - 4))}  key share`,
   ];
   for (const node of nodes) {

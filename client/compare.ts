@@ -4,12 +4,13 @@
 import { hash } from 'node:crypto';
 import { HashRing } from '../ring.ts';
 import { jump, modN, rendezvous } from './alternatives.ts';
+import { plural } from './words.ts';
 
 /** A way of picking a shard: for a node list, the function from key to node. */
 type Scheme = { name: string; place: (nodes: string[]) => (key: string) => string; holds: (nodes: string[]) => string };
 
 const ring = (replicas: number): Scheme => ({
-  name: `ring, ${replicas} point${replicas === 1 ? '' : 's'}`,
+  name: `ring, ${plural(replicas, 'point')}`,
   place: (nodes) => {
     const r = new HashRing(nodes, replicas);
     return (key) => r.get(key);

@@ -10,6 +10,7 @@
 
 import { fraction, position, type HashRing } from '../ring.ts';
 import { shares as sharesOf } from './balance.ts';
+import { plural } from './words.ts';
 
 const RADIUS = 260;
 const BAND = 24; // the width of the coloured ring
@@ -228,10 +229,6 @@ function width(text: string, size: number): number {
 
 function overlap(a: Box, b: Box): boolean {
   return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
-}
-
-function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
 function round(n: number): number {
