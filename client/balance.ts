@@ -11,15 +11,9 @@ import { plural } from './words.ts';
 /** The balance table of one ring over keys "0" .. String(keys - 1). */
 export function balanceTable(nodes: readonly string[], replicas: number, keys: number): string {
   const ring = new HashRing(nodes, replicas);
-  const load = new Map(nodes.map((node) => [node, 0]));
-  for (let i = 0; i < keys; i++) {
-    const node = ring.get(String(i));
-    load.set(node, load.get(node)! + 1);
-  }
+  const load = loads(nodes, (key) => ring.get(key), keys);
   const share = shares(ring);
-  const counts = [...load.values()];
-  const mean = keys / nodes.length;
-  const cv = Math.sqrt(counts.reduce((sum, c) => sum + (c - mean) ** 2, 0) / counts.length) / mean;
+  const { maxMean, cv } = spread([...load.values()]);
   const expected = Math.sqrt((nodes.length - 1) / (nodes.length * replicas + 1));
   const width = Math.max(4, ...nodes.map((n) => n.length));
 
@@ -31,8 +25,25 @@ export function balanceTable(nodes: readonly string[], replicas: number, keys: n
     const count = load.get(node)!;
     lines.push(`  ${node.padEnd(width)}  ${percent(share.get(node)!).padStart(10)}  ${String(count).padStart(Math.max(4, String(keys).length))}  ${percent(count / keys).padStart(9)}`);
   }
-  lines.push(`  max/mean load ${(Math.max(...counts) / mean).toFixed(2)}, cv ${cv.toFixed(3)} (expected ${expected.toFixed(3)})`);
+  lines.push(`  max/mean load ${maxMean.toFixed(2)}, cv ${cv.toFixed(3)} (expected ${expected.toFixed(3)})`);
   return lines.join('\n');
+}
+
+/** How many of the keys "0" .. String(keys - 1) each node gets, where `owner` places a key. */
+export function loads(nodes: readonly string[], owner: (key: string) => string, keys: number): Map<string, number> {
+  const load = new Map(nodes.map((node) => [node, 0]));
+  for (let i = 0; i < keys; i++) {
+    const node = owner(String(i));
+    load.set(node, load.get(node)! + 1);
+  }
+  return load;
+}
+
+/** How unevenly keys fall, from each node's count: the busiest against the mean, and the cv (spread ÷ mean). */
+export function spread(counts: number[]): { maxMean: number; cv: number } {
+  const mean = counts.reduce((sum, c) => sum + c, 0) / counts.length;
+  const sd = Math.sqrt(counts.reduce((sum, c) => sum + (c - mean) ** 2, 0) / counts.length);
+  return { maxMean: Math.max(...counts) / mean, cv: sd / mean };
 }
 
 function percent(f: number): string {

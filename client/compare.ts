@@ -4,6 +4,7 @@
 import { hash } from 'node:crypto';
 import { HashRing } from '../ring.ts';
 import { jump, modN, rendezvous } from './alternatives.ts';
+import { loads, spread } from './balance.ts';
 import { plural } from './words.ts';
 
 /** A way of picking a shard: for a node list, the function from key to node. */
@@ -45,17 +46,6 @@ export function change(scheme: Scheme, keys: string[], before: string[], after: 
   return { moved, between };
 }
 
-/** Max/mean load and coefficient of variation of the keys over the nodes. */
-function balance(scheme: Scheme, keys: string[], nodes: string[]): { maxMean: number; cv: number } {
-  const place = scheme.place(nodes);
-  const load = new Map(nodes.map((node) => [node, 0]));
-  for (const key of keys) load.set(place(key), load.get(place(key))! + 1);
-  const counts = [...load.values()];
-  const mean = keys.length / nodes.length;
-  const sd = Math.sqrt(counts.reduce((sum, c) => sum + (c - mean) ** 2, 0) / nodes.length);
-  return { maxMean: Math.max(...counts) / mean, cv: sd / mean };
-}
-
 /** The node that joins: named like the last one, with the next port. */
 export function joining(nodes: string[]): string {
   const last = nodes.at(-1)!;
@@ -72,7 +62,7 @@ export function compareTable(nodes: string[], count: number): string {
   const pct = (n: number) => `${((n / count) * 100).toFixed(1)}%`;
   const minimal = (c: Change) => (c.between === 0 ? 'yes' : `no (${pct(c.between)} between others)`);
   const rows = SCHEMES.map((scheme) => {
-    const { maxMean, cv } = balance(scheme, keys, nodes);
+    const { maxMean, cv } = spread([...loads(nodes, scheme.place(nodes), count).values()]);
     const [add, remove] = [change(scheme, keys, nodes, grown), change(scheme, keys, nodes, shrunk)];
     return [scheme.name, maxMean.toFixed(2), cv.toFixed(3), pct(add.moved), minimal(add), pct(remove.moved), minimal(remove), scheme.holds(nodes)];
   });
