@@ -12,20 +12,53 @@ import { fraction, position, type HashRing } from '../ring.ts';
 import { shares as sharesOf } from './balance.ts';
 import { plural } from './words.ts';
 
-const RADIUS = 260;
+// The layout, in SVG units. The page, top down: the title, the ring, the
+// legend (a row per node), the notes (a row each).
+const EDGE = 20; // the page's left and right margin
+const TITLE_Y = 30; // the title's baseline
+const TOP = 60; // room for the title, above the ring's margin
+const RADIUS = 260; // the ring's, to the middle of its band
 const BAND = 24; // the width of the coloured ring
+const OUTER = RADIUS + BAND / 2; // the band's outer edge
+const INNER = RADIUS - BAND / 2; // and its inner edge
 const MARGIN = 64; // room outside the ring for point labels and ticks
-const TOP = 60; // title and subtitle
-const ROW = 22; // one legend row
+const ROW = 22; // one legend or note row
+const NOTES_GAP = 16; // between the legend and the notes
+const SWATCH = 18; // a legend row's square of colour
+const LEGEND_TEXT_X = EDGE + SWATCH + 8; // a legend row's text, just right of its swatch
+const ROW_MIDDLE = SWATCH / 2; // a row's text is level with the middle of a swatch
+const CENTRED = { 'dominant-baseline': 'middle' }; // text set on its y, not above it
+const NOTE = { ...CENTRED, fill: '#555' }; // a note, quieter than the legend
 const FONT = 13;
-// Past these counts, marks would merge: points become ticks, ids lose labels and lines.
+const TITLE_FONT = 17;
+const ID_FONT = 11;
+const EM_WIDTH = 0.7; // a character's width, in ems: generous, and test/picture-browser.test.ts holds us to it
+const LINE_HEIGHT = 1.2; // a line of text, in ems
+const NUDGE = 14; // how far a label may move off its mark to find room
+
+// The marks.
+const INK = '#222';
+const OUTLINE = 0.8; // the stroke round a swatch or an id's dot, and of the lines from ids to their points
+const POINT = { radius: 6, stroke: 2 }; // a node point drawn as a circle
+const TICK = { from: OUTER + 2, to: OUTER + 9, stroke: 1 }; // a node point drawn as a tick, just outside the band
+const KEY_AT = OUTER + 28; // where a point's key letter goes
+const ID_RADIUS = { few: 6, many: 2.5 }; // an id's dot: big enough to read while there are few
+const ID_BAND = { inset: 30, depth: 70 }; // ids sit this far inside the band, spread over this depth
+const ZERO = { tick: 18, label: RADIUS + 30 }; // at hash 0: half the tick's length, and the "0" above it
+const ARROW = { radius: RADIUS + 40, from: 0.015, to: 0.06, stroke: 1.5 }; // the clockwise arrow, near 0
+const ARROW_HEAD = 8; // the marker's size
+const ARROW_TAIL = 4; // room kept clear behind the arrow's start
+// Past these counts, marks would merge: points become ticks, ids shrink, and lose labels and lines.
 const MAX_POINT_MARKS = 60;
+const MAX_BIG_IDS = 40;
 const MAX_ID_LABELS = 100;
 const MAX_ID_LINES = 100;
 
 // Okabe and Ito (2008), "Color Universal Design": eight colours that stay
 // apart under the common colour-vision deficiencies (test/picture.test.ts checks).
 export const PALETTE = ['#0072B2', '#E69F00', '#009E73', '#CC79A7', '#56B4E9', '#D55E00', '#F0E442', '#000000'];
+
+const READING = 'Hash 0 is at the top; a key belongs to the first node point clockwise from it.';
 
 /** A node's key on the ring: A ... Z, then AA, AB ... */
 export function key(i: number): string {
@@ -34,10 +67,11 @@ export function key(i: number): string {
 
 type Box = { x: number; y: number; w: number; h: number };
 type Node = { node: string; key: string; colour: string };
+type Owned = { id: string; f: number; point: { position: string; node: string } }; // an id, where it is, and its owner
 
 /** Where things go: the ring's centre, and the labels placed so far. */
 class Canvas {
-  readonly cx = MARGIN + RADIUS + 20;
+  readonly cx = EDGE + MARGIN + RADIUS;
   readonly cy = TOP + MARGIN + RADIUS;
   #placed: Box[] = [];
 
@@ -58,129 +92,76 @@ class Canvas {
   label(text: string, spots: Array<[number, number]>, size = FONT): string | undefined {
     const w = width(text, size);
     for (const [x, y] of spots) {
-      const box = { x: x - w / 2, y: y - size * 0.6, w, h: size * 1.2 };
+      const box = { x: x - w / 2, y: y - size * (LINE_HEIGHT / 2), w, h: size * LINE_HEIGHT };
       if (this.#placed.some((b) => overlap(b, box))) continue;
       this.#placed.push(box);
-      return `<text x="${x}" y="${y}" text-anchor="middle" dominant-baseline="middle"${size === FONT ? '' : ` font-size="${size}"`}>${xml(text)}</text>`;
+      const fontSize = size === FONT ? undefined : size;
+      return tag('text', { x, y, 'text-anchor': 'middle', ...CENTRED, 'font-size': fontSize }, xml(text));
     }
     return undefined;
   }
 
   /** Spots around fraction f at radius r: nearer the centre or further out, and a little to either side. */
-  around(f: number, r: number, step: number): Array<[number, number]> {
-    const turn = step / (2 * Math.PI * r);
-    return [[0, -step], [0, step], [-turn, 0], [turn, 0], [-turn, -step], [turn, -step]].map(([df, dr]) => this.xy(f + df!, r + dr!));
+  around(f: number, r: number): Array<[number, number]> {
+    const turn = NUDGE / (2 * Math.PI * r);
+    const moves = [[0, -NUDGE], [0, NUDGE], [-turn, 0], [turn, 0], [-turn, -NUDGE], [turn, -NUDGE]];
+    return moves.map(([df, dr]) => this.xy(f + df!, r + dr!));
   }
 }
 
+/** The picture, drawn in order so that later marks lie on top and labels keep off what came before. */
 export function ringSvg(ring: HashRing, ids: readonly string[]): string {
   const nodes: Node[] = ring.nodes.map((node, i) => ({ node, key: key(i), colour: PALETTE[i % PALETTE.length]! }));
   const of = new Map(nodes.map((n) => [n.node, n]));
   const canvas = new Canvas();
-  const owning = ids.map((id) => ({ id, f: fraction(position(id)), point: ring.pointOf(id) }));
-  const body = [...orientation(canvas), ...arcs(ring, of, canvas)];
-
-  // Lines from ids to the points that own them, while there are few enough to follow.
-  if (owning.length <= MAX_ID_LINES) {
-    for (const { id, f, point } of owning) {
-      const [x0, y0] = canvas.xy(f, idRadius(id));
-      const [x1, y1] = canvas.xy(fraction(point.position), RADIUS);
-      body.push(`<line class="link" x1="${x0}" y1="${y0}" x2="${x1}" y2="${y1}" stroke="#999" stroke-width="0.8"/>`);
-    }
-  }
-  const marks = ring.points.length <= MAX_POINT_MARKS;
-  body.push(...points(ring, of, canvas, marks));
-
-  // The ids, in their owner's colour, each with a tooltip; labelled where they fit.
-  for (const { id, f, point } of owning) {
-    const { node, colour } = of.get(point.node)!;
-    const [x, y] = canvas.xy(f, idRadius(id));
-    const r = owning.length <= 40 ? 6 : 2.5;
-    body.push(`<circle class="id" data-id="${xml(id)}" data-node="${xml(node)}" cx="${x}" cy="${y}" r="${r}" fill="${colour}" stroke="#222" stroke-width="0.8"><title>${xml(`${id} → ${node}`)}</title></circle>`);
-    canvas.reserve({ x: x - r, y: y - r, w: 2 * r, h: 2 * r });
-  }
+  const owned: Owned[] = ids.map((id) => ({ id, f: fraction(position(id)), point: ring.pointOf(id) }));
+  const marked = ring.points.length <= MAX_POINT_MARKS;
+  const body = [
+    ...orientation(canvas),
+    ...arcs(ring, of, canvas),
+    ...(owned.length <= MAX_ID_LINES ? links(owned, canvas) : []),
+    ...points(ring, of, canvas, marked),
+    ...owned.map((o) => idDot(o, of.get(o.point.node)!, canvas, owned.length <= MAX_BIG_IDS)),
+  ];
   let unlabelled = 0;
-  if (owning.length <= MAX_ID_LABELS) {
-    for (const { id, f } of owning) {
-      const text = canvas.label(id, canvas.around(f, idRadius(id), 14), 11);
+  if (owned.length <= MAX_ID_LABELS) {
+    for (const { id, f } of owned) {
+      const text = canvas.label(id, canvas.around(f, idRadius(id)), ID_FONT);
       if (text) body.push(text);
       else unlabelled++;
     }
   }
+  return page(ring, nodes, owned.map((o) => o.point.node), body, notes(ring, owned.length, unlabelled), canvas);
+}
 
-  const notes = [
-    'Hash 0 is at the top; a key belongs to the first node point clockwise from it.',
-    ...(marks ? [] : [`Node points are ticks outside the ring (${plural(ring.points.length, 'point')}).`]),
-    ...(owning.length > MAX_ID_LABELS ? ['Ids are dots without labels; hover one for its id and node.'] : unlabelled > 0 ? [`${plural(unlabelled, 'id label')} left out where labels would overlap.`] : []),
-    ...(nodes.length > PALETTE.length ? [`Colours repeat past ${PALETTE.length} nodes: the letters tell the nodes apart.`] : []),
-  ];
-  return page(ring, nodes, owning.map((o) => o.point.node), body, notes, canvas);
+/** Under the legend: how to read the picture, then what it leaves out or repeats. */
+function notes(ring: HashRing, ids: number, unlabelled: number): string[] {
+  const out = [READING];
+  const points = ring.points.length;
+  if (points > MAX_POINT_MARKS) out.push(`Node points are ticks outside the ring (${plural(points, 'point')}).`);
+  if (ids > MAX_ID_LABELS) out.push('Ids are dots without labels; hover one for its id and node.');
+  else if (unlabelled > 0) out.push(`${plural(unlabelled, 'id label')} left out where labels would overlap.`);
+  if (ring.nodes.length > PALETTE.length) {
+    out.push(`Colours repeat past ${PALETTE.length} nodes: the letters tell the nodes apart.`);
+  }
+  return out;
 }
 
 /** Hash 0 at the top, and an arrow that shows which way is clockwise. */
 function orientation(canvas: Canvas): string[] {
   const { cx, cy } = canvas;
-  const [x0, y0] = canvas.xy(0.015, RADIUS + 40);
-  const [x1, y1] = canvas.xy(0.06, RADIUS + 40);
-  canvas.reserve({ x: x0 - 4, y: y0 - 8, w: x1 - x0 + 12, h: y1 - y0 + 16 });
+  const [x0, y0] = canvas.xy(ARROW.from, ARROW.radius);
+  const [x1, y1] = canvas.xy(ARROW.to, ARROW.radius);
+  // The arrow runs right and down: its box reaches behind its tail, and past its end and either side by the head.
+  const [tail, head] = [ARROW_TAIL, ARROW_HEAD];
+  canvas.reserve({ x: x0 - tail, y: y0 - head, w: x1 - x0 + (tail + head), h: y1 - y0 + 2 * head });
+  const stroke = { stroke: INK, 'stroke-width': ARROW.stroke };
+  const d = `M${x0} ${y0}A${ARROW.radius} ${ARROW.radius} 0 0 1 ${x1} ${y1}`;
   return [
-    `<line x1="${cx}" y1="${cy - RADIUS - 18}" x2="${cx}" y2="${cy - RADIUS + 18}" stroke="#222" stroke-width="1.5"/>`,
-    canvas.label('0', [[cx, cy - RADIUS - 30]])!,
-    `<path d="M${x0} ${y0}A${RADIUS + 40} ${RADIUS + 40} 0 0 1 ${x1} ${y1}" fill="none" stroke="#222" stroke-width="1.5" marker-end="url(#arrow)"/>`,
+    tag('line', { x1: cx, y1: cy - RADIUS - ZERO.tick, x2: cx, y2: cy - RADIUS + ZERO.tick, ...stroke }),
+    canvas.label('0', [[cx, cy - ZERO.label]])!,
+    tag('path', { d, fill: 'none', ...stroke, 'marker-end': 'url(#arrow)' }),
   ];
-}
-
-/** The node points: circles with their key beside them while few, ticks outside the band when many. */
-function points(ring: HashRing, of: Map<string, Node>, canvas: Canvas, marks: boolean): string[] {
-  const out: string[] = [];
-  for (const p of ring.points) {
-    const f = fraction(p.position);
-    const { key: k, node } = of.get(p.node)!;
-    if (!marks) {
-      const [x0, y0] = canvas.xy(f, RADIUS + BAND / 2 + 2);
-      const [x1, y1] = canvas.xy(f, RADIUS + BAND / 2 + 9);
-      out.push(`<line class="point" data-node="${xml(node)}" x1="${x0}" y1="${y0}" x2="${x1}" y2="${y1}" stroke="#222" stroke-width="1"/>`);
-      continue;
-    }
-    const [x, y] = canvas.xy(f, RADIUS);
-    out.push(`<circle class="point" data-node="${xml(node)}" cx="${x}" cy="${y}" r="6" fill="white" stroke="#222" stroke-width="2"/>`);
-    const text = canvas.label(k, canvas.around(f, RADIUS + BAND / 2 + 28, 14));
-    if (text) out.push(text);
-  }
-  return out;
-}
-
-/** The whole picture: title, ring, then under it the legend (one row per node) and the notes. Sized to fit them. */
-function page(ring: HashRing, nodes: Node[], owners: string[], body: string[], notes: string[], canvas: Canvas): string {
-  const shares = sharesOf(ring);
-  const count = new Map(ring.nodes.map((n) => [n, 0]));
-  for (const node of owners) count.set(node, count.get(node)! + 1);
-  const share = (node: string) => `${(shares.get(node)! * 100).toFixed(1)}% of the ring${owners.length ? ` · ${plural(count.get(node)!, 'id')}` : ''}`;
-  const legendTop = canvas.cy + RADIUS + MARGIN;
-  const legend = nodes.flatMap(({ node, key: k, colour }, i) => {
-    const y = legendTop + i * ROW;
-    return [
-      `<rect class="swatch" data-node="${xml(node)}" x="20" y="${y}" width="18" height="18" fill="${colour}" stroke="#222" stroke-width="0.8"/>`,
-      `<text x="46" y="${y + 9}" dominant-baseline="middle"><tspan font-weight="bold">${k}</tspan>  ${xml(node)} · ${share(node)}</text>`,
-    ];
-  });
-  const notesTop = legendTop + nodes.length * ROW + 16;
-  const height = notesTop + notes.length * ROW;
-  const w = round(Math.max(2 * canvas.cx, ...nodes.map(({ node, key: k }) => 46 + width(`${k}  ${node} · ${share(node)}`, FONT) + 20), ...notes.map((n) => 20 + width(n, FONT) + 20)));
-  const title = `${plural(nodes.length, 'node')} × ${plural(ring.replicas, 'replica')}${owners.length ? `, ${plural(owners.length, 'id')}` : ''}`;
-  const desc = `A consistent-hash ring. ${notes[0]} Each node's share of the ring: ${nodes.map(({ node, key: k }) => `${k} ${node} ${(shares.get(node)! * 100).toFixed(1)}%`).join(', ')}.`;
-  return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${height}" viewBox="0 0 ${w} ${height}" font-family="sans-serif" font-size="${FONT}" role="img" aria-labelledby="title desc">`,
-    `<title id="title">Consistent-hash ring: ${title}</title>`,
-    `<desc id="desc">${xml(desc)}</desc>`,
-    `<defs><marker id="arrow" viewBox="0 0 10 10" refX="5" refY="5" markerWidth="8" markerHeight="8" orient="auto"><path d="M0 0L10 5L0 10z" fill="#222"/></marker></defs>`,
-    `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="${canvas.cx}" y="30" text-anchor="middle" font-size="17">${title}</text>`,
-    ...body,
-    ...legend,
-    ...notes.map((note, i) => `<text x="20" y="${notesTop + i * ROW + 9}" dominant-baseline="middle" fill="#555">${xml(note)}</text>`),
-    '</svg>',
-  ].join('\n') + '\n';
 }
 
 /**
@@ -188,13 +169,13 @@ function page(ring: HashRing, nodes: Node[], owners: string[], body: string[], n
  * that a node's territory is one stroke, with no seams inside it.
  */
 function arcs(ring: HashRing, of: Map<string, Node>, canvas: Canvas): string[] {
-  const xy = (f: number, r: number) => canvas.xy(f, r);
   const points = ring.points;
+  const band = (node: string) => ({ fill: 'none', stroke: of.get(node)!.colour, 'stroke-width': BAND });
   const owners = new Set(points.map((p) => p.node));
   if (owners.size === 1) {
-    const [node] = owners;
-    const [x, y] = xy(0, 0);
-    return [`<circle class="arc" data-node="${xml(node!)}" cx="${x}" cy="${y}" r="${RADIUS}" fill="none" stroke="${of.get(node!)!.colour}" stroke-width="${BAND}"/>`];
+    const node = points[0]!.node;
+    const [x, y] = canvas.xy(0, 0);
+    return [tag('circle', { class: 'arc', 'data-node': node, cx: x, cy: y, r: RADIUS, ...band(node) })];
   }
   // Start at a change of owner, so that no run wraps past the starting point.
   const n = points.length;
@@ -206,29 +187,151 @@ function arcs(ring: HashRing, of: Map<string, Node>, canvas: Canvas): string[] {
     const next = points[(start + i + 1) % n]!;
     if (next.node === p.node && i < n - 1) continue;
     const to = fraction(p.position);
-    const span = (to - from + 1) % 1;
-    const [x0, y0] = xy(from, RADIUS);
-    const [x1, y1] = xy(to, RADIUS);
-    out.push(
-      `<path class="arc" data-node="${xml(p.node)}" d="M${x0} ${y0}A${RADIUS} ${RADIUS} 0 ${span > 0.5 ? 1 : 0} 1 ${x1} ${y1}" fill="none" stroke="${of.get(p.node)!.colour}" stroke-width="${BAND}"/>`,
-    );
+    const large = (to - from + 1) % 1 > 0.5 ? 1 : 0;
+    const [x0, y0] = canvas.xy(from, RADIUS);
+    const [x1, y1] = canvas.xy(to, RADIUS);
+    const d = `M${x0} ${y0}A${RADIUS} ${RADIUS} 0 ${large} 1 ${x1} ${y1}`;
+    out.push(tag('path', { class: 'arc', 'data-node': p.node, d, ...band(p.node) }));
     from = to;
   }
   return out;
 }
 
+/** Lines from ids to the points that own them, for when there are few enough to follow. */
+function links(owned: Owned[], canvas: Canvas): string[] {
+  return owned.map(({ id, f, point }) => {
+    const [x1, y1] = canvas.xy(f, idRadius(id));
+    const [x2, y2] = canvas.xy(fraction(point.position), RADIUS);
+    return tag('line', { class: 'link', x1, y1, x2, y2, stroke: '#999', 'stroke-width': OUTLINE });
+  });
+}
+
+/** The node points: circles with their key beside them while few, ticks outside the band when many. */
+function points(ring: HashRing, of: Map<string, Node>, canvas: Canvas, marked: boolean): string[] {
+  const out: string[] = [];
+  for (const p of ring.points) {
+    const f = fraction(p.position);
+    const { key: k, node } = of.get(p.node)!;
+    if (!marked) {
+      const [x1, y1] = canvas.xy(f, TICK.from);
+      const [x2, y2] = canvas.xy(f, TICK.to);
+      const tick = { x1, y1, x2, y2, stroke: INK, 'stroke-width': TICK.stroke };
+      out.push(tag('line', { class: 'point', 'data-node': node, ...tick }));
+      continue;
+    }
+    const [cx, cy] = canvas.xy(f, RADIUS);
+    const circle = { cx, cy, r: POINT.radius, fill: 'white', stroke: INK, 'stroke-width': POINT.stroke };
+    out.push(tag('circle', { class: 'point', 'data-node': node, ...circle }));
+    const text = canvas.label(k, canvas.around(f, KEY_AT));
+    if (text) out.push(text);
+  }
+  return out;
+}
+
+/** An id's dot, in its owner's colour, with a tooltip that names both. */
+function idDot({ id, f }: Owned, { node, colour }: Node, canvas: Canvas, big: boolean): string {
+  const [cx, cy] = canvas.xy(f, idRadius(id));
+  const r = big ? ID_RADIUS.few : ID_RADIUS.many;
+  canvas.reserve({ x: cx - r, y: cy - r, w: 2 * r, h: 2 * r });
+  const dot = { cx, cy, r, fill: colour, stroke: INK, 'stroke-width': OUTLINE };
+  const tooltip = tag('title', {}, xml(`${id} → ${node}`));
+  return tag('circle', { class: 'id', 'data-id': id, 'data-node': node, ...dot }, tooltip);
+}
+
+/** The whole picture: title, ring, then under it the legend (one row per node) and the notes. Sized to fit them. */
+function page(
+  ring: HashRing,
+  nodes: Node[],
+  owners: string[],
+  body: string[],
+  notes: string[],
+  canvas: Canvas,
+): string {
+  const shares = sharesOf(ring);
+  const percent = (node: string) => `${(shares.get(node)! * 100).toFixed(1)}%`;
+  const count = new Map(ring.nodes.map((n) => [n, 0]));
+  for (const node of owners) count.set(node, count.get(node)! + 1);
+  const ids = (node: string) => (owners.length ? ` · ${plural(count.get(node)!, 'id')}` : '');
+  const legend = nodes.map((n) => ({ ...n, rest: `  ${n.node} · ${percent(n.node)} of the ring${ids(n.node)}` }));
+  const legendTop = canvas.cy + RADIUS + MARGIN;
+  const notesTop = legendTop + nodes.length * ROW + NOTES_GAP;
+  const height = notesTop + notes.length * ROW;
+  const w = round(Math.max(
+    2 * canvas.cx,
+    ...legend.map(({ key: k, rest }) => LEGEND_TEXT_X + width(k + rest, FONT) + EDGE),
+    ...notes.map((n) => EDGE + width(n, FONT) + EDGE),
+  ));
+  const { title, desc } = heading(ring, nodes, owners.length, percent);
+  const size = { width: w, height, viewBox: `0 0 ${w} ${height}` };
+  const font = { 'font-family': 'sans-serif', 'font-size': FONT };
+  const content = [
+    tag('title', { id: 'title' }, `Consistent-hash ring: ${title}`),
+    tag('desc', { id: 'desc' }, xml(desc)),
+    tag('defs', {}, ARROW_MARKER),
+    tag('rect', { width: '100%', height: '100%', fill: 'white' }),
+    tag('text', { x: canvas.cx, y: TITLE_Y, 'text-anchor': 'middle', 'font-size': TITLE_FONT }, title),
+    ...body,
+    ...legend.flatMap((row, i) => legendRow(row, legendTop + i * ROW)),
+    ...notes.map((note, i) => tag('text', { x: EDGE, y: notesTop + i * ROW + ROW_MIDDLE, ...NOTE }, xml(note))),
+  ];
+  const svg = { xmlns: 'http://www.w3.org/2000/svg', ...size, ...font, role: 'img', 'aria-labelledby': 'title desc' };
+  return `${tag('svg', svg, `\n${content.join('\n')}\n`)}\n`;
+}
+
+/** The title, and a description that says in words what the picture shows. */
+function heading(
+  ring: HashRing,
+  nodes: Node[],
+  ids: number,
+  percent: (node: string) => string,
+): { title: string; desc: string } {
+  const ofIds = ids ? `, ${plural(ids, 'id')}` : '';
+  const each = nodes.map(({ node, key: k }) => `${k} ${node} ${percent(node)}`).join(', ');
+  return {
+    title: `${plural(nodes.length, 'node')} × ${plural(ring.replicas, 'replica')}${ofIds}`,
+    desc: `A consistent-hash ring. ${READING} Each node's share of the ring: ${each}.`,
+  };
+}
+
+// The arrowhead: a triangle drawn in a 10 × 10 box centred on the line's end, turned to follow the line.
+const HEAD_BOX = { viewBox: '0 0 10 10', refX: 5, refY: 5, markerWidth: ARROW_HEAD, markerHeight: ARROW_HEAD };
+const ARROW_MARKER = tag(
+  'marker',
+  { id: 'arrow', ...HEAD_BOX, orient: 'auto' },
+  tag('path', { d: 'M0 0L10 5L0 10z', fill: INK }),
+);
+
+/** One legend row, from its top: the node's colour, then its key in bold, and the rest of its line. */
+function legendRow({ node, key: k, colour, rest }: Node & { rest: string }, y: number): string[] {
+  const swatch = { x: EDGE, y, width: SWATCH, height: SWATCH, fill: colour, stroke: INK, 'stroke-width': OUTLINE };
+  const text = `${tag('tspan', { 'font-weight': 'bold' }, k)}${xml(rest)}`;
+  return [
+    tag('rect', { class: 'swatch', 'data-node': node, ...swatch }),
+    tag('text', { x: LEGEND_TEXT_X, y: y + ROW_MIDDLE, ...CENTRED }, text),
+  ];
+}
+
 /** Ids sit in a band inside the circle, spread by their hash so that close neighbours overlap less. */
 function idRadius(id: string): number {
-  return RADIUS - BAND / 2 - 30 - 70 * fraction(position(`${id}#r`));
+  return INNER - ID_BAND.inset - ID_BAND.depth * fraction(position(`${id}#r`));
 }
 
 /** A generous estimate of a text's width: the test in a real browser holds us to it. */
 function width(text: string, size: number): number {
-  return [...text].length * size * 0.7;
+  return [...text].length * size * EM_WIDTH;
 }
 
 function overlap(a: Box, b: Box): boolean {
   return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+}
+
+/**
+ * An element: attributes in the order given, undefined ones left out, every
+ * value escaped; the content is markup already.
+ */
+function tag(name: string, attributes: Record<string, string | number | undefined>, content?: string): string {
+  const attrs = Object.entries(attributes).flatMap(([a, v]) => (v === undefined ? [] : [` ${a}="${xml(String(v))}"`]));
+  return content === undefined ? `<${name}${attrs.join('')}/>` : `<${name}${attrs.join('')}>${content}</${name}>`;
 }
 
 function round(n: number): number {
