@@ -25,7 +25,7 @@ import mysql from 'mysql';
 import { createDb, statements, type Db } from '../db.ts';
 import { driverOptions, POOL_SIZE } from '../shard/connections.ts';
 import { HashRing } from '../ring.ts';
-import { startShards } from '../test/shards.ts';
+import { startShards, type Shards } from '../test/shards.ts';
 
 const COUNT = 5_000;
 const IN_FLIGHT = 32;
@@ -36,6 +36,17 @@ type Op = (id: string) => Promise<void>;
 type Path = { name: string; write: Op; read: Op };
 type Result = { rps: number; latencies: number[]; cpu: Cpu };
 type Cpu = { generator: number; servers: number; mysql: number }; // µs per request
+
+/** What the paths share: the ring, each shard's processes, and the connections each tier uses. */
+type Setup = {
+  ring: HashRing;
+  servers: number[]; // pids of the shards' servers
+  mysqls: number[]; // and of their MariaDBs
+  dbs: Map<string, Db>; // db.ts, one per shard
+  bare: Map<string, mysql.Connection[]>; // the bare driver: POOL_SIZE single connections per shard, taken in turn
+  agent: http.Agent; // the server tier's keep-alive agent
+  bodies: Map<string, string>; // the server tier's bodies, serialised before the clock starts
+};
 
 /** CPU time (µs) a process has used so far, from /proc/PID/stat: utime + stime. */
 function cpuOf(pid: number): number {
@@ -54,55 +65,62 @@ function memory(pid: number): { anon: number; peak: number } {
 
 const shards = await startShards(3);
 try {
-  const ring = new HashRing(shards.nodes);
-  const servers = await Promise.all(shards.nodes.map((_, i) => shards.pid(i + 1, 'server.pid')));
-  const mysqls = await Promise.all(shards.nodes.map((_, i) => shards.pid(i + 1, 'mysqld.pid')));
-  const sum = (pids: number[]) => pids.reduce((total, pid) => total + cpuOf(pid), 0);
-  const self = () => {
-    const { user, system } = process.cpuUsage();
-    return user + system;
-  };
-
-  /** Runs op over every id, IN_FLIGHT at a time, timing each call and counting every process's CPU. */
-  async function measure(ids: string[], op: Op): Promise<Result> {
-    const latencies: number[] = [];
-    const before = { generator: self(), servers: sum(servers), mysql: sum(mysqls) };
-    const start = performance.now();
-    await eachLimit(ids, IN_FLIGHT, async (id) => {
-      const t = performance.now();
-      await op(id);
-      latencies.push(performance.now() - t);
-    });
-    const seconds = (performance.now() - start) / 1000;
-    const per = (now: number, then: number) => (now - then) / ids.length;
-    const cpu = { generator: per(self(), before.generator), servers: per(sum(servers), before.servers), mysql: per(sum(mysqls), before.mysql) };
-    return { rps: ids.length / seconds, latencies, cpu };
+  const setup = await connect(shards);
+  try {
+    const paths = pathsOf(setup);
+    await warmUp(setup, paths);
+    const [best, peakAnon] = await withPeakMemory(setup.servers, () => bestRounds(setup, paths));
+    report(best, peakAnon, setup.servers);
+  } finally {
+    await disconnect(setup);
   }
+} finally {
+  await shards.stop();
+}
 
+/** Setup: every shard's pids, db.ts and bare driver connections to every shard, and the HTTP agent. */
+async function connect(shards: Shards): Promise<Setup> {
+  const pids = (file: 'server.pid' | 'mysqld.pid') => Promise.all(shards.nodes.map((_, i) => shards.pid(i + 1, file)));
   const dbs = new Map<string, Db>();
-  for (const [i, node] of shards.nodes.entries()) {
-    const env = await shards.databaseEnv(i + 1);
-    dbs.set(node, createDb({ socketPath: env.MYSQL_SOCKET, user: env.MYSQL_USER!, password: env.MYSQL_PASSWORD!, database: 'expenses' }));
-  }
-  // The bare driver: POOL_SIZE single connections per shard, taken in turn.
   const bare = new Map<string, mysql.Connection[]>();
   for (const [i, node] of shards.nodes.entries()) {
     const env = await shards.databaseEnv(i + 1);
-    const options = driverOptions({ socketPath: env.MYSQL_SOCKET, user: env.MYSQL_USER!, password: env.MYSQL_PASSWORD!, database: 'expenses' });
+    const config = { socketPath: env.MYSQL_SOCKET, user: env.MYSQL_USER!, password: env.MYSQL_PASSWORD!, database: 'expenses' };
+    dbs.set(node, createDb(config));
+    const options = driverOptions(config);
     bare.set(node, Array.from({ length: POOL_SIZE }, () => mysql.createConnection(options)));
   }
+  return {
+    ring: new HashRing(shards.nodes),
+    servers: await pids('server.pid'),
+    mysqls: await pids('mysqld.pid'),
+    dbs,
+    bare,
+    agent: new http.Agent({ keepAlive: true, maxSockets: IN_FLIGHT }),
+    bodies: new Map(),
+  };
+}
+
+/** Teardown: every connection that connect opened. */
+async function disconnect({ dbs, bare, agent }: Setup): Promise<void> {
+  await Promise.all([...dbs.values()].map((db) => db.close()));
+  for (const connection of [...bare.values()].flat()) connection.end();
+  agent.destroy();
+}
+
+/** The four paths, from the limit to the client as shipped: each writes one id, or reads it back. */
+function pathsOf({ ring, dbs, bare, agent, bodies }: Setup): Path[] {
   let turn = 0;
   const driver = (node: string, [sql, values]: [string, unknown[]]) =>
     new Promise<unknown>((resolve, reject) => {
       const connections = bare.get(node)!;
       connections[turn++ % connections.length]!.query(sql, values, (err, result) => (err ? reject(err) : resolve(result)));
     });
-  const agent = new http.Agent({ keepAlive: true, maxSockets: IN_FLIGHT });
-  const bodies = new Map<string, string>(); // serialised before the clock starts
   const lean = (node: string, method: string, path: string, body?: string) =>
     new Promise<number>((resolve, reject) => {
       const [host, port] = node.split(':');
-      const req = http.request({ host, port, method, path, agent, headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      const headers = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+      const req = http.request({ host, port, method, path, agent, headers }, (res) => {
         res.resume();
         res.on('end', () => resolve(res.statusCode!));
       });
@@ -113,7 +131,7 @@ try {
     if (status !== wanted) throw new Error(`${what}: HTTP ${status}`);
   };
 
-  const paths: Path[] = [
+  return [
     {
       name: 'limit (db.ts)',
       write: async (id) => {
@@ -141,31 +159,71 @@ try {
       read: async (id) => expect(`GET ${id}`, (await call(ring.get(id), 'GET', `/v1/expenses/${id}`)).status, 200),
     },
   ];
+}
 
-  const ids = (prefix: string) => Array.from({ length: COUNT }, (_, i) => `${prefix}${i}`);
-  for (const id of ids('warm-')) bodies.set(id, JSON.stringify(expenseFor(id)));
-  // Warm up every path (JIT, connections, buffer pools) before measuring.
-  for (const [i, path] of paths.entries()) await measure(ids('warm-').slice(i * 500, i * 500 + 500), path.write);
+/** COUNT fresh ids, with their bodies serialised for the server tier. */
+function freshIds({ bodies }: Setup, prefix: string): string[] {
+  const ids = Array.from({ length: COUNT }, (_, i) => `${prefix}${i}`);
+  for (const id of ids) bodies.set(id, JSON.stringify(expenseFor(id)));
+  return ids;
+}
 
-  let peakAnon = 0;
-  const sampler = setInterval(() => (peakAnon = Math.max(peakAnon, ...servers.map((pid) => memory(pid).anon))), 20);
+/** Warms up every path (JIT, connections, buffer pools) before measuring: 500 writes each. */
+async function warmUp(setup: Setup, paths: Path[]): Promise<void> {
+  const ids = freshIds(setup, 'warm-');
+  for (const [i, path] of paths.entries()) await measure(setup, ids.slice(i * 500, i * 500 + 500), path.write);
+}
+
+/** ROUNDS rounds of writes, then reads of the same ids, on every path: the best round of each, by req/s. */
+async function bestRounds(setup: Setup, paths: Path[]): Promise<Map<string, Result>> {
   const best = new Map<string, Result>();
   const keep = (key: string, result: Result) => {
     if (!best.has(key) || result.rps > best.get(key)!.rps) best.set(key, result);
   };
   for (let round = 0; round < ROUNDS; round++) {
     for (const [i, path] of paths.entries()) {
-      const fresh = ids(`r${round}p${i}-`);
-      for (const id of fresh) bodies.set(id, JSON.stringify(expenseFor(id)));
-      keep(`${path.name} writes`, await measure(fresh, path.write));
-      keep(`${path.name} reads`, await measure(fresh, path.read));
+      const fresh = freshIds(setup, `r${round}p${i}-`);
+      keep(`${path.name} writes`, await measure(setup, fresh, path.write));
+      keep(`${path.name} reads`, await measure(setup, fresh, path.read));
     }
   }
-  clearInterval(sampler);
-  await Promise.all([...dbs.values()].map((db) => db.close()));
-  for (const connection of [...bare.values()].flat()) connection.end();
-  agent.destroy();
+  return best;
+}
 
+/** Runs op over every id, IN_FLIGHT at a time, timing each call and counting every process's CPU. */
+async function measure({ servers, mysqls }: Setup, ids: string[], op: Op): Promise<Result> {
+  const sum = (pids: number[]) => pids.reduce((total, pid) => total + cpuOf(pid), 0);
+  const self = () => {
+    const { user, system } = process.cpuUsage();
+    return user + system;
+  };
+  const latencies: number[] = [];
+  const before = { generator: self(), servers: sum(servers), mysql: sum(mysqls) };
+  const start = performance.now();
+  await eachLimit(ids, IN_FLIGHT, async (id) => {
+    const t = performance.now();
+    await op(id);
+    latencies.push(performance.now() - t);
+  });
+  const seconds = (performance.now() - start) / 1000;
+  const per = (now: number, then: number) => (now - then) / ids.length;
+  const cpu = { generator: per(self(), before.generator), servers: per(sum(servers), before.servers), mysql: per(sum(mysqls), before.mysql) };
+  return { rps: ids.length / seconds, latencies, cpu };
+}
+
+/** Runs fn while sampling the servers' private memory every 20 ms: fn's result, and the peak, in MB. */
+async function withPeakMemory<T>(servers: number[], fn: () => Promise<T>): Promise<[T, number]> {
+  let peak = 0;
+  const sampler = setInterval(() => (peak = Math.max(peak, ...servers.map((pid) => memory(pid).anon))), 20);
+  try {
+    return [await fn(), peak];
+  } finally {
+    clearInterval(sampler);
+  }
+}
+
+/** The table, each path's best against the limit, then the line that docs/performance.md quotes. */
+function report(best: Map<string, Result>, peakAnon: number, servers: number[]): void {
   const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
   console.log(`${COUNT} requests per round, best of ${ROUNDS}; ${IN_FLIGHT} in flight; ${POOL_SIZE} connections per shard; 3 shards; ${cpus().length} cores, ${cpu}\n`);
   const ratio = (key: string) => best.get(key)!.rps / best.get(`limit (db.ts) ${key.endsWith('writes') ? 'writes' : 'reads'}`)!.rps;
@@ -185,6 +243,4 @@ try {
     `\ne2e server/limit writes = ${r('server tier writes')}, reads = ${r('server tier reads')}; ` +
       `client/limit writes = ${r('client (fetch) writes')}, reads = ${r('client (fetch) reads')}; server private = ${peakAnon.toFixed(0)} MB`,
   );
-} finally {
-  await shards.stop();
 }
