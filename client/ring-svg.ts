@@ -32,7 +32,7 @@ const NOTE = { ...CENTRED, fill: '#555' }; // a note, quieter than the legend
 const FONT = 13;
 const TITLE_FONT = 17;
 const ID_FONT = 11;
-const EM_WIDTH = 0.7; // a character's width, in ems: generous, and test/picture-browser.test.ts holds us to it
+const EM_WIDTH = 0.7; // a character's width, in ems, generously: see width()
 const LINE_HEIGHT = 1.2; // a line of text, in ems
 const NUDGE = 14; // how far a label may move off its mark to find room
 
