@@ -19,6 +19,7 @@ import { problem } from './client/http.ts';
 import { compareTable, lookupSpeeds } from './client/compare.ts';
 import { check, reshard } from './client/reshard.ts';
 import { ringSvg } from './client/ring-svg.ts';
+import { plural } from './client/words.ts';
 
 const DEFAULT_NODES = '127.0.0.1:3000,127.0.0.1:4000,127.0.0.1:5000';
 const DEFAULT_SECRET = fileURLToPath(new URL('data/cluster-secret', import.meta.url));
@@ -319,8 +320,7 @@ function readSecret(path: string | undefined): string | undefined {
 function map(ring: HashRing, ids: string[], values: { json: boolean; svg?: string }): number {
   if (values.svg !== undefined) {
     writeFileSync(values.svg, ringSvg(ring, ids));
-    const n = ring.nodes.length;
-    console.log(`wrote ${values.svg}: ${n} ${n === 1 ? 'node' : 'nodes'} × ${ring.replicas}, ${ids.length} ids`);
+    console.log(`wrote ${values.svg}: ${plural(ring.nodes.length, 'node')} × ${ring.replicas}, ${ids.length} ids`);
     return 0;
   }
   const owner = new Map(ids.map((id) => [id, ring.get(id)]));

@@ -37,6 +37,7 @@
 // longer has, which the target accepts only after ASKING.
 
 import { HashRing } from '../ring.ts';
+import { plural } from '../client/words.ts';
 import { Invalid, preview } from './expense.ts';
 import { nodeProblem } from './node.ts';
 
@@ -136,7 +137,7 @@ export function placer(map: ClusterMap): (id: string) => Placement {
 
 /** "epoch 3: 4 nodes, replicas 1", and the reshard under way, for messages. */
 export function describeMap(map: ClusterMap): string {
-  const ring = (nodes: MapNode[], replicas: number) => `${nodes.length} ${nodes.length === 1 ? 'node' : 'nodes'}, replicas ${replicas}`;
+  const ring = (nodes: MapNode[], replicas: number) => `${plural(nodes.length, 'node')}, replicas ${replicas}`;
   const moving = map.moving && `, moving to ${ring(map.moving.nodes, map.moving.replicas)}`;
   return `epoch ${map.epoch}: ${ring(map.nodes, map.replicas)}${moving ?? ''}`;
 }
