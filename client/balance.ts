@@ -18,7 +18,7 @@ export function balanceTable(nodes: readonly string[], replicas: number, keys: n
   const width = Math.max(4, ...nodes.map((n) => n.length));
 
   const lines = [
-    `${nodes.length} nodes × ${plural(replicas, 'replica')}, ${keys} keys`,
+    `${plural(nodes.length, 'node')} × ${plural(replicas, 'replica')}, ${keys} keys`,
     `  ${'node'.padEnd(width)}  ring share  keys${' '.repeat(Math.max(0, String(keys).length - 4))}  key share`,
   ];
   for (const node of nodes) {
