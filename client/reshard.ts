@@ -57,6 +57,7 @@ export async function reshard(o: ReshardOptions): Promise<number> {
   const current = newest(said);
   const known = await ask(namedIn(said).filter((node) => !said.has(node)));
   for (const [node, answer] of known) said.set(node, answer);
+  // 2. Decide.
   const plan = decide(o, said, current);
   if (typeof plan === 'string') {
     console.error(plan);
@@ -72,7 +73,7 @@ export async function reshard(o: ReshardOptions): Promise<number> {
     return 0;
   }
 
-  // 2 and 3. Decide, and take the cluster.
+  // 3. Take the cluster.
   if (plan.takeover !== undefined) console.log(plan.takeover);
   const taken = await take(plan.next, said, o.secret);
   if (taken !== undefined) {
