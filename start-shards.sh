@@ -165,7 +165,8 @@ $(tail -n 15 "$d/init.log")"
   # Ready means a real query works: `mysqladmin ping` says yes even to "access denied".
   for i in $(seq 300); do
     sql "$1" <<<'SELECT 1' >/dev/null 2>&1 && return 0
-    alive "$d/mysqld.pid" >/dev/null || die "shard $1: MySQL stopped while starting. The end of $d/mysqld.err:
+    # running, not alive: a child not yet past exec still shows this script's command line.
+    running "$(cat "$d/mysqld.pid")" || die "shard $1: MySQL stopped while starting. The end of $d/mysqld.err:
 $(tail -n 15 "$d/mysqld.err" 2>/dev/null)"
     sleep 0.1
   done
@@ -265,7 +266,8 @@ wait_healthy() {
   local d=$(shard_dir "$1") port=$(shard_port "$1") i
   for i in $(seq 100); do
     [ "$(health "$port")" = 200 ] && return 0
-    alive "$d/server.pid" >/dev/null || die "shard $1: the server stopped while starting. The end of $d/server.log:
+    # running, not alive: a child not yet past exec still shows this script's command line.
+    running "$(cat "$d/server.pid")" || die "shard $1: the server stopped while starting. The end of $d/server.log:
 $(tail -n 15 "$d/server.log")"
     sleep 0.1
   done
