@@ -17,9 +17,10 @@
 //   - before step 1 lands: nothing has changed.
 //   - between 1 and 2: the original is live and serves; the copy is unseen.
 //     The next run finds the copy incoming, and resumes at step 2.
-//   - between 2 and 3: no live record anywhere; both owners answer 503 for
-//     this id. The next run finds the copy incoming; step 2 answers "done
-//     already", since the old owner remembers the handoff; step 3 follows.
+//   - between 2 and 3: no live record anywhere. The old owner sends a client
+//     on to the new one (421), which answers 503 until the copy is adopted.
+//     The next run finds the copy incoming; step 2 answers "done already",
+//     since the old owner remembers the handoff; step 3 follows.
 //   - after step 3: moved. The old owner's moved row is forgotten when the
 //     reshard ends.
 

@@ -22,6 +22,7 @@
 // A kill at any instant leaves the cluster consistent (the shards keep the
 // invariant at every step), and the same command, from any machine, goes on.
 
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { describeMap, placer, type ClusterMap, type Holder, type MapNode } from '../api/cluster-map.ts';
 import type { Versioned } from '../api/expense.ts';
@@ -196,12 +197,18 @@ function namedIn(said: Map<string, Said>): string[] {
   return [...names];
 }
 
+/** True while a process runs on this machine. A zombie has ended: it only waits to be reaped, which can take a while. */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as { code?: string }).code === 'EPERM';
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return true; // no /proc here: the signal's answer stands
   }
 }
 
@@ -354,12 +361,11 @@ async function* pages(node: string, state: 'live' | 'incoming'): AsyncGenerator<
 }
 
 function tally(w: Walk, page: Sorted): void {
-  w.records += page.staying + page.out.length;
+  // A copy a dead run left incoming is a record on its way: counted where it comes from.
+  w.records += page.staying + page.out.length + page.incoming.length;
   w.movedByModN += page.movedByModN;
-  for (const { record, to: owner } of page.out) {
-    const route = `${page.holder} -> ${owner}`;
-    w.misplaced.set(route, (w.misplaced.get(route) ?? 0) + 1);
-  }
+  const routes = [...page.out.map(({ to }) => `${page.holder} -> ${to}`), ...page.incoming.map(({ from }) => `${from} -> ${page.holder}`)];
+  for (const route of routes) w.misplaced.set(route, (w.misplaced.get(route) ?? 0) + 1);
   for (const stray of page.strays) w.strays.set(stray.expense.id, `on ${page.holder}, where neither ring puts it (written there without the cluster map?): move or delete it by hand`);
 }
 

@@ -53,7 +53,7 @@ export function createCluster(db: Db) {
     }
     if (now.map !== undefined && next.epoch <= now.map.epoch) return 'older';
     // Rule 5: wait for the requests under the old map to finish, and let no new one start.
-    let resume!: () => void;
+    let resume = () => {};
     paused = new Promise((resolve) => (resume = resolve));
     try {
       if (inFlight > 0) await new Promise<void>((resolve) => (drained = resolve));

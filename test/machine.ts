@@ -5,7 +5,7 @@
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { cp, mkdir, mkdtemp, symlink } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Run } from './shards.ts';
@@ -17,6 +17,8 @@ export type Machine = {
   client(args: string[]): Promise<Run>;
   /** Starts ch_client.ts there; `exited` resolves with its code, or its signal, and its output. */
   start(args: string[]): { pid: number; kill(signal: NodeJS.Signals): void; exited: Promise<Run & { signal: string | null }> };
+  /** Removes the working directory. */
+  remove(): Promise<void>;
 };
 
 export async function machine(secretFile?: string): Promise<Machine> {
@@ -36,5 +38,5 @@ export async function machine(secretFile?: string): Promise<Machine> {
     const exited = once(child, 'exit').then(([code, signal]) => ({ code: (code as number | null) ?? 1, signal: signal as string | null, stdout, stderr }));
     return { pid: child.pid!, kill: (signal: NodeJS.Signals) => void child.kill(signal), exited };
   };
-  return { dir, start, client: (args) => start(args).exited };
+  return { dir, start, client: (args) => start(args).exited, remove: () => rm(dir, { recursive: true, force: true }) };
 }

@@ -39,6 +39,7 @@ before(async () => {
 after(async () => {
   await Promise.all((gates ?? []).map((g) => g.close()));
   await shards?.stop();
+  await operator?.remove();
 });
 
 /** What the writers heard acknowledged, per id: the name it now has, or null once deleted. Unsure: a request with no answer. */

@@ -57,6 +57,7 @@ before(async () => {
 after(async () => {
   await Promise.all((gates ?? []).map((g) => g.close()));
   await shards?.stop();
+  await Promise.all([a, b].map((m) => m?.remove()));
 });
 
 const reshardArgs = (to: string[], ...more: string[]) => ['reshard', '--nodes', three.join(','), '--to', to.join(','), ...more];
