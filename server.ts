@@ -41,6 +41,7 @@ async function create(c: Context): Promise<Reply> {
   const { ifMatch, ifNoneMatch } = preconditions(c.req);
   // A POST only creates, so no stored version can be the one If-Match names.
   if (ifMatch !== undefined) throw new HttpError(412, 'If-Match on a POST can never hold: a POST creates a record. Send a PUT to change one');
+  const onlyIfAbsent = ifNoneMatch !== undefined && star(ifNoneMatch);
   const fields = checkFields(readJson(c), ['id', ...EDITABLE], true);
   const expense: Expense = { id: fields.id!, ...(fields as Record<Editable, string>), status: 'pending', decision_date: '' };
   const { part, at } = placeOf(c, expense.id);
@@ -55,7 +56,7 @@ async function create(c: Context): Promise<Reply> {
   const row = await c.db.get(expense.id);
   if (row !== undefined && row.state !== 'live') throw inTransit(expense.id); // rule 4
   // If-None-Match: * asks for exactly what a POST does anyway; a refusal then says it in those terms.
-  if (ifNoneMatch) throw preconditionFailed(expense.id, row?.version);
+  if (onlyIfAbsent) throw preconditionFailed(expense.id, row?.version);
   throw new HttpError(409, `an expense with id ${JSON.stringify(expense.id)} already exists; PUT /v1/expenses/${expense.id} to change it`);
 }
 
@@ -67,36 +68,64 @@ async function read(c: Context): Promise<Reply> {
   return { status: 200, body: row.expense, headers: { ETag: etag(row.version) } };
 }
 
-// A PUT reads the record, then writes the whole of it over exactly the
-// version it read. So its answer is the record and the version this PUT
-// wrote, even when other writes come just before or after it.
-const PUT_ATTEMPTS = 5;
-
+// A PUT or DELETE reads the record, checks the request's conditions against
+// it, and writes over exactly the version it read. So a PUT answers with the
+// record and the version that it wrote, even when other writes come just
+// before or after it.
 async function update(c: Context): Promise<Reply> {
   const id = pathId(c.params);
-  const expected = expectedVersions(c.req);
+  const conditions = preconditions(c.req);
   const fields = checkFields(readJson(c), EDITABLE, false);
   if (Object.keys(fields).length === 0) throw new HttpError(400, `nothing to update: send at least one of ${EDITABLE.join(', ')}`);
   const here = placeOf(c, id);
-  for (let attempt = 0; attempt < PUT_ATTEMPTS; attempt++) {
-    const row = await c.db.get(id);
-    if (row?.state !== 'live') return notHere(c, here, id, row);
-    if (expected !== undefined && !expected.includes(row.version)) throw preconditionFailed(id, row.version);
+  return overRead(c, here, id, conditions, async (row) => {
     const expense = { ...row.expense, ...fields };
     const version = await c.db.replace(expense, row.version, 'live');
-    if (version !== undefined) return { status: 202, body: expense, headers: { ETag: etag(version) } };
-  }
-  throw new HttpError(503, `the expense ${JSON.stringify(id)} changed ${PUT_ATTEMPTS} times while this PUT was applied; send it again`, { 'Retry-After': '1' });
+    return version === undefined ? undefined : { status: 202, body: expense, headers: { ETag: etag(version) } };
+  });
 }
 
 async function remove(c: Context): Promise<Reply> {
   const id = pathId(c.params);
-  const expected = expectedVersions(c.req);
+  const conditions = preconditions(c.req);
   const here = placeOf(c, id);
-  if (expected?.length !== 0 && (await c.db.remove(id, 'live', expected))) return { status: 204 };
-  const row = await c.db.get(id);
-  if (row?.state === 'live') throw preconditionFailed(id, row.version);
-  return notHere(c, here, id, row);
+  return overRead(c, here, id, conditions, async (row) => ((await c.db.remove(id, 'live', [row.version])) ? { status: 204 } : undefined));
+}
+
+// Another writer (a reshard's hand-off, another server on this database) can
+// still slip in between the read and the write: then read again.
+const WRITE_ATTEMPTS = 5;
+
+/**
+ * Runs `write` over the live record as read, once the request's conditions
+ * hold for it; writes to one id queue in this server, so that they do not
+ * race each other's reads. `write` answers undefined when the record changed
+ * before it could write.
+ */
+function overRead(c: Context, here: Here, id: string, conditions: Conditions, write: (row: Row) => Promise<Reply | undefined>): Promise<Reply> {
+  return oneAtATime(id, async () => {
+    for (let attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
+      const row = await c.db.get(id);
+      if (row?.state !== 'live') return notHere(c, here, id, row);
+      meets(id, row.version, conditions);
+      const reply = await write(row);
+      if (reply !== undefined) return reply;
+    }
+    throw new HttpError(503, `the expense ${JSON.stringify(id)} changed ${WRITE_ATTEMPTS} times while this request was applied; send it again`, { 'Retry-After': '1' });
+  });
+}
+
+const writing = new Map<string, Promise<unknown>>(); // id: the last write queued for it
+
+function oneAtATime<T>(id: string, write: () => Promise<T>): Promise<T> {
+  const mine = (writing.get(id) ?? Promise.resolve()).then(write, write);
+  const settled = mine.then(
+    () => {},
+    () => {},
+  );
+  writing.set(id, settled);
+  void settled.then(() => writing.get(id) === settled && writing.delete(id));
+  return mine;
 }
 
 async function list(c: Context): Promise<Reply> {
@@ -193,17 +222,17 @@ function inTransit(id: string): HttpError {
 async function copy(c: Context): Promise<Reply> {
   const id = movable(c);
   const { ifMatch, ifNoneMatch } = preconditions(c.req);
-  if ((ifNoneMatch === true) === (ifMatch !== undefined) || (ifMatch !== undefined && ifMatch.length !== 1)) {
+  if ((ifNoneMatch === '*') === (ifMatch !== undefined) || (ifMatch !== undefined && ifMatch.length !== 1)) {
     throw new HttpError(428, 'a copy needs If-None-Match: * (to create) or If-Match with exactly one version (to replace that copy)');
   }
   const fields = checkFields(readJson(c), ['id', ...EDITABLE, 'status', 'decision_date', 'version'], true);
   if (fields.id !== id) throw new HttpError(400, `the id in the body (${preview(fields.id)}) is not the id in the path (${preview(id)})`);
   const { version, ...expense } = fields as Expense & { version: string };
-  if (ifNoneMatch) {
+  if (ifNoneMatch === '*') {
     // A moved row is what is left of a record that lives elsewhere now.
     await c.db.remove(id, 'moved');
     if ((await c.db.insert(expense, version, 'incoming')) !== undefined) return { status: 201, body: expense, headers: { ETag: etag(version) } };
-  } else if ((await c.db.replace(expense, ifMatch![0]!, 'incoming', version)) !== undefined) {
+  } else if ((await c.db.replace(expense, (ifMatch as string[])[0]!, 'incoming', version)) !== undefined) {
     return { status: 200, body: expense, headers: { ETag: etag(version) } };
   }
   throw stepRefused(await c.db.get(id), id);
@@ -262,7 +291,7 @@ function stepRefused(row: Row | undefined, id: string): HttpError {
 /** The one version a move step names in If-Match. */
 function theVersion(req: IncomingMessage): string {
   const { ifMatch } = preconditions(req);
-  if (ifMatch === undefined || ifMatch.length !== 1) throw new HttpError(428, 'a move step needs If-Match with exactly one version');
+  if (!Array.isArray(ifMatch) || ifMatch.length !== 1) throw new HttpError(428, 'a move step needs If-Match with exactly one version');
   return ifMatch[0]!;
 }
 
@@ -298,16 +327,13 @@ async function writeMap(c: Context): Promise<Reply> {
 // record is still the version the client last saw, so that no one silently
 // overwrites a change they have not seen.
 
-/**
- * The request's conditions: If-Match (these versions; undefined for *, which
- * any stored record meets) and If-None-Match: * (no record at all).
- */
-function preconditions(req: IncomingMessage): { ifMatch?: string[]; ifNoneMatch?: true } {
+/** The request's conditions: If-Match (these versions, or * for any), and If-None-Match as sent. */
+type Conditions = { ifMatch?: string[] | '*'; ifNoneMatch?: string };
+
+function preconditions(req: IncomingMessage): Conditions {
   const ifMatch = req.headers['if-match']?.trim();
   const ifNoneMatch = req.headers['if-none-match']?.trim();
-  if (ifNoneMatch !== undefined && ifNoneMatch !== '*') throw new HttpError(400, `If-None-Match: only * is supported here, got ${preview(ifNoneMatch)}`);
-  const absent = ifNoneMatch === '*' ? true : undefined;
-  if (ifMatch === undefined || ifMatch === '*') return { ifNoneMatch: absent };
+  if (ifMatch === undefined || ifMatch === '*') return { ifMatch, ifNoneMatch };
   const versions: string[] = [];
   for (const tag of ifMatch.split(',').map((t) => t.trim())) {
     // A weak tag (W/"...") never matches under the strong comparison that writes need.
@@ -316,17 +342,23 @@ function preconditions(req: IncomingMessage): { ifMatch?: string[]; ifNoneMatch?
     if (m === null) throw new HttpError(400, `If-Match must list entity tags like "0123456789abcdef", got ${preview(tag)}`);
     versions.push(m[1]!);
   }
-  return { ifMatch: versions, ifNoneMatch: absent };
+  return { ifMatch: versions, ifNoneMatch };
+}
+
+/** If-None-Match, which here can only be * ("no record at all"). */
+function star(ifNoneMatch: string): true {
+  if (ifNoneMatch !== '*') throw new HttpError(400, `If-None-Match: only * is supported here, got ${preview(ifNoneMatch)}`);
+  return true;
 }
 
 /**
- * The versions a PUT or DELETE may overwrite (undefined: any), in RFC 9110's
- * order (§13.2.2): If-Match first, then If-None-Match. On a stored record,
- * If-None-Match: * always fails, so it leaves no version to match.
+ * Throws unless a stored record at `version` meets the conditions, taken in
+ * RFC 9110's order (§13.2.2): If-Match first; then If-None-Match: *, which no
+ * stored record meets.
  */
-function expectedVersions(req: IncomingMessage): string[] | undefined {
-  const { ifMatch, ifNoneMatch } = preconditions(req);
-  return ifNoneMatch ? [] : ifMatch;
+function meets(id: string, version: string, { ifMatch, ifNoneMatch }: Conditions): void {
+  if (Array.isArray(ifMatch) && !ifMatch.includes(version)) throw preconditionFailed(id, version);
+  if (ifNoneMatch !== undefined && star(ifNoneMatch)) throw preconditionFailed(id, version);
 }
 
 /** 412: the record is not what the request expected; here is what it is. */
@@ -626,6 +658,17 @@ async function main(): Promise<void> {
   const config = configFromEnv(process.env);
   const db = createDb(config.db);
   const server = createServer({ db, cluster: createCluster(db), secret: config.secret });
+  // Stop taking connections, let requests in flight finish, then close the
+  // pool. Set before listening: a signal that comes early still shuts down cleanly.
+  const stop = (signal: string) => {
+    log(`${signal}: shutting down`);
+    // Idle keep-alive connections close now; busy ones after their response,
+    // or after 10 s at most.
+    server.close(() => db.close().catch((err: Error) => log(`closing the pool: ${err.message}`, 'stderr')));
+    setTimeout(() => server.closeAllConnections(), 10_000).unref();
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
   server.listen(config.port, config.host);
   await once(server, 'listening');
   const { port } = server.address() as { port: number };
@@ -637,17 +680,6 @@ async function main(): Promise<void> {
     () => log('database: connected'),
     (err: { code?: string; message: string }) => log(`database: not reachable yet (${err.code ?? err.message}); answering 503 until it is`, 'stderr'),
   );
-
-  // Stop taking connections, let requests in flight finish, then close the pool.
-  const stop = (signal: string) => {
-    log(`${signal}: shutting down`);
-    // Idle keep-alive connections close now; busy ones after their response,
-    // or after 10 s at most.
-    server.close(() => db.close().catch((err: Error) => log(`closing the pool: ${err.message}`, 'stderr')));
-    setTimeout(() => server.closeAllConnections(), 10_000).unref();
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
 }
 
 // Run as a script, and not when a test imports this file. (Not
