@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { expenseFor } from '../ch_client.ts';
 import { HashRing } from '../ring.ts';
 import { freePorts, ROOT, run, running, startShards, waitForExit, type Shards } from './shards.ts';
 
@@ -69,7 +70,7 @@ describe('start-shards.sh', () => {
     const res = await fetch(`http://${shards.nodes[1]}/v1/expenses`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ id: kept, name: 'n', email: 'a@b.co', category: 'c', description: '', link: '', estimated_costs: '1', submit_date: '01-01-2020' }),
+      body: JSON.stringify(expenseFor(kept)),
     });
     assert.equal(res.status, 201);
     const untouched = await shards.pid(1, 'server.pid');

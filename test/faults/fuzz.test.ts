@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { expenseFor } from '../../ch_client.ts';
 import { eachLimit } from '../../client/batch.ts';
 import { startShards, type Shards } from '../shards.ts';
 import { random } from '../random.ts';
@@ -17,7 +18,7 @@ before(async () => {
   shards = await startShards(1);
   port = Number(shards.nodes[0]!.split(':')[1]);
   for (let i = 0; i < 20; i++) {
-    const res = await fetch(`http://${shards.nodes[0]}/v1/expenses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(valid(`keep-${i}`)) });
+    const res = await fetch(`http://${shards.nodes[0]}/v1/expenses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(expenseFor(`keep-${i}`)) });
     assert.equal(res.status, 201);
   }
 });
@@ -26,10 +27,6 @@ after(async () => {
   await shards?.stop();
 });
 
-function valid(id: string): Record<string, unknown> {
-  return { id, name: 'Foo', email: 'foo@bar.com', category: 'office supplies', description: 'iPad', link: 'http://www.apple.com/', estimated_costs: '700', submit_date: '12-10-2016' };
-}
-
 const post = (body: string | Buffer, headers = '') =>
   Buffer.concat([Buffer.from(`POST /v1/expenses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${headers}\r\n`), Buffer.from(body)]);
 
@@ -37,26 +34,26 @@ const post = (body: string | Buffer, headers = '') =>
 const kinds: Record<string, (rnd: () => number) => { bytes: Buffer; end?: boolean }> = {
   'random bytes': (rnd) => ({ bytes: Buffer.from(Array.from({ length: 1 + Math.floor(rnd() * 512) }, () => Math.floor(rnd() * 256))), end: true }),
   'truncated JSON': (rnd) => {
-    const json = JSON.stringify(valid('t'));
+    const json = JSON.stringify(expenseFor('t'));
     return { bytes: post(json.slice(0, Math.floor(rnd() * (json.length - 1)))) };
   },
   'JSON nested 10,000 deep': (rnd) => ({ bytes: post(rnd() < 0.5 ? '['.repeat(10_000) + ']'.repeat(10_000) : '{"a":'.repeat(10_000) + '1' + '}'.repeat(10_000)) }),
-  'a 1 MB string': () => ({ bytes: post(JSON.stringify({ ...valid('big'), description: 'x'.repeat(1 << 20) })) }),
+  'a 1 MB string': () => ({ bytes: post(JSON.stringify({ ...expenseFor('big'), description: 'x'.repeat(1 << 20) })) }),
   'wrong types': (rnd) => {
     const wrong = [null, true, 1.5, -1, [], {}, [1, 2], { id: 1 }, 1e308];
-    const body = Object.fromEntries(Object.keys(valid('w')).map((k) => [k, wrong[Math.floor(rnd() * wrong.length)]]));
+    const body = Object.fromEntries(Object.keys(expenseFor('w')).map((k) => [k, wrong[Math.floor(rnd() * wrong.length)]]));
     return { bytes: post(JSON.stringify(body)) };
   },
   '__proto__ and constructor': (rnd) => {
     const key = rnd() < 0.5 ? '__proto__' : 'constructor';
-    return { bytes: post(`{"${key}": {"isAdmin": true}, ${JSON.stringify(valid(`p${Math.floor(rnd() * 1e6)}`)).slice(1)}`) };
+    return { bytes: post(`{"${key}": {"isAdmin": true}, ${JSON.stringify(expenseFor(`p${Math.floor(rnd() * 1e6)}`)).slice(1)}`) };
   },
   'invalid UTF-8': (rnd) => ({ bytes: post(Buffer.concat([Buffer.from('{"id": "u'), Buffer.from([0xc3, 0x28, 0xff, Math.floor(rnd() * 64) + 0x80]), Buffer.from('"}')])) }),
   'SQL metacharacters': (rnd) => {
     const nasty = ["1' OR '1'='1", '1; DROP TABLE expenses; --', '" OR ""="', "x'); DELETE FROM expenses; --", '%', '\\'];
     const s = nasty[Math.floor(rnd() * nasty.length)]!;
     const where = rnd();
-    if (where < 0.33) return { bytes: post(JSON.stringify(valid(s))) };
+    if (where < 0.33) return { bytes: post(JSON.stringify(expenseFor(s))) };
     if (where < 0.66) return { bytes: Buffer.from(`GET /v1/expenses/${encodeURIComponent(s)} HTTP/1.1\r\nHost: x\r\n\r\n`) };
     return { bytes: Buffer.from(`GET /v1/expenses?after=${encodeURIComponent(s)} HTTP/1.1\r\nHost: x\r\n\r\n`) };
   },
@@ -66,7 +63,7 @@ const kinds: Record<string, (rnd: () => number) => { bytes: Buffer; end?: boolea
       ? { bytes: Buffer.from('POST /v1/expenses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nContent-Length: 4\r\n\r\n{}{}') }
       : { bytes: post('{"id": "dup"}', 'Content-Type: text/plain\r\nContent-Type: application/json\r\n') },
   'a Content-Length that lies': (rnd) => {
-    const json = JSON.stringify(valid('liar'));
+    const json = JSON.stringify(expenseFor('liar'));
     const length = rnd() < 0.5 ? json.length - 5 : json.length + 50;
     return { bytes: Buffer.from(`POST /v1/expenses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n${json}`), end: true };
   },
