@@ -222,7 +222,8 @@ function inTransit(id: string): HttpError {
 async function copy(c: Context): Promise<Reply> {
   const id = movable(c);
   const { ifMatch, ifNoneMatch } = preconditions(c.req);
-  if ((ifNoneMatch === '*') === (ifMatch !== undefined) || (ifMatch !== undefined && ifMatch.length !== 1)) {
+  const replaced = Array.isArray(ifMatch) && ifMatch.length === 1 ? ifMatch[0]! : undefined;
+  if ((ifNoneMatch === '*') === (ifMatch !== undefined) || (ifMatch !== undefined && replaced === undefined)) {
     throw new HttpError(428, 'a copy needs If-None-Match: * (to create) or If-Match with exactly one version (to replace that copy)');
   }
   const fields = checkFields(readJson(c), ['id', ...EDITABLE, 'status', 'decision_date', 'version'], true);
@@ -232,7 +233,7 @@ async function copy(c: Context): Promise<Reply> {
     // A moved row is what is left of a record that lives elsewhere now.
     await c.db.remove(id, 'moved');
     if ((await c.db.insert(expense, version, 'incoming')) !== undefined) return { status: 201, body: expense, headers: { ETag: etag(version) } };
-  } else if ((await c.db.replace(expense, (ifMatch as string[])[0]!, 'incoming', version)) !== undefined) {
+  } else if ((await c.db.replace(expense, replaced!, 'incoming', version)) !== undefined) {
     return { status: 200, body: expense, headers: { ETag: etag(version) } };
   }
   throw stepRefused(await c.db.get(id), id);
