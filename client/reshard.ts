@@ -281,6 +281,7 @@ type Walk = {
   nodes: number;
   records: number;
   misplaced: Map<string, number>; // "holder -> owner": how many records
+  halfMoved: number; // of those, copies a run that died left incoming
   movedByModN: number;
   moved: number;
   deletedMeanwhile: number;
@@ -300,7 +301,7 @@ type Sorted = { holder: string; staying: number; movedByModN: number; out: Array
  */
 async function walk(map: ClusterMap, auth: Credentials | undefined): Promise<Walk> {
   const nodes = [...new Set([...map.nodes, ...(map.moving?.nodes ?? [])].map((n) => n.name))];
-  const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), movedByModN: 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map() };
+  const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map() };
   // A record moved to a node that this walk lists later is met twice: count it once.
   const arrived = new Set<string>();
   const counter = progress(auth === undefined ? 'records walked' : 'records walked and moved as needed');
@@ -363,6 +364,7 @@ async function* pages(node: string, state: 'live' | 'incoming'): AsyncGenerator<
 function tally(w: Walk, page: Sorted): void {
   // A copy a dead run left incoming is a record on its way: counted where it comes from.
   w.records += page.staying + page.out.length + page.incoming.length;
+  w.halfMoved += page.incoming.length;
   w.movedByModN += page.movedByModN;
   const routes = [...page.out.map(({ to }) => `${page.holder} -> ${to}`), ...page.incoming.map(({ from }) => `${from} -> ${page.holder}`)];
   for (const route of routes) w.misplaced.set(route, (w.misplaced.get(route) ?? 0) + 1);
@@ -421,6 +423,7 @@ function report(w: Walk, map: ClusterMap, what: 'plan' | 'reshard'): void {
   console.log(`${what}: ${map.nodes.length} nodes -> ${to.nodes.length} nodes, replicas ${to.replicas}, ${w.records} records`);
   for (const [route, n] of [...w.misplaced].sort()) console.log(`  ${route}: ${n}`);
   console.log(`  to move: ${toMove} of ${w.records} (${pct(toMove)}); hash mod N would move ${w.movedByModN} (${pct(w.movedByModN)})`);
+  if (w.halfMoved > 0) console.log(`  of these, ${w.halfMoved} half-way: a run that died left them copied, and they are finished first`);
   const ring = (nodes: MapNode[], replicas: number) => new HashRing(nodes.map((n) => n.name), replicas);
   // Between rings of the same replicas, only the arcs of nodes that come or go change owner.
   if (map.replicas === to.replicas) {
