@@ -19,20 +19,22 @@ export type Held = {
 /** Why a new map was not taken. */
 export type Refusal = 'stale' | 'older' | 'incoming';
 
+function holding(shard: string, map: ClusterMap | undefined): Held {
+  return {
+    shard,
+    map,
+    place: map && placer(map),
+    // After a restart, a lease counts from now: a takeover waits one lease longer, never less.
+    leaseUntil: map?.moving && Date.now() + map.moving.leaseMs,
+  };
+}
+
 export function createCluster(db: Db) {
   let held: Held | undefined; // read from MySQL at the first request, then kept
   let inFlight = 0;
   let drained: (() => void) | undefined;
   let paused: Promise<void> | undefined; // while a new map is being taken
   let changes: Promise<unknown> = Promise.resolve(); // one change at a time
-
-  const holding = (shard: string, map: ClusterMap | undefined): Held => ({
-    shard,
-    map,
-    place: map && placer(map),
-    // After a restart, a lease counts from now: a takeover waits one lease longer, never less.
-    leaseUntil: map?.moving && Date.now() + map.moving.leaseMs,
-  });
 
   async function load(): Promise<Held> {
     if (held !== undefined) return held;
