@@ -7,7 +7,7 @@
 
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { readFileSync, realpathSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { checkMap, type MapNode, type Placement } from './api/cluster-map.ts';
@@ -19,7 +19,9 @@ import { isUnavailable } from './shard/connections.ts';
 // ---------------------------------------------------------------------------
 // Routes: every path, every method, on one screen.
 
-type Context = { db: Db; cluster: Cluster; held: Held; req: IncomingMessage; body: Buffer; params: string[]; query: URLSearchParams };
+type Context = Shard & { held: Held; req: IncomingMessage; body: Buffer; params: string[]; query: URLSearchParams };
+/** What every request may use: the database, the map this shard holds, and the cluster secret. */
+type Shard = { db: Db; cluster: Cluster; secret: string | undefined };
 type Reply = { status: number; body?: unknown; headers?: Record<string, string> };
 type Handler = (c: Context) => Promise<Reply>;
 
@@ -182,9 +184,22 @@ function placeOf(c: Context, id: string): Here {
   if (at.target === undefined) throw misdirected(c, at.owner, id);
   if (mine(at.owner)) return { part: 'source', at }; // rule 3a
   if (!mine(at.target)) throw misdirected(c, at.owner, id);
-  // Rule 3b: an Asking header names the epoch of the map that sent it, so
-  // that an answer from another epoch is not taken for one from this one.
-  return { part: c.req.headers.asking === String(held.map!.epoch) ? 'asked' : 'target', at };
+  // Rule 3b: only the old owner's own word, for this id and this epoch, makes the request an asked one.
+  const sent = c.req.headers.asking;
+  return { part: typeof sent === 'string' && sameSecret(sent, askingWord(c, id)) ? 'asked' : 'target', at };
+}
+
+/**
+ * What an old owner gives a client for an id it does not hold (rule 3a), and
+ * what the new owner takes as proof that the old one sent the request (rule
+ * 3b). It names the epoch, so that an answer from another epoch is not taken
+ * for one from this one; where the cluster has a secret, it carries a MAC of
+ * the id and the epoch under it, so that no client can make it up.
+ */
+function askingWord(c: Context, id: string): string {
+  const epoch = String(c.held.map!.epoch);
+  if (c.secret === undefined) return epoch;
+  return `${epoch}.${createHmac('sha256', c.secret).update(`${epoch}:${id}`).digest('hex').slice(0, 32)}`;
 }
 
 /** The answer for an id with no live record here, by this shard's part in its placement. */
@@ -204,8 +219,9 @@ function misdirected(c: Context, owner: MapNode, id: string): HttpError {
 /** 421 with asking (rule 3a): the id is moving to its new owner, and is not here; ask there, naming this epoch. */
 function ask(c: Context, at: Placement, id: string): HttpError {
   const map = c.held.map!;
-  const message = `${JSON.stringify(id)} is moving to ${at.target!.name} and is not here: send the request there with the header Asking: ${map.epoch}`;
-  return new HttpError(421, message, {}, { owner: at.target!.name, asking: map.epoch, epoch: map.epoch, map });
+  const asking = askingWord(c, id);
+  const message = `${JSON.stringify(id)} is moving to ${at.target!.name} and is not here: send the request there with the header Asking: ${asking}`;
+  return new HttpError(421, message, {}, { owner: at.target!.name, asking, epoch: map.epoch, map });
 }
 
 function inTransit(id: string): HttpError {
@@ -309,7 +325,7 @@ async function readMap({ held }: Context): Promise<Reply> {
 async function writeMap(c: Context): Promise<Reply> {
   const ifMatch = c.req.headers['if-match']?.trim();
   const ifNoneMatch = c.req.headers['if-none-match']?.trim();
-  const epoch = ifMatch === undefined ? undefined : /^"(\d{1,15})"$/.exec(ifMatch)?.[1];
+  const epoch = ifMatch === undefined ? undefined : /^"(\d{1,16})"$/.exec(ifMatch)?.[1];
   if ((epoch === undefined) === (ifNoneMatch !== '*')) {
     throw new HttpError(428, 'a new map needs If-Match: "<epoch>" with the epoch it replaces, or If-None-Match: * for a shard that has none');
   }
@@ -373,10 +389,13 @@ function preconditionFailed(id: string, version: string | undefined): HttpError 
 // ---------------------------------------------------------------------------
 // The cluster secret: the operator's routes need it, when the server has one.
 
-/** True when the request carries the secret, compared in constant time (of equal-length digests). */
+/** True when the request carries the secret. */
 function authorized(req: IncomingMessage, secret: string | undefined): boolean {
-  if (secret === undefined) return true;
-  const sent = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
+  return secret === undefined || sameSecret(/^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '', secret);
+}
+
+/** Compares in constant time (of equal-length digests), so that the time taken says nothing of the secret. */
+function sameSecret(sent: string, secret: string): boolean {
   const digest = (s: string) => createHash('sha256').update(s).digest();
   return timingSafeEqual(digest(sent), digest(secret));
 }
@@ -396,8 +415,6 @@ class HttpError extends Error {
     this.more = more;
   }
 }
-
-type Shard = { db: Db; cluster: Cluster; secret: string | undefined };
 
 async function dispatch(shard: Shard, req: IncomingMessage): Promise<Reply> {
   // Every body is read, here and once, whether or not the route wants it: a

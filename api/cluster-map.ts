@@ -44,8 +44,12 @@ import { nodeProblem } from './node.ts';
 /** A node as clients name it, bound to the shard identity that answered there (GET /healthz). */
 export type MapNode = { name: string; shard: string };
 
-/** Who runs a reshard, and how long its lease lasts without renewal (client/reshard.ts). */
-export type Holder = { host: string; pid: number; started: string };
+/**
+ * Who runs a reshard (client/reshard.ts): its host, for people; its machine,
+ * which tells whether its pid can be checked from here ('' where it cannot);
+ * its process and start time.
+ */
+export type Holder = { host: string; machine: string; pid: number; started: string };
 
 export type ClusterMap = {
   epoch: number;
@@ -56,9 +60,11 @@ export type ClusterMap = {
 };
 
 // Bounds that keep a typo from eating a machine: a ring of a million points
-// takes about a second and 200 MB to build.
+// takes about a second and 200 MB to build. A shard builds its map's rings
+// while it answers nothing else, so a map's rings are ten times smaller.
 export const MAX_REPLICAS = 10_000;
 export const MAX_POINTS = 1_000_000;
+const MAX_MAP_POINTS = 100_000;
 
 /**
  * A map from JSON, checked, in canonical form (the same map always
@@ -71,14 +77,14 @@ export function checkMap(value: unknown): ClusterMap {
   if (m.moving !== undefined) {
     const moving = object(m.moving, 'moving');
     const by = object(moving.by, 'moving.by');
-    if (typeof by.host !== 'string' || !Number.isSafeInteger(by.pid) || typeof by.started !== 'string') {
-      throw new Invalid('moving.by must be {"host": string, "pid": integer, "started": string}');
+    if (typeof by.host !== 'string' || typeof by.machine !== 'string' || !Number.isSafeInteger(by.pid) || typeof by.started !== 'string') {
+      throw new Invalid('moving.by must be {"host": string, "machine": string, "pid": integer, "started": string}');
     }
     if (!Number.isSafeInteger(moving.leaseMs) || (moving.leaseMs as number) < 1) throw new Invalid(`moving.leaseMs must be a positive whole number, got ${preview(moving.leaseMs)}`);
     map.moving = {
       nodes: nodes(moving.nodes, 'moving.nodes'),
       replicas: replicas(moving.replicas, moving.nodes as unknown[]),
-      by: { host: by.host, pid: by.pid as number, started: by.started },
+      by: { host: by.host, machine: by.machine, pid: by.pid as number, started: by.started },
       leaseMs: moving.leaseMs as number,
     };
   }
@@ -116,7 +122,7 @@ function nodes(v: unknown, what: string): MapNode[] {
 
 function replicas(v: unknown, nodes: unknown[]): number {
   if (!Number.isSafeInteger(v) || (v as number) < 1 || (v as number) > MAX_REPLICAS) throw new Invalid(`replicas must be 1 to ${MAX_REPLICAS}, got ${preview(v)}`);
-  if ((v as number) * nodes.length > MAX_POINTS) throw new Invalid(`replicas ${v} with ${nodes.length} nodes makes more than ${MAX_POINTS} points`);
+  if ((v as number) * nodes.length > MAX_MAP_POINTS) throw new Invalid(`replicas ${v} with ${nodes.length} nodes makes more than the ${MAX_MAP_POINTS} points a cluster map may have`);
   return v as number;
 }
 
@@ -133,6 +139,11 @@ export function placer(map: ClusterMap): (id: string) => Placement {
     const target = next && byName.get(next.get(id))!;
     return target === undefined || target === owner ? { owner } : { owner, target };
   };
+}
+
+/** True when two maps say the same thing (checkMap writes every map in one form). */
+export function sameMap(a: ClusterMap, b: ClusterMap): boolean {
+  return JSON.stringify(checkMap(a)) === JSON.stringify(checkMap(b));
 }
 
 /** "epoch 3: 4 nodes, replicas 1", and the reshard under way, for messages. */

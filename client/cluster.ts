@@ -34,11 +34,17 @@ export async function ask(nodes: readonly string[]): Promise<Map<string, Said>> 
   return new Map(nodes.map((node, i) => [node, answers[i]!]));
 }
 
-/** The newest map among the answers, or undefined when no node has one. */
+/**
+ * The newest map among the answers, or undefined when no node has one. Of two
+ * at one epoch (two operators collided), the one with a reshard under way: it
+ * holds both rings, and the reshard run again settles it.
+ */
 export function newest(said: Map<string, Said>): ClusterMap | undefined {
   let best: ClusterMap | undefined;
   for (const answer of said.values()) {
-    if ('map' in answer && answer.map !== undefined && answer.map.epoch > (best?.epoch ?? 0)) best = answer.map;
+    if (!('map' in answer) || answer.map === undefined) continue;
+    const { map } = answer;
+    if (map.epoch > (best?.epoch ?? 0) || (map.epoch === best?.epoch && map.moving !== undefined)) best = map;
   }
   return best;
 }

@@ -22,9 +22,9 @@
 // A kill at any instant leaves the cluster consistent (the shards keep the
 // invariant at every step), and the same command, from any machine, goes on.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { describeMap, placer, type ClusterMap, type Holder, type MapNode } from '../api/cluster-map.ts';
+import { describeMap, placer, sameMap, type ClusterMap, type Holder, type MapNode } from '../api/cluster-map.ts';
 import type { Versioned } from '../api/expense.ts';
 import { HashRing } from '../ring.ts';
 import { modN } from './alternatives.ts';
@@ -55,11 +55,10 @@ export type ReshardOptions = {
 export async function reshard(o: ReshardOptions): Promise<number> {
   // 1. Read.
   const said = await ask([...new Set([...o.seeds, ...(o.from ?? []), ...o.to])]);
-  const current = newest(said);
   const known = await ask(namedIn(said).filter((node) => !said.has(node)));
   for (const [node, answer] of known) said.set(node, answer);
   // 2. Decide.
-  const plan = decide(o, said, current);
+  const plan = decide(o, said, newest(said));
   if (typeof plan === 'string') {
     console.error(plan);
     return 1;
@@ -76,39 +75,45 @@ export async function reshard(o: ReshardOptions): Promise<number> {
 
   // 3. Take the cluster.
   if (plan.takeover !== undefined) console.log(plan.takeover);
-  const taken = await take(plan.next, said, o.secret);
+  const taken = await take(plan.map, plan.next, said, o.secret);
   if (taken !== undefined) {
     console.error(taken);
     return 1;
   }
-  // 4. Move.
-  if (!(await moveAndAudit(plan.next, o))) return 1;
-  // 5. End.
-  const end: ClusterMap = { epoch: plan.next.epoch + 1, nodes: plan.next.moving!.nodes, replicas: plan.next.moving!.replicas };
-  if (!(await endEverywhere(end, said, o.secret, plan.next))) return 1;
-  console.log(`the cluster is at ${describeMap(end)}`);
-  return 0;
-}
-
-/** Step 4, under a lease renewed throughout: true when an audit found every record on its owner. */
-async function moveAndAudit(map: ClusterMap, o: ReshardOptions): Promise<boolean> {
-  const lease = renewLease(map, o.secret);
+  const lease = renewLease(plan.next, o.secret);
   try {
-    const auth = { epoch: map.epoch, secret: o.secret };
-    report(await walk(map, auth), map, 'reshard');
-    for (let audit = 1; audit <= AUDITS && !lease.lost(); audit++) {
-      const last = await walk(map, auth);
-      const out = total(last.misplaced);
-      console.log(`audit ${audit}: ${last.records} records on ${last.nodes} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}`);
-      if (isClean(last)) return true;
-      printProblems(last, o.verbose);
+    // 4. Move.
+    if (!(await moveAndAudit(plan.next, o, lease))) return 1;
+    // 5. End, with a whole lease ahead, so that no takeover can meet this end half-way.
+    await lease.renew();
+    lease.stop();
+    if (lease.lost() !== undefined) {
+      console.error(`reshard stopped before its end: ${lease.lost()}`);
+      return 1;
     }
-    const why = lease.lost() ?? 'fix the above and run the same command again; until then the cluster map keeps the reshard on record';
-    console.error(`reshard incomplete: ${why}`);
-    return false;
+    const end: ClusterMap = { epoch: plan.next.epoch + 1, nodes: plan.next.moving!.nodes, replicas: plan.next.moving!.replicas };
+    if (!(await endEverywhere(end, said, o.secret, plan.next))) return 1;
+    console.log(`the cluster is at ${describeMap(end)}`);
+    return 0;
   } finally {
     lease.stop();
   }
+}
+
+/** Step 4: true when an audit found every record on its owner. */
+async function moveAndAudit(map: ClusterMap, o: ReshardOptions, lease: Lease): Promise<boolean> {
+  const auth = { epoch: map.epoch, secret: o.secret };
+  report(await walk(map, auth), map, 'reshard');
+  for (let audit = 1; audit <= AUDITS && !lease.lost(); audit++) {
+    const last = await walk(map, auth);
+    const out = total(last.misplaced);
+    console.log(`audit ${audit}: ${last.records} records on ${last.nodes} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}`);
+    if (isClean(last)) return true;
+    printProblems(last, o.verbose);
+  }
+  const why = lease.lost() ?? 'fix the above and run the same command again; until then the cluster map keeps the reshard on record';
+  console.error(`reshard incomplete: ${why}`);
+  return false;
 }
 
 // ---------------------------------------------------------------------------
@@ -123,7 +128,7 @@ function decide(o: ReshardOptions, said: Map<string, Said>, current: ClusterMap 
   const bind = (names: string[]) => names.map((name) => ({ name, shard: (said.get(name) as { shard: string }).shard }));
   // With no map anywhere, the cluster is the ring of --from (or of the seeds): this reshard gives it a map.
   const map = current ?? { epoch: 0, nodes: bind(o.from ?? o.seeds), replicas: o.replicas ?? 1 };
-  const why = identityProblem([...map.nodes, ...(map.moving?.nodes ?? []), ...bind(o.to)], said);
+  const why = identityProblem([...map.nodes, ...(map.moving?.nodes ?? []), ...bind(o.to)], said) ?? foreign(map, said);
   if (why !== undefined) return `refusing: ${why}. Nothing was changed.`;
 
   if (map.moving !== undefined) return resumeOrReverse(o, said, map);
@@ -139,8 +144,7 @@ function decide(o: ReshardOptions, said: Map<string, Said>, current: ClusterMap 
 
 /** A map at the next epoch that moves `map`'s records to the ring of `to`. */
 function moving(map: ClusterMap, to: MapNode[], replicas: number, o: ReshardOptions): ClusterMap {
-  const by: Holder = { host: hostname(), pid: process.pid, started: new Date().toISOString() };
-  return { epoch: map.epoch + 1, nodes: map.nodes, replicas: map.replicas, moving: { nodes: to, replicas, by, leaseMs: o.leaseMs } };
+  return { epoch: map.epoch + 1, nodes: map.nodes, replicas: map.replicas, moving: { nodes: to, replicas, by: holder(), leaseMs: o.leaseMs } };
 }
 
 /** A reshard is on record: finish it or reverse it, if its operator is gone. */
@@ -148,7 +152,7 @@ function resumeOrReverse(o: ReshardOptions, said: Map<string, Said>, map: Cluste
   const m = map.moving!;
   const who = `pid ${m.by.pid} on ${m.by.host}, started ${m.by.started}, moving ${describeMap(map)}`;
   const leaseLeft = Math.max(0, ...[...said.values()].map((a) => ('leaseLeftMs' in a && a.map?.epoch === map.epoch ? (a.leaseLeftMs ?? 0) : 0)));
-  const died = m.by.host === hostname() && !alive(m.by.pid);
+  const died = m.by.machine !== '' && m.by.machine === machine() && !alive(m.by.pid);
   if (leaseLeft > 0 && !died) {
     return `another reshard is running: ${who}. Its lease has ${Math.ceil(leaseLeft / 1000)} s left; wait for it to finish.`;
   }
@@ -164,7 +168,7 @@ function resumeOrReverse(o: ReshardOptions, said: Map<string, Said>, map: Cluste
       `  or reverse it:\n    ${command(map.nodes, map.replicas)}`
     );
   }
-  const by: Holder = { host: hostname(), pid: process.pid, started: new Date().toISOString() };
+  const by = holder();
   const next: ClusterMap = forward
     ? { ...map, epoch: map.epoch + 1, moving: { ...m, by, leaseMs: o.leaseMs } }
     : { epoch: map.epoch + 1, nodes: m.nodes, replicas: m.replicas, moving: { nodes: map.nodes, replicas: map.replicas, by, leaseMs: o.leaseMs } };
@@ -187,6 +191,18 @@ function identityProblem(nodes: MapNode[], said: Map<string, Said>): string | un
   return undefined;
 }
 
+/** Why a node holds the map of another cluster: one that names none of this cluster's shards. */
+function foreign(map: ClusterMap, said: Map<string, Said>): string | undefined {
+  const ours = new Set([...map.nodes, ...(map.moving?.nodes ?? [])].map((n) => n.shard));
+  for (const [node, answer] of said) {
+    const theirs = 'map' in answer ? answer.map : undefined;
+    if (theirs !== undefined && ![...theirs.nodes, ...(theirs.moving?.nodes ?? [])].some((n) => ours.has(n.shard))) {
+      return `${node} holds the map of another cluster (epoch ${theirs.epoch}, naming none of this cluster's shards): leave it out, or give it a fresh database`;
+    }
+  }
+  return undefined;
+}
+
 /** Every node named in any map that was read. */
 function namedIn(said: Map<string, Said>): string[] {
   const names = new Set<string>();
@@ -198,6 +214,24 @@ function namedIn(said: Map<string, Said>): string[] {
 }
 
 /** True while a process runs on this machine. A zombie has ended: it only waits to be reaped, which can take a while. */
+/** This run, as the holder a map names. */
+function holder(): Holder {
+  return { host: hostname(), machine: machine(), pid: process.pid, started: new Date().toISOString() };
+}
+
+/**
+ * This machine, such that a pid found on it is the pid a holder named: its
+ * host, its boot, and its pid namespace (two containers may share a hostname
+ * and reuse pids). '' where that cannot be told: then only the lease can.
+ */
+function machine(): string {
+  try {
+    return `${hostname()}/${readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()}/${readlinkSync('/proc/self/ns/pid')}`;
+  } catch {
+    return '';
+  }
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -223,12 +257,21 @@ function putMap(node: string, map: ClusterMap, over: number | undefined, secret:
 
 const epochOf = (answer: Said | undefined) => (answer !== undefined && 'map' in answer ? answer.map?.epoch : undefined);
 
-/** Step 3: the moving map onto every node of both rings. Undefined when taken, or why not. */
-async function take(next: ClusterMap, said: Map<string, Said>, secret: string | undefined): Promise<string | undefined> {
+/**
+ * Step 3: the moving map onto every node of both rings. Undefined when taken,
+ * or why not; a take that fails half-way puts the map it replaced back, at a
+ * higher epoch still, since nothing has moved yet.
+ */
+async function take(map: ClusterMap, next: ClusterMap, said: Map<string, Said>, secret: string | undefined): Promise<string | undefined> {
   // The map's first node first: every operator starts there, so exactly one passes it.
   const order = [...new Set([...next.nodes, ...next.moving!.nodes].map((n) => n.name))];
+  // Each node must take the secret: asked with an epoch no node has, it says 412, or 401 to a wrong secret.
+  for (const node of order) {
+    const res = await putMap(node, next, 0, secret);
+    if (res.status !== 412) return `refusing: ${node} will not take this reshard's map (${problem(res)}). Nothing was changed.`;
+  }
   for (const [i, node] of order.entries()) {
-    const res = await putMap(node, next, epochOf(said.get(node)), secret);
+    const res = await putMap(node, next, epochOf(said.get(node)), secret).catch((err: Error) => ({ status: 0, body: { error: err.message }, etag: undefined }));
     if (res.status === 200) continue;
     if (i === 0 && res.status === 412) {
       const now = (await ask([node])).get(node);
@@ -236,7 +279,11 @@ async function take(next: ClusterMap, said: Map<string, Said>, secret: string | 
       const holder = m === undefined ? 'another operator changed the cluster map' : `pid ${m.by.pid} on ${m.by.host}, started ${m.by.started}, is moving the cluster to ${m.nodes.map((n) => n.name).join(',')}`;
       return `refusing: ${holder} (${node} is at epoch ${res.etag?.replace(/"/g, '') ?? 'unknown'}). Nothing was changed.`;
     }
-    return `could not put the reshard's map on ${node}: ${problem(res)}. The map is on the nodes before it; run the same command again.`;
+    const back = map.epoch === 0 ? [] : order.slice(0, i);
+    const putBack = (n: string) => putMap(n, { ...map, epoch: next.epoch + 1 }, next.epoch, secret).then((r) => r.status === 200, () => false);
+    const undone = await Promise.all(back.map(putBack));
+    const how = undone.every(Boolean) ? `the nodes before it are back at the map they had (epoch ${next.epoch + 1})` : 'the map stays on the nodes before it';
+    return `could not put the reshard's map on ${node}: ${problem(res)}. Nothing has moved; ${how}. Run the same command again.`;
   }
   return undefined;
 }
@@ -249,28 +296,38 @@ async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: s
   const took = new Set(over === undefined ? [] : [...over.nodes, ...over.moving!.nodes].map((n) => n.name));
   for (const node of order) {
     const epoch = took.has(node) ? over!.epoch : epochOf(said.get(node));
-    if (epoch === end.epoch) continue;
-    const res = await putMap(node, end, epoch, secret);
-    if (res.status === 200 || (res.status === 412 && res.etag === `"${end.epoch}"`)) continue;
+    const res = epoch === end.epoch ? undefined : await putMap(node, end, epoch, secret);
+    if (res?.status === 200) continue;
+    // Already at the end's epoch: fine only if it is this very map.
+    if (res === undefined || (res.status === 412 && res.etag === `"${end.epoch}"`)) {
+      const now = (await ask([node])).get(node);
+      const map = now !== undefined && 'map' in now ? now.map : undefined;
+      if (map !== undefined && sameMap(map, end)) continue;
+      console.error(`${node} holds another map at epoch ${end.epoch}: another operator changed the cluster meanwhile. Run the same command again to settle it.`);
+      return false;
+    }
     console.error(`could not put the cluster's map on ${node}: ${problem(res)}. Run the same command again once it answers.`);
     return false;
   }
   return true;
 }
 
-/** Renews the reshard's lease on every node, until stopped; `lost` says why it could not. */
-function renewLease(map: ClusterMap, secret: string | undefined): { stop(): void; lost(): string | undefined } {
+type Lease = { renew(): Promise<void>; stop(): void; lost(): string | undefined };
+
+/** Renews the reshard's lease on every node, every third of it, until stopped; `lost` says why it could not. */
+function renewLease(map: ClusterMap, secret: string | undefined): Lease {
   let lost: string | undefined;
   const nodes = [...new Set([...map.nodes, ...map.moving!.nodes].map((n) => n.name))];
-  const timer = setInterval(async () => {
+  const renew = async () => {
     for (const node of nodes) {
       const res = await putMap(node, map, map.epoch, secret).catch(() => undefined);
       // 412: the map moved on without us. Another operator took the reshard over.
-      if (res?.status === 412) lost ??= `${node} is at epoch ${res.etag}: another operator took this reshard over`;
+      if (res?.status === 412) lost ??= `${node} is at epoch ${res.etag?.replace(/"/g, '')}: another operator took this reshard over`;
     }
-  }, map.moving!.leaseMs / 3);
+  };
+  const timer = setInterval(renew, map.moving!.leaseMs / 3);
   timer.unref();
-  return { stop: () => clearInterval(timer), lost: () => lost };
+  return { renew, stop: () => clearInterval(timer), lost: () => lost };
 }
 
 // ---------------------------------------------------------------------------
@@ -401,6 +458,9 @@ export async function check(seeds: string[], known?: Map<string, Said>): Promise
     console.error(`check: no node of ${seeds.join(',')} holds a cluster map; give the cluster one with: node ch_client.ts reshard --from ${seeds.join(',')} --to ${seeds.join(',')}`);
     return 1;
   }
+  // Two maps at one epoch: two operators collided; clients may disagree until a reshard settles it.
+  const split = [...said].filter(([, a]) => 'map' in a && a.map?.epoch === map.epoch && !sameMap(a.map, map));
+  for (const [node] of split) console.error(`SPLIT ${node} holds another map at epoch ${map.epoch}; run the reshard again to settle it`);
   const found = await walk(map, undefined);
   const out = total(found.misplaced);
   console.log(`check: ${found.records} records on ${found.nodes} nodes, ${describeMap(map)}: ${out} out of place`);
@@ -409,7 +469,7 @@ export async function check(seeds: string[], known?: Map<string, Said>): Promise
   for (const [node, a] of behind) console.error(`BEHIND ${node} holds ${epochOf(a) === undefined ? 'no map' : `epoch ${epochOf(a)}`}; run the reshard again to give it epoch ${map.epoch}`);
   if (map.moving !== undefined) console.error(`a reshard is under way (${describeMap(map)}): records are out of place until it ends`);
   printProblems(found, false);
-  return out === 0 && isClean(found) && behind.length === 0 && map.moving === undefined ? 0 : 1;
+  return out === 0 && isClean(found) && behind.length === 0 && split.length === 0 && map.moving === undefined ? 0 : 1;
 }
 
 // ---------------------------------------------------------------------------

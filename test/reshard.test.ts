@@ -314,6 +314,89 @@ describe('clients on another machine, during a move', () => {
   });
 });
 
+describe('who may write where', () => {
+  it('a forged Asking header is refused: the new owner takes only the old owner\'s own word for an id', async () => {
+    await settle(three);
+    for (const gate of gates.slice(0, 3)) gate.hold(isStep('handoff'));
+    const run = a.start(reshardArgs(four));
+    await Promise.race(gates.slice(0, 3).map((g) => g.held(1)));
+    const { epoch } = (await api(four[3]!, 'GET', '/cluster/map')).body.map;
+    const oldRing = new HashRing(three, Number(REPLICAS));
+    const [id] = changedOwner(three, four);
+    // The old owner still holds it: no header a client makes up lets the new owner take it too.
+    for (const asking of [String(epoch), `${epoch}.${'0'.repeat(32)}`]) {
+      const forged = await api(four[3]!, 'POST', '/v1/expenses', { ...expenseFor(id!), name: 'A second one' }, { asking });
+      assert.equal(forged.status, 421, asking);
+      assert.equal(forged.body.owner, oldRing.get(id!));
+    }
+    // The old owner's word for a new id is taken.
+    const fresh = changedOwner(three, four, ['asked-1', 'asked-2', 'asked-3', 'asked-4', 'asked-5', 'asked-6', 'asked-7', 'asked-8'])[0]!;
+    const told = await api(oldRing.get(fresh), 'POST', '/v1/expenses', expenseFor(fresh));
+    assert.equal(told.status, 421);
+    assert.match(told.body.asking, new RegExp(`^${epoch}\\.[0-9a-f]{32}$`));
+    assert.equal((await api(told.body.owner, 'POST', '/v1/expenses', expenseFor(fresh), { asking: told.body.asking })).status, 201);
+    for (const gate of gates) gate.release();
+    assert.equal((await run.exited).code, 0);
+    assert.equal((await placement()).filter((x) => x === id).length, 1);
+  });
+
+  it('refuses a node of another cluster in --to, and changes nothing', async () => {
+    await settle(three);
+    const other = await startShards(1);
+    try {
+      const res = await a.client(reshardArgs([...three, other.nodes[0]!]));
+      assert.equal(res.code, 1);
+      assert.match(res.stderr, new RegExp(`^refusing: ${other.nodes[0]} holds the map of another cluster \\(epoch 1, naming none of this cluster's shards\\)`, 'm'));
+      assert.deepEqual((await writes()).flat(), []);
+    } finally {
+      await other.stop();
+    }
+  });
+
+  it('a take that fails half-way puts the map back, and the same command then runs', async () => {
+    await settle(three);
+    const before = (await api(three[0]!, 'GET', '/cluster/map')).body.map;
+    // The new node answers the secret's check, then drops the map itself.
+    let puts = 0;
+    gates[3]!.hold((method, path) => method === 'PUT' && path === '/cluster/map' && ++puts === 2);
+    const run = a.start(reshardArgs(four));
+    await gates[3]!.held(1);
+    gates[3]!.drop();
+    const failed = await run.exited;
+    assert.equal(failed.code, 1);
+    assert.match(failed.stderr, /Nothing has moved; the nodes before it are back at the map they had \(epoch \d+\)/);
+    for (const node of three) {
+      const { map } = (await api(node, 'GET', '/cluster/map')).body;
+      assert.deepEqual({ ...map, epoch: 0 }, { ...before, epoch: 0 }, `${node} has the map it had`);
+    }
+    assert.deepEqual((await writes()).flat(), []);
+    const again = await a.client(reshardArgs(four));
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+  });
+
+  it('check finds two maps at one epoch, and the reshard settles them', async () => {
+    await settle(three);
+    const secret = { authorization: `Bearer ${(await readFile(shards.secretFile, 'utf8')).trim()}` };
+    const { map } = (await api(three[0]!, 'GET', '/cluster/map')).body;
+    const fourth = (await api(four[3]!, 'GET', '/cluster/map')).body.shard;
+    // As two operators who collided might leave it: the first node moving to four, the others on three, one epoch.
+    const gone = { host: 'elsewhere', machine: '', pid: 1, started: '2016-12-10T00:00:00.000Z' };
+    const moving = { ...map, epoch: map.epoch + 1, moving: { nodes: [...map.nodes, { name: four[3], shard: fourth }], replicas: map.replicas, by: gone, leaseMs: 1 } };
+    const still = { ...map, epoch: map.epoch + 1 };
+    for (const node of four) {
+      const at = (await api(node, 'GET', '/cluster/map')).body.map.epoch;
+      assert.equal((await api(node, 'PUT', '/cluster/map', node === three[0] ? moving : still, { ...secret, 'if-match': `"${at}"` })).status, 200);
+    }
+    const split = await b.client(['check', '--nodes', three.join(',')]);
+    assert.equal(split.code, 1);
+    assert.match(split.stderr, new RegExp(`^SPLIT \\S+ holds another map at epoch ${map.epoch + 1}; run the reshard again to settle it$`, 'm'));
+    const settled = await b.client(reshardArgs(four));
+    assert.equal(settled.code, 0, settled.stdout + settled.stderr);
+    assert.match(settled.stdout, /^taking over the unfinished reshard of pid 1 on elsewhere/m);
+    assert.equal((await b.client(['check', '--nodes', three.join(',')])).code, 0);
+  });
+});
+
 describe('one reshard at a time, across machines', () => {
   it('of two conflicting reshards started at once from two machines, exactly one runs, and every record ends on its ring', async () => {
     await settle(four);
