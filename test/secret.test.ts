@@ -26,7 +26,7 @@ before(async () => {
   // so that every move step can do what it does.
   const { map } = (await call('GET', '/cluster/map')).body;
   other = { name: 'elsewhere.invalid:1000', shard: 'elsewhere' };
-  const by = { host: 'test', pid: process.pid, started: new Date().toISOString() };
+  const by = { host: 'test', machine: '', pid: process.pid, started: new Date().toISOString() };
   const moving = { ...map, epoch: map.epoch + 1, moving: { nodes: [other], replicas: 1, by, leaseMs: 600_000 } };
   const res = await call('PUT', '/cluster/map', moving, { ...bearer(secret), 'if-match': `"${map.epoch}"` });
   assert.equal(res.status, 200, JSON.stringify(res.body));

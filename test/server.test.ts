@@ -646,7 +646,7 @@ describe('moving a record between shards: copy, hand off, adopt', () => {
    */
   async function moving(from: typeof here, to: typeof here): Promise<Record<string, string>> {
     const { map } = (await at(shard, 'GET', '/cluster/map')).body;
-    const by = { host: 'test', pid: process.pid, started: new Date().toISOString() };
+    const by = { host: 'test', machine: '', pid: process.pid, started: new Date().toISOString() };
     const next = { epoch: map.epoch + 1, nodes: [from], replicas: 1, moving: { nodes: [to], replicas: 1, by, leaseMs: 600_000 } };
     const res = await at(shard, 'PUT', '/cluster/map', next, { ...secret, 'if-match': `"${map.epoch}"` });
     assert.equal(res.status, 200, JSON.stringify(res.body));
@@ -762,7 +762,8 @@ describe('moving a record between shards: copy, hand off, adopt', () => {
     const read = await step('GET', `/v1/expenses/${copy.id}`);
     assert.equal(read.status, 421);
     assert.equal(read.body.owner, elsewhere.name);
-    assert.equal(read.body.asking, Number(leaving['cluster-epoch']));
+    // The epoch, and a MAC under the cluster secret that a client cannot make up.
+    assert.match(read.body.asking, new RegExp(`^${leaving['cluster-epoch']}\\.[0-9a-f]{32}$`));
     assert.equal(await listed(copy.id), false);
     assert.equal((await step('POST', handoff, undefined, { ...leaving, 'if-match': `"${version}"` })).status, 204, 'sent again after a crash: done already');
   });
