@@ -1,0 +1,179 @@
+// client/walk.ts: one walk over a cluster's nodes, as a reshard and check
+// make it. First the plan: every record is listed, a page at a time, and
+// sorted into those on their owner (never touched), those that must move, and
+// the copies that a run which died left half-way. Then, for a reshard, the
+// move: each of those goes by client/move.ts. The walk counts what it found
+// and did, and reports it.
+
+import { placer, type ClusterMap, type MapNode } from '../api/cluster-map.ts';
+import type { Versioned } from '../api/expense.ts';
+import { HashRing } from '../ring.ts';
+import { modN } from './alternatives.ts';
+import { shares } from './balance.ts';
+import { eachLimit, printFailures, progress } from './batch.ts';
+import { call, problem } from './http.ts';
+import { finish, move, type Credentials, type Moved } from './move.ts';
+
+const PAGE = 1000;
+const IN_FLIGHT = 16;
+/** What one walk over the nodes found and did. */
+export type Walk = {
+  nodes: number;
+  records: number;
+  misplaced: Map<string, number>; // "holder -> owner": how many records
+  halfMoved: number; // of those, copies a run that died left incoming
+  movedByModN: number;
+  moved: number;
+  deletedMeanwhile: number;
+  strays: Map<string, string>; // id: where it is, though neither ring puts it there
+  conflicts: Map<string, string>; // id: why
+  failed: Map<string, string>; // id: why
+  unlisted: Map<string, string>; // node: why its records could not be listed
+};
+
+/** A page of one node's rows, sorted into what stays and what must move. */
+type Sorted = { holder: string; staying: number; movedByModN: number; out: Array<{ record: Versioned; to: string }>; incoming: Array<{ copy: Versioned; from: string }>; strays: Versioned[] };
+
+/**
+ * Walks every node of both rings. With credentials it moves what is out of
+ * place (finishing first the moves a dead run left incoming); without, it
+ * only counts.
+ */
+export async function walk(map: ClusterMap, auth: Credentials | undefined): Promise<Walk> {
+  const nodes = [...new Set([...map.nodes, ...(map.moving?.nodes ?? [])].map((n) => n.name))];
+  const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map() };
+  // A record moved to a node that this walk lists later is met twice: count it once.
+  const arrived = new Set<string>();
+  const counter = progress(auth === undefined ? 'records walked' : 'records walked and moved as needed');
+  for (const holder of nodes) {
+    try {
+      for await (const page of sortPages(holder, map, arrived)) {
+        tally(w, page);
+        counter.tick(page.staying + page.out.length);
+        if (auth !== undefined) await moveAll(w, page, auth, arrived);
+      }
+    } catch (err) {
+      w.unlisted.set(holder, (err as Error).message);
+    }
+  }
+  counter.done();
+  return w;
+}
+
+/** The rows on one node, a page at a time, sorted: the incoming copies first, then the live records. */
+async function* sortPages(holder: string, map: ClusterMap, arrived: Set<string>): AsyncGenerator<Sorted> {
+  const place = placer(map);
+  const [from, to] = [map.nodes, map.moving?.nodes ?? map.nodes].map((nodes) => nodes.map((n) => n.name));
+  for await (const copies of pages(holder, 'incoming')) {
+    const page: Sorted = { holder, staying: 0, movedByModN: 0, out: [], incoming: [], strays: [] };
+    for (const copy of copies) {
+      const { owner, target } = place(copy.expense.id);
+      const from = holder === target?.name ? owner.name : holder === owner.name ? target?.name : undefined;
+      if (from === undefined) page.strays.push(copy);
+      else page.incoming.push({ copy, from });
+    }
+    yield page;
+  }
+  for await (const records of pages(holder, 'live')) {
+    const page: Sorted = { holder, staying: 0, movedByModN: 0, out: [], incoming: [], strays: [] };
+    for (const record of records.filter((r) => !arrived.has(r.expense.id))) {
+      if (modN(record.expense.id, from!) !== modN(record.expense.id, to!)) page.movedByModN++;
+      const { owner, target } = place(record.expense.id);
+      const home = (target ?? owner).name;
+      if (home === holder) page.staying++;
+      else if (holder === owner.name) page.out.push({ record, to: home });
+      else page.strays.push(record);
+    }
+    yield page;
+  }
+}
+
+/** Every row on a node in one state, with its version, a page at a time, by keyset paging. */
+async function* pages(node: string, state: 'live' | 'incoming'): AsyncGenerator<Versioned[]> {
+  let after = '';
+  for (;;) {
+    const res = await call(node, 'GET', `/v1/expenses?state=${state}&limit=${PAGE}${after === '' ? '' : `&after=${after}`}`);
+    if (res.status !== 200) throw new Error(problem(res));
+    yield res.body.expenses.map((expense: Versioned['expense']) => ({ expense, version: res.body.versions[expense.id] }));
+    if (res.body.next === null) return;
+    // Paging by id stays correct while records we have seen move away.
+    after = res.body.next;
+  }
+}
+
+function tally(w: Walk, page: Sorted): void {
+  // A copy a dead run left incoming is a record on its way: counted where it comes from.
+  w.records += page.staying + page.out.length + page.incoming.length;
+  w.halfMoved += page.incoming.length;
+  w.movedByModN += page.movedByModN;
+  const routes = [...page.out.map(({ to }) => `${page.holder} -> ${to}`), ...page.incoming.map(({ from }) => `${from} -> ${page.holder}`)];
+  for (const route of routes) w.misplaced.set(route, (w.misplaced.get(route) ?? 0) + 1);
+  for (const stray of page.strays) w.strays.set(stray.expense.id, `on ${page.holder}, where neither ring puts it (written there without the cluster map?): move or delete it by hand`);
+}
+
+async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Set<string>): Promise<void> {
+  const count = (id: string, moved: Moved) => {
+    if (!moved.ok) (moved.conflict ? w.conflicts : w.failed).set(id, moved.why);
+    else if (moved.deleted) w.deletedMeanwhile++;
+    else {
+      w.moved++;
+      arrived.add(id);
+    }
+  };
+  await eachLimit(page.incoming, IN_FLIGHT, async ({ copy, from }) => count(copy.expense.id, await finish(copy, from, page.holder, auth)));
+  await eachLimit(page.out, IN_FLIGHT, async ({ record, to }) => count(record.expense.id, await move(record, page.holder, to, auth)));
+}
+
+export const isClean = (w: Walk) => [w.misplaced, w.strays, w.conflicts, w.failed, w.unlisted].every((m) => m.size === 0);
+
+// ---------------------------------------------------------------------------
+// What a walk reports.
+
+
+/** The summary of the first walk: what moved where, against what hash mod N and the ring predict. */
+export function report(w: Walk, map: ClusterMap, what: 'plan' | 'reshard'): void {
+  const to = map.moving!;
+  const toMove = total(w.misplaced);
+  const pct = (n: number) => (w.records === 0 ? '0.0%' : `${((n / w.records) * 100).toFixed(1)}%`);
+  console.log(`${what}: ${map.nodes.length} nodes -> ${to.nodes.length} nodes, replicas ${to.replicas}, ${w.records} records`);
+  for (const [route, n] of [...w.misplaced].sort()) console.log(`  ${route}: ${n}`);
+  console.log(`  to move: ${toMove} of ${w.records} (${pct(toMove)}); hash mod N would move ${w.movedByModN} (${pct(w.movedByModN)})`);
+  if (w.halfMoved > 0) console.log(`  of these, ${w.halfMoved} half-way: a run that died left them copied, and they are finished first`);
+  const ring = (nodes: MapNode[], replicas: number) => new HashRing(nodes.map((n) => n.name), replicas);
+  // Between rings of the same replicas, only the arcs of nodes that come or go change owner.
+  if (map.replicas === to.replicas) {
+    const predicted = predictedShare(ring(map.nodes, map.replicas), ring(to.nodes, to.replicas));
+    console.log(`  the ring predicts ${(predicted * 100).toFixed(1)}%${theory(map.nodes.length, to.nodes.length)}`);
+  }
+  if (what === 'reshard') {
+    const meanwhile = w.deletedMeanwhile > 0 ? `, deleted by clients meanwhile ${w.deletedMeanwhile}` : '';
+    console.log(`  moved ${w.moved}, left in place ${w.records - toMove}${meanwhile}, conflicts ${w.conflicts.size}, failed ${w.failed.size}`);
+  }
+  printProblems(w, false);
+}
+
+/** Prints what went wrong in a walk. */
+export function printProblems(w: Walk, verbose: boolean): void {
+  for (const [id, why] of w.conflicts) console.error(`CONFLICT ${JSON.stringify(id)}: ${why}; both left as they are`);
+  for (const [id, why] of w.strays) console.error(`STRAY ${JSON.stringify(id)}: ${why}`);
+  printFailures(new Map([...w.failed].map(([id, why]) => [id, `: ${why}`])), verbose);
+  for (const [node, why] of w.unlisted) console.error(`FAILED to list the records on ${node}: ${why}`);
+}
+
+export const total = (counts: Map<string, number>) => [...counts.values()].reduce((a, b) => a + b, 0);
+
+/** The fraction of the circle that changes owner: the new nodes' arcs, plus the removed nodes' arcs. */
+function predictedShare(oldRing: HashRing, newRing: HashRing): number {
+  const oldShares = shares(oldRing);
+  const newShares = shares(newRing);
+  let share = 0;
+  for (const [node, s] of newShares) if (!oldShares.has(node)) share += s;
+  for (const [node, s] of oldShares) if (!newShares.has(node)) share += s;
+  return share;
+}
+
+function theory(from: number, to: number): string {
+  if (to === from + 1) return ` (on average 1/(n+1) = 1/${to} = ${((1 / to) * 100).toFixed(1)}%)`;
+  if (to === from - 1) return ` (on average 1/n = 1/${from} = ${((1 / from) * 100).toFixed(1)}%)`;
+  return '';
+}
