@@ -38,6 +38,9 @@ UPDATE expenses.expenses SET version = LEFT(MD5(CONCAT(id, RAND())), 16) WHERE v
 -- Tables made before reshards moved records in steps get a state.
 ALTER TABLE expenses.expenses ADD COLUMN IF NOT EXISTS
   state ENUM('live', 'incoming', 'moved') CHARACTER SET ascii NOT NULL DEFAULT 'live';
+-- A reshard finds its incoming copies, and a finished one forgets its moved
+-- rows, without reading the whole table (or locking it against inserts).
+ALTER TABLE expenses.expenses ADD INDEX IF NOT EXISTS state (state);
 
 -- Who this shard is: a name made once, when its database is created. Two
 -- addresses that reach the same shard (127.0.0.1:3000 and localhost:3000)

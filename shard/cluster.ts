@@ -36,8 +36,15 @@ export function createCluster(db: Db) {
   let paused: Promise<void> | undefined; // while a new map is being taken
   let changes: Promise<unknown> = Promise.resolve(); // one change at a time
 
-  async function load(): Promise<Held> {
-    if (held !== undefined) return held;
+  let loading: Promise<Held> | undefined; // the first read, shared by the requests that wait for it
+
+  function load(): Promise<Held> {
+    if (held !== undefined) return Promise.resolve(held);
+    loading ??= read().finally(() => (loading = undefined));
+    return loading;
+  }
+
+  async function read(): Promise<Held> {
     const [shard, text] = await Promise.all([db.shard(), db.readMap()]);
     const map = text === undefined ? undefined : checkMap(JSON.parse(text));
     // Killed between storing a finished reshard's map and forgetting its moved rows: forget them now.
@@ -82,7 +89,7 @@ export function createCluster(db: Db) {
       while (paused !== undefined) await paused;
       inFlight++;
       try {
-        return await request(await load());
+        return await request(held ?? (await load()));
       } finally {
         if (--inFlight === 0) drained?.();
       }
