@@ -126,12 +126,18 @@ function replicas(v: unknown, nodes: unknown[]): number {
   return v as number;
 }
 
+/** Every node of the map, of both rings while a reshard runs, each once. */
+export function everyNode(map: ClusterMap): MapNode[] {
+  const byName = new Map([...map.nodes, ...(map.moving?.nodes ?? [])].map((n) => [n.name, n]));
+  return [...byName.values()];
+}
+
 /** Where an id lives: its owner, and while a reshard moves it elsewhere, its new owner (rule 3). */
 export type Placement = { owner: MapNode; target?: MapNode };
 
 /** The map's rings, built once, as a function from id to placement. */
 export function placer(map: ClusterMap): (id: string) => Placement {
-  const byName = new Map([...map.nodes, ...(map.moving?.nodes ?? [])].map((n) => [n.name, n]));
+  const byName = new Map(everyNode(map).map((n) => [n.name, n]));
   const ring = new HashRing(map.nodes.map((n) => n.name), map.replicas);
   const next = map.moving && new HashRing(map.moving.nodes.map((n) => n.name), map.moving.replicas);
   return (id) => {

@@ -24,7 +24,7 @@
 
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { describeMap, sameMap, type ClusterMap, type Holder, type MapNode } from '../api/cluster-map.ts';
+import { describeMap, everyNode, sameMap, type ClusterMap, type Holder, type MapNode } from '../api/cluster-map.ts';
 import { ask, newest, sameNodes, type Said } from './cluster.ts';
 import { call, problem } from './http.ts';
 import { isClean, printProblems, report, total, walk } from './walk.ts';
@@ -121,7 +121,7 @@ function decide(o: ReshardOptions, said: Map<string, Said>, current: ClusterMap 
   const bind = (names: string[]) => names.map((name) => ({ name, shard: (said.get(name) as { shard: string }).shard }));
   // With no map anywhere, the cluster is the ring of --from (or of the seeds): this reshard gives it a map.
   const map = current ?? { epoch: 0, nodes: bind(o.from ?? o.seeds), replicas: o.replicas ?? 1 };
-  const why = identityProblem([...map.nodes, ...(map.moving?.nodes ?? []), ...bind(o.to)], said) ?? foreign(map, said);
+  const why = identityProblem([...everyNode(map), ...bind(o.to)], said) ?? foreign(map, said);
   if (why !== undefined) return `refusing: ${why}. Nothing was changed.`;
 
   if (map.moving !== undefined) return resumeOrReverse(o, said, map);
@@ -186,10 +186,10 @@ function identityProblem(nodes: MapNode[], said: Map<string, Said>): string | un
 
 /** Why a node holds the map of another cluster: one that names none of this cluster's shards. */
 function foreign(map: ClusterMap, said: Map<string, Said>): string | undefined {
-  const ours = new Set([...map.nodes, ...(map.moving?.nodes ?? [])].map((n) => n.shard));
+  const ours = new Set(everyNode(map).map((n) => n.shard));
   for (const [node, answer] of said) {
     const theirs = 'map' in answer ? answer.map : undefined;
-    if (theirs !== undefined && ![...theirs.nodes, ...(theirs.moving?.nodes ?? [])].some((n) => ours.has(n.shard))) {
+    if (theirs !== undefined && !everyNode(theirs).some((n) => ours.has(n.shard))) {
       return `${node} holds the map of another cluster (epoch ${theirs.epoch}, naming none of this cluster's shards): leave it out, or give it a fresh database`;
     }
   }
@@ -201,7 +201,7 @@ function namedIn(said: Map<string, Said>): string[] {
   const names = new Set<string>();
   for (const answer of said.values()) {
     if (!('map' in answer) || answer.map === undefined) continue;
-    for (const n of [...answer.map.nodes, ...(answer.map.moving?.nodes ?? [])]) names.add(n.name);
+    for (const n of everyNode(answer.map)) names.add(n.name);
   }
   return [...names];
 }
@@ -257,7 +257,7 @@ const epochOf = (answer: Said | undefined) => (answer !== undefined && 'map' in 
  */
 async function take(map: ClusterMap, next: ClusterMap, said: Map<string, Said>, secret: string | undefined): Promise<string | undefined> {
   // The map's first node first: every operator starts there, so exactly one passes it.
-  const order = [...new Set([...next.nodes, ...next.moving!.nodes].map((n) => n.name))];
+  const order = everyNode(next).map((n) => n.name);
   // Each node must take the secret: asked with an epoch no node has, it says 412, or 401 to a wrong secret.
   for (const node of order) {
     const res = await putMap(node, next, 0, secret);
@@ -284,9 +284,9 @@ async function take(map: ClusterMap, next: ClusterMap, said: Map<string, Said>, 
 /** Step 5: `end` onto every node that has not got it, removed nodes first. True when every node has it. */
 async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: string | undefined, over?: ClusterMap): Promise<boolean> {
   const kept = new Set(end.nodes.map((n) => n.name));
-  const everyNode = [...new Set([...namedIn(said), ...said.keys(), ...(over?.moving?.nodes ?? []).map((n) => n.name)])];
-  const order = [...everyNode.filter((n) => !kept.has(n)), ...everyNode.filter((n) => kept.has(n))];
-  const took = new Set(over === undefined ? [] : [...over.nodes, ...over.moving!.nodes].map((n) => n.name));
+  const took = new Set(over === undefined ? [] : everyNode(over).map((n) => n.name));
+  const known = [...new Set([...namedIn(said), ...said.keys(), ...took])];
+  const order = [...known.filter((n) => !kept.has(n)), ...known.filter((n) => kept.has(n))];
   for (const node of order) {
     const epoch = took.has(node) ? over!.epoch : epochOf(said.get(node));
     const res = epoch === end.epoch ? undefined : await putMap(node, end, epoch, secret);
@@ -310,7 +310,7 @@ type Lease = { renew(): Promise<void>; stop(): void; lost(): string | undefined 
 /** Renews the reshard's lease on every node, every third of it, until stopped; `lost` says why it could not. */
 function renewLease(map: ClusterMap, secret: string | undefined): Lease {
   let lost: string | undefined;
-  const nodes = [...new Set([...map.nodes, ...map.moving!.nodes].map((n) => n.name))];
+  const nodes = everyNode(map).map((n) => n.name);
   const renew = async () => {
     for (const node of nodes) {
       const res = await putMap(node, map, map.epoch, secret).catch(() => undefined);

@@ -5,7 +5,7 @@
 // move: each of those goes by client/move.ts. The walk counts what it found
 // and did, and reports it.
 
-import { placer, type ClusterMap, type MapNode } from '../api/cluster-map.ts';
+import { everyNode, placer, type ClusterMap, type MapNode } from '../api/cluster-map.ts';
 import type { Versioned } from '../api/expense.ts';
 import { HashRing } from '../ring.ts';
 import { modN } from './alternatives.ts';
@@ -40,7 +40,7 @@ type Sorted = { holder: string; staying: number; movedByModN: number; out: Array
  * only counts.
  */
 export async function walk(map: ClusterMap, auth: Credentials | undefined): Promise<Walk> {
-  const nodes = [...new Set([...map.nodes, ...(map.moving?.nodes ?? [])].map((n) => n.name))];
+  const nodes = everyNode(map).map((n) => n.name);
   const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map() };
   // A record moved to a node that this walk lists later is met twice: count it once.
   const arrived = new Set<string>();
