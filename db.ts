@@ -2,11 +2,11 @@
 //
 // Values only ever travel as placeholders. The columns arrive already in their
 // wire form (see COLUMNS), so a row from MySQL is the JSON the API returns.
-// shard/connections.ts holds the connections these statements travel on.
+// mysql/connections.ts holds the connections these statements travel on.
 
 import { randomBytes } from 'node:crypto';
 import { EDITABLE, type Expense, type Versioned } from './api/expense.ts';
-import { connections, driverOptions, POOL_SIZE, type DbConfig } from './shard/connections.ts';
+import { connections, driverOptions, POOL_SIZE, type DbConfig } from './mysql/connections.ts';
 
 export type { DbConfig };
 

@@ -14,7 +14,7 @@ import { checkMap, type MapNode, type Placement } from './api/cluster-map.ts';
 import { checkFields, EDITABLE, etag, ID_RULE, Invalid, isId, preview, type Editable, type Expense } from './api/expense.ts';
 import { createDb, isOutOfDisk, type Db, type DbConfig, type Row } from './db.ts';
 import { createCluster, type Cluster, type Held } from './shard/cluster.ts';
-import { isUnavailable } from './shard/connections.ts';
+import { isUnavailable } from './mysql/connections.ts';
 
 // ---------------------------------------------------------------------------
 // Routes: every path, every method, on one screen.
@@ -28,7 +28,7 @@ type Handler = (c: Context) => Promise<Reply>;
 const routes: Array<[RegExp, Record<string, Handler>]> = [
   [/^\/v1\/expenses$/, { GET: list, POST: create }],
   [/^\/v1\/expenses\/([^/]+)$/, { GET: read, PUT: update, DELETE: remove }],
-  // The three steps of a reshard's move (client/move.ts), and its map: the operator's routes.
+  // The three steps of a reshard's move (operator/move.ts), and its map: the operator's routes.
   [/^\/v1\/expenses\/([^/]+)\/copy$/, { PUT: copy, DELETE: discard }],
   [/^\/v1\/expenses\/([^/]+)\/handoff$/, { POST: handoff }],
   [/^\/v1\/expenses\/([^/]+)\/adopt$/, { POST: adopt }],
@@ -230,7 +230,7 @@ function inTransit(id: string): HttpError {
 }
 
 // ---------------------------------------------------------------------------
-// The move of one record, in three steps (client/move.ts; api/cluster-map.ts,
+// The move of one record, in three steps (operator/move.ts; api/cluster-map.ts,
 // rule 4). Each step is conditional on the record's version, and each may be
 // sent again after a crash with the same result.
 

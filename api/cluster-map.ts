@@ -23,7 +23,7 @@
 //      b. T serves the id when it holds it live. When it does not, it accepts
 //         the id only from a request that S sent there (the Asking header,
 //         naming this epoch), and only if it has no row of that id at all.
-//   4. A move (client/move.ts) never makes a second live record. The copy
+//   4. A move (operator/move.ts) never makes a second live record. The copy
 //      arrives at T as incoming, which no client can see or change. S turns
 //      its record into moved, in one statement conditional on its version;
 //      only then does T turn the copy live. In between, neither serves the
@@ -37,7 +37,7 @@
 // longer has, which the target accepts only after ASKING.
 
 import { HashRing } from '../ring.ts';
-import { plural } from '../client/words.ts';
+import { plural } from './words.ts';
 import { Invalid, preview } from './expense.ts';
 import { nodeProblem } from './node.ts';
 
@@ -45,7 +45,7 @@ import { nodeProblem } from './node.ts';
 export type MapNode = { name: string; shard: string };
 
 /**
- * Who runs a reshard (client/reshard.ts): its host, for people; its machine,
+ * Who runs a reshard (operator/reshard.ts): its host, for people; its machine,
  * which tells whether its pid can be checked from here ('' where it cannot);
  * its process and start time.
  */

@@ -23,7 +23,7 @@ import { eachLimit } from '../client/batch.ts';
 import { call } from '../client/http.ts';
 import mysql from 'mysql';
 import { createDb, statements, type Db } from '../db.ts';
-import { driverOptions, POOL_SIZE } from '../shard/connections.ts';
+import { driverOptions, POOL_SIZE } from '../mysql/connections.ts';
 import { HashRing } from '../ring.ts';
 import { startShards, type Shards } from '../test/shards.ts';
 

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { jump, modN, rendezvous } from '../client/alternatives.ts';
+import { jump, modN, rendezvous } from '../lab/alternatives.ts';
 import { HashRing } from '../ring.ts';
 import { runNode } from './shards.ts';
 

@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PALETTE } from '../client/ring-svg.ts';
+import { PALETTE } from '../lab/ring-svg.ts';
 import { run, runNode } from './shards.ts';
 
 let dir: string;

@@ -1,4 +1,4 @@
-# Reference outputs for client/alternatives.ts, computed independently in Python 3.
+# Reference outputs for lab/alternatives.ts, computed independently in Python 3.
 # Run once: python3 test/vectors/alternatives.py > test/vectors/alternatives.json
 #
 # jump: Lamping and Veach, "A Fast, Minimal Memory, Consistent Hash Algorithm"

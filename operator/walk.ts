@@ -1,17 +1,17 @@
-// client/walk.ts: one walk over a cluster's nodes, as a reshard and check
+// operator/walk.ts: one walk over a cluster's nodes, as a reshard and check
 // make it. First the plan: every record is listed, a page at a time, and
 // sorted into those on their owner (never touched), those that must move, and
 // the copies that a run which died left half-way. Then, for a reshard, the
-// move: each of those goes by client/move.ts. The walk counts what it found
+// move: each of those goes by operator/move.ts. The walk counts what it found
 // and did, and reports it.
 
 import { everyNode, placer, type ClusterMap, type MapNode } from '../api/cluster-map.ts';
 import type { Versioned } from '../api/expense.ts';
 import { HashRing } from '../ring.ts';
-import { modN } from './alternatives.ts';
-import { shares } from './balance.ts';
-import { eachLimit, printFailures, progress } from './batch.ts';
-import { call, problem } from './http.ts';
+import { modN } from '../lab/alternatives.ts';
+import { shares } from '../lab/balance.ts';
+import { eachLimit, printFailures, progress } from '../client/batch.ts';
+import { call, problem } from '../client/http.ts';
 import { finish, move, type Credentials, type Moved } from './move.ts';
 
 const PAGE = 1000;

@@ -1,4 +1,4 @@
-// client/alternatives.ts: the other ways to pick a shard, for `compare`.
+// lab/alternatives.ts: the other ways to pick a shard, for `compare`.
 // The ring (ring.ts) is the star; these are what it is measured against.
 // test/vectors/ holds their outputs from an independent Python version.
 

@@ -1,4 +1,4 @@
-// client/reshard.ts: change the cluster's shape (its nodes, or its replicas),
+// operator/reshard.ts: change the cluster's shape (its nodes, or its replicas),
 // moving the records whose owner changes, and only those.
 //
 // The cluster map on the shards (api/cluster-map.ts) is the reshard's lock and
@@ -13,9 +13,9 @@
 //      onto every node, by compare-and-set on each node's epoch, the map's
 //      first node first. Of two operators, exactly one passes that node.
 //      From here the lease is renewed until the end.
-//   4. MOVE: walk every node (client/walk.ts), finishing the moves a dead
+//   4. MOVE: walk every node (operator/walk.ts), finishing the moves a dead
 //      run left incoming, and moving each record not on its new owner
-//      (client/move.ts). Audits walk again until one finds everything in place.
+//      (operator/move.ts). Audits walk again until one finds everything in place.
 //   5. END: the new map, at the next epoch again, onto every node: the
 //      removed ones first, so that a node that has it proves all those did.
 //
@@ -25,8 +25,8 @@
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { describeMap, everyNode, sameMap, type ClusterMap, type Holder, type MapNode } from '../api/cluster-map.ts';
-import { ask, newest, sameNodes, type Said } from './cluster.ts';
-import { call, problem } from './http.ts';
+import { ask, newest, sameNodes, type Said } from '../client/cluster.ts';
+import { call, problem } from '../client/http.ts';
 import { isClean, printProblems, report, total, walk } from './walk.ts';
 
 // Audits after the move. Each one that still finds records out of place

@@ -1,11 +1,11 @@
-// client/compare.ts: why a ring? The same keys on the same nodes, placed by
+// lab/compare.ts: why a ring? The same keys on the same nodes, placed by
 // each way of picking a shard, and what each does when a node joins or leaves.
 
 import { hash } from 'node:crypto';
 import { HashRing } from '../ring.ts';
 import { jump, modN, rendezvous } from './alternatives.ts';
 import { loads, spread } from './balance.ts';
-import { plural } from './words.ts';
+import { plural } from '../api/words.ts';
 
 /** A way of picking a shard: for a node list, the function from key to node. */
 type Scheme = { name: string; place: (nodes: string[]) => (key: string) => string; holds: (nodes: string[]) => string };

@@ -1,4 +1,4 @@
-// client/balance.ts: how evenly a ring spreads keys, and how replicas help.
+// lab/balance.ts: how evenly a ring spreads keys, and how replicas help.
 //
 // With k points per node, a node's share of the circle is the sum of k of the
 // n·k arcs between random points. Such a share has a coefficient of variation
@@ -6,7 +6,7 @@
 // That is why virtual nodes exist.
 
 import { fraction, HashRing } from '../ring.ts';
-import { plural } from './words.ts';
+import { plural } from '../api/words.ts';
 
 /** The balance table of one ring over keys "0" .. String(keys - 1). */
 export function balanceTable(nodes: readonly string[], replicas: number, keys: number): string {

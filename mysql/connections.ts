@@ -1,4 +1,4 @@
-// shard/connections.ts: the connections from one server to its MySQL, and
+// mysql/connections.ts: the connections from one server to its MySQL, and
 // how the mysql driver is set up. db.ts sends every statement through here.
 
 import mysql from 'mysql';

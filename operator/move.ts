@@ -1,4 +1,4 @@
-// client/move.ts: moving one record from its old owner to its new one while
+// operator/move.ts: moving one record from its old owner to its new one while
 // clients keep writing, without ever making a second live record
 // (api/cluster-map.ts, rule 4). server.ts serves each step.
 //
@@ -25,7 +25,7 @@
 //     reshard ends.
 
 import { etag, sameExpense, type Versioned } from '../api/expense.ts';
-import { call, problem, type Answer } from './http.ts';
+import { call, problem, type Answer } from '../client/http.ts';
 
 export type Moved =
   | { ok: true; deleted: boolean } // deleted: a client deleted it during the move, and it stays deleted

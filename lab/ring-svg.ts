@@ -1,4 +1,4 @@
-// client/ring-svg.ts: a picture of the ring, as a self-contained SVG.
+// lab/ring-svg.ts: a picture of the ring, as a self-contained SVG.
 //
 // The circle starts at the top (hash 0) and runs clockwise to 2^128. Each arc
 // has the colour of the node that owns it: the node of the point at its
@@ -10,7 +10,7 @@
 
 import { fraction, position, type HashRing } from '../ring.ts';
 import { shares as sharesOf } from './balance.ts';
-import { plural } from './words.ts';
+import { plural } from '../api/words.ts';
 
 // The layout, in SVG units. The page, top down: the title, the ring, the
 // legend (a row per node), the notes (a row each).
