@@ -5,7 +5,15 @@
 // no request still runs under the one before.
 
 import { checkMap, placer, type ClusterMap, type Placement } from '../api/cluster-map.ts';
-import type { Db } from '../db.ts';
+
+/** The few statements of db.ts that the map needs: who this shard is, its stored map, and its rows mid-move. */
+export type MapStore = {
+  shard(): Promise<string>;
+  readMap(): Promise<string | undefined>;
+  writeMap(map: string, epoch: number, expected: number | undefined): Promise<boolean>;
+  forgetMoved(): Promise<void>;
+  list(after: string, limit: number, state: 'incoming'): Promise<unknown[]>;
+};
 
 /** What a request needs to know of the cluster: who this shard is, and the map it holds, if any. */
 export type Held = {
@@ -29,7 +37,7 @@ function holding(shard: string, map: ClusterMap | undefined): Held {
   };
 }
 
-export function createCluster(db: Db) {
+export function createCluster(db: MapStore) {
   let held: Held | undefined; // read from MySQL at the first request, then kept
   let inFlight = 0;
   let drained: (() => void) | undefined;

@@ -1,0 +1,89 @@
+// shard/move-steps.ts: a shard's half of moving one record, in three steps
+// (operator/move.ts sends them; api/cluster-map.ts, rule 4). Each step is
+// conditional on the record's version, and each may be sent again after a
+// crash with the same result. Only the reshard holding this shard's epoch may
+// send them: the epoch is its fencing token.
+
+import type { IncomingMessage } from 'node:http';
+import { checkFields, EDITABLE, etag, preview, type Expense } from '../api/expense.ts';
+import type { Row } from '../db.ts';
+import { HttpError, pathId, readJson, type Context, type Reply } from './http.ts';
+import { preconditions } from './preconditions.ts';
+
+/** Step 1: the copy arrives as incoming, which no client can see; it replaces only an incoming copy. */
+export async function copy(c: Context): Promise<Reply> {
+  const id = movable(c);
+  const { ifMatch, ifNoneMatch } = preconditions(c.req);
+  const replaced = Array.isArray(ifMatch) && ifMatch.length === 1 ? ifMatch[0]! : undefined;
+  if ((ifNoneMatch === '*') === (ifMatch !== undefined) || (ifMatch !== undefined && replaced === undefined)) {
+    throw new HttpError(428, 'a copy needs If-None-Match: * (to create) or If-Match with exactly one version (to replace that copy)');
+  }
+  const fields = checkFields(readJson(c), ['id', ...EDITABLE, 'status', 'decision_date', 'version'], true);
+  if (fields.id !== id) throw new HttpError(400, `the id in the body (${preview(fields.id)}) is not the id in the path (${preview(id)})`);
+  const { version, ...expense } = fields as Expense & { version: string };
+  if (ifNoneMatch === '*') {
+    // A moved row (a tombstone) is what is left of a record that lives elsewhere now.
+    await c.db.remove(id, 'moved');
+    if ((await c.db.insert(expense, version, 'incoming')) !== undefined) return { status: 201, body: expense, headers: { ETag: etag(version) } };
+  } else if ((await c.db.replace(expense, replaced!, 'incoming', version)) !== undefined) {
+    return { status: 200, body: expense, headers: { ETag: etag(version) } };
+  }
+  throw stepRefused(await c.db.get(id), id);
+}
+
+/** Step 2: the old owner hands its record off, if it is still the version that was copied. */
+export async function handoff(c: Context): Promise<Reply> {
+  const id = movable(c);
+  const version = theVersion(c.req);
+  if (await c.db.shift(id, version, 'live', 'moved')) return { status: 204 };
+  const row = await c.db.get(id);
+  if (row?.state === 'moved' && row.version === version) return { status: 204 }; // handed off before, by a run that died
+  throw stepRefused(row, id);
+}
+
+/** Step 3: the copy becomes the live record, now that its original has been handed off. */
+export async function adopt(c: Context): Promise<Reply> {
+  const id = movable(c);
+  const version = theVersion(c.req);
+  if (await c.db.shift(id, version, 'incoming', 'live')) return { status: 204 };
+  const row = await c.db.get(id);
+  if (row?.state === 'live' && row.version === version) return { status: 204 }; // adopted before, by a run that died
+  throw stepRefused(row, id);
+}
+
+/** Instead of step 3, when a client deleted the original meanwhile: the copy goes too, so nothing deleted comes back. */
+export async function discard(c: Context): Promise<Reply> {
+  const id = movable(c);
+  if (await c.db.remove(id, 'incoming', [theVersion(c.req)])) return { status: 204 };
+  throw stepRefused(await c.db.get(id), id);
+}
+
+/**
+ * The id of a move step, which only the reshard holding this shard's epoch
+ * may send (a reshard that was taken over is fenced off by its old epoch),
+ * and only to one of the id's two homes.
+ */
+function movable(c: Context): string {
+  const id = pathId(c.params);
+  const map = c.held.map;
+  if (map?.moving === undefined) throw new HttpError(409, 'no reshard is under way in this shard\'s cluster map, so no record moves here');
+  if (c.req.headers['cluster-epoch'] !== String(map.epoch)) {
+    throw new HttpError(409, `this shard is at epoch ${map.epoch}, and takes move steps only with Cluster-Epoch: ${map.epoch}`);
+  }
+  const { owner, target } = c.held.place!(id);
+  if (owner.shard !== c.held.shard && target?.shard !== c.held.shard) throw new HttpError(409, `${JSON.stringify(id)} neither lives here nor moves here`);
+  return id;
+}
+
+/** Why a move step found something else than it expected: another version (412), or nothing (404). */
+function stepRefused(row: Row | undefined, id: string): HttpError {
+  if (row === undefined) return new HttpError(404, `no row with id ${JSON.stringify(id)}`);
+  return new HttpError(412, `the row ${JSON.stringify(id)} is ${row.state} at version ${etag(row.version)}`, { ETag: etag(row.version) }, { state: row.state });
+}
+
+/** The one version a move step names in If-Match. */
+function theVersion(req: IncomingMessage): string {
+  const { ifMatch } = preconditions(req);
+  if (!Array.isArray(ifMatch) || ifMatch.length !== 1) throw new HttpError(428, 'a move step needs If-Match with exactly one version');
+  return ifMatch[0]!;
+}

@@ -1,0 +1,129 @@
+// Placement as a table: every routing case of api/cluster-map.ts's rules 1-4,
+// one row each, decided by shard/placement.ts with no server and no MySQL.
+// The map: two nodes, a and b, moving to three, a, b and c. Ids are chosen so
+// that each row's case holds on this map. Rule 5, how a shard takes a new
+// map, is checked last, on a real shard.
+
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { after, before, describe, it } from 'node:test';
+import { placer, type ClusterMap } from '../api/cluster-map.ts';
+import type { State } from '../db.ts';
+import type { Held } from '../shard/cluster.ts';
+import { decide, type Verdict } from '../shard/placement.ts';
+import { startShards, type Shards } from './shards.ts';
+
+const SECRET = 'f'.repeat(64);
+const node = (name: string) => ({ name: `127.0.0.1:${name}`, shard: `shard-${name}` });
+const [A, B, C] = [node('3000'), node('4000'), node('5000')];
+const settled: ClusterMap = { epoch: 7, nodes: [A, B], replicas: 1 };
+const moving: ClusterMap = { ...settled, epoch: 8, moving: { nodes: [A, B, C], replicas: 1, by: { host: 'h', machine: '', pid: 1, started: '' }, leaseMs: 15_000 } };
+
+const held = (map: ClusterMap | undefined, shard: string): Held => ({ shard, map, place: map && placer(map) });
+
+/** The first id (1, 2, 3 …) whose placement under `map` satisfies `wanted`. */
+function idWhere(map: ClusterMap, wanted: (owner: string, target: string | undefined) => boolean): string {
+  const place = placer(map);
+  for (let i = 1; ; i++) {
+    const { owner, target } = place(String(i));
+    if (wanted(owner.shard, target?.shard)) return String(i);
+  }
+}
+
+// Ids for each case, found on the maps above (the ring is fixed, so they are too).
+const onA = idWhere(settled, (owner) => owner === A.shard);
+const fromAtoC = idWhere(moving, (owner, target) => owner === A.shard && target === C.shard);
+const stayOnA = idWhere(moving, (owner, target) => owner === A.shard && target === undefined);
+
+/** The old owner's word for an id at the moving map's epoch, as the server makes it. */
+const word = (id: string) => `8.${createHmac('sha256', SECRET).update(`8:${id}`).digest('hex').slice(0, 32)}`;
+
+type Row = {
+  rule: string;
+  why: string;
+  map: ClusterMap | undefined;
+  at: string; // the deciding shard
+  id: string;
+  row: State | undefined;
+  asking?: string;
+  creates?: boolean;
+  expect: Omit<Verdict, 'to'> & { to?: string };
+};
+
+const TABLE: Row[] = [
+  { rule: '1', why: 'no map: one server serves every id', map: undefined, at: A.shard, id: 'anything', row: undefined, expect: { answer: 'serve', rule: '1' } },
+  { rule: '1', why: 'no map, a live row', map: undefined, at: A.shard, id: 'x', row: 'live', expect: { answer: 'serve', rule: '1' } },
+  { rule: '4', why: 'no map, but a row left mid-move: wait', map: undefined, at: A.shard, id: 'x', row: 'incoming', expect: { answer: 'wait', rule: '4' } },
+  { rule: '2', why: 'the owner serves its live row', map: settled, at: A.shard, id: onA, row: 'live', expect: { answer: 'serve', rule: '2' } },
+  { rule: '2', why: 'the owner serves an id it has no row of (a create, or a 404)', map: settled, at: A.shard, id: onA, row: undefined, expect: { answer: 'serve', rule: '2' } },
+  { rule: '2', why: 'another shard redirects to the owner (MOVED)', map: settled, at: B.shard, id: onA, row: undefined, expect: { answer: 'redirect', rule: '2', to: A.name } },
+  { rule: '2', why: 'another shard redirects even when it holds a stray row', map: settled, at: B.shard, id: onA, row: 'live', expect: { answer: 'redirect', rule: '2', to: A.name } },
+  { rule: '2', why: 'an id that stays put during a reshard is served by its owner', map: moving, at: A.shard, id: stayOnA, row: 'live', expect: { answer: 'serve', rule: '2' } },
+  { rule: '2', why: 'a shard that is neither home of a moving id redirects to its old owner', map: moving, at: B.shard, id: fromAtoC, row: undefined, expect: { answer: 'redirect', rule: '2', to: A.name } },
+  { rule: '3a', why: 'the old owner serves what it still holds live', map: moving, at: A.shard, id: fromAtoC, row: 'live', expect: { answer: 'serve', rule: '3a' } },
+  { rule: '3a', why: 'the old owner sends an id it does not hold to the new owner (ASK)', map: moving, at: A.shard, id: fromAtoC, row: undefined, expect: { answer: 'ask', rule: '3a', to: C.name } },
+  { rule: '3a', why: 'the old owner never serves its moved row (a tombstone): ASK', map: moving, at: A.shard, id: fromAtoC, row: 'moved', expect: { answer: 'ask', rule: '3a', to: C.name } },
+  { rule: '3b', why: 'the new owner serves a record it holds live, asked or not', map: moving, at: C.shard, id: fromAtoC, row: 'live', expect: { answer: 'serve', rule: '3b' } },
+  { rule: '3b', why: 'without the old owner\'s word, the new owner sends a read back to the old owner', map: moving, at: C.shard, id: fromAtoC, row: undefined, expect: { answer: 'redirect', rule: '3b', to: A.name } },
+  { rule: '3b', why: 'without the old owner\'s word, the new owner never creates', map: moving, at: C.shard, id: fromAtoC, row: 'live', creates: true, expect: { answer: 'redirect', rule: '3b', to: A.name } },
+  { rule: '3b', why: 'a forged word is no word', map: moving, at: C.shard, id: fromAtoC, row: undefined, asking: '8', creates: true, expect: { answer: 'redirect', rule: '3b', to: A.name } },
+  { rule: '3b', why: 'a word for another id is no word', map: moving, at: C.shard, id: fromAtoC, row: undefined, asking: word(stayOnA), creates: true, expect: { answer: 'redirect', rule: '3b', to: A.name } },
+  { rule: '3b', why: 'asked, the new owner creates an id it has no row of', map: moving, at: C.shard, id: fromAtoC, row: undefined, asking: word(fromAtoC), creates: true, expect: { answer: 'serve', rule: '3b' } },
+  { rule: '3b', why: 'asked, the new owner answers a read of an id it has no row of (a 404)', map: moving, at: C.shard, id: fromAtoC, row: undefined, asking: word(fromAtoC), expect: { answer: 'serve', rule: '3b' } },
+  { rule: '4', why: 'asked, a copy still incoming waits (503)', map: moving, at: C.shard, id: fromAtoC, row: 'incoming', asking: word(fromAtoC), expect: { answer: 'wait', rule: '4' } },
+  { rule: '4', why: 'the owner\'s row caught mid-move waits (503)', map: settled, at: A.shard, id: onA, row: 'moved', expect: { answer: 'wait', rule: '4' } },
+];
+
+describe('placement: who answers for an id (shard/placement.ts, one row per case)', () => {
+  for (const t of TABLE) {
+    it(`rule ${t.rule}: ${t.why}`, () => {
+      const verdict = decide({ held: held(t.map, t.at), secret: SECRET }, t.id, t.row, { asking: t.asking, creates: t.creates });
+      const got = { answer: verdict.answer, rule: verdict.rule, ...('to' in verdict && { to: verdict.to.name }) };
+      assert.deepEqual(got, t.expect);
+    });
+  }
+
+  it('covers every numbered rule that places an id (1 to 4; rule 5 is below)', () => {
+    assert.deepEqual([...new Set(TABLE.map((t) => t.rule))].sort(), ['1', '2', '3a', '3b', '4']);
+  });
+
+  it('without a cluster secret, the old owner\'s word is the epoch alone', () => {
+    const verdict = decide({ held: held(moving, C.shard), secret: undefined }, fromAtoC, undefined, { asking: '8', creates: true });
+    assert.equal(verdict.answer, 'serve');
+  });
+});
+
+describe('rule 5: a shard takes a new map only at a higher epoch, and not while a copy is incoming', () => {
+  let shards: Shards;
+  let auth: Record<string, string>;
+  before(async () => {
+    shards = await startShards(1);
+    auth = { authorization: `Bearer ${(await readFile(shards.secretFile, 'utf8')).trim()}` };
+  });
+  after(() => shards?.stop());
+
+  const mapAt = async () => (await fetch(`http://${shards.nodes[0]}/cluster/map`)).json() as Promise<{ shard: string; map: ClusterMap }>;
+  const put = (map: ClusterMap, epoch: number) =>
+    fetch(`http://${shards.nodes[0]}/cluster/map`, { method: 'PUT', headers: { ...auth, 'if-match': `"${epoch}"` }, body: JSON.stringify(map) });
+
+  it('refuses a different map at the same epoch (409), and one over an epoch it does not hold (412)', async () => {
+    const { map } = await mapAt();
+    const other = { ...map, replicas: map.replicas + 1 };
+    assert.equal((await put(other, map.epoch)).status, 409);
+    assert.equal((await put({ ...other, epoch: map.epoch + 1 }, map.epoch - 1)).status, 412);
+    assert.deepEqual((await mapAt()).map, map);
+  });
+
+  it('refuses to end a reshard while a copy is incoming, and takes the same map once it is gone', async () => {
+    const { map } = await mapAt();
+    await shards.sql(1, "INSERT INTO expenses.expenses (id, name, email, category, description, link, estimated_costs, submit_date, version, state) VALUES ('rule5', 'n', 'e@x', 'c', 'd', 'l', 1, '2016-12-10', '0123456789abcdef', 'incoming')");
+    const next = { ...map, epoch: map.epoch + 1 };
+    const refused = await put(next, map.epoch);
+    assert.equal(refused.status, 409);
+    assert.match(((await refused.json()) as { error: string }).error, /still incoming/);
+    await shards.sql(1, "DELETE FROM expenses.expenses WHERE id = 'rule5'");
+    assert.equal((await put(next, map.epoch)).status, 200);
+    assert.equal((await mapAt()).map.epoch, map.epoch + 1);
+  });
+});
