@@ -1,60 +1,29 @@
 // ch_client.ts: the consistent-hashing client.
 //
 // It decides, from an expense's id alone, which node (shard) owns it, stores
-// it there, and reads it back from there. The ring does the deciding; the
-// cluster map that the shards hold says which ring, so that every client
-// agrees (api/cluster-map.ts).
+// it there, and reads it back from there: the assignment's five steps, in
+// store() below. The ring (ring.ts) does the deciding. The cluster map that
+// the shards hold says which ring, so that every client agrees: that is step
+// 1, and the README's level 2.
+//
+// The other commands (map, balance, compare, reshard, check, get) are the
+// lab's and the operator's; main() at the end sends each to its room.
 
-import { existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { realpathSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { MAX_POINTS, MAX_REPLICAS } from './api/cluster-map.ts';
 import { EDITABLE, ID_RULE, isId, sameExpense, type Expense } from './api/expense.ts';
-import { nodeProblem } from './api/node.ts';
+import { MAX_KEYS, OPTIONS, parseCount, parseIds, parseNodes, parseReplicas, readSecret, USAGE, UsageError } from './client/command-line.ts';
 import { HashRing } from './ring.ts';
 import { balanceTable } from './lab/balance.ts';
 import { eachLimit, printFailures, progress } from './client/batch.ts';
-import { discover, send, type Said, type View } from './client/cluster.ts';
+import { discover, send, type View } from './client/cluster.ts';
 import { problem } from './client/http.ts';
 import { compareTable, lookupSpeeds } from './lab/compare.ts';
 import { check, reshard } from './operator/reshard.ts';
 import { ringSvg } from './lab/ring-svg.ts';
 import { plural } from './api/words.ts';
 
-const DEFAULT_NODES = '127.0.0.1:3000,127.0.0.1:4000,127.0.0.1:5000';
-const DEFAULT_SECRET = fileURLToPath(new URL('data/cluster-secret', import.meta.url));
-
-const USAGE = `Usage:
-  node ch_client.ts [options]                         store expenses on their nodes, then read each back
-  node ch_client.ts map [--json | --svg FILE] [options] [id ...]
-                                                      which node owns each id (no HTTP), or a picture
-  node ch_client.ts balance [--replicas N,N,...] [--keys N] [--nodes ...]
-                                                      how evenly the ring spreads keys
-  node ch_client.ts reshard --to a,b,c,d [--replicas N] [--dry-run]
-                                                      change the cluster: move the records whose owner changes
-  node ch_client.ts compare [--nodes ...] [--keys N]
-                                                      the ring against mod N, rendezvous and jump hashing
-  node ch_client.ts check [--nodes ...]               is every record on its owner? (reads only)
-  node ch_client.ts get ID [options]                  read one expense from its owner
-
-Options:
-  --nodes a,b,c     the nodes, as host:port (default ${DEFAULT_NODES}). Where the
-                    shards hold a cluster map, these are only where to read it
-  --replicas N      points per node on the ring (default 1, or the cluster map's;
-                    balance: 1,10,100,1000)
-  --ids SPEC        ids as a range 1-10, a list 1,2,3, or both: 0-9,42 (default 0-9)
-  --json            map: print one JSON object {"id": "node", ...}
-  --svg FILE        map: draw the ring, its arcs and the ids into an SVG file
-  --keys N          balance, compare: how many keys to place (default 100000)
-  --dry-run         reshard: print the plan, move nothing
-  --from a,b,c      reshard: the nodes it moves from; by default the cluster map's,
-                    and refused when it is not
-  --secret-file F   reshard: the cluster secret (default data/cluster-secret, or the
-                    file that CLUSTER_SECRET_FILE names)
-  --lease S         reshard: seconds without renewal after which another operator
-                    may take the reshard over (default 15)
-  --verbose         name every id that failed (by default, one line per reason)
-  -h, --help        this text`;
 // Enough requests in flight to keep three shards busy, few enough to be polite.
 export const IN_FLIGHT = 32;
 
@@ -63,8 +32,10 @@ type Stored = { node: string; record: Expense };
 
 /** The job: five steps, in order. Resolves to the process exit code. */
 async function store(options: Options): Promise<number> {
-  // 1. Define the nodes: the cluster's map, read from the nodes we are given.
-  const view = await join(options.nodes, options.replicas);
+  // 1. Define the nodes. In assignment 1 they are the --nodes list. Here the
+  //    shards hold the list themselves, in the cluster map, so that every
+  //    client agrees on it: ask the nodes we are given for their map.
+  const { view } = await discover(options.nodes, options.replicas);
 
   // 2. Map each id to its node with the ring.
   const owner = new Map(options.ids.map((id) => [id, view.place(id).owner.name]));
@@ -73,8 +44,9 @@ async function store(options: Options): Promise<number> {
   printMapping(owner);
 
   // 4. POST each expense to the node that owns it, and nowhere else: a record
-  //    on any other node could never be found again. A node that does not own
-  //    it says so (421), and names the owner.
+  //    on any other node could never be found again. send() goes to the
+  //    owner; a node that does not own the id says so (421), names the owner,
+  //    and send() follows (client/cluster.ts, level 2).
   const stored = new Map<string, Stored>();
   const failed = new Map<string, string>();
   const posting = progress('stored', options.ids.length);
@@ -152,95 +124,8 @@ function summary(view: View, options: Options, stored: Map<string, Stored>, fail
   return failed.size === 0 ? 0 : 1;
 }
 
-/** The view to route by; where no node holds a map, a warning for two names that reach one shard. */
-async function join(nodes: string[], replicas: number): Promise<View> {
-  const { view, said } = await discover(nodes, replicas);
-  if (view.map.epoch === 0) {
-    for (const group of aliases(said)) {
-      console.error(`warning: ${group.join(' and ')} are the same shard; the ring counts them as ${group.length} nodes`);
-    }
-  }
-  return view;
-}
-
-/** Groups of two or more names that reach the same shard. */
-function aliases(said: Map<string, Said>): string[][] {
-  const names = new Map<string, string[]>();
-  for (const [node, answer] of said) {
-    if ('shard' in answer) names.set(answer.shard, [...(names.get(answer.shard) ?? []), node]);
-  }
-  return [...names.values()].filter((group) => group.length > 1);
-}
-
 // ---------------------------------------------------------------------------
 // The command line.
-
-class UsageError extends Error {}
-
-// Bounds that keep a typo from eating the machine (the ring's are in api/cluster-map.ts).
-const MAX_IDS = 1_000_000;
-const MAX_KEYS = 10_000_000;
-
-/** "0-9,42,abc" as a list of ids. Ranges are of whole numbers. */
-function parseIds(spec: string): string[] {
-  const ids = new Set<string>();
-  for (const part of spec.split(',')) {
-    const range = /^(\d+)-(\d+)$/.exec(part);
-    if (range === null) {
-      if (!isId(part)) throw new UsageError(`--ids: ${JSON.stringify(part)} is neither an id nor a range like 1-10`);
-      ids.add(part);
-      continue;
-    }
-    const [from, to] = [Number(range[1]), Number(range[2])];
-    if (from > to) throw new UsageError(`--ids: the range ${part} must go upwards`);
-    if (to - from >= MAX_IDS - ids.size) throw new UsageError(`--ids: at most ${MAX_IDS} ids in one run, so that the run fits in memory`);
-    for (let i = from; i <= to; i++) ids.add(String(i));
-  }
-  return [...ids];
-}
-
-/** "host:port,host:port" as a list of nodes. */
-function parseNodes(spec: string, option = '--nodes'): string[] {
-  const nodes = spec.split(',').filter((n) => n !== '');
-  if (nodes.length === 0) throw new UsageError(`${option} needs at least one host:port`);
-  for (const node of nodes) {
-    const why = nodeProblem(node);
-    if (why !== undefined) throw new UsageError(`${option}: ${why}`);
-  }
-  if (new Set(nodes).size < nodes.length) throw new UsageError(`${option} names a node twice`);
-  return nodes;
-}
-
-function parseCount(spec: string, option: string, max: number): number {
-  const n = Number(spec);
-  if (!/^\d+$/.test(spec) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`${option} must be a positive whole number, got ${JSON.stringify(spec)}`);
-  if (n > max) throw new UsageError(`${option} must be at most ${max}, got ${n}: beyond that the run would take too long or too much memory`);
-  return n;
-}
-
-function parseReplicas(spec: string, nodes: number): number {
-  const replicas = parseCount(spec, '--replicas', MAX_REPLICAS);
-  if (replicas * nodes > MAX_POINTS) {
-    throw new UsageError(`--replicas ${replicas} with ${nodes} nodes makes ${replicas * nodes} points; at most ${MAX_POINTS} fit in a ring that builds in about a second`);
-  }
-  return replicas;
-}
-
-const OPTIONS = {
-  nodes: { type: 'string', default: DEFAULT_NODES },
-  replicas: { type: 'string' },
-  ids: { type: 'string' },
-  json: { type: 'boolean', default: false },
-  svg: { type: 'string' },
-  keys: { type: 'string', default: '100000' },
-  from: { type: 'string' },
-  to: { type: 'string' },
-  'dry-run': { type: 'boolean', default: false },
-  'secret-file': { type: 'string' },
-  lease: { type: 'string', default: '15' },
-  verbose: { type: 'boolean', default: false },
-  help: { type: 'boolean', short: 'h', default: false },
-} as const;
 
 async function main(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: OPTIONS });
@@ -280,7 +165,7 @@ async function main(args: string[]): Promise<number> {
   if (command === 'check') return check(nodes);
   if (command === 'get') {
     if (rest.length !== 1 || !isId(rest[0]!)) throw new UsageError(`get takes exactly one id, which ${ID_RULE}`);
-    return get(rest[0]!, await join(nodes, replicas));
+    return get(rest[0]!, (await discover(nodes, replicas)).view);
   }
   if (command === 'map') {
     const ids = values.ids !== undefined ? parseIds(values.ids) : rest.length > 0 ? rest : parseIds('0-9');
@@ -302,19 +187,6 @@ async function get(id: string, view: View): Promise<number> {
   console.error(`found on ${res.node}`);
   console.log(JSON.stringify(res.body));
   return 0;
-}
-
-/**
- * The cluster secret for the operator's routes, from its file: the one named,
- * or start-shards.sh's when it exists. Undefined for shards that have none.
- */
-function readSecret(path: string | undefined): string | undefined {
-  if (path === undefined && !existsSync(DEFAULT_SECRET)) return undefined;
-  try {
-    return readFileSync(path ?? DEFAULT_SECRET, 'utf8').trim();
-  } catch (err) {
-    throw new UsageError(`cannot read the cluster secret: ${(err as Error).message}`);
-  }
 }
 
 function map(ring: HashRing, ids: string[], values: { json: boolean; svg?: string }): number {

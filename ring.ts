@@ -11,10 +11,10 @@
 // takes over only the arcs just before its points; when one leaves, only its
 // arcs pass to the next point along. All other keys stay where they were.
 //
-// This is the ring of the classic 2012 "absolutely simplest consistent hashing"
-// example (Python: a sorted list of points, a dict from point to node, MD5,
-// `bisect.bisect`, wrap to 0), and gives the same answer bit for bit, so
-// clients written in any language route the same way.
+// This is the ring of Mike Bayer's 2012 "The Absolutely Simplest Consistent Hashing
+// Example" (techspot.zzzeek.org/2012/07/07/the-absolutely-simplest-consistent-hashing-example/;
+// Python: a sorted list of points, a dict from point to node, MD5, `bisect.bisect`,
+// wrap to 0), and gives the same answer bit for bit, so clients in any language agree.
 
 import { hash } from 'node:crypto';
 

@@ -57,7 +57,9 @@ export function viewOf(map: ClusterMap | undefined, seeds: readonly string[], re
 
 /**
  * The view a client starts with: the newest map its seeds hold. When the map
- * and the flags disagree, one line says which one the client follows.
+ * and the flags disagree, one line says which one the client follows. Where
+ * no node holds a map, the seeds are the ring, and a warning names two seeds
+ * that reach one shard: the ring would count it twice.
  */
 export async function discover(seeds: readonly string[], replicas: number): Promise<{ view: View; said: Map<string, Said> }> {
   const said = await ask(seeds);
@@ -65,7 +67,21 @@ export async function discover(seeds: readonly string[], replicas: number): Prom
   if (map !== undefined && !(sameNodes(map.nodes.map((n) => n.name), seeds) && map.replicas === replicas && map.moving === undefined)) {
     console.error(`the cluster is at ${describeMap(map)}; following it`);
   }
+  if (map === undefined) {
+    for (const group of aliases(said)) {
+      console.error(`warning: ${group.join(' and ')} are the same shard; the ring counts them as ${group.length} nodes`);
+    }
+  }
   return { view: viewOf(map, seeds, replicas), said };
+}
+
+/** Groups of two or more names that reach the same shard. */
+function aliases(said: Map<string, Said>): string[][] {
+  const names = new Map<string, string[]>();
+  for (const [node, answer] of said) {
+    if ('shard' in answer) names.set(answer.shard, [...(names.get(answer.shard) ?? []), node]);
+  }
+  return [...names.values()].filter((group) => group.length > 1);
 }
 
 /** Node lists name the same ring when they hold the same nodes, in any order. */

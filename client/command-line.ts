@@ -1,0 +1,122 @@
+// client/command-line.ts: ch_client.ts's command line: its usage, its
+// options, and the checks that turn each flag into a value or a clear error.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { MAX_POINTS, MAX_REPLICAS } from '../api/cluster-map.ts';
+import { isId } from '../api/expense.ts';
+import { nodeProblem } from '../api/node.ts';
+
+export const DEFAULT_NODES = '127.0.0.1:3000,127.0.0.1:4000,127.0.0.1:5000';
+const DEFAULT_SECRET = fileURLToPath(new URL('../data/cluster-secret', import.meta.url));
+
+export const USAGE = `Usage:
+  node ch_client.ts [options]                         store expenses on their nodes, then read each back
+  node ch_client.ts map [--json | --svg FILE] [options] [id ...]
+                                                      which node owns each id (no HTTP), or a picture
+  node ch_client.ts balance [--replicas N,N,...] [--keys N] [--nodes ...]
+                                                      how evenly the ring spreads keys
+  node ch_client.ts reshard --to a,b,c,d [--replicas N] [--dry-run]
+                                                      change the cluster: move the records whose owner changes
+  node ch_client.ts compare [--nodes ...] [--keys N]
+                                                      the ring against mod N, rendezvous and jump hashing
+  node ch_client.ts check [--nodes ...]               is every record on its owner? (reads only)
+  node ch_client.ts get ID [options]                  read one expense from its owner
+
+Options:
+  --nodes a,b,c     the nodes, as host:port (default ${DEFAULT_NODES}). Where the
+                    shards hold a cluster map, these are only where to read it
+  --replicas N      points per node on the ring (default 1, or the cluster map's;
+                    balance: 1,10,100,1000)
+  --ids SPEC        ids as a range 1-10, a list 1,2,3, or both: 0-9,42 (default 0-9)
+  --json            map: print one JSON object {"id": "node", ...}
+  --svg FILE        map: draw the ring, its arcs and the ids into an SVG file
+  --keys N          balance, compare: how many keys to place (default 100000)
+  --dry-run         reshard: print the plan, move nothing
+  --from a,b,c      reshard: the nodes it moves from; by default the cluster map's,
+                    and refused when it is not
+  --secret-file F   reshard: the cluster secret (default data/cluster-secret, or the
+                    file that CLUSTER_SECRET_FILE names)
+  --lease S         reshard: seconds without renewal after which another operator
+                    may take the reshard over (default 15)
+  --verbose         name every id that failed (by default, one line per reason)
+  -h, --help        this text`;
+export class UsageError extends Error {}
+
+// Bounds that keep a typo from eating the machine (the ring's are in api/cluster-map.ts).
+const MAX_IDS = 1_000_000;
+export const MAX_KEYS = 10_000_000;
+
+/** "0-9,42,abc" as a list of ids. Ranges are of whole numbers. */
+export function parseIds(spec: string): string[] {
+  const ids = new Set<string>();
+  for (const part of spec.split(',')) {
+    const range = /^(\d+)-(\d+)$/.exec(part);
+    if (range === null) {
+      if (!isId(part)) throw new UsageError(`--ids: ${JSON.stringify(part)} is neither an id nor a range like 1-10`);
+      ids.add(part);
+      continue;
+    }
+    const [from, to] = [Number(range[1]), Number(range[2])];
+    if (from > to) throw new UsageError(`--ids: the range ${part} must go upwards`);
+    if (to - from >= MAX_IDS - ids.size) throw new UsageError(`--ids: at most ${MAX_IDS} ids in one run, so that the run fits in memory`);
+    for (let i = from; i <= to; i++) ids.add(String(i));
+  }
+  return [...ids];
+}
+
+/** "host:port,host:port" as a list of nodes. */
+export function parseNodes(spec: string, option = '--nodes'): string[] {
+  const nodes = spec.split(',').filter((n) => n !== '');
+  if (nodes.length === 0) throw new UsageError(`${option} needs at least one host:port`);
+  for (const node of nodes) {
+    const why = nodeProblem(node);
+    if (why !== undefined) throw new UsageError(`${option}: ${why}`);
+  }
+  if (new Set(nodes).size < nodes.length) throw new UsageError(`${option} names a node twice`);
+  return nodes;
+}
+
+export function parseCount(spec: string, option: string, max: number): number {
+  const n = Number(spec);
+  if (!/^\d+$/.test(spec) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`${option} must be a positive whole number, got ${JSON.stringify(spec)}`);
+  if (n > max) throw new UsageError(`${option} must be at most ${max}, got ${n}: beyond that the run would take too long or too much memory`);
+  return n;
+}
+
+export function parseReplicas(spec: string, nodes: number): number {
+  const replicas = parseCount(spec, '--replicas', MAX_REPLICAS);
+  if (replicas * nodes > MAX_POINTS) {
+    throw new UsageError(`--replicas ${replicas} with ${nodes} nodes makes ${replicas * nodes} points; at most ${MAX_POINTS} fit in a ring that builds in about a second`);
+  }
+  return replicas;
+}
+
+export const OPTIONS = {
+  nodes: { type: 'string', default: DEFAULT_NODES },
+  replicas: { type: 'string' },
+  ids: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  svg: { type: 'string' },
+  keys: { type: 'string', default: '100000' },
+  from: { type: 'string' },
+  to: { type: 'string' },
+  'dry-run': { type: 'boolean', default: false },
+  'secret-file': { type: 'string' },
+  lease: { type: 'string', default: '15' },
+  verbose: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+/**
+ * The cluster secret for the operator's routes, from its file: the one named,
+ * or start-shards.sh's when it exists. Undefined for shards that have none.
+ */
+export function readSecret(path: string | undefined): string | undefined {
+  if (path === undefined && !existsSync(DEFAULT_SECRET)) return undefined;
+  try {
+    return readFileSync(path ?? DEFAULT_SECRET, 'utf8').trim();
+  } catch (err) {
+    throw new UsageError(`cannot read the cluster secret: ${(err as Error).message}`);
+  }
+}
