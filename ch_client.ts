@@ -32,12 +32,16 @@ type Stored = { node: string; record: Expense };
 
 /** The job: five steps, in order. Resolves to the process exit code. */
 async function store(options: Options): Promise<number> {
-  // 1. Define the nodes. In assignment 1 they are the --nodes list. Here the
+  // 1. Define the nodes. The assignment takes them from --nodes. Here the
   //    shards hold the list themselves, in the cluster map, so that every
-  //    client agrees on it: ask the nodes we are given for their map.
+  //    client agrees on it: ask the nodes we are given for their map, and
+  //    take the newest (the highest epoch, a number that grows with every
+  //    change). Shards with no map leave the ring to --nodes and --replicas.
   const { view } = await discover(options.nodes, options.replicas);
 
-  // 2. Map each id to its node with the ring.
+  // 2. Map each id to its node with the ring. view.place() is a HashRing
+  //    (ring.ts) built from the map's nodes and replicas (placer() in
+  //    api/cluster-map.ts).
   const owner = new Map(options.ids.map((id) => [id, view.place(id).owner.name]));
 
   // 3. Print the mapping.
@@ -51,14 +55,15 @@ async function store(options: Options): Promise<number> {
   const failed = new Map<string, string>();
   const posting = progress('stored', options.ids.length);
   await eachLimit(options.ids, IN_FLIGHT, async (id) => {
-    const put = await putOnce(view, expenseFor(id));
+    const put = await postOnce(view, expenseFor(id));
     if ('why' in put) failed.set(id, put.why);
     else stored.set(id, put);
     posting.tick();
   });
   posting.done();
 
-  // 5. GET each back from the same node, and check it is what was stored.
+  // 5. GET each back from the same node (send()'s last argument: ask it
+  //    first), and check it is what was stored.
   const reading = progress('read back', stored.size);
   await eachLimit([...stored.keys()], IN_FLIGHT, async (id) => {
     try {
@@ -79,7 +84,7 @@ async function store(options: Options): Promise<number> {
  * POSTs one expense. A 409 means the id is taken: fine if by this same
  * expense (an earlier run stored it), a failure if by a different one.
  */
-async function putOnce(view: View, expense: Omit<Expense, 'status' | 'decision_date'>): Promise<Stored | { why: string }> {
+async function postOnce(view: View, expense: Omit<Expense, 'status' | 'decision_date'>): Promise<Stored | { why: string }> {
   try {
     const res = await send(view, expense.id, 'POST', '/v1/expenses', expense);
     if (res.status === 201) return { node: res.node, record: res.body };

@@ -9,7 +9,8 @@
 //
 // THE INVARIANT: at no instant do two shards accept a write for one id, and
 // no id ever has two live records. The shards keep it by five rules, which
-// server.ts cites by number where it enforces them:
+// the code cites by number where it enforces them (rules 1-4 in
+// shard/placement.ts, rule 5 in shard/cluster.ts):
 //
 //   1. A shard with no map serves every id: one server, no cluster.
 //   2. A shard with a map serves an id only where the map places it. Any

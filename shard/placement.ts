@@ -36,7 +36,8 @@ export type Asked = { asking?: string; creates?: boolean };
  */
 export function decide({ held, secret }: Here, id: string, row: State | undefined, { asking, creates = false }: Asked): Verdict {
   const mine = (node: MapNode | undefined) => node?.shard === held.shard;
-  // An owner serves its live rows and the ids it has no row of; a row caught mid-move waits.
+  // An owner serves its live rows and the ids it has no row of. A row caught
+  // mid-move (incoming or moved) waits, under rule 4, whatever placed it here.
   const asOwner = (rule: Rule): Verdict => (row === undefined || row === 'live' ? { answer: 'serve', rule } : { answer: 'wait', rule: '4' });
 
   if (held.place === undefined) return asOwner('1');
