@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { HashRing } from '../ring.ts';
-import { runNode, startShards, waitForExit, type Shards } from './shards.ts';
+import { run, runNode, startShards, waitForExit, type Shards } from './shards.ts';
 
 let shards: Shards;
 
@@ -133,6 +133,18 @@ describe('ch_client.ts', () => {
     assert.match(text.stdout, /^"1" => "127.0.0.1:4000"$/m);
   });
 
+  it('keeps --ids as written: leading zeros stay, and a range beyond 2^53 ends with its own ids', async () => {
+    const map = async (ids: string) => {
+      // A range that never ends would hang the suite: kill it instead.
+      const res = await run(process.execPath, ['ch_client.ts', 'map', '--json', '--nodes', 'x.invalid:1000', '--ids', ids], { timeoutMs: 20_000 });
+      assert.equal(res.code, 0, `--ids ${ids}: ${res.stderr || 'killed after 20 s'}`);
+      return Object.keys(JSON.parse(res.stdout));
+    };
+    assert.deepEqual(await map('007-009'), ['007', '008', '009']);
+    assert.deepEqual(await map('98-101'), ['98', '99', '100', '101']);
+    assert.deepEqual(await map('9007199254740993-9007199254740995'), ['9007199254740993', '9007199254740994', '9007199254740995']);
+  });
+
   it('explains bad options and exits 2', async () => {
     const cases: Array<[string[], RegExp]> = [
       [['--replicas', '0'], /--replicas must be a positive whole number, got "0"/],
@@ -146,6 +158,8 @@ describe('ch_client.ts', () => {
       [['map', '--replicas', '10000', '--nodes', Array.from({ length: 101 }, (_, i) => `n${i}:1000`).join(',')], /makes 1010000 points; at most 1000000/],
       [['balance', '--keys', '99999999999'], /--keys must be at most 10000000/],
       [['--ids', '0-99999999'], /--ids: at most 1000000 ids in one run/],
+      [['--ids', '007-1000'], /--ids: the range 007-1000 has leading zeros, so its ids keep the width of its ends; write both ends with the same number of digits, such as 0007-1000/],
+      [['--ids', `1-${'9'.repeat(65)}`], /--ids: the range 1-9+ has an end longer than an id \(64 characters\)/],
       [['map', '.', '..'], /map: "\." is not an id/],
       [['--frobnicate'], /Unknown option '--frobnicate'/],
       [['reshuffle'], /unknown command "reshuffle"/],
