@@ -88,7 +88,8 @@ describe('the cluster secret', () => {
 
   it('keeps a record from being approved through the move steps with a wrong secret: nothing changes', async () => {
     // With the secret, handing a record off, copying it back approved and
-    // adopting the copy approves it. That is what the secret guards.
+    // adopting the copy approved it, until each step was taken only on its
+    // own home: now the copy back to the old owner is refused even with it.
     const approve = async (id: string, headers: Record<string, string>) => {
       const version = (await call('GET', `/v1/expenses/${id}`)).headers.get('etag')!;
       const steps = { ...headers, 'cluster-epoch': String((await call('GET', '/cluster/map')).body.map.epoch) };
@@ -107,8 +108,8 @@ describe('the cluster secret', () => {
     assert.equal(after.text, before.text);
     assert.equal(after.headers.get('etag'), before.headers.get('etag'));
 
-    assert.deepEqual(await approve(control.id, bearer(secret)), [204, 201, 204]);
-    assert.equal((await call('GET', `/v1/expenses/${control.id}`)).body.status, 'approved');
+    assert.deepEqual(await approve(control.id, bearer(secret)), [204, 409, 409]);
+    assert.equal((await call('GET', `/v1/expenses/${control.id}`)).status, 421, 'handed off, and not approved here');
   });
 
   it('shows the secret in no log line, no command line and no 401 answer', async () => {
