@@ -21,13 +21,20 @@ const givenUp = new Map<string, string>(); // node: why
 setFlagsFromString('--wasm-tiering-budget=1300000000');
 
 /**
+ * A request that got no answer: the node could not be reached, or was given
+ * up. What it asked for may or may not have happened, unlike a request that
+ * got an answer of any status.
+ */
+export class Unreachable extends Error {}
+
+/**
  * One JSON request to one node ("host:port"). Resolves with any HTTP status;
- * rejects with a readable reason when the node cannot be reached at all.
+ * rejects with a readable reason (Unreachable) when the node cannot be reached at all.
  * Global fetch keeps connections alive between calls to the same node.
  */
 export async function call(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
   const gone = givenUp.get(node);
-  if (gone !== undefined) throw new Error(`skipped: ${node} ${gone}`);
+  if (gone !== undefined) throw new Unreachable(`skipped: ${node} ${gone}`);
   let res: Response;
   try {
     res = await fetch(`http://${node}${path}`, {
@@ -44,7 +51,7 @@ export async function call(node: string, method: string, path: string, body?: un
       givenUp.set(node, `stopped answering (${why}, ${n} times in a row), and was given up for the rest of this run`);
       console.error(`${node} ${givenUp.get(node)}`);
     }
-    throw new Error(`cannot reach ${node}: ${why}`);
+    throw new Unreachable(`cannot reach ${node}: ${why}`);
   }
   strikes.set(node, 0);
   const text = await res.text();
