@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { checkFields, EDITABLE, FIELDS, Invalid } from '../api/expense.ts';
 import { expenseFor } from '../ch_client.ts';
@@ -831,15 +832,37 @@ describe('routing', () => {
 
   it('answers 405 with Allow for a known path and the wrong method', async () => {
     const cases: Array<[string, string, string]> = [
-      ['DELETE', '/v1/expenses', 'GET, POST'],
-      ['POST', '/v1/expenses/x', 'GET, PUT, DELETE'],
-      ['PUT', '/healthz', 'GET'],
+      ['DELETE', '/v1/expenses', 'GET, HEAD, POST'],
+      ['POST', '/v1/expenses/x', 'GET, HEAD, PUT, DELETE'],
+      ['PUT', '/healthz', 'GET, HEAD'],
     ];
     for (const [method, path, allow] of cases) {
       const res = await api(method, path);
       assert.equal(res.status, 405);
       assert.equal(res.headers.get('allow'), allow);
       assert.match(res.body.error, new RegExp(`${method} is not allowed`));
+    }
+  });
+
+  it('answers HEAD wherever GET works: the same head, and no body', async () => {
+    const record = await created();
+    for (const path of [`/v1/expenses/${record.id}`, '/v1/expenses?limit=1', '/cluster/map', '/healthz']) {
+      const get = await api('GET', path);
+      // On the wire, so that a body sent after the head would show. Not end():
+      // with our side closed, the shard answered nothing at all.
+      const socket = connect(Number(new URL(server.url).port), '127.0.0.1');
+      socket.write(`HEAD ${path} HTTP/1.1\r\nHost: shard\r\nConnection: close\r\n\r\n`);
+      let text = '';
+      for await (const chunk of socket) text += chunk;
+      const [head, after] = text.split('\r\n\r\n');
+      assert.match(head!, /^HTTP\/1\.1 200 OK\r\n/, path);
+      assert.equal(after, '', `${path}: no body`);
+      assert.match(head!, /\r\nContent-Type: application\/json; charset=utf-8\r\n/i, path);
+      if (!path.startsWith('/healthz')) {
+        // The health answer changes between two requests; the others do not.
+        assert.match(head!, new RegExp(`\\r\\nContent-Length: ${get.headers.get('content-length')}\\r\\n`, 'i'), path);
+      }
+      if (get.headers.get('etag') !== null) assert.match(head!, new RegExp(`\\r\\nETag: ${get.headers.get('etag')}\\r\\n`, 'i'), path);
     }
   });
 
