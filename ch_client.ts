@@ -14,10 +14,10 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { EDITABLE, ID_RULE, isId, sameExpense, type Expense } from './api/expense.ts';
 import { MAX_KEYS, OPTIONS, parseCount, parseIds, parseNodes, parseReplicas, readSecret, USAGE, UsageError } from './client/command-line.ts';
-import { HashRing } from './ring.ts';
+import type { HashRing } from './ring.ts';
 import { balanceTable } from './lab/balance.ts';
 import { eachLimit, printFailures, progress } from './client/batch.ts';
-import { discover, send, type View } from './client/cluster.ts';
+import { discover, mapRing, send, type View } from './client/cluster.ts';
 import { problem } from './client/http.ts';
 import { compareTable, lookupSpeeds } from './lab/compare.ts';
 import { check, reshard } from './operator/reshard.ts';
@@ -171,7 +171,7 @@ async function main(args: string[]): Promise<number> {
     const ids = values.ids !== undefined ? parseIds(values.ids) : rest.length > 0 ? rest : parseIds('0-9');
     const bad = ids.find((id) => !isId(id));
     if (bad !== undefined) throw new UsageError(`map: ${JSON.stringify(bad)} is not an id: an id ${ID_RULE}`);
-    return map(new HashRing(nodes, replicas), ids, values);
+    return map(await mapRing(nodes, replicas), ids, values);
   }
   throw new UsageError(`unknown command ${JSON.stringify(command)}`);
 }

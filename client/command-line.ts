@@ -13,7 +13,7 @@ const DEFAULT_SECRET = fileURLToPath(new URL('../data/cluster-secret', import.me
 export const USAGE = `Usage:
   node ch_client.ts [options]                         store expenses on their nodes, then read each back
   node ch_client.ts map [--json | --svg FILE] [options] [id ...]
-                                                      which node owns each id (no HTTP), or a picture
+                                                      which node owns each id (by the nodes' cluster map, or --nodes), or a picture
   node ch_client.ts balance [--replicas N,N,...] [--keys N] [--nodes ...]
                                                       how evenly the ring spreads keys
   node ch_client.ts reshard --to a,b,c,d [--replicas N] [--dry-run]

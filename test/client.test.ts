@@ -122,15 +122,17 @@ describe('ch_client.ts', () => {
     assert.match(res.stderr, new RegExp(`^warning: ${shards.nodes[0]} and localhost:${port} are the same shard; the ring counts them as 2 nodes$`, 'm'));
   });
 
-  it('map prints the mapping without any HTTP, as text or JSON', async () => {
+  it('map prints the mapping of --nodes when no node answers, as text or JSON', async () => {
     const nodes = 'x.invalid:8001,y.invalid:8002,z.invalid:8003';
     const ring = new HashRing(nodes.split(','), 5);
     const json = await runNode(['ch_client.ts', 'map', '--json', '--nodes', nodes, '--replicas', '5', 'a', 'b', '42']);
     assert.equal(json.code, 0);
     assert.deepEqual(JSON.parse(json.stdout), { a: ring.get('a'), b: ring.get('b'), '42': ring.get('42') });
+    assert.equal(json.stderr, 'map: by --nodes and --replicas, since no node answered\n');
     const text = await runNode(['ch_client.ts', 'map']);
     assert.equal(text.stdout.trim().split('\n').length, 10);
-    assert.match(text.stdout, /^"1" => "127.0.0.1:4000"$/m);
+    // Shards of someone else's may run on the default ports: then their map places the ids.
+    if (/since no node answered/.test(text.stderr)) assert.match(text.stdout, /^"1" => "127.0.0.1:4000"$/m);
   });
 
   it('keeps --ids as written: leading zeros stay, and a range beyond 2^53 ends with its own ids', async () => {
@@ -192,6 +194,16 @@ describe('ch_client.ts against a cluster with a map', () => {
   });
   after(async () => {
     await cluster?.stop();
+  });
+
+  it('map follows the cluster map that the nodes hold, not its flags, and says so', async () => {
+    // One seed, with 5 replicas: by its flags every id would be on that seed.
+    const ids = Array.from({ length: 20 }, (_, i) => `m${i}`);
+    const res = await runNode(['ch_client.ts', 'map', '--json', '--nodes', cluster.nodes[0]!, '--replicas', '5', ...ids]);
+    assert.equal(res.code, 0, res.stderr);
+    const ring = new HashRing(cluster.nodes, 1);
+    assert.deepEqual(JSON.parse(res.stdout), Object.fromEntries(ids.map((id) => [id, ring.get(id)])));
+    assert.match(res.stderr, /^map: by the cluster map the nodes hold, epoch \d+: 3 nodes, replicas 1$/m);
   });
 
   it('a plain POST to a node that does not own the id is a 421 that names the owner, and stores nothing', async () => {
