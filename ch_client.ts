@@ -12,6 +12,7 @@
 import { realpathSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { EDITABLE, ID_RULE, isId, sameExpense, type Expense } from './api/expense.ts';
 import { MAX_KEYS, OPTIONS, parseCount, parseIds, parseNodes, parseReplicas, readSecret, USAGE, UsageError } from './client/command-line.ts';
 import type { HashRing } from './ring.ts';
@@ -204,6 +205,13 @@ function map(ring: HashRing, ids: string[], values: { json: boolean; svg?: strin
 // Run as a script, and not when a test or a bench imports this file. (Not
 // import.meta.main: Node 22 before 22.18 lacks it, and would silently do nothing.)
 if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  // fetch parses HTTP with llhttp, compiled to WebAssembly. After a dozen or so
+  // answers V8 starts recompiling that parser with its optimising compiler on a
+  // background thread, and the process cannot exit until that compile is done:
+  // 0.1 s, a third of the assignment's whole job, for code a short run never
+  // uses. A hundred times the budget keeps it from starting; a long run does not
+  // miss it (docs/performance.md). Here, so that an import changes no flag.
+  setFlagsFromString('--wasm-tiering-budget=1300000000');
   main(process.argv.slice(2)).then(
     (code) => (process.exitCode = code),
     (err: Error) => {

@@ -1,7 +1,5 @@
 // client/http.ts: one JSON request to one node, and nothing else.
 
-import { setFlagsFromString } from 'node:v8';
-
 export type Answer = { status: number; body: any; etag: string | undefined };
 
 export const TIMEOUT_MS = 10_000;
@@ -11,14 +9,6 @@ export const TIMEOUT_MS = 10_000;
 const STRIKES = 3;
 const strikes = new Map<string, number>();
 const givenUp = new Map<string, string>(); // node: why
-
-// fetch parses HTTP with llhttp, compiled to WebAssembly. After a dozen or so
-// answers V8 starts recompiling that parser with its optimising compiler on a
-// background thread, and the process cannot exit until that compile is done:
-// 0.1 s, a third of the assignment's whole job, for code a short run never
-// uses. A hundred times the budget keeps it from starting; a long run does not
-// miss it (the same CPU per request, measured over 6,000 requests).
-setFlagsFromString('--wasm-tiering-budget=1300000000');
 
 /**
  * A request that got no answer: the node could not be reached, or was given

@@ -158,6 +158,22 @@ describe('ch_client.ts', () => {
     assert.equal(res.stderr, 'FAILED 40000 ids on a:1: connection refused: "0", "1", "2", "3", "4" and 39995 more (--verbose lists them)\n');
   });
 
+  it('changes no V8 flag when a module is imported: only ch_client.ts run as a script sets one', async () => {
+    // Counts the calls of setFlagsFromString during the imports.
+    const script = `
+      import v8 from 'node:v8';
+      import { syncBuiltinESMExports } from 'node:module';
+      const set = [];
+      v8.setFlagsFromString = (flag) => set.push(flag);
+      syncBuiltinESMExports();
+      await import('./client/http.ts');
+      await import('./ch_client.ts');
+      console.log(JSON.stringify(set));`;
+    const res = await run(process.execPath, ['--input-type=module', '-e', script], { timeoutMs: 20_000 });
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(res.stdout, '[]\n');
+  });
+
   it('explains bad options and exits 2', async () => {
     const cases: Array<[string[], RegExp]> = [
       [['--replicas', '0'], /--replicas must be a positive whole number, got "0"/],
