@@ -38,12 +38,15 @@ const routes: Route[] = [
   [/^\/healthz$/, { GET: health }],
 ];
 
+/** What a body is, for a 413: by its path, since the body is read before the route is found. */
+const bodyOf = (url = '/') => (/^\/cluster\/map(\?|$)/.test(url) ? 'a cluster map' : /^\/v1\/expenses(\/|\?|$)/.test(url) ? 'an expense' : 'a request');
+
 /** The routes that change another shard's records or the cluster's shape: they need the cluster secret. */
 const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, writeMap]);
 
 /** One request, start to finish: its route, its right to it, and the map it runs under. */
 async function dispatch(shard: Shard, req: IncomingMessage): Promise<Reply> {
-  const body = await readBody(req);
+  const body = await readBody(req, bodyOf(req.url));
   const { handler, path, params, query } = findRoute(routes, req);
   if (OPERATOR.has(handler) && !authorized(req, shard.secret)) {
     throw new HttpError(401, `${req.method} ${path} is an operator's route: send Authorization: Bearer <the cluster secret>`, { 'WWW-Authenticate': 'Bearer' });

@@ -114,8 +114,10 @@ export function readJson({ req, body }: Context): unknown {
 /**
  * The whole body, up to BODY_LIMIT. Every body is read, once, whether or not
  * the route wants it: a GET or DELETE may carry one, which HTTP gives no meaning.
+ * `what` is what a body there is ("a cluster map"), for the 413's message.
  */
-export function readBody(req: IncomingMessage): Promise<Buffer> {
+export function readBody(req: IncomingMessage, what: string): Promise<Buffer> {
+  const tooLarge = () => new HttpError(413, `the body of ${req.method} ${req.url?.split('?')[0]} (${what}) is over ${BODY_LIMIT} bytes, the most a shard reads`);
   if (Number(req.headers['content-length']) > BODY_LIMIT) throw tooLarge();
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -137,10 +139,6 @@ export function readBody(req: IncomingMessage): Promise<Buffer> {
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
-
-function tooLarge(): HttpError {
-  return new HttpError(413, `the body is over ${BODY_LIMIT} bytes; an expense is far smaller`);
-}
 
 // ---------------------------------------------------------------------------
 // Answering.

@@ -268,7 +268,14 @@ describe('POST /v1/expenses', () => {
   it('answers 413 for a body over 64 KiB', async () => {
     const res = await api('POST', '/v1/expenses', expense({ description: 'x'.repeat(70_000) }));
     assert.equal(res.status, 413);
-    assert.match(res.body.error, /65536 bytes/);
+    assert.equal(res.body.error, 'the body of POST /v1/expenses (an expense) is over 65536 bytes, the most a shard reads');
+  });
+
+  it('names what was too large: a cluster map over 64 KiB is refused as a map, not as an expense', async () => {
+    const nodes = Array.from({ length: 2000 }, (_, i) => ({ name: `node-${i}.invalid:1000`, shard: `shard-${i}` }));
+    const res = await api('PUT', '/cluster/map', { epoch: 1, nodes, replicas: 1 });
+    assert.equal(res.status, 413);
+    assert.equal(res.body.error, 'the body of PUT /cluster/map (a cluster map) is over 65536 bytes, the most a shard reads');
   });
 
   it('answers 413 for an oversized body sent without a Content-Length', async () => {
