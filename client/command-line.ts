@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { MAX_POINTS, MAX_REPLICAS } from '../api/cluster-map.ts';
 import { isId } from '../api/expense.ts';
 import { nodeProblem } from '../api/node.ts';
+import { secretFileProblem } from '../api/secret-file.ts';
 
 export const DEFAULT_NODES = '127.0.0.1:3000,127.0.0.1:4000,127.0.0.1:5000';
 const DEFAULT_SECRET = fileURLToPath(new URL('../data/cluster-secret', import.meta.url));
@@ -136,9 +137,12 @@ export const OPTIONS = {
  */
 export function readSecret(path: string | undefined): string | undefined {
   if (path === undefined && !existsSync(DEFAULT_SECRET)) return undefined;
+  let problem: string | undefined;
   try {
-    return readFileSync(path ?? DEFAULT_SECRET, 'utf8').trim();
+    problem = secretFileProblem(path ?? DEFAULT_SECRET);
+    if (problem === undefined) return readFileSync(path ?? DEFAULT_SECRET, 'utf8').trim();
   } catch (err) {
     throw new UsageError(`cannot read the cluster secret: ${(err as Error).message}`);
   }
+  throw new UsageError(problem);
 }

@@ -4,7 +4,7 @@
 // not start without it.
 
 import assert from 'node:assert/strict';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { run, runNode, startServer, startShards, type Shards } from './shards.ts';
@@ -80,6 +80,13 @@ describe('the cluster secret', () => {
       assert.notEqual(reached.status, 401, JSON.stringify(reached.body));
     });
   }
+
+  it('takes the scheme in any case, as RFC 9110 §11.1 says: bearer and BEARER are Bearer', async () => {
+    for (const scheme of ['bearer', 'BEARER', 'bEaReR']) {
+      const res = await call('DELETE', '/v1/expenses/x/copy', undefined, { authorization: `${scheme} ${secret}` });
+      assert.notEqual(res.status, 401, `${scheme}: ${JSON.stringify(res.body)}`);
+    }
+  });
 
   it('needs no secret to read the map or the records', async () => {
     assert.equal((await call('GET', '/cluster/map')).status, 200);
@@ -165,6 +172,32 @@ describe('a shard that other machines can reach', () => {
       const res = await runNode(['server.ts'], { ...withoutSecret, HOST: '0.0.0.0', PORT: '0', CLUSTER_SECRET_FILE: file });
       assert.equal(res.code, 1);
       assert.match(res.stderr, /the cluster secret in \S+short-secret must be one word of at least 32 characters/);
+    } finally {
+      await rm(file);
+    }
+  });
+
+  it('counts all of 127.0.0.0/8 as loopback, 127.1 included: no secret needed there', async () => {
+    for (const host of ['127.1', '127.0.0.2']) {
+      const server = await startServer({ ...(await shards.databaseEnv(1)), HOST: host, CLUSTER_SECRET_FILE: '' });
+      const port = /:(\d+)$/.exec(server.url)?.[1];
+      assert.equal((await fetch(`http://${host}:${port}/healthz`)).status, 200, host);
+      assert.equal(await server.stop(), 0, host);
+    }
+  });
+
+  it('refuses a secret file that other users may read, in the shard and in the client, and says how to fix it', async () => {
+    const file = join(shards.dir, 'open-secret');
+    await writeFile(file, 'f'.repeat(64));
+    await chmod(file, 0o644);
+    try {
+      // Before this rule the shard started, and ran on: kill it rather than hang.
+      const server = await run(process.execPath, ['server.ts'], { env: { ...withoutSecret, HOST: '0.0.0.0', PORT: '0', CLUSTER_SECRET_FILE: file }, timeoutMs: 10_000 });
+      assert.equal(server.code, 1);
+      assert.match(server.stderr, new RegExp(`the cluster secret in ${file} is open to other users \\(mode 644\\); make it yours alone: chmod 600 ${file}`));
+      const client = await runNode(['ch_client.ts', 'reshard', '--nodes', 'x.invalid:1000', '--to', 'x.invalid:1000', '--secret-file', file]);
+      assert.equal(client.code, 2, client.stderr);
+      assert.match(client.stderr, new RegExp(`chmod 600 ${file}`));
     } finally {
       await rm(file);
     }
