@@ -12,12 +12,13 @@
 import { realpathSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { EDITABLE, ID_RULE, isId, sameExpense, type Expense } from './api/expense.ts';
 import { MAX_KEYS, OPTIONS, parseCount, parseIds, parseNodes, parseReplicas, readSecret, USAGE, UsageError } from './client/command-line.ts';
-import { HashRing } from './ring.ts';
+import type { HashRing } from './ring.ts';
 import { balanceTable } from './lab/balance.ts';
 import { eachLimit, printFailures, progress } from './client/batch.ts';
-import { discover, send, type View } from './client/cluster.ts';
+import { discover, mapRing, send, type View } from './client/cluster.ts';
 import { problem } from './client/http.ts';
 import { compareTable, lookupSpeeds } from './lab/compare.ts';
 import { check, reshard } from './operator/reshard.ts';
@@ -176,7 +177,7 @@ async function main(args: string[]): Promise<number> {
     const ids = values.ids !== undefined ? parseIds(values.ids) : rest.length > 0 ? rest : parseIds('0-9');
     const bad = ids.find((id) => !isId(id));
     if (bad !== undefined) throw new UsageError(`map: ${JSON.stringify(bad)} is not an id: an id ${ID_RULE}`);
-    return map(new HashRing(nodes, replicas), ids, values);
+    return map(await mapRing(nodes, replicas), ids, values);
   }
   throw new UsageError(`unknown command ${JSON.stringify(command)}`);
 }
@@ -209,6 +210,9 @@ function map(ring: HashRing, ids: string[], values: { json: boolean; svg?: strin
 // Run as a script, and not when a test or a bench imports this file. (Not
 // import.meta.main: Node 22 before 22.18 lacks it, and would silently do nothing.)
 if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  // V8 would recompile fetch's WebAssembly HTTP parser on a thread that keeps
+  // a short run from exiting for 0.1 s (docs/performance.md); set here, not on import.
+  setFlagsFromString('--wasm-tiering-budget=1300000000');
   main(process.argv.slice(2)).then(
     (code) => (process.exitCode = code),
     (err: Error) => {

@@ -22,7 +22,7 @@ import { create, health, list, read, remove, update } from './shard/expenses.ts'
 import { answerBroken, findRoute, HttpError, lastResort, log, readBody, send, toReply, type Context, type Handler, type Reply, type Route, type Shard } from './shard/http.ts';
 import { readMap, writeMap } from './shard/map-routes.ts';
 import { adopt, copy, discard, handoff } from './shard/move-steps.ts';
-import { authorized, readSecret } from './shard/secret.ts';
+import { authorized, isLoopback, readSecret } from './shard/secret.ts';
 
 // ---------------------------------------------------------------------------
 // Routes: every path, every method, on one screen.
@@ -96,7 +96,7 @@ function configFromEnv(env: NodeJS.ProcessEnv): Config {
   const host = env.HOST ?? '127.0.0.1';
   const secret = readSecret(env.CLUSTER_SECRET_FILE);
   // As Redis's protected mode does: a shard that others can reach keeps its operator's routes shut.
-  if (secret === undefined && !/^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(host)) {
+  if (secret === undefined && !isLoopback(host)) {
     throw new Error(
       `HOST=${host} lets other machines reach this shard, whose operator's routes (copies, the cluster map) then need a secret.\n` +
         `  Make one, readable by you alone, and name its file:\n` +

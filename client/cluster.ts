@@ -9,6 +9,7 @@
 // id sent it on.
 
 import { checkMap, describeMap, placer, type ClusterMap, type Placement } from '../api/cluster-map.ts';
+import { HashRing } from '../ring.ts';
 import { call, type Answer } from './http.ts';
 
 /** The map a client routes by. Epoch 0: no shard has one, and the seeds are the ring. */
@@ -73,6 +74,24 @@ export async function discover(seeds: readonly string[], replicas: number): Prom
     }
   }
   return { view: viewOf(map, seeds, replicas), said };
+}
+
+/**
+ * The ring that places ids for `map`: the cluster map's when a node answers
+ * with one (after a reshard, --nodes may name the nodes before it), else the
+ * ring of --nodes and --replicas, as in assignment 1, with no more HTTP. One
+ * line on stderr says which, so that --json stays one object on stdout.
+ */
+export async function mapRing(nodes: string[], replicas: number): Promise<HashRing> {
+  const { view, said } = await discover(nodes, replicas);
+  if (view.map.epoch > 0) {
+    const moving = view.map.moving === undefined ? '' : ' (each id on its owner now, before the reshard under way moves it)';
+    console.error(`map: by the cluster map the nodes hold, ${describeMap(view.map)}${moving}`);
+    return new HashRing(view.map.nodes.map((n) => n.name), view.map.replicas);
+  }
+  const answered = [...said.values()].some((answer) => 'shard' in answer);
+  console.error(`map: by --nodes and --replicas, since ${answered ? 'no node holds a cluster map' : 'no node answered'}`);
+  return new HashRing(nodes, replicas);
 }
 
 /** Groups of two or more names that reach the same shard. */

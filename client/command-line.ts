@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { MAX_POINTS, MAX_REPLICAS } from '../api/cluster-map.ts';
 import { isId } from '../api/expense.ts';
 import { nodeProblem } from '../api/node.ts';
+import { secretFileProblem } from '../api/secret-file.ts';
 
 export const DEFAULT_NODES = '127.0.0.1:3000,127.0.0.1:4000,127.0.0.1:5000';
 const DEFAULT_SECRET = fileURLToPath(new URL('../data/cluster-secret', import.meta.url));
@@ -13,7 +14,7 @@ const DEFAULT_SECRET = fileURLToPath(new URL('../data/cluster-secret', import.me
 export const USAGE = `Usage:
   node ch_client.ts [options]                         store expenses on their nodes, then read each back
   node ch_client.ts map [--json | --svg FILE] [options] [id ...]
-                                                      which node owns each id (no HTTP), or a picture
+                                                      which node owns each id (by the nodes' cluster map, or --nodes), or a picture
   node ch_client.ts balance [--replicas N,N,...] [--keys N] [--nodes ...]
                                                       how evenly the ring spreads keys
   node ch_client.ts reshard --to a,b,c,d [--replicas N] [--dry-run]
@@ -47,7 +48,12 @@ export class UsageError extends Error {}
 const MAX_IDS = 1_000_000;
 export const MAX_KEYS = 10_000_000;
 
-/** "0-9,42,abc" as a list of ids. Ranges are of whole numbers. */
+/**
+ * "0-9,42,abc" as a list of ids. Ranges are of whole numbers, kept as written:
+ * an id is a string, so 007-009 is "007", "008", "009" (not 7, 8, 9, which
+ * are other records), and a range counts with BigInt, so that ids beyond
+ * 2^53 stay exact and a range of them ends.
+ */
 export function parseIds(spec: string): string[] {
   const ids = new Set<string>();
   for (const part of spec.split(',')) {
@@ -57,12 +63,29 @@ export function parseIds(spec: string): string[] {
       ids.add(part);
       continue;
     }
-    const [from, to] = [Number(range[1]), Number(range[2])];
+    const [first, last] = [range[1]!, range[2]!];
+    if (!isId(first) || !isId(last)) throw new UsageError(`--ids: the range ${part} has an end longer than an id (64 characters)`);
+    const width = rangeWidth(first, last, part);
+    const [from, to] = [BigInt(first), BigInt(last)];
     if (from > to) throw new UsageError(`--ids: the range ${part} must go upwards`);
-    if (to - from >= MAX_IDS - ids.size) throw new UsageError(`--ids: at most ${MAX_IDS} ids in one run, so that the run fits in memory`);
-    for (let i = from; i <= to; i++) ids.add(String(i));
+    if (to - from >= BigInt(MAX_IDS - ids.size)) throw new UsageError(`--ids: at most ${MAX_IDS} ids in one run, so that the run fits in memory`);
+    for (let i = from; i <= to; i++) ids.add(String(i).padStart(width, '0'));
   }
   return [...ids];
+}
+
+/**
+ * How many digits each id of a range has: as many as needed, or, when an end
+ * is written with a leading zero, the width of its ends, which must agree;
+ * otherwise 07-100 could mean "07".."99" or "007".."100".
+ */
+function rangeWidth(first: string, last: string, part: string): number {
+  const padded = (end: string) => end.length > 1 && end.startsWith('0');
+  if (!padded(first) && !padded(last)) return 0;
+  if (first.length !== last.length) {
+    throw new UsageError(`--ids: the range ${part} has leading zeros, so its ids keep the width of its ends; write both ends with the same number of digits, such as ${first.padStart(last.length, '0')}-${last.padStart(first.length, '0')}`);
+  }
+  return first.length;
 }
 
 /** "host:port,host:port" as a list of nodes. */
@@ -114,9 +137,12 @@ export const OPTIONS = {
  */
 export function readSecret(path: string | undefined): string | undefined {
   if (path === undefined && !existsSync(DEFAULT_SECRET)) return undefined;
+  let problem: string | undefined;
   try {
-    return readFileSync(path ?? DEFAULT_SECRET, 'utf8').trim();
+    problem = secretFileProblem(path ?? DEFAULT_SECRET);
+    if (problem === undefined) return readFileSync(path ?? DEFAULT_SECRET, 'utf8').trim();
   } catch (err) {
     throw new UsageError(`cannot read the cluster secret: ${(err as Error).message}`);
   }
+  throw new UsageError(problem);
 }

@@ -1,7 +1,5 @@
 // client/http.ts: one JSON request to one node, and nothing else.
 
-import { setFlagsFromString } from 'node:v8';
-
 export type Answer = { status: number; body: any; etag: string | undefined };
 
 export const TIMEOUT_MS = 10_000;
@@ -12,22 +10,21 @@ const STRIKES = 3;
 const strikes = new Map<string, number>();
 const givenUp = new Map<string, string>(); // node: why
 
-// fetch parses HTTP with llhttp, compiled to WebAssembly. After a dozen or so
-// answers V8 starts recompiling that parser with its optimising compiler on a
-// background thread, and the process cannot exit until that compile is done:
-// 0.1 s, a third of the assignment's whole job, for code a short run never
-// uses. A hundred times the budget keeps it from starting; a long run does not
-// miss it (the same CPU per request, measured over 6,000 requests).
-setFlagsFromString('--wasm-tiering-budget=1300000000');
+/**
+ * A request that got no answer: the node could not be reached, or was given
+ * up. What it asked for may or may not have happened, unlike a request that
+ * got an answer of any status.
+ */
+export class Unreachable extends Error {}
 
 /**
  * One JSON request to one node ("host:port"). Resolves with any HTTP status;
- * rejects with a readable reason when the node cannot be reached at all.
+ * rejects with a readable reason (Unreachable) when the node cannot be reached at all.
  * Global fetch keeps connections alive between calls to the same node.
  */
 export async function call(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
   const gone = givenUp.get(node);
-  if (gone !== undefined) throw new Error(`skipped: ${node} ${gone}`);
+  if (gone !== undefined) throw new Unreachable(`skipped: ${node} ${gone}`);
   let res: Response;
   try {
     res = await fetch(`http://${node}${path}`, {
@@ -44,7 +41,7 @@ export async function call(node: string, method: string, path: string, body?: un
       givenUp.set(node, `stopped answering (${why}, ${n} times in a row), and was given up for the rest of this run`);
       console.error(`${node} ${givenUp.get(node)}`);
     }
-    throw new Error(`cannot reach ${node}: ${why}`);
+    throw new Unreachable(`cannot reach ${node}: ${why}`);
   }
   strikes.set(node, 0);
   const text = await res.text();

@@ -76,11 +76,20 @@ export function createCluster(db: MapStore) {
       if (inFlight > 0) await new Promise<void>((resolve) => (drained = resolve));
       drained = undefined;
       if (next.moving === undefined && (await db.list('', 1, 'incoming')).length > 0) return 'incoming';
-      if (!(await db.writeMap(JSON.stringify(next), next.epoch, expected))) {
-        held = undefined; // MySQL holds another map than we thought: read it again
-        return 'stale';
+      try {
+        if (!(await db.writeMap(JSON.stringify(next), next.epoch, expected))) {
+          held = undefined; // MySQL holds another map than we thought: read it again
+          return 'stale';
+        }
+        if (next.moving === undefined) await db.forgetMoved();
+      } catch (err) {
+        // MySQL may have committed the new map before the throw (a connection
+        // lost on the way back from COMMIT), or not: the old map held in
+        // memory may no longer be the stored one. Forget it, so that the next
+        // request reads the stored map (and read() forgets moved rows).
+        held = undefined;
+        throw err;
       }
-      if (next.moving === undefined) await db.forgetMoved();
       held = holding(now.shard, next);
       return undefined;
     } finally {

@@ -45,14 +45,23 @@ export function findRoute(routes: readonly Route[], req: IncomingMessage): { han
   for (const [pattern, methods] of routes) {
     const match = pattern.exec(path);
     if (match === null) continue;
-    const handler = methods[req.method ?? ''];
+    const handler = methods[req.method ?? ''] ?? (req.method === 'HEAD' ? methods.GET : undefined);
     if (handler === undefined) {
-      const allow = Object.keys(methods).join(', ');
+      const allow = allowed(methods).join(', ');
       throw new HttpError(405, `${req.method} is not allowed on ${path}; use ${allow}`, { Allow: allow });
     }
     return { handler, path, params: match.slice(1), query };
   }
   throw new HttpError(404, `no route for ${path}`);
+}
+
+/**
+ * The methods a route allows: its own, and HEAD wherever it has GET (RFC 9110
+ * §9.1). A HEAD runs the GET handler; Node's server sends the answer's head,
+ * Content-Length included, and drops its body.
+ */
+function allowed(methods: Record<string, Handler>): string[] {
+  return Object.keys(methods).flatMap((method) => (method === 'GET' ? ['GET', 'HEAD'] : [method]));
 }
 
 /** The id in a route's path, checked. */
@@ -105,8 +114,10 @@ export function readJson({ req, body }: Context): unknown {
 /**
  * The whole body, up to BODY_LIMIT. Every body is read, once, whether or not
  * the route wants it: a GET or DELETE may carry one, which HTTP gives no meaning.
+ * A 413 names the request whose body was too large.
  */
 export function readBody(req: IncomingMessage): Promise<Buffer> {
+  const tooLarge = () => new HttpError(413, `the body of ${req.method} ${req.url?.split('?')[0]} is over ${BODY_LIMIT} bytes, the most a shard reads`);
   if (Number(req.headers['content-length']) > BODY_LIMIT) throw tooLarge();
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -128,10 +139,6 @@ export function readBody(req: IncomingMessage): Promise<Buffer> {
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
-
-function tooLarge(): HttpError {
-  return new HttpError(413, `the body is over ${BODY_LIMIT} bytes; an expense is far smaller`);
-}
 
 // ---------------------------------------------------------------------------
 // Answering.

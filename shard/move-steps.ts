@@ -12,7 +12,7 @@ import { preconditions } from './preconditions.ts';
 
 /** Step 1: the copy arrives as incoming, which no client can see; it replaces only an incoming copy. */
 export async function copy(c: Context): Promise<Reply> {
-  const id = movable(c);
+  const id = movable(c, 'copy');
   const { ifMatch, ifNoneMatch } = preconditions(c.req);
   const replaced = Array.isArray(ifMatch) && ifMatch.length === 1 ? ifMatch[0]! : undefined;
   if ((ifNoneMatch === '*') === (ifMatch !== undefined) || (ifMatch !== undefined && replaced === undefined)) {
@@ -33,7 +33,7 @@ export async function copy(c: Context): Promise<Reply> {
 
 /** Step 2: the old owner hands its record off, if it is still the version that was copied. */
 export async function handoff(c: Context): Promise<Reply> {
-  const id = movable(c);
+  const id = movable(c, 'handoff');
   const version = theVersion(c.req);
   if (await c.db.shift(id, version, 'live', 'moved')) return { status: 204 };
   const row = await c.db.get(id);
@@ -43,7 +43,7 @@ export async function handoff(c: Context): Promise<Reply> {
 
 /** Step 3: the copy becomes the live record, now that its original has been handed off. */
 export async function adopt(c: Context): Promise<Reply> {
-  const id = movable(c);
+  const id = movable(c, 'adopt');
   const version = theVersion(c.req);
   if (await c.db.shift(id, version, 'incoming', 'live')) return { status: 204 };
   const row = await c.db.get(id);
@@ -53,25 +53,38 @@ export async function adopt(c: Context): Promise<Reply> {
 
 /** Instead of step 3, when a client deleted the original meanwhile: the copy goes too, so nothing deleted comes back. */
 export async function discard(c: Context): Promise<Reply> {
-  const id = movable(c);
+  const id = movable(c, 'discard');
   if (await c.db.remove(id, 'incoming', [theVersion(c.req)])) return { status: 204 };
   throw stepRefused(await c.db.get(id), id);
 }
 
+type Step = 'copy' | 'handoff' | 'adopt' | 'discard';
+
+// Each step has one home: the copy, its adoption or its discard happen on the
+// id's new owner (the target), the hand-off on its old owner. Taken on the
+// other home, a step does harm: a stray copy sent to the old owner would
+// delete its moved row, the tombstone that sends clients on to the new one.
+const HOME: Record<Step, 'owner' | 'target'> = { copy: 'target', adopt: 'target', discard: 'target', handoff: 'owner' };
+
 /**
  * The id of a move step, which only the reshard holding this shard's epoch
  * may send (a reshard that was taken over is fenced off by its old epoch),
- * and only to one of the id's two homes.
+ * and only to the one of the id's two homes where that step belongs.
  */
-function movable(c: Context): string {
+function movable(c: Context, step: Step): string {
   const id = pathId(c.params);
   const map = c.held.map;
   if (map?.moving === undefined) throw new HttpError(409, 'no reshard is under way in this shard\'s cluster map, so no record moves here');
   if (c.req.headers['cluster-epoch'] !== String(map.epoch)) {
     throw new HttpError(409, `this shard is at epoch ${map.epoch}, and takes move steps only with Cluster-Epoch: ${map.epoch}`);
   }
-  const { owner, target } = c.held.place!(id);
-  if (owner.shard !== c.held.shard && target?.shard !== c.held.shard) throw new HttpError(409, `${JSON.stringify(id)} neither lives here nor moves here`);
+  const placement = c.held.place!(id);
+  if (placement.target === undefined) throw new HttpError(409, `${JSON.stringify(id)} does not move in this reshard: it stays on ${placement.owner.name}`);
+  const home = placement[HOME[step]]!;
+  if (home.shard !== c.held.shard) {
+    const which = HOME[step] === 'target' ? 'new owner' : 'old owner';
+    throw new HttpError(409, `a ${step} of ${JSON.stringify(id)} is taken only on its ${which}, ${home.name}; send it there`);
+  }
   return id;
 }
 

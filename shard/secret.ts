@@ -5,6 +5,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
+import { isIPv6 } from 'node:net';
+import { secretFileProblem } from '../api/secret-file.ts';
 
 // 128 bits, written as hex, at the least.
 const SECRET_MIN_LENGTH = 32;
@@ -12,6 +14,8 @@ const SECRET_MIN_LENGTH = 32;
 /** The cluster secret from its file (never from the command line, where ps would show it), or undefined. */
 export function readSecret(path: string | undefined): string | undefined {
   if (path === undefined || path === '') return undefined;
+  const problem = secretFileProblem(path);
+  if (problem !== undefined) throw new Error(problem);
   const secret = readFileSync(path, 'utf8').trim();
   if (secret.length < SECRET_MIN_LENGTH || /\s/.test(secret)) {
     throw new Error(`the cluster secret in ${path} must be one word of at least ${SECRET_MIN_LENGTH} characters (128 bits as hex)`);
@@ -19,9 +23,25 @@ export function readSecret(path: string | undefined): string | undefined {
   return secret;
 }
 
-/** True when the request carries the secret (Authorization: Bearer), or the shard has none. */
+/**
+ * True when the request carries the secret (Authorization: Bearer), or the
+ * shard has none. The scheme's name is case-insensitive (RFC 9110 §11.1):
+ * "bearer" and "BEARER" are Bearer.
+ */
 export function authorized(req: IncomingMessage, secret: string | undefined): boolean {
-  return secret === undefined || sameSecret(/^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '', secret);
+  return secret === undefined || sameSecret(/^Bearer +(\S+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? '', secret);
+}
+
+/**
+ * True for a HOST that only this machine can reach: localhost, ::1, and all
+ * of 127.0.0.0/8, in any form listen() takes (127.1 is 127.0.0.1). The URL
+ * parser writes an address in its one canonical form.
+ */
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  const v6 = host.replace(/^\[(.*)\]$/, '$1');
+  if (isIPv6(v6)) return new URL(`http://[${v6}]`).hostname === '[::1]';
+  return !host.includes(':') && URL.canParse(`http://${host}`) && /^127\.\d+\.\d+\.\d+$/.test(new URL(`http://${host}`).hostname);
 }
 
 /** Compares in constant time (of equal-length digests), so that the time taken says nothing of the secret. */

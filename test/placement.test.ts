@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { placer, type ClusterMap } from '../api/cluster-map.ts';
 import type { State } from '../db.ts';
-import type { Held } from '../shard/cluster.ts';
+import { createCluster, type Held, type MapStore } from '../shard/cluster.ts';
 import { decide, type Verdict } from '../shard/placement.ts';
 import { startShards, type Shards } from './shards.ts';
 
@@ -125,5 +125,27 @@ describe('rule 5: a shard takes a new map only at a higher epoch, and not while 
     await shards.sql(1, "DELETE FROM expenses.expenses WHERE id = 'rule5'");
     assert.equal((await put(next, map.epoch)).status, 200);
     assert.equal((await mapAt()).map.epoch, map.epoch + 1);
+  });
+});
+
+describe('rule 5 when MySQL fails: a map whose write throws is read again', () => {
+  it('holds the stored map at the next request, even when the write committed before the throw', async () => {
+    // An in-memory store with the shape of db.ts's statements, not a real
+    // MySQL: a connection lost after COMMIT cannot be provoked on demand.
+    let stored: string | undefined = JSON.stringify(settled);
+    const store: MapStore = {
+      shard: async () => A.shard,
+      readMap: async () => stored,
+      async writeMap(map) {
+        stored = map; // committed, and then the answer was lost
+        throw new Error('Connection lost: The server closed the connection.');
+      },
+      forgetMoved: async () => {},
+      list: async () => [],
+    };
+    const cluster = createCluster(store);
+    assert.equal((await cluster.load()).map?.epoch, 7);
+    await assert.rejects(cluster.install(moving, 7), /Connection lost/);
+    assert.equal((await cluster.during(async (held) => held.map?.epoch)), 8, 'the map MySQL holds, not the one held before the write');
   });
 });

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../ch_client.ts';
 import { discover, send, viewOf, type View } from '../client/cluster.ts';
-import { call } from '../client/http.ts';
+import { call, Unreachable } from '../client/http.ts';
 import { HashRing } from '../ring.ts';
 import { startGate, type Gate } from './gate.ts';
 import { machine, type Machine } from './machine.ts';
@@ -63,21 +63,36 @@ function writer(w: number, ids: string[], ledger: Ledger, how: 'follows' | 'stal
       const op = deleted ? 'POST' : next() < 0.2 ? 'DELETE' : 'PUT';
       const name = `writer ${w} write ${++ledger.writes}`;
       const [path, body] = op === 'POST' ? ['/v1/expenses', { ...expenseFor(id), name }] : [`/v1/expenses/${id}`, op === 'PUT' ? { name } : undefined];
+      let res: { status: number; body: unknown };
       try {
-        const res = how === 'never learns' ? await call(oldRing.get(id), op, path, body) : await send(view, id, op, path, body);
-        if (res.status === (op === 'POST' ? 201 : op === 'PUT' ? 202 : 204)) {
-          ledger.acked.set(id, op === 'DELETE' ? null : name);
-          ledger.unsure.delete(id);
-        } else {
-          // Refused, not written: 421 (misdirected), 503 (mid-move), 404/409 after a kill's limbo.
-          assert.ok([404, 409, 421, 503].includes(res.status), `${op} ${id}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
-          ledger.refused++;
+        res = how === 'never learns' ? await call(oldRing.get(id), op, path, body) : await send(view, id, op, path, body);
+      } catch (err) {
+        // No answer at all: the write may or may not have happened.
+        if (err instanceof Unreachable) {
+          ledger.unsure.add(id);
+          continue;
         }
-      } catch {
-        ledger.unsure.add(id);
+        // Every node it reached answered 421 until the hop limit: refused, not written.
+        if (/still sent elsewhere after \d+ hops/.test((err as Error).message)) {
+          ledger.refused++;
+          continue;
+        }
+        throw err;
+      }
+      if (res.status === (op === 'POST' ? 201 : op === 'PUT' ? 202 : 204)) {
+        ledger.acked.set(id, op === 'DELETE' ? null : name);
+        ledger.unsure.delete(id);
+      } else {
+        // Refused, not written: 421 (misdirected), 503 (mid-move), 404/409 after a kill's limbo.
+        // Any other status (a 500) fails the test: it is outside the try, so nothing swallows it.
+        assert.ok([404, 409, 421, 503].includes(res.status), `${op} ${id}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+        ledger.refused++;
       }
     }
   })();
+  // A writer that fails stops; stop() throws its error. Until then it is not
+  // an unhandled rejection, which would end the run before after() cleans up.
+  done.catch(() => {});
   return async () => {
     running = false;
     await done;

@@ -4,7 +4,7 @@
 // not start without it.
 
 import assert from 'node:assert/strict';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { run, runNode, startServer, startShards, type Shards } from './shards.ts';
@@ -81,6 +81,13 @@ describe('the cluster secret', () => {
     });
   }
 
+  it('takes the scheme in any case, as RFC 9110 §11.1 says: bearer and BEARER are Bearer', async () => {
+    for (const scheme of ['bearer', 'BEARER', 'bEaReR']) {
+      const res = await call('DELETE', '/v1/expenses/x/copy', undefined, { authorization: `${scheme} ${secret}` });
+      assert.notEqual(res.status, 401, `${scheme}: ${JSON.stringify(res.body)}`);
+    }
+  });
+
   it('needs no secret to read the map or the records', async () => {
     assert.equal((await call('GET', '/cluster/map')).status, 200);
     assert.equal((await call('GET', `/v1/expenses/${victim.id}`)).status, 200);
@@ -88,7 +95,8 @@ describe('the cluster secret', () => {
 
   it('keeps a record from being approved through the move steps with a wrong secret: nothing changes', async () => {
     // With the secret, handing a record off, copying it back approved and
-    // adopting the copy approves it. That is what the secret guards.
+    // adopting the copy approved it, until each step was taken only on its
+    // own home: now the copy back to the old owner is refused even with it.
     const approve = async (id: string, headers: Record<string, string>) => {
       const version = (await call('GET', `/v1/expenses/${id}`)).headers.get('etag')!;
       const steps = { ...headers, 'cluster-epoch': String((await call('GET', '/cluster/map')).body.map.epoch) };
@@ -107,8 +115,8 @@ describe('the cluster secret', () => {
     assert.equal(after.text, before.text);
     assert.equal(after.headers.get('etag'), before.headers.get('etag'));
 
-    assert.deepEqual(await approve(control.id, bearer(secret)), [204, 201, 204]);
-    assert.equal((await call('GET', `/v1/expenses/${control.id}`)).body.status, 'approved');
+    assert.deepEqual(await approve(control.id, bearer(secret)), [204, 409, 409]);
+    assert.equal((await call('GET', `/v1/expenses/${control.id}`)).status, 421, 'handed off, and not approved here');
   });
 
   it('shows the secret in no log line, no command line and no 401 answer', async () => {
@@ -164,6 +172,32 @@ describe('a shard that other machines can reach', () => {
       const res = await runNode(['server.ts'], { ...withoutSecret, HOST: '0.0.0.0', PORT: '0', CLUSTER_SECRET_FILE: file });
       assert.equal(res.code, 1);
       assert.match(res.stderr, /the cluster secret in \S+short-secret must be one word of at least 32 characters/);
+    } finally {
+      await rm(file);
+    }
+  });
+
+  it('counts all of 127.0.0.0/8 as loopback, 127.1 included: no secret needed there', async () => {
+    for (const host of ['127.1', '127.0.0.2']) {
+      const server = await startServer({ ...(await shards.databaseEnv(1)), HOST: host, CLUSTER_SECRET_FILE: '' });
+      const port = /:(\d+)$/.exec(server.url)?.[1];
+      assert.equal((await fetch(`http://${host}:${port}/healthz`)).status, 200, host);
+      assert.equal(await server.stop(), 0, host);
+    }
+  });
+
+  it('refuses a secret file that other users may read, in the shard and in the client, and says how to fix it', async () => {
+    const file = join(shards.dir, 'open-secret');
+    await writeFile(file, 'f'.repeat(64));
+    await chmod(file, 0o644);
+    try {
+      // Before this rule the shard started, and ran on: kill it rather than hang.
+      const server = await run(process.execPath, ['server.ts'], { env: { ...withoutSecret, HOST: '0.0.0.0', PORT: '0', CLUSTER_SECRET_FILE: file }, timeoutMs: 10_000 });
+      assert.equal(server.code, 1);
+      assert.match(server.stderr, new RegExp(`the cluster secret in ${file} is open to other users \\(mode 644\\); make it yours alone: chmod 600 ${file}`));
+      const client = await runNode(['ch_client.ts', 'reshard', '--nodes', 'x.invalid:1000', '--to', 'x.invalid:1000', '--secret-file', file]);
+      assert.equal(client.code, 2, client.stderr);
+      assert.match(client.stderr, new RegExp(`chmod 600 ${file}`));
     } finally {
       await rm(file);
     }

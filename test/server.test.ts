@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { checkFields, EDITABLE, FIELDS, Invalid } from '../api/expense.ts';
 import { expenseFor } from '../ch_client.ts';
@@ -267,7 +268,14 @@ describe('POST /v1/expenses', () => {
   it('answers 413 for a body over 64 KiB', async () => {
     const res = await api('POST', '/v1/expenses', expense({ description: 'x'.repeat(70_000) }));
     assert.equal(res.status, 413);
-    assert.match(res.body.error, /65536 bytes/);
+    assert.equal(res.body.error, 'the body of POST /v1/expenses is over 65536 bytes, the most a shard reads');
+  });
+
+  it('names what was too large: a cluster map over 64 KiB is refused as the body of PUT /cluster/map, not as an expense', async () => {
+    const nodes = Array.from({ length: 2000 }, (_, i) => ({ name: `node-${i}.invalid:1000`, shard: `shard-${i}` }));
+    const res = await api('PUT', '/cluster/map', { epoch: 1, nodes, replicas: 1 });
+    assert.equal(res.status, 413);
+    assert.equal(res.body.error, 'the body of PUT /cluster/map is over 65536 bytes, the most a shard reads');
   });
 
   it('answers 413 for an oversized body sent without a Content-Length', async () => {
@@ -768,6 +776,31 @@ describe('moving a record between shards: copy, hand off, adopt', () => {
     assert.equal((await step('POST', handoff, undefined, { ...leaving, 'if-match': `"${version}"` })).status, 204, 'sent again after a crash: done already');
   });
 
+  it('takes each step only on its own home: a copy, adopt or discard on the new owner, a hand-off on the old one', async () => {
+    // The record arrives here, and a hand-off sent here, its new owner, is refused.
+    const arriving = await moving(elsewhere, here);
+    const copy = copyOf();
+    const { version } = copy;
+    const [path, id] = [`/v1/expenses/${copy.id}`, JSON.stringify(copy.id)];
+    assert.equal((await step('PUT', `${path}/copy`, copy, { ...arriving, 'if-none-match': '*' })).status, 201);
+    const wrongHandoff = await step('POST', `${path}/handoff`, undefined, { ...arriving, 'if-match': `"${version}"` });
+    assert.equal(wrongHandoff.status, 409);
+    assert.equal(wrongHandoff.body.error, `a handoff of ${id} is taken only on its old owner, ${elsewhere.name}; send it there`);
+    assert.equal((await step('POST', `${path}/adopt`, undefined, { ...arriving, 'if-match': `"${version}"` })).status, 204);
+
+    // It leaves again: here is its old owner now, and keeps a moved row after the hand-off.
+    const leaving = await moving(here, elsewhere);
+    assert.equal((await step('POST', `${path}/handoff`, undefined, { ...leaving, 'if-match': `"${version}"` })).status, 204);
+    const stray = await step('PUT', `${path}/copy`, copy, { ...leaving, 'if-none-match': '*' });
+    assert.equal(stray.status, 409, 'a stray copy sent to the old owner');
+    assert.equal(stray.body.error, `a copy of ${id} is taken only on its new owner, ${elsewhere.name}; send it there`);
+    for (const [method, what] of [['POST', 'adopt'], ['DELETE', 'copy']] as const) {
+      assert.equal((await step(method, `${path}/${what}`, undefined, { ...leaving, 'if-match': `"${version}"` })).status, 409, `${method} ${what}`);
+    }
+    assert.deepEqual(await cluster.sql(1, `SELECT state, version FROM expenses WHERE id = '${copy.id}'`), [['moved', version]], 'the tombstone stays');
+    assert.equal((await step('GET', path)).body.owner, elsewhere.name);
+  });
+
   it('discards an incoming copy at its version', async () => {
     const headers = await moving(elsewhere, here);
     const copy = copyOf();
@@ -806,15 +839,37 @@ describe('routing', () => {
 
   it('answers 405 with Allow for a known path and the wrong method', async () => {
     const cases: Array<[string, string, string]> = [
-      ['DELETE', '/v1/expenses', 'GET, POST'],
-      ['POST', '/v1/expenses/x', 'GET, PUT, DELETE'],
-      ['PUT', '/healthz', 'GET'],
+      ['DELETE', '/v1/expenses', 'GET, HEAD, POST'],
+      ['POST', '/v1/expenses/x', 'GET, HEAD, PUT, DELETE'],
+      ['PUT', '/healthz', 'GET, HEAD'],
     ];
     for (const [method, path, allow] of cases) {
       const res = await api(method, path);
       assert.equal(res.status, 405);
       assert.equal(res.headers.get('allow'), allow);
       assert.match(res.body.error, new RegExp(`${method} is not allowed`));
+    }
+  });
+
+  it('answers HEAD wherever GET works: the same head, and no body', async () => {
+    const record = await created();
+    for (const path of [`/v1/expenses/${record.id}`, '/v1/expenses?limit=1', '/cluster/map', '/healthz']) {
+      const get = await api('GET', path);
+      // On the wire, so that a body sent after the head would show. Not end():
+      // with our side closed, the shard answered nothing at all.
+      const socket = connect(Number(new URL(server.url).port), '127.0.0.1');
+      socket.write(`HEAD ${path} HTTP/1.1\r\nHost: shard\r\nConnection: close\r\n\r\n`);
+      let text = '';
+      for await (const chunk of socket) text += chunk;
+      const [head, after] = text.split('\r\n\r\n');
+      assert.match(head!, /^HTTP\/1\.1 200 OK\r\n/, path);
+      assert.equal(after, '', `${path}: no body`);
+      assert.match(head!, /\r\nContent-Type: application\/json; charset=utf-8\r\n/i, path);
+      if (!path.startsWith('/healthz')) {
+        // The health answer changes between two requests; the others do not.
+        assert.match(head!, new RegExp(`\\r\\nContent-Length: ${get.headers.get('content-length')}\\r\\n`, 'i'), path);
+      }
+      if (get.headers.get('etag') !== null) assert.match(head!, new RegExp(`\\r\\nETag: ${get.headers.get('etag')}\\r\\n`, 'i'), path);
     }
   });
 

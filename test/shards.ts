@@ -15,10 +15,14 @@ export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 export type Run = { code: number; stdout: string; stderr: string };
 
-/** Runs a command to its end; never rejects, so that tests can assert on failures. */
-export function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<Run> {
+/**
+ * Runs a command to its end; never rejects, so that tests can assert on
+ * failures. With timeoutMs, a command that would run forever is killed
+ * (SIGTERM, so a code of 1) instead of hanging the suite.
+ */
+export function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): Promise<Run> {
   return new Promise((resolve) => {
-    const child = execFile(command, args, { cwd: ROOT, env: options.env ?? process.env, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    const child = execFile(command, args, { cwd: ROOT, env: options.env ?? process.env, maxBuffer: 64 << 20, timeout: options.timeoutMs ?? 0 }, (err, stdout, stderr) => {
       const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
       resolve({ code, stdout, stderr });
     });
