@@ -161,9 +161,9 @@ async function main(args: string[]): Promise<number> {
     const to = parseNodes(values.to, '--to');
     const from = values.from === undefined ? undefined : parseNodes(values.from, '--from');
     const replicas = values.replicas === undefined ? undefined : parseReplicas(values.replicas, to.length);
-    const leaseMs = parseCount(values.lease, '--lease', 3600) * 1000;
     const secret = readSecret(values['secret-file'] ?? process.env.CLUSTER_SECRET_FILE);
-    return reshard({ seeds: nodes, from, to, replicas, dryRun: values['dry-run'], verbose: values.verbose, secret, leaseMs });
+    const forget = values.forget === undefined ? undefined : parseNodes(values.forget, '--forget');
+    return reshard({ seeds: nodes, from, to, replicas, forget, dryRun: values['dry-run'], verbose: values.verbose, secret, leaseMs: parseCount(values.lease, '--lease', 3600) * 1000 });
   }
 
   const replicas = parseReplicas(values.replicas ?? '1', nodes.length);

@@ -8,9 +8,9 @@
 // lives, and a client with an older map is told so at its first request.
 //
 // THE INVARIANT: at no instant do two shards accept a write for one id, and
-// no id ever has two live records. The shards keep it by five rules, which
+// no id ever has two live records. The shards keep it by six rules, which
 // the code cites by number where it enforces them (rules 1-4 in
-// shard/placement.ts, rule 5 in shard/cluster.ts):
+// shard/placement.ts, rules 5 and 6 in shard/cluster.ts):
 //
 //   1. A shard with no map serves every id: one server, no cluster.
 //   2. A shard with a map serves an id only where the map places it. Any
@@ -32,6 +32,15 @@
 //   5. A shard takes a new map only at a higher epoch, and between requests,
 //      never during one. A map with no reshard under way is refused while an
 //      incoming copy remains; taking it forgets the moved rows.
+//   6. Nothing drops a node from the ring unasked. A new map's ring (`nodes`
+//      and `replicas`) is the old map's ring, or, while a reshard runs, the
+//      ring it moves to (`moving`), short only of the nodes that the new map
+//      records as forgotten (`forgot`). A map that starts a reshard keeps the
+//      old ring beside the new one. A forget is never unrecorded: every later
+//      map carries it. A node is forgotten only when it is gone for good
+//      (operator/forget.ts): the records that lived only on it are lost, and
+//      the map says so. Redis Cluster's CLUSTER FORGET and Cassandra's
+//      nodetool removenode are the same act.
 //
 // Redis Cluster works the same way: a config epoch, -MOVED for a key on the
 // wrong node, and during a slot migration -ASK from the source for a key it no
@@ -52,12 +61,17 @@ export type MapNode = { name: string; shard: string };
  */
 export type Holder = { host: string; machine: string; pid: number; started: string };
 
+/** A node that the cluster forgot (rule 6): its name, the shard that answered there, and the map's epoch that forgot it. */
+export type Forgot = { name: string; shard: string; epoch: number };
+
 export type ClusterMap = {
   epoch: number;
   nodes: MapNode[];
   replicas: number;
   /** While a reshard runs: the ring it moves records to, who runs it, and its lease. */
   moving?: { nodes: MapNode[]; replicas: number; by: Holder; leaseMs: number };
+  /** The nodes forgotten so far, oldest first: absent until the first forget (rule 6). */
+  forgot?: Forgot[];
 };
 
 // Bounds that keep a typo from eating a machine: a ring of a million points
@@ -89,6 +103,7 @@ export function checkMap(value: unknown): ClusterMap {
       leaseMs: moving.leaseMs as number,
     };
   }
+  if (m.forgot !== undefined) map.forgot = forgotten(m.forgot, map);
   // One name, one shard, in both rings: otherwise one shard would count as two nodes.
   const shardOf = new Map<string, string>();
   const nameOf = new Map<string, string>();
@@ -118,6 +133,23 @@ function nodes(v: unknown, what: string): MapNode[] {
     if (seen.has(name as string)) throw new Invalid(`${what} names ${name} twice`);
     seen.add(name as string);
     return { name: name as string, shard };
+  });
+}
+
+/** The forgot list: each a shard gone for good, forgotten at or before this epoch, and in neither ring. */
+function forgotten(v: unknown, map: ClusterMap): Forgot[] {
+  if (!Array.isArray(v) || v.length === 0) throw new Invalid('forgot must be a non-empty list of {"name": "host:port", "shard": id, "epoch": n}');
+  const inRing = new Set(everyNode(map).map((n) => n.shard));
+  const seen = new Set<string>();
+  return v.map((f) => {
+    const { name, shard, epoch } = object(f, 'an entry of forgot');
+    const why = typeof name === 'string' ? nodeProblem(name) : `${preview(name)} is not host:port`;
+    if (why !== undefined) throw new Invalid(`forgot: ${why}`);
+    if (typeof shard !== 'string' || !/^[\w-]{1,64}$/.test(shard)) throw new Invalid(`forgot: ${name} has no shard identity, got ${preview(shard)}`);
+    if (!Number.isSafeInteger(epoch) || (epoch as number) < 1 || (epoch as number) > map.epoch) throw new Invalid(`forgot: ${name} must name the epoch that forgot it, from 1 to ${map.epoch}, got ${preview(epoch)}`);
+    if (inRing.has(shard) || seen.has(shard)) throw new Invalid(`forgot: shard ${shard} (${name}) is forgotten, so it cannot be in a ring or forgotten twice`);
+    seen.add(shard);
+    return { name: name as string, shard, epoch: epoch as number };
   });
 }
 
@@ -151,6 +183,25 @@ export function placer(map: ClusterMap): (id: string) => Placement {
 /** True when two maps say the same thing (checkMap writes every map in one form). */
 export function sameMap(a: ClusterMap, b: ClusterMap): boolean {
   return JSON.stringify(checkMap(a)) === JSON.stringify(checkMap(b));
+}
+
+/**
+ * Rule 6: why `next` may not follow `now` (a ring changed with no move under
+ * way and no recorded forget), or undefined when it may. The ring is what
+ * clients hash, so it is compared as names and replicas.
+ */
+export function ringChange(now: ClusterMap, next: ClusterMap): string | undefined {
+  const kept = (now.forgot ?? []).filter((f) => !(next.forgot ?? []).some((g) => g.shard === f.shard));
+  if (kept.length > 0) return `it drops the record that ${kept.map((f) => f.name).join(', ')} was forgotten at epoch ${kept[0]!.epoch}: a forget is never unrecorded`;
+  // Only this map's own forgets excuse a node's absence: a name forgotten once may come back as a new shard.
+  const forgotNow = new Set((next.forgot ?? []).filter((f) => !(now.forgot ?? []).some((g) => g.shard === f.shard)).map((f) => f.name));
+  const names = (nodes: MapNode[]) => nodes.map((n) => n.name).filter((name) => !forgotNow.has(name)).sort().join(',');
+  const same = (a: MapNode[], ra: number, b: MapNode[], rb: number) => ra === rb && names(a) === names(b);
+  const rings = [{ nodes: now.nodes, replicas: now.replicas }, ...(now.moving === undefined ? [] : [now.moving])];
+  if (rings.some((r) => same(next.nodes, next.replicas, r.nodes, r.replicas))) return undefined;
+  const lost = now.nodes.filter((n) => !next.nodes.some((m) => m.name === n.name)).map((n) => n.name);
+  const what = lost.length > 0 ? `it drops ${lost.join(', ')} from the ring` : 'it changes the ring';
+  return `${what} with no move under way and no recorded forget: records there would be invisible to every client`;
 }
 
 /** "epoch 3: 4 nodes, replicas 1", and the reshard under way, for messages. */

@@ -15,8 +15,8 @@ import { call, type Answer } from './http.ts';
 /** The map a client routes by. Epoch 0: no shard has one, and the seeds are the ring. */
 export type View = { map: ClusterMap; place: (id: string) => Placement };
 
-/** What a node said of itself: its shard and its map (or none), or why it could not say. */
-export type Said = { shard: string; map?: ClusterMap; leaseLeftMs?: number } | { why: string };
+/** What a node said of itself: its shard and its map (or none), or why it could not say (and its HTTP status, if it answered at all). */
+export type Said = { shard: string; map?: ClusterMap; leaseLeftMs?: number } | { why: string; status?: number };
 
 /** Asks each node for its identity and its map (GET /cluster/map), all at once. */
 export async function ask(nodes: readonly string[]): Promise<Map<string, Said>> {
@@ -25,7 +25,7 @@ export async function ask(nodes: readonly string[]): Promise<Map<string, Said>> 
       try {
         const res = await call(node, 'GET', '/cluster/map');
         const shard = res.body?.shard;
-        if (res.status !== 200 || typeof shard !== 'string' || shard === '') return { why: `GET /cluster/map answered HTTP ${res.status} with no shard id` };
+        if (res.status !== 200 || typeof shard !== 'string' || shard === '') return { why: `GET /cluster/map answered HTTP ${res.status} with no shard id`, status: res.status };
         return { shard, map: res.body.map === null ? undefined : checkMap(res.body.map), leaseLeftMs: res.body.leaseLeftMs ?? undefined };
       } catch (err) {
         return { why: (err as Error).message };

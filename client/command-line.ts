@@ -17,7 +17,7 @@ export const USAGE = `Usage:
                                                       which node owns each id (by the nodes' cluster map, or --nodes), or a picture
   node ch_client.ts balance [--replicas N,N,...] [--keys N] [--nodes ...]
                                                       how evenly the ring spreads keys
-  node ch_client.ts reshard --to a,b,c,d [--replicas N] [--dry-run]
+  node ch_client.ts reshard --to a,b,c,d [--replicas N] [--dry-run] [--forget NODE]
                                                       change the cluster: move the records whose owner changes
   node ch_client.ts compare [--nodes ...] [--keys N]
                                                       the ring against mod N, rendezvous and jump hashing
@@ -38,6 +38,8 @@ Options:
                     and refused when it is not
   --secret-file F   reshard: the cluster secret (default data/cluster-secret, or the
                     file that CLUSTER_SECRET_FILE names)
+  --forget NODE     reshard: a node of the map that is gone for good (it must not answer):
+                    leave it out, and lose what lived only on it (CLUSTER FORGET)
   --lease S         reshard: seconds without renewal after which another operator
                     may take the reshard over (default 15)
   --verbose         name every id that failed (by default, one line per reason)
@@ -127,6 +129,7 @@ export const OPTIONS = {
   'dry-run': { type: 'boolean', default: false },
   'secret-file': { type: 'string' },
   lease: { type: 'string', default: '15' },
+  forget: { type: 'string' },
   verbose: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;

@@ -21,13 +21,18 @@
 //
 // A kill at any instant leaves the cluster consistent (the shards keep the
 // invariant at every step), and the same command, from any machine, goes on.
+//
+// With --forget NODE, a node that is gone for good leaves the map first, with
+// an account of what was lost (operator/forget.ts, rule 6).
 
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { describeMap, everyNode, sameMap, type ClusterMap, type Holder, type MapNode } from '../api/cluster-map.ts';
+import { describeMap, everyNode, sameMap, type ClusterMap, type Forgot, type Holder, type MapNode } from '../api/cluster-map.ts';
 import { ask, newest, sameNodes, type Said } from '../client/cluster.ts';
 import { call, problem } from '../client/http.ts';
-import { isClean, printProblems, report, total, walk } from './walk.ts';
+import { plural } from '../api/words.ts';
+import { account, forgetProblem, stillInMap, withoutForgotten } from './forget.ts';
+import { idsOn, isClean, printProblems, report, total, walk } from './walk.ts';
 
 // Audits after the move. Each one that still finds records out of place
 // moves them; one that finds none ends the reshard.
@@ -42,6 +47,8 @@ export type ReshardOptions = {
   verbose: boolean;
   secret: string | undefined;
   leaseMs: number;
+  /** Nodes gone for good, to leave the map with what they held (operator/forget.ts). */
+  forget?: string[];
 };
 
 /** Changes the cluster to the ring of `o.to`. Resolves to the exit code. */
@@ -56,12 +63,16 @@ export async function reshard(o: ReshardOptions): Promise<number> {
     console.error(plan);
     return 1;
   }
+  if (plan.forget !== undefined) return forgetFirst(plan.map, plan.forget, said, o);
   if (plan.next === undefined) {
     console.log(`nothing to move: the cluster is at ${describeMap(plan.map)}. Checking that every record is on its owner:`);
     const repaired = await endEverywhere(plan.map, said, o.secret);
     return (await check([...said.keys()])) === 0 && repaired ? 0 : 1;
   }
+  // A reshard whose node died: what forgetting it loses is counted before the end forgets the moved rows.
+  const loss = plan.forgets === undefined ? [] : await account(plan.map, plan.forgets);
   if (o.dryRun) {
+    for (const line of loss) console.log(line);
     report(await walk(plan.next, undefined), plan.next, 'plan');
     return 0;
   }
@@ -73,6 +84,7 @@ export async function reshard(o: ReshardOptions): Promise<number> {
     console.error(taken);
     return 1;
   }
+  for (const line of loss) console.log(line);
   const lease = renewLease(plan.next, o.secret);
   try {
     // 4. Move.
@@ -84,7 +96,7 @@ export async function reshard(o: ReshardOptions): Promise<number> {
       console.error(`reshard stopped before its end: ${lease.lost()}`);
       return 1;
     }
-    const end: ClusterMap = { epoch: plan.next.epoch + 1, nodes: plan.next.moving!.nodes, replicas: plan.next.moving!.replicas };
+    const end: ClusterMap = { epoch: plan.next.epoch + 1, nodes: plan.next.moving!.nodes, replicas: plan.next.moving!.replicas, ...carried(plan.next) };
     if (!(await endEverywhere(end, said, o.secret, plan.next))) return 1;
     console.log(`the cluster is at ${describeMap(end)}`);
     return 0;
@@ -112,18 +124,35 @@ async function moveAndAudit(map: ClusterMap, o: ReshardOptions, lease: Lease): P
 // ---------------------------------------------------------------------------
 // 1 and 2: read the cluster and decide.
 
-type Plan = { map: ClusterMap; next?: ClusterMap; takeover?: string };
+/**
+ * What a run does: the moving map to take (or none: nothing to move); with
+ * --forget, first a map that forgets nodes with no reshard under way
+ * (`forget`), or a moving map that also forgets them (`forgets`: their names).
+ */
+type Plan = { map: ClusterMap; next?: ClusterMap; takeover?: string; forget?: ClusterMap; forgets?: string[] };
+
+/** The forgot list of a map, for a map built from it: every forget is carried forward (rule 6). */
+const carried = (map: ClusterMap): { forgot?: Forgot[] } => (map.forgot === undefined ? {} : { forgot: map.forgot });
 
 /** What this run does: the moving map to take (or none: nothing to move), or why it must not run. */
 function decide(o: ReshardOptions, said: Map<string, Said>, current: ClusterMap | undefined): Plan | string {
-  const silent = [...said].filter(([, a]) => 'why' in a);
-  if (silent.length > 0) return `refusing: ${silent.map(([node, a]) => `${node} cannot say which shard it is (${'why' in a ? a.why : ''})`).join('; ')}. Nothing was changed.`;
+  if (o.forget !== undefined) {
+    const why = forgetProblem(o.forget, o.to, said, current);
+    if (why !== undefined) return why;
+  }
+  // A node that is forgotten, or being forgotten, is not asked to say who it is: it is gone.
+  const gone = new Set([...(o.forget ?? []), ...(current?.forgot ?? []).map((f) => f.name)]);
+  for (const n of current === undefined ? [] : everyNode(current)) if (!(o.forget ?? []).includes(n.name)) gone.delete(n.name);
+  const silent = [...said].filter(([node, a]) => 'why' in a && !gone.has(node));
+  if (silent.length > 0) return `refusing: ${silent.map(([node, a]) => `${node} cannot say which shard it is (${'why' in a ? a.why : ''})`).join('; ')}. Nothing was changed.${forgetHint(silent.map(([node]) => node), o, current)}`;
   const bind = (names: string[]) => names.map((name) => ({ name, shard: (said.get(name) as { shard: string }).shard }));
   // With no map anywhere, the cluster is the ring of --from (or of the seeds): this reshard gives it a map.
   const map = current ?? { epoch: 0, nodes: bind(o.from ?? o.seeds), replicas: o.replicas ?? 1 };
   const why = identityProblem([...everyNode(map), ...bind(o.to)], said) ?? foreign(map, said);
   if (why !== undefined) return `refusing: ${why}. Nothing was changed.`;
 
+  const forgets = o.forget === undefined ? [] : stillInMap(o.forget, map);
+  if (forgets.length > 0) return forgetting(o, said, map, forgets);
   if (map.moving !== undefined) return resumeOrReverse(o, said, map);
   if (o.from !== undefined && !sameNodes(o.from, map.nodes.map((n) => n.name))) {
     return `refusing: --from ${o.from.join(',')} is not the cluster, which is at ${describeMap(map)} (${map.nodes.map((n) => n.name).join(',')}). Leave --from out. Nothing was changed.`;
@@ -135,13 +164,47 @@ function decide(o: ReshardOptions, said: Map<string, Said>, current: ClusterMap 
   return { map, next: moving(map, bind(o.to), replicas, o) };
 }
 
+/** For a silent node of the map: the way out if it is gone for good (operator/forget.ts). */
+function forgetHint(silent: string[], o: ReshardOptions, map: ClusterMap | undefined): string {
+  const named = silent.filter((node) => map !== undefined && everyNode(map).some((n) => n.name === node));
+  if (named.length === 0) return '';
+  const to = o.to.filter((node) => !named.includes(node));
+  return `\n  Bring it back and run the same command again. If it is gone for good (its data lost), forget it, and with it the records that lived only on it:\n    node ch_client.ts reshard --to ${to.join(',')} --forget ${named.join(',')}`;
+}
+
 /** A map at the next epoch that moves `map`'s records to the ring of `to`. */
 function moving(map: ClusterMap, to: MapNode[], replicas: number, o: ReshardOptions): ClusterMap {
-  return { epoch: map.epoch + 1, nodes: map.nodes, replicas: map.replicas, moving: { nodes: to, replicas, by: holder(), leaseMs: o.leaseMs } };
+  return { epoch: map.epoch + 1, nodes: map.nodes, replicas: map.replicas, moving: { nodes: to, replicas, by: holder(), leaseMs: o.leaseMs }, ...carried(map) };
+}
+
+/**
+ * --forget of nodes still in the map. With no reshard under way: the map
+ * without them, at the next epoch, to install first. With one: the same
+ * takeover as for a dead operator, finishing or reversing it over both rings
+ * without them (rule 6 lets exactly this map drop them).
+ */
+function forgetting(o: ReshardOptions, said: Map<string, Said>, map: ClusterMap, forgets: string[]): Plan | string {
+  const without = withoutForgotten(map, forgets, map.epoch + 1);
+  if (map.moving === undefined) return { map, forget: { ...without, epoch: map.epoch + 1 } };
+  const plan = resumeOrReverse(o, said, without, ` --forget ${forgets.join(',')}`);
+  return typeof plan === 'string' ? plan : { ...plan, map, forgets };
+}
+
+/** Forgets nodes with no reshard under way, then goes on as a plain reshard to --to would. */
+async function forgetFirst(map: ClusterMap, forget: ClusterMap, said: Map<string, Said>, o: ReshardOptions): Promise<number> {
+  const forgets = everyNode(map).filter((n) => !everyNode(forget).some((m) => m.name === n.name)).map((n) => n.name);
+  for (const line of await account(map, forgets)) console.log(line);
+  if (o.dryRun) {
+    console.log(`dry run: nothing was changed; without --dry-run the cluster goes to ${describeMap(forget)}, then to --to`);
+    return 0;
+  }
+  if (!(await endEverywhere(forget, said, o.secret))) return 1;
+  console.log(`forgot ${forgets.join(', ')}: the cluster is at ${describeMap(forget)}`);
+  return reshard({ ...o, forget: undefined });
 }
 
 /** A reshard is on record: finish it or reverse it, if its operator is gone. */
-function resumeOrReverse(o: ReshardOptions, said: Map<string, Said>, map: ClusterMap): Plan | string {
+function resumeOrReverse(o: ReshardOptions, said: Map<string, Said>, map: ClusterMap, more = ''): Plan | string {
   const m = map.moving!;
   const who = `pid ${m.by.pid} on ${m.by.host}, started ${m.by.started}, moving ${describeMap(map)}`;
   const leaseLeft = Math.max(0, ...[...said.values()].map((a) => ('leaseLeftMs' in a && a.map?.epoch === map.epoch ? (a.leaseLeftMs ?? 0) : 0)));
@@ -149,7 +212,7 @@ function resumeOrReverse(o: ReshardOptions, said: Map<string, Said>, map: Cluste
   if (leaseLeft > 0 && !died) {
     return `another reshard is running: ${who}. Its lease has ${Math.ceil(leaseLeft / 1000)} s left; wait for it to finish.`;
   }
-  const command = (nodes: MapNode[], replicas: number) => `node ch_client.ts reshard --to ${nodes.map((n) => n.name).join(',')} --replicas ${replicas}`;
+  const command = (nodes: MapNode[], replicas: number) => `node ch_client.ts reshard --to ${nodes.map((n) => n.name).join(',')} --replicas ${replicas}${more}`;
   const names = (nodes: MapNode[]) => nodes.map((n) => n.name);
   const forward = sameNodes(o.to, names(m.nodes)) && (o.replicas ?? m.replicas) === m.replicas;
   const back = sameNodes(o.to, names(map.nodes)) && (o.replicas ?? map.replicas) === map.replicas;
@@ -164,7 +227,7 @@ function resumeOrReverse(o: ReshardOptions, said: Map<string, Said>, map: Cluste
   const by = holder();
   const next: ClusterMap = forward
     ? { ...map, epoch: map.epoch + 1, moving: { ...m, by, leaseMs: o.leaseMs } }
-    : { epoch: map.epoch + 1, nodes: m.nodes, replicas: m.replicas, moving: { nodes: map.nodes, replicas: map.replicas, by, leaseMs: o.leaseMs } };
+    : { epoch: map.epoch + 1, nodes: m.nodes, replicas: m.replicas, moving: { nodes: map.nodes, replicas: map.replicas, by, leaseMs: o.leaseMs }, ...carried(map) };
   const how = died ? 'no longer running' : 'its lease ran out';
   return { map, next, takeover: `${forward ? 'taking over' : 'reversing'} the unfinished reshard of ${who} (${how})` };
 }
@@ -285,7 +348,9 @@ async function take(map: ClusterMap, next: ClusterMap, said: Map<string, Said>, 
 async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: string | undefined, over?: ClusterMap): Promise<boolean> {
   const kept = new Set(end.nodes.map((n) => n.name));
   const took = new Set(over === undefined ? [] : everyNode(over).map((n) => n.name));
-  const known = [...new Set([...namedIn(said), ...said.keys(), ...took])];
+  // A forgotten node is gone: it gets no map (and one that answers again is check's to report).
+  const forgotten = new Set((end.forgot ?? []).map((f) => f.name).filter((name) => !kept.has(name)));
+  const known = [...new Set([...namedIn(said), ...said.keys(), ...took])].filter((n) => !forgotten.has(n) || 'shard' in (said.get(n) ?? {}));
   const order = [...known.filter((n) => !kept.has(n)), ...known.filter((n) => kept.has(n))];
   for (const node of order) {
     const epoch = took.has(node) ? over!.epoch : epochOf(said.get(node));
@@ -328,11 +393,14 @@ function renewLease(map: ClusterMap, secret: string | undefined): Lease {
 
 /**
  * Is every record on its owner, and does every node hold the cluster's map?
- * Resolves to the exit code.
+ * It looks at every node it meets: those of the map, the seeds, and the nodes
+ * the map forgot. Resolves to the exit code.
  */
 export async function check(seeds: string[], known?: Map<string, Said>): Promise<number> {
   const said = known ?? (await ask(seeds));
   for (const [node, answer] of await ask(namedIn(said).filter((n) => !said.has(n)))) said.set(node, answer);
+  const forgot = newest(said)?.forgot ?? [];
+  for (const [node, answer] of await ask(forgot.map((f) => f.name).filter((n) => !said.has(n)))) said.set(node, answer);
   const map = newest(said);
   if (map === undefined) {
     console.error(`check: no node of ${seeds.join(',')} holds a cluster map; give the cluster one with: node ch_client.ts reshard --from ${seeds.join(',')} --to ${seeds.join(',')}`);
@@ -349,5 +417,39 @@ export async function check(seeds: string[], known?: Map<string, Said>): Promise
   for (const [node, a] of behind) console.error(`BEHIND ${node} holds ${epochOf(a) === undefined ? 'no map' : `epoch ${epochOf(a)}`}; run the reshard again to give it epoch ${map.epoch}`);
   if (map.moving !== undefined) console.error(`a reshard is under way (${describeMap(map)}): records are out of place until it ends`);
   printProblems(found, false);
-  return out === 0 && isClean(found) && behind.length === 0 && split.length === 0 && map.moving === undefined ? 0 : 1;
+  const outside = await outsideTheRing(map, said);
+  return out === 0 && isClean(found) && behind.length === 0 && split.length === 0 && map.moving === undefined && outside ? 0 : 1;
+}
+
+/**
+ * Check's look past the ring: a forgotten node that is still gone is listed,
+ * and every node outside both rings that answers must hold no record, since
+ * no client looks there. True when none does.
+ */
+async function outsideTheRing(map: ClusterMap, said: Map<string, Said>): Promise<boolean> {
+  const inRing = new Set(everyNode(map).map((n) => n.name));
+  for (const f of map.forgot ?? []) {
+    if (!inRing.has(f.name) && !('shard' in (said.get(f.name) ?? {}))) console.log(`  forgotten at epoch ${f.epoch}: ${f.name} (shard ${f.shard}), gone for good with the records that lived only on it`);
+  }
+  let clean = true;
+  for (const [node, answer] of said) {
+    if (inRing.has(node) || !('shard' in answer)) continue;
+    const held = await Promise.all([idsOn(node, 'live'), idsOn(node, 'incoming')]).catch((err: Error) => err);
+    if (held instanceof Error) {
+      console.error(`FAILED to list the records on ${node}, outside the ring: ${held.message}`);
+      clean = false;
+      continue;
+    }
+    const [live, incoming] = held;
+    if (live.length + incoming.length === 0) continue;
+    clean = false;
+    const was = (map.forgot ?? []).find((f) => f.shard === answer.shard);
+    const why = was === undefined ? '' : `; it was forgotten at epoch ${was.epoch}, and answers again`;
+    const example = [...live, ...incoming].slice(0, 3).map((id) => JSON.stringify(id)).join(', ');
+    console.error(
+      `OUTSIDE ${node} holds ${plural(live.length, 'live record')} and ${incoming.length} incoming (${example}${live.length + incoming.length > 3 ? ', …' : ''}), outside the ring of epoch ${map.epoch}${why}: ` +
+        `no client looks there. For each, compare with what its owner holds, then move it there by hand or delete it.`,
+    );
+  }
+  return clean;
 }

@@ -2,9 +2,10 @@
 // changes: at a higher epoch, and between requests, never during one
 // (api/cluster-map.ts, rule 5). So every request is answered under exactly
 // one map, start to finish, and a reshard that has installed a map knows that
-// no request still runs under the one before.
+// no request still runs under the one before. And never to a ring that drops
+// a node unasked (rule 6).
 
-import { checkMap, placer, type ClusterMap, type Placement } from '../api/cluster-map.ts';
+import { checkMap, placer, ringChange, type ClusterMap, type Placement } from '../api/cluster-map.ts';
 
 /** The few statements of db.ts that the map needs: who this shard is, its stored map, and its rows mid-move. */
 export type MapStore = {
@@ -24,8 +25,8 @@ export type Held = {
   leaseUntil?: number;
 };
 
-/** Why a new map was not taken. */
-export type Refusal = 'stale' | 'older' | 'incoming';
+/** Why a new map was not taken: rule 6's carries its reason. */
+export type Refusal = 'stale' | 'older' | 'incoming' | { ring: string };
 
 function holding(shard: string, map: ClusterMap | undefined): Held {
   return {
@@ -69,6 +70,9 @@ export function createCluster(db: MapStore) {
       return undefined;
     }
     if (now.map !== undefined && next.epoch <= now.map.epoch) return 'older';
+    // Rule 6: no ring loses a node without a move under way or a recorded forget, whoever asks.
+    const ring = now.map && ringChange(now.map, next);
+    if (ring !== undefined) return { ring };
     // Rule 5: wait for the requests under the old map to finish, and let no new one start.
     let resume = () => {};
     paused = new Promise((resolve) => (resume = resolve));

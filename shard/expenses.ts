@@ -111,9 +111,9 @@ export async function list(c: Context): Promise<Reply> {
   if (!/^\d{1,4}$/.test(limit) || +limit < 1 || +limit > 1000) {
     throw new HttpError(400, `limit must be a whole number from 1 to 1000, got ${JSON.stringify(limit)}`);
   }
-  // A reshard lists the copies that a move left incoming here (rule 4), to finish those moves.
+  // A reshard lists the copies a move left incoming here (rule 4); a forget counts those handed off (moved) to a dead node (rule 6).
   const state = c.query.get('state') ?? 'live';
-  if (state !== 'live' && state !== 'incoming') throw new HttpError(400, `state must be live or incoming, got ${preview(state)}`);
+  if (state !== 'live' && state !== 'incoming' && state !== 'moved') throw new HttpError(400, `state must be live, incoming or moved, got ${preview(state)}`);
   // Ask for one more than the page: if it comes back, there is a next page.
   const rows = await c.db.list(after, +limit + 1, state);
   const page = rows.slice(0, +limit);

@@ -11,7 +11,7 @@ export async function readMap({ held }: Context): Promise<Reply> {
   return { status: 200, body, headers: held.map === undefined ? {} : { ETag: `"${held.map.epoch}"` } };
 }
 
-/** Rule 5: a new map, over the epoch the caller read (If-Match: "epoch"), or the first (If-None-Match: *). */
+/** Rules 5 and 6: a new map, over the epoch the caller read (If-Match: "epoch"), or the first (If-None-Match: *). */
 export async function writeMap(c: Context): Promise<Reply> {
   const ifMatch = c.req.headers['if-match']?.trim();
   const ifNoneMatch = c.req.headers['if-none-match']?.trim();
@@ -25,6 +25,10 @@ export async function writeMap(c: Context): Promise<Reply> {
   const tag: Record<string, string> = now.map === undefined ? {} : { ETag: `"${now.map.epoch}"` };
   if (refusal === 'stale') throw new HttpError(412, `this shard's map is at ${now.map === undefined ? 'no epoch' : `epoch ${now.map.epoch}`}, not the one this request expects; read it again`, tag);
   if (refusal === 'older') throw new HttpError(409, `a map changes only to a higher epoch than ${now.map!.epoch}, or to itself (which renews the lease)`, tag);
+  if (typeof refusal === 'object') {
+    const how = 'To remove a node, move its records: node ch_client.ts reshard --to <the nodes that stay>; for a node that is gone for good, add --forget <it>';
+    throw new HttpError(409, `rule 6: this shard refuses the map at epoch ${next.epoch}: ${refusal.ring}. ${how}`, tag);
+  }
   if (refusal === 'incoming') throw new HttpError(409, 'copies of a move are still incoming here: finish the moves before ending the reshard', tag);
   return { status: 200, body: { shard: now.shard, map: now.map }, headers: tag };
 }

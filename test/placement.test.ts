@@ -1,14 +1,15 @@
 // Placement as a table: every routing case of api/cluster-map.ts's rules 1-4,
 // one row each, decided by shard/placement.ts with no server and no MySQL.
 // The map: two nodes, a and b, moving to three, a, b and c. Ids are chosen so
-// that each row's case holds on this map. Rule 5, how a shard takes a new
-// map, is checked last, on a real shard.
+// that each row's case holds on this map. Rule 6, which rings a new map may
+// have, is a table too. Rule 5, how a shard takes a new map, is checked last,
+// on a real shard.
 
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { placer, type ClusterMap } from '../api/cluster-map.ts';
+import { checkMap, placer, ringChange, type ClusterMap } from '../api/cluster-map.ts';
 import type { State } from '../db.ts';
 import type { Held } from '../shard/cluster.ts';
 import { decide, type Verdict } from '../shard/placement.ts';
@@ -91,6 +92,37 @@ describe('placement: who answers for an id (shard/placement.ts, one row per case
   it('without a cluster secret, the old owner\'s word is the epoch alone', () => {
     const verdict = decide({ held: held(moving, C.shard), secret: undefined }, fromAtoC, undefined, { asking: '8', creates: true });
     assert.equal(verdict.answer, 'serve');
+  });
+});
+
+describe('rule 6: a ring changes only by a move, or by a recorded forget', () => {
+  const ended: ClusterMap = { epoch: 9, nodes: [A, B, C], replicas: 1 };
+  const forgetC: ClusterMap = { epoch: 10, nodes: [A, B], replicas: 1, forgot: [{ ...C, epoch: 10 }] };
+  const by = { host: 'h', machine: '', pid: 1, started: '' };
+  const rows: Array<[string, ClusterMap, ClusterMap, RegExp | undefined]> = [
+    ['the same ring at a higher epoch', settled, { ...settled, epoch: 8 }, undefined],
+    ['a reshard starts: the old ring stays beside the new', settled, moving, undefined],
+    ['a reshard ends: the ring it moved to', moving, ended, undefined],
+    ['a reshard is reversed: the two rings swap', moving, { epoch: 9, nodes: [A, B, C], replicas: 1, moving: { nodes: [A, B], replicas: 1, by, leaseMs: 1 } }, undefined],
+    ['a reshard is abandoned: back to the old ring', moving, { ...settled, epoch: 9 }, undefined],
+    ['a node dropped by hand', ended, { ...ended, epoch: 10, nodes: [A, B] }, /drops 127\.0\.0\.1:5000 from the ring with no move under way and no recorded forget/],
+    ['a node added by hand', settled, { ...settled, epoch: 8, nodes: [A, B, C] }, /changes the ring with no move/],
+    ['replicas changed by hand', settled, { ...settled, epoch: 8, replicas: 2 }, /changes the ring with no move/],
+    ['a node forgotten, and recorded so', ended, forgetC, undefined],
+    ['a forget unrecorded later', forgetC, { epoch: 11, nodes: [A, B], replicas: 1 }, /forgotten at epoch 10: a forget is never unrecorded/],
+    ['an old forget excuses no new drop', forgetC, { ...forgetC, epoch: 11, nodes: [A] }, /drops 127\.0\.0\.1:3000|drops 127\.0\.0\.1:4000/],
+  ];
+  for (const [what, now, next, refused] of rows) {
+    it(`${refused === undefined ? 'takes' : 'refuses'}: ${what}`, () => {
+      const why = ringChange(checkMap(now), checkMap(next));
+      if (refused === undefined) assert.equal(why, undefined);
+      else assert.match(why ?? '', refused);
+    });
+  }
+
+  it('checkMap refuses a forgotten shard in a ring, and a forget dated after the map', () => {
+    assert.throws(() => checkMap({ ...ended, forgot: [{ ...C, epoch: 9 }] }), /cannot be in a ring/);
+    assert.throws(() => checkMap({ ...forgetC, forgot: [{ ...C, epoch: 11 }] }), /must name the epoch that forgot it, from 1 to 10/);
   });
 });
 

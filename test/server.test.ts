@@ -653,12 +653,19 @@ describe('moving a record between shards: copy, hand off, adopt', () => {
    * `from` to `to`. Resolves to the headers that the move steps then need.
    */
   async function moving(from: typeof here, to: typeof here): Promise<Record<string, string>> {
-    const { map } = (await at(shard, 'GET', '/cluster/map')).body;
+    let { map } = (await at(shard, 'GET', '/cluster/map')).body;
     const by = { host: 'test', machine: '', pid: process.pid, started: new Date().toISOString() };
-    const next = { epoch: map.epoch + 1, nodes: [from], replicas: 1, moving: { nodes: [to], replicas: 1, by, leaseMs: 600_000 } };
-    const res = await at(shard, 'PUT', '/cluster/map', next, { ...secret, 'if-match': `"${map.epoch}"` });
-    assert.equal(res.status, 200, JSON.stringify(res.body));
-    return { ...secret, 'cluster-epoch': String(next.epoch) };
+    const put = async (nodes: unknown[], next: unknown[]) => {
+      const m = { epoch: map.epoch + 1, nodes, replicas: 1, moving: { nodes: next, replicas: 1, by, leaseMs: 600_000 } };
+      const res = await at(shard, 'PUT', '/cluster/map', m, { ...secret, 'if-match': `"${map.epoch}"` });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      map = m;
+    };
+    // Rule 6: a ring changes only by a move, so a shard whose ring is not `from` first moves to it.
+    const rings = [map.nodes, map.moving?.nodes ?? []].map((nodes: Array<{ name: string }>) => nodes.map((n) => n.name).join());
+    if (!rings.includes(from.name)) await put(map.nodes, [from]);
+    await put([from], [to]);
+    return { ...secret, 'cluster-epoch': String(map.epoch) };
   }
 
   const step = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => at(shard, method, path, body, headers);
