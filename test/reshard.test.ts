@@ -451,7 +451,9 @@ describe('one reshard at a time, across machines', () => {
   it('a frozen operator loses its lease: another machine takes over, and the thawed one is fenced off and changes nothing', async () => {
     await settle(three);
     gates[3]!.hold(isStep('adopt'));
-    const frozen = a.start(reshardArgs(four, '--lease', '2'));
+    // Long enough that the second operator, a new process on a loaded machine,
+    // asks within it; short enough that the test then waits little for it to end.
+    const frozen = a.start(reshardArgs(four, '--lease', '6'));
     await gates[3]!.held(1);
     frozen.kill('SIGSTOP');
     gates[3]!.drop(); // what it sent before it froze never arrives
