@@ -46,23 +46,23 @@ const SET_STORED = STORED.map((f) => `${f} = ${WRITE[f]}`).join(', ');
 
 type Statement = [string, unknown[]];
 
+// The statements' text, written once: a request builds only its values.
+const GET = `SELECT ${COLUMNS} FROM expenses WHERE id = ?`;
+const INSERT = `INSERT INTO expenses (id, ${STORED.join(', ')}, version, state) VALUES (?, ${STORED.map((f) => WRITE[f]).join(', ')}, ?, ?)`;
+const REPLACE = `UPDATE expenses SET ${SET_STORED}, version = ? WHERE id = ? AND version = ? AND state = ?`;
+const LIST = `SELECT ${COLUMNS} FROM expenses WHERE id > ? AND state = ? ORDER BY id LIMIT ?`;
+
 /**
  * Every statement the service sends, with its values. createDb runs them;
  * bench/e2e.ts sends the same ones over the bare driver, to show what
  * db.ts costs on top of it.
  */
 export const statements = {
-  get: (id: string): Statement => [`SELECT ${COLUMNS} FROM expenses WHERE id = ?`, [id]],
-  insert: (e: Expense, version: string, state: State = 'live'): Statement => [
-    `INSERT INTO expenses (id, ${STORED.join(', ')}, version, state) VALUES (?, ${STORED.map((f) => WRITE[f]).join(', ')}, ?, ?)`,
-    [e.id, ...STORED.map((f) => e[f]), version, state],
-  ],
+  get: (id: string): Statement => [GET, [id]],
+  insert: (e: Expense, version: string, state: State = 'live'): Statement => [INSERT, [e.id, ...STORED.map((f) => e[f]), version, state]],
   // Every field at once, only over the version the caller read: the check and
   // the write are one statement, so no other write can slip in between.
-  replace: (e: Expense, version: string, expected: string, state: State): Statement => [
-    `UPDATE expenses SET ${SET_STORED}, version = ? WHERE id = ? AND version = ? AND state = ?`,
-    [...STORED.map((f) => e[f]), version, e.id, expected, state],
-  ],
+  replace: (e: Expense, version: string, expected: string, state: State): Statement => [REPLACE, [...STORED.map((f) => e[f]), version, e.id, expected, state]],
   shift: (id: string, version: string, from: State, to: State): Statement => [
     'UPDATE expenses SET state = ? WHERE id = ? AND version = ? AND state = ?',
     [to, id, version, from],
@@ -71,10 +71,7 @@ export const statements = {
     expected === undefined
       ? ['DELETE FROM expenses WHERE id = ? AND state = ?', [id, state]]
       : ['DELETE FROM expenses WHERE id = ? AND state = ? AND version IN (?)', [id, state, expected]],
-  list: (after: string, limit: number, state: State): Statement => [
-    `SELECT ${COLUMNS} FROM expenses WHERE id > ? AND state = ? ORDER BY id LIMIT ?`,
-    [after, state, limit],
-  ],
+  list: (after: string, limit: number, state: State): Statement => [LIST, [after, state, limit]],
   forgetMoved: (): Statement => ["DELETE FROM expenses WHERE state = 'moved'", []],
   shard: (): Statement => ['SELECT id FROM shard', []],
   readMap: (): Statement => ['SELECT map FROM cluster_map', []],

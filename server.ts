@@ -48,7 +48,7 @@ async function dispatch(shard: Shard, req: IncomingMessage): Promise<Reply> {
   if (OPERATOR.has(handler) && !authorized(req, shard.secret)) {
     throw new HttpError(401, `${req.method} ${path} is an operator's route: send Authorization: Bearer <the cluster secret>`, { 'WWW-Authenticate': 'Bearer' });
   }
-  const context = (held: Context['held']): Context => ({ ...shard, held, req, body, params, query });
+  const context = (held: Context['held']): Context => ({ db: shard.db, cluster: shard.cluster, secret: shard.secret, held, req, body, params, query });
   // Rule 5 (api/cluster-map.ts): a change of map is not a request under a map; it waits for them.
   if (handler === writeMap) return handler(context(await shard.cluster.load()));
   return shard.cluster.during((held) => handler(context(held)));

@@ -173,10 +173,13 @@ export function placer(map: ClusterMap): (id: string) => Placement {
   const byName = new Map(everyNode(map).map((n) => [n.name, n]));
   const ring = new HashRing(map.nodes.map((n) => n.name), map.replicas);
   const next = map.moving && new HashRing(map.moving.nodes.map((n) => n.name), map.moving.replicas);
+  // Outside a reshard an id's placement is one of these, made once per map; none is made per id.
+  const alone = new Map([...byName.values()].map((n) => [n.name, Object.freeze({ owner: n })]));
+  if (next === undefined) return (id) => alone.get(ring.get(id))!;
   return (id) => {
     const owner = byName.get(ring.get(id))!;
-    const target = next && byName.get(next.get(id))!;
-    return target === undefined || target === owner ? { owner } : { owner, target };
+    const target = byName.get(next.get(id))!;
+    return target === owner ? alone.get(owner.name)! : { owner, target };
   };
 }
 

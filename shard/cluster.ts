@@ -102,18 +102,47 @@ export function createCluster(db: MapStore) {
     }
   }
 
+  /** A request has ended: the last one out lets a waiting change of map go ahead. */
+  function left(): void {
+    if (--inFlight === 0) drained?.();
+  }
+  const leave = <T>(value: T): T => (left(), value);
+  const fail = (err: unknown): never => {
+    left();
+    throw err;
+  };
+
+  /** A request that came while a map is being taken, or before the first is read: it waits for it. */
+  async function waitThenRun<T>(request: (held: Held) => Promise<T>): Promise<T> {
+    while (paused !== undefined) await paused;
+    inFlight++;
+    try {
+      return await request(held ?? (await load()));
+    } finally {
+      left();
+    }
+  }
+
   return {
     load,
 
-    /** Runs one request under the map it started with: a change of map waits until it has finished. */
-    async during<T>(request: (held: Held) => Promise<T>): Promise<T> {
-      while (paused !== undefined) await paused;
+    /**
+     * Runs one request under the map it started with: a change of map waits
+     * until it has finished. Under a map already read and not changing, the
+     * request awaits nothing of this function's own: no promise besides the
+     * one its end is counted on.
+     */
+    during<T>(request: (held: Held) => Promise<T>): Promise<T> {
+      if (paused !== undefined || held === undefined) return waitThenRun(request);
       inFlight++;
+      let running: Promise<T>;
       try {
-        return await request(held ?? (await load()));
-      } finally {
-        if (--inFlight === 0) drained?.();
+        running = request(held);
+      } catch (err) {
+        left();
+        throw err;
       }
+      return running.then(leave, fail);
     },
 
     /**

@@ -35,22 +35,34 @@ export type Asked = { asking?: string; creates?: boolean };
  * (undefined: no row). Pure: the same map, row and request, the same verdict.
  */
 export function decide({ held, secret }: Here, id: string, row: State | undefined, { asking, creates = false }: Asked): Verdict {
-  const mine = (node: MapNode | undefined) => node?.shard === held.shard;
-  // An owner serves its live rows and the ids it has no row of. A row caught
-  // mid-move (incoming or moved) waits, under rule 4, whatever placed it here.
-  const asOwner = (rule: Rule): Verdict => (row === undefined || row === 'live' ? { answer: 'serve', rule } : { answer: 'wait', rule: '4' });
-
-  if (held.place === undefined) return asOwner('1');
+  if (held.place === undefined) return asOwner('1', row);
   const { owner, target } = held.place(id);
-  if (target === undefined) return mine(owner) ? asOwner('2') : { answer: 'redirect', to: owner, rule: '2' };
+  if (target === undefined) return owner.shard === held.shard ? asOwner('2', row) : { answer: 'redirect', to: owner, rule: '2' };
 
   // A reshard moves the id from its old owner (owner) to its new one (target).
-  if (mine(owner)) return row === 'live' ? { answer: 'serve', rule: '3a' } : { answer: 'ask', to: target, rule: '3a' };
-  if (!mine(target)) return { answer: 'redirect', to: owner, rule: '2' };
-  if (row === 'live' && !creates) return { answer: 'serve', rule: '3b' };
+  if (owner.shard === held.shard) return row === 'live' ? SERVE['3a'] : { answer: 'ask', to: target, rule: '3a' };
+  if (target.shard !== held.shard) return { answer: 'redirect', to: owner, rule: '2' };
+  if (row === 'live' && !creates) return SERVE['3b'];
   // Rule 3b: only the old owner's own word, for this id and this epoch, makes the request an asked one.
   const asked = asking !== undefined && sameSecret(asking, askingWord(held, secret, id));
-  return asked ? asOwner('3b') : { answer: 'redirect', to: owner, rule: '3b' };
+  return asked ? asOwner('3b', row) : { answer: 'redirect', to: owner, rule: '3b' };
+}
+
+// The verdicts that name no node, made once: deciding for an id this shard serves allocates nothing.
+const SERVE: Readonly<Record<'1' | '2' | '3a' | '3b', Verdict>> = {
+  '1': Object.freeze({ answer: 'serve', rule: '1' }),
+  '2': Object.freeze({ answer: 'serve', rule: '2' }),
+  '3a': Object.freeze({ answer: 'serve', rule: '3a' }),
+  '3b': Object.freeze({ answer: 'serve', rule: '3b' }),
+};
+const WAIT: Verdict = Object.freeze({ answer: 'wait', rule: '4' });
+
+/**
+ * An owner serves its live rows and the ids it has no row of. A row caught
+ * mid-move (incoming or moved) waits, under rule 4, whatever placed it here.
+ */
+function asOwner(rule: '1' | '2' | '3b', row: State | undefined): Verdict {
+  return row === undefined || row === 'live' ? SERVE[rule] : WAIT;
 }
 
 /** Does nothing for a verdict to serve; throws the answer for any other. */
