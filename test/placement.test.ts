@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { placer, type ClusterMap } from '../api/cluster-map.ts';
+import { addressOf, checkMap, placer, type ClusterMap } from '../api/cluster-map.ts';
+import { Invalid } from '../api/expense.ts';
 import type { State } from '../db.ts';
 import type { Held } from '../shard/cluster.ts';
 import { decide, type Verdict } from '../shard/placement.ts';
@@ -91,6 +92,31 @@ describe('placement: who answers for an id (shard/placement.ts, one row per case
   it('without a cluster secret, the old owner\'s word is the epoch alone', () => {
     const verdict = decide({ held: held(moving, C.shard), secret: undefined }, fromAtoC, undefined, { asking: '8', creates: true });
     assert.equal(verdict.answer, 'serve');
+  });
+});
+
+describe('rule 6: a node\'s place on the ring is its name; its address can change', () => {
+  const failedOver: ClusterMap = { ...settled, epoch: 8, nodes: [{ ...A, address: '127.0.0.1:3100' }, B] };
+
+  it('places every id as before when a node answers at another address', () => {
+    const [before, after] = [placer(settled), placer(failedOver)];
+    for (let i = 0; i < 1000; i++) assert.equal(after(String(i)).owner.name, before(String(i)).owner.name);
+  });
+
+  it('resolves a name to its address, and a name with none to itself', () => {
+    assert.equal(addressOf(failedOver, A.name), '127.0.0.1:3100');
+    assert.equal(addressOf(failedOver, B.name), B.name);
+    assert.equal(addressOf(settled, A.name), A.name);
+  });
+
+  it('checks an address as a name is checked, and writes one equal to the name not at all', () => {
+    assert.deepEqual(checkMap({ ...settled, nodes: [{ ...A, address: A.name }, B] }), settled);
+    assert.deepEqual(checkMap(failedOver), failedOver);
+    assert.throws(() => checkMap({ ...settled, nodes: [{ ...A, address: 'nowhere' }, B] }), Invalid);
+    assert.throws(() => checkMap({ ...settled, nodes: [{ ...A, address: '127.0.0.1:6000' }, B] }), /bad port/);
+    assert.throws(() => checkMap({ ...settled, nodes: [{ ...A, address: B.name }, B] }), /at one address/);
+    const twoAddresses = { ...moving, moving: { ...moving.moving!, nodes: [{ ...A, address: '127.0.0.1:3100' }, B, C] } };
+    assert.throws(() => checkMap(twoAddresses), /two addresses/);
   });
 });
 
