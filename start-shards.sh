@@ -10,6 +10,9 @@
 #   ./start-shards.sh stop    stop every shard: its server first, then its MySQL
 #   ./start-shards.sh sql N   a MySQL client on shard N, as root (arguments after N go to it)
 #   ./start-shards.sh sql-standby N   the same on shard N's standby
+#   ./start-shards.sh rejoin N        after a failover (ch_client.ts failover): make
+#                             the old primary shard N's standby, rebuilt from the
+#                             new primary if its data is gone; record the roles
 #
 # Environment, so that tests can keep out of data/ and off the usual ports:
 #   SHARDS_DIR        where the shard directories live   (default: data/ beside this script)
@@ -17,7 +20,7 @@
 #   SHARDS_PORT_STEP  the gap between shard ports        (default: 1000)
 #   MYSQLD            the MySQL server binary            (default: mariadbd or mysqld on PATH)
 #   SHARDS_MAP        "none": give no shard a cluster map (default: give one)
-#   SHARDS_STANDBY    1: give each shard a standby (see "Standbys" below; STANDBY.md)
+#   SHARDS_STANDBY    1: give each shard a standby (see "Standbys" below; docs/reliability.md)
 #   SHARDS_SEMISYNC_TIMEOUT_MS  how long a primary waits for its standby's ack
 #                     before MariaDB falls back to asynchronous replication
 #                     (default: 4294967295, about 49 days: never, in practice)
@@ -44,11 +47,15 @@ die() {
 shard_dir() { printf '%s/shard-%s' "$shards_dir" "$1"; }
 # A shard's machines: "primary", whose directory is the shard's own (as
 # without standbys), and "standby", in the shard's standby/ subdirectory. The
-# name is where the machine was born; which one is the primary now is what its
-# MySQL says (read_only, SHOW SLAVE STATUS), and `status` reports that.
+# name is where the machine was born; which one is the primary now is in
+# shard-N/primary (rule S6), which `rejoin` writes after a failover.
 machine_dir() {
   if [ "${2:-primary}" = standby ]; then printf '%s/standby' "$(shard_dir "$1")"; else shard_dir "$1"; fi
 }
+# Rule S6: the machine that is shard $1's primary now, and the other one.
+primary_of() { cat "$(shard_dir "$1")/primary" 2>/dev/null || printf 'primary'; }
+other() { if [ "$1" = standby ]; then printf 'primary'; else printf 'standby'; fi; }
+standby_of() { other "$(primary_of "$1")"; }
 # "shard 2" or "shard 2's standby", for messages.
 label() { if [ "${2:-primary}" = standby ]; then printf "shard %s's standby" "$1"; else printf 'shard %s' "$1"; fi; }
 # fetch() refuses the ports in api/bad-ports.txt (the Fetch standard's "bad
@@ -218,7 +225,7 @@ $(tail -n 15 "$d/mysqld.err" 2>/dev/null)"
 # Applies schema.sql and makes sure the app user exists with the password on
 # file. Idempotent, so a start that died half-way is mended by the next one.
 setup_database() {
-  local d=$(shard_dir "$1") password auth=''
+  local m=${2:-primary} d=$(machine_dir "$1" "${2:-primary}") password auth=''
   if [ ! -s "$d/password" ]; then
     od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$d/password"
     chmod 600 "$d/password"
@@ -226,8 +233,8 @@ setup_database() {
   password=$(cat "$d/password")
   [ "$flavour" = mariadb ] || auth='WITH mysql_native_password'
   # The app may read and write its rows, and nothing else: no DDL, no other schema.
-  sql "$1" <"$root/schema.sql"
-  sql "$1" <<SQL
+  sql "$1" "$m" <"$root/schema.sql"
+  sql "$1" "$m" <<SQL
 CREATE USER IF NOT EXISTS 'expenses'@'localhost' IDENTIFIED $auth BY '$password';
 ALTER USER 'expenses'@'localhost' IDENTIFIED $auth BY '$password';
 GRANT SELECT, INSERT, UPDATE, DELETE ON expenses.* TO 'expenses'@'localhost';
@@ -256,7 +263,7 @@ give_maps() {
   local i map='' newest=0 row epoch nodes=()
   [ "${SHARDS_MAP:-}" != none ] || return 0
   for i in $(known_shards); do
-    row=$(sql "$i" <<<'SELECT epoch, map FROM expenses.cluster_map' 2>/dev/null) || continue
+    row=$(sql "$i" "$(primary_of "$i")" <<<'SELECT epoch, map FROM expenses.cluster_map' 2>/dev/null) || continue
     epoch=${row%%$'\t'*}
     if [ -n "$row" ] && [ "$epoch" -gt "$newest" ]; then newest=$epoch map=${row#*$'\t'}; fi
   done
@@ -268,7 +275,7 @@ give_maps() {
     map="{\"epoch\":1,\"nodes\":[$(IFS=,; printf '%s' "${nodes[*]}")],\"replicas\":1}"
   fi
   for i in "$@"; do
-    sql "$i" <<<"INSERT INTO expenses.cluster_map (epoch, map) SELECT $newest, '${map//\'/\'\'}' FROM DUAL
+    sql "$i" "$(primary_of "$i")" <<<"INSERT INTO expenses.cluster_map (epoch, map) SELECT $newest, '${map//\'/\'\'}' FROM DUAL
       WHERE NOT EXISTS (SELECT 1 FROM expenses.cluster_map);"
   done
 }
@@ -291,11 +298,13 @@ stop_mysql() {
 # 58 MB instead of 87 MB, at the same throughput (bench/e2e.ts). The compile
 # cache keeps the type-stripped, compiled modules for the next start.
 start_server() {
-  local d=$(machine_dir "$1" "${2:-primary}") port=$(shard_port "$1" "${2:-primary}")
+  local d=$(machine_dir "$1" "${2:-primary}") port=$(shard_port "$1" "${2:-primary}") operator=''
   printf '%s\n' "$port" >"$d/port"
+  # The failover's routes (shard/replication.ts) reach MySQL as the operator user (S7).
+  [ ! -s "$d/operator-password" ] || operator=$d/operator-password
   (
     cd "$root"
-    HOST=$host PORT=$port MYSQL_SOCKET=$d/mysqld.sock MYSQL_USER=expenses \
+    MYSQL_OPERATOR_PASSWORD_FILE=$operator MYSQL_REPL_PASSWORD_FILE=${operator:+$d/repl-password} HOST=$host PORT=$port MYSQL_SOCKET=$d/mysqld.sock MYSQL_USER=expenses \
       MYSQL_PASSWORD=$(cat "$d/password") MYSQL_DATABASE=expenses CLUSTER_SECRET_FILE=$(secret_file) \
       NODE_COMPILE_CACHE=$shards_dir/.compile-cache \
       nohup "$node" --max-semi-space-size=4 server.ts </dev/null >>"$d/server.log" 2>&1 &
@@ -307,12 +316,8 @@ start_server() {
 wait_healthy() {
   local d=$(machine_dir "$1" "${2:-primary}") port=$(shard_port "$1" "${2:-primary}") name=$(label "$1" "${2:-primary}") i
   for i in $(seq 100); do
+    # A standby's server is healthy too, as a standby (GET /healthz says its role).
     [ "$(health "$port")" = 200 ] && return 0
-    # A standby's server cannot be healthy yet: server.ts, loading its map,
-    # forgets moved rows with a DELETE, which read_only refuses, and answers
-    # 500 to everything (STANDBY.md, "What server.ts needs"). Listening is
-    # what can be asked of it.
-    [ "${2:-primary}" = primary ] || [ "$(health "$port")" = 000 ] || return 0
     # running, not alive: a child not yet past exec still shows this script's command line.
     running "$(cat "$d/server.pid")" || die "$name: the server stopped while starting. The end of $d/server.log:
 $(tail -n 15 "$d/server.log")"
@@ -336,7 +341,7 @@ stop_server() {
 # --- Standbys (SHARDS_STANDBY=1) --------------------------------------------
 #
 # The invariant: an acknowledged write survives the loss of any one machine of
-# its shard. The rules that keep it, cited by number here and in STANDBY.md:
+# its shard. The rules that keep it, cited by number here and in docs/reliability.md:
 #
 #   S1. A standby is a second MariaDB that replicates the primary's binlog by
 #       GTID (MASTER_USE_GTID=slave_pos), semi-synchronously, with
@@ -368,13 +373,22 @@ stop_server() {
 #       (nor SUPER): a standby, and a fenced or restarted old primary, refuse
 #       the app's writes. A start makes a primary writable last
 #       (open_primary): semi-sync on, its standby connected as a semi-sync
-#       client, then read_only=0. A promotion (STANDBY.md) does the same.
+#       client, then read_only=0. A promotion (shard/replication.ts, D3) does the same.
 #   S5. Both machines run with the same settings (log_bin, binlog_format=ROW,
 #       log_slave_updates, gtid_strict_mode, relay_log_recovery,
 #       rpl_semi_sync_slave_enabled) so that either can be the primary; only
 #       the primary turns on rpl_semi_sync_master_enabled. A standby writes
 #       nothing of its own: its setup runs with sql_log_bin=0, so its binlog
 #       holds the primary's GTIDs only and it can be promoted, or follow again.
+#   S6. Which machine is the primary is recorded in shard-N/primary ("primary"
+#       or "standby", the machine's birth name; absent: "primary"), and every
+#       start follows it, so that a restart never undoes a failover. `rejoin`
+#       writes it, from what the MySQLs say. A start refuses a standby machine
+#       that follows no one and holds data: a failover made it a primary, and
+#       copying the old primary's data over it would lose what it took since.
+#   S7. The failover's steps (shard/replication.ts, D1-D3) run as the MySQL
+#       user operator (operator-password, 0600), never as expenses: its
+#       READ_ONLY ADMIN writes through read_only.
 
 # The mysqld options of a machine of a pair.
 replication_flags() {
@@ -390,30 +404,45 @@ replication_flags() {
 
 # The replication user, on the primary (it reaches the standby by replication).
 setup_replication_user() {
-  local d=$(shard_dir "$1") password
-  if [ ! -s "$d/repl-password" ]; then
-    od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$d/repl-password"
-    chmod 600 "$d/repl-password"
-  fi
+  local m=$2 d=$(machine_dir "$1" "$2") password file
+  for file in repl-password operator-password; do
+    if [ ! -s "$d/$file" ]; then
+      od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$d/$file"
+      chmod 600 "$d/$file"
+    fi
+  done
   password=$(cat "$d/repl-password")
-  sql "$1" <<SQL
+  sql "$1" "$m" <<SQL
 CREATE USER IF NOT EXISTS 'repl'@'127.0.0.1' IDENTIFIED BY '$password';
 ALTER USER 'repl'@'127.0.0.1' IDENTIFIED BY '$password';
 GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';
+$(operator_user "$(cat "$d/operator-password")")
 SQL
+}
+
+# S7: the failover's MySQL user, with exactly the privileges of its steps.
+operator_user() {
+  printf '%s\n' "CREATE USER IF NOT EXISTS 'operator'@'localhost' IDENTIFIED BY '$1';" \
+    "ALTER USER 'operator'@'localhost' IDENTIFIED BY '$1';" \
+    "GRANT READ_ONLY ADMIN, REPLICATION MASTER ADMIN, REPLICATION SLAVE ADMIN, RELOAD, SLAVE MONITOR ON *.* TO 'operator'@'localhost';"
 }
 
 # A new standby gets a copy of the primary's data and users, taken at one GTID
 # position, and then follows from that position. All of it with sql_log_bin=0
 # (rule S5). A standby already replicating is left as it is.
 setup_standby() {
-  local p=$(shard_dir "$1") d=$(machine_dir "$1" standby)
+  local pm=$(primary_of "$1") sm=$(standby_of "$1")
+  local p=$(machine_dir "$1" "$pm") d=$(machine_dir "$1" "$sm")
   # The machine's own copies: it must run, and be promoted, without the other's disk.
   cp "$p/password" "$d/password"
   cp "$p/repl-password" "$d/repl-password"
-  chmod 600 "$d/password" "$d/repl-password"
-  if [ -z "$(sql "$1" standby <<<'SHOW SLAVE STATUS')" ]; then
-    echo "$(label "$1" standby): copying the primary's data, then following it"
+  cp "$p/operator-password" "$d/operator-password"
+  chmod 600 "$d/password" "$d/repl-password" "$d/operator-password"
+  if [ -z "$(sql "$1" "$sm" <<<'SHOW SLAVE STATUS')" ]; then
+    # S6: a machine that follows no one and holds the shard's data was made a primary by a failover.
+    [ -z "$(sql "$1" "$sm" <<<"SHOW DATABASES LIKE 'expenses'")" ] || die "$(label "$1" "$sm") follows no primary but holds the shard's data: a failover made it a primary, and shard-$1/primary does not say so.
+  Make the other machine its standby: ./start-shards.sh rejoin $1"
+    echo "$(label "$1" "$sm"): copying the primary's data, then following it"
     # --gtid --master-data: the dump ends with SET GLOBAL gtid_slave_pos, the
     # position of its consistent snapshot.
     {
@@ -425,30 +454,89 @@ setup_standby() {
       echo "GRANT SELECT, INSERT, UPDATE, DELETE ON expenses.* TO 'expenses'@'localhost';"
       echo "CREATE USER IF NOT EXISTS 'repl'@'127.0.0.1' IDENTIFIED BY '$(cat "$d/repl-password")';"
       echo "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';"
-    } | sql "$1" standby || die "$(label "$1" standby): copying the primary's data failed"
+      operator_user "$(cat "$d/operator-password")"
+    } | sql "$1" "$sm" || die "$(label "$1" "$sm"): copying the primary's data failed"
   fi
-  follow "$1" standby primary
+  follow "$1" "$sm" "$pm"
 }
 
 # The last step of a start with standbys (rule S4): the primary waits for its
 # standby's ack on every commit, its standby is connected, and only then does
 # the primary take the app's writes.
 open_primary() {
-  sql "$1" <<<'SET GLOBAL rpl_semi_sync_master_enabled = ON'
-  wait_semisync "$1"
-  sql "$1" <<<'SET GLOBAL read_only = OFF'
+  local m=$(primary_of "$1")
+  sql "$1" "$m" <<<'SET GLOBAL rpl_semi_sync_master_enabled = ON'
+  wait_semisync "$1" "$m"
+  sql "$1" "$m" <<<'SET GLOBAL read_only = OFF'
 }
 
 # Makes machine $2 of shard $1 replicate from machine $3 (and start doing so).
-# The same statement makes a fenced old primary the new standby (STANDBY.md).
+# The same statement makes a fenced old primary the new standby (rejoin; docs/reliability.md).
 follow() {
   local password=$(cat "$(machine_dir "$1" "$2")/repl-password")
+  # A standby must not wait for acks of the events it applies (docs/reliability.md).
   sql "$1" "$2" <<SQL
+SET GLOBAL rpl_semi_sync_master_enabled = OFF;
+SET GLOBAL read_only = ON;
 STOP SLAVE;
 CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = $(mysql_port "$1" "$3"), MASTER_USER = 'repl',
   MASTER_PASSWORD = '$password', MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1;
 START SLAVE;
 SQL
+}
+
+# What machine $2 of shard $1 is, by S6, for messages.
+role_of() {
+  if [ "$(primary_of "$1")" = "$2" ]; then printf 'the primary'; else printf 'read-only, following mysql %s:%s' "$host" "$(mysql_port "$1" "$(other "$2")")"; fi
+}
+
+# After a failover (operator/failover.ts) promoted machine $2 of shard $1:
+# record it (S6), and make the other machine its standby. A machine whose
+# data directory is gone is rebuilt from the new primary, as a new standby
+# is; one that still has its data starts from its own history. A machine
+# with transactions the new primary never received (possible with
+# AFTER_SYNC if it crashed between its binlog sync and the ack) stops with
+# a GTID error under gtid_strict_mode: delete its mysql/ directory and run
+# rejoin again, which rebuilds it.
+rejoin() {
+  local i=$1 pm sm sd
+  [ -d "$(machine_dir "$i" standby)" ] || die "usage: $0 rejoin N, for a shard with a standby; shard '$i' has none"
+  find_mysql
+  pm=$(writable_machine "$i") || die "shard $i has no writable primary: run the failover first (node ch_client.ts failover NODE), then rejoin"
+  sm=$(other "$pm") sd=$(machine_dir "$i" "$sm")
+  printf '%s\n' "$pm" >"$(shard_dir "$i")/primary"
+  echo "shard $i: the primary is the machine in $(machine_dir "$i" "$pm") (recorded in $(shard_dir "$i")/primary)"
+  stop_server "$i" "$sm"
+  trap roll_back EXIT
+  if [ ! -d "$sd/mysql" ]; then
+    stop_mysql "$i" "$sm"
+    rm -rf "$sd/mysqld.sock" "$sd/mysqld.pid"
+  fi
+  if ! alive "$sd/mysqld.pid" >/dev/null; then
+    start_mysql "$i" "$sm"
+  fi
+  if [ -n "$(sql "$i" "$sm" <<<"SHOW DATABASES LIKE 'expenses'")" ]; then
+    # Its own history is its starting point: the old primary's gtid_slave_pos is empty or old.
+    sql "$i" "$sm" <<<'SET GLOBAL rpl_semi_sync_master_enabled = OFF; SET GLOBAL read_only = ON; STOP SLAVE; SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos'
+    follow "$i" "$sm" "$pm"
+  else
+    setup_standby "$i"
+  fi
+  wait_semisync "$i" "$pm"
+  start_server "$i" "$sm"
+  wait_healthy "$i" "$sm"
+  trap - EXIT
+  echo "$(label "$i" "$sm"): http://$host:$(shard_port "$i" "$sm") up, $(role_of "$i" "$sm"); shard $i has its standby again"
+}
+
+# The machine of shard $1 whose MySQL is up, writable, and follows no one.
+writable_machine() {
+  local m
+  for m in primary standby; do
+    alive "$(machine_dir "$1" $m)/mysqld.pid" >/dev/null || continue
+    [ "$(global "$1" $m VARIABLES READ_ONLY)" = OFF ] && [ -z "$(sql "$1" $m <<<'SHOW SLAVE STATUS')" ] && printf '%s' $m && return 0
+  done
+  return 1
 }
 
 # SHOW SLAVE STATUS, one "Name: value" a line.
@@ -459,14 +547,14 @@ global() { sql "$1" "$2" <<<"SELECT VARIABLE_VALUE FROM information_schema.GLOBA
 
 # Waits until the primary has its standby as a semi-synchronous client.
 wait_semisync() {
-  local i
+  local i m=${2:-primary}
   for i in $(seq 300); do
-    [ "$(global "$1" primary STATUS RPL_SEMI_SYNC_MASTER_CLIENTS)" -ge 1 ] 2>/dev/null &&
-      [ "$(global "$1" primary STATUS RPL_SEMI_SYNC_MASTER_STATUS)" = ON ] && return 0
+    [ "$(global "$1" "$m" STATUS RPL_SEMI_SYNC_MASTER_CLIENTS)" -ge 1 ] 2>/dev/null &&
+      [ "$(global "$1" "$m" STATUS RPL_SEMI_SYNC_MASTER_STATUS)" = ON ] && return 0
     sleep 0.1
   done
-  die "$(label "$1" standby): not a semi-synchronous replica of shard $1 within 30 s. Its replication state:
-$(slave_status "$1" standby 2>&1 | grep -E 'Running|Error|Gtid' | sed 's/^ */  /')"
+  die "$(label "$1" "$(other "$m")"): not a semi-synchronous replica of shard $1 within 30 s. Its replication state:
+$(slave_status "$1" "$(other "$m")" 2>&1 | grep -E 'Running|Error|Gtid' | sed 's/^ */  /')"
 }
 
 # Two or more lines about a pair: each machine's role and replication state,
@@ -508,6 +596,8 @@ pair_status() {
       "$machine" "$host" "$port" "$state" "$server" "$mysql" "$host" "$(mysql_port "$i" $machine)" \
       "$(global "$i" $machine VARIABLES READ_ONLY)" "${pos:-none}" "$role" "$d"
   done
+  # S6: after a failover, the machine born as the standby is the primary.
+  [ "$(primary_of "$i")" = primary ] || printf '  shard %s: the primary is the standby machine since a failover (%s/primary)\n' "$i" "$(shard_dir "$i")"
   if [ ${#warn[@]} -gt 0 ]; then
     printf '  WARNING: shard %s runs without its standby: %s\n' "$i" "$(IFS=';'; printf '%s' "${warn[*]}" | sed 's/;/; /g')"
   fi
@@ -564,7 +654,7 @@ roll_back() {
 }
 
 start() {
-  local n=$1 i d port todo=()
+  local n=$1 i d port pm sm pd sd todo=()
   [[ $n =~ ^[1-9][0-9]?$ ]] || die "the number of shards must be 1 to 99, got '$n'"
   find_mysql
   # Check everything that can be checked before starting anything.
@@ -606,17 +696,20 @@ start() {
     d=$(shard_dir "$i")
     mkdir -p "$d"
     chmod 700 "$d"
-    alive "$d/mysqld.pid" >/dev/null || start_mysql "$i"
+    # S6: the machine recorded as the primary (the shard's own directory, unless a failover moved it).
+    pm=$(primary_of "$i") sm=$(standby_of "$i")
+    pd=$(machine_dir "$i" "$pm") sd=$(machine_dir "$i" "$sm")
+    alive "$pd/mysqld.pid" >/dev/null || start_mysql "$i" "$pm"
     # A primary that has semi-sync on waits for its standby's ack for the
     # setup's writes too: so a standby that exists starts first.
-    if [ "$standby_mode" = 1 ] && [ -d "$d/standby/mysql" ] && ! alive "$d/standby/mysqld.pid" >/dev/null; then
-      start_mysql "$i" standby
+    if [ "$standby_mode" = 1 ] && [ -d "$sd/mysql" ] && ! alive "$sd/mysqld.pid" >/dev/null; then
+      start_mysql "$i" "$sm"
     fi
-    setup_database "$i"
+    setup_database "$i" "$pm"
     if [ "$standby_mode" = 1 ]; then
-      setup_replication_user "$i"
-      mkdir -p "$d/standby"
-      alive "$d/standby/mysqld.pid" >/dev/null || start_mysql "$i" standby
+      setup_replication_user "$i" "$pm"
+      mkdir -p "$sd"
+      alive "$sd/mysqld.pid" >/dev/null || start_mysql "$i" "$sm"
       setup_standby "$i"
       open_primary "$i"
     fi
@@ -632,7 +725,7 @@ start() {
     if [ "$standby_mode" = 1 ]; then
       alive "$(machine_dir "$i" standby)/server.pid" >/dev/null || start_server "$i" standby
       wait_healthy "$i" standby
-      echo "$(label "$i" standby): http://$host:$(shard_port "$i" standby) up, read-only, following mysql $host:$(mysql_port "$i" primary) (data in $(machine_dir "$i" standby))"
+      echo "$(label "$i" standby): http://$host:$(shard_port "$i" standby) up, $(role_of "$i" standby) (data in $(machine_dir "$i" standby))"
     fi
   done
   trap - EXIT
@@ -679,6 +772,7 @@ case ${1:-3} in
     find_mysql
     exec "$client" --no-defaults --socket="$(shard_dir "$2")/mysqld.sock" --user=root expenses "${@:3}"
     ;;
+  rejoin) rejoin "${2:-}" ;;
   sql-standby)
     [ -d "$(machine_dir "${2:-}" standby)" ] || die "usage: $0 sql-standby N [mysql client arguments]; shard '${2:-}' has no standby"
     find_mysql

@@ -21,7 +21,7 @@ const [A, B, C] = [node('3000'), node('4000'), node('5000')];
 const settled: ClusterMap = { epoch: 7, nodes: [A, B], replicas: 1 };
 const moving: ClusterMap = { ...settled, epoch: 8, moving: { nodes: [A, B, C], replicas: 1, by: { host: 'h', machine: '', pid: 1, started: '' }, leaseMs: 15_000 } };
 
-const held = (map: ClusterMap | undefined, shard: string): Held => ({ shard, map, place: map && placer(map) });
+const held = (map: ClusterMap | undefined, shard: string, writable = true): Held => ({ shard, writable, map, place: map && placer(map) });
 
 /** The first id (1, 2, 3 …) whose placement under `map` satisfies `wanted`. */
 function idWhere(map: ClusterMap, wanted: (owner: string, target: string | undefined) => boolean): string {
@@ -117,6 +117,22 @@ describe('rule 6: a node\'s place on the ring is its name; its address can chang
     assert.throws(() => checkMap({ ...settled, nodes: [{ ...A, address: B.name }, B] }), /at one address/);
     const twoAddresses = { ...moving, moving: { ...moving.moving!, nodes: [{ ...A, address: '127.0.0.1:3100' }, B, C] } };
     assert.throws(() => checkMap(twoAddresses), /two addresses/);
+  });
+});
+
+describe('rule 7: only a writable machine serves ids', () => {
+  const failedOver: ClusterMap = { ...settled, epoch: 8, nodes: [{ ...A, address: '127.0.0.1:3100' }, B] };
+  const asStandby = (map: ClusterMap | undefined, address: string, id: string, row: State | undefined) => decide({ held: held(map, A.shard, false), secret: SECRET, address }, id, row, { creates: true });
+
+  it('a read-only machine sends its own live id to the owner\'s address when that is another (the fenced old primary after a failover)', () => {
+    assert.deepEqual(asStandby(failedOver, A.name, onA, 'live'), { answer: 'redirect', to: failedOver.nodes[0], rule: '7' });
+  });
+  it('a standby whose map names its primary\'s address sends the client there', () => {
+    assert.deepEqual(asStandby(settled, '127.0.0.1:3100', onA, undefined), { answer: 'redirect', to: A, rule: '7' });
+  });
+  it('a read-only machine that its map names as the owner answers 503: it knows no better', () => {
+    assert.deepEqual(asStandby(failedOver, '127.0.0.1:3100', onA, 'live'), { answer: 'standby', rule: '7' });
+    assert.deepEqual(asStandby(undefined, A.name, 'x', undefined), { answer: 'standby', rule: '7' });
   });
 });
 

@@ -72,18 +72,23 @@ describe('start-shards.sh with SHARDS_STANDBY=1', () => {
     assert.match((await value('standby', 'SELECT @@gtid_slave_pos'))!, /^0-11-\d+$/);
   });
 
-  it('keeps the standby read-only: the app user cannot write there, and its server does not acknowledge a write', async () => {
+  it('keeps the standby read-only: the app user cannot write there, and its server sends writes to the primary (rule 7)', async () => {
     assert.equal(await value('standby', 'SELECT @@read_only'), '1');
     assert.equal(await value('primary', 'SELECT @@read_only'), '0');
     const password = (await run('cat', [join(pairs.machineDir(1, 'standby'), 'password')])).stdout.trim();
     const asApp = await run('mariadb', ['--no-defaults', `--socket=${join(pairs.machineDir(1, 'standby'), 'mysqld.sock')}`, '--user=expenses', `--password=${password}`, 'expenses', '-e', "DELETE FROM expenses WHERE id = 'copied-1'"]);
     assert.notEqual(asApp.code, 0);
     assert.match(asApp.stderr, /ERROR 1290 .*--read-only/);
-    // What server.ts answers today (it is not changed in this phase): a 500,
-    // not a 421 or 503 that would tell a client where to go.
+    // Rule 7 (api/cluster-map.ts): the standby's server serves no id; it names the owner at its address.
     const res = await post(pairs.standbyOf(1), 'never-on-standby');
-    assert.equal(res.status, 500);
+    assert.equal(res.status, 421);
+    const body = await res.json();
+    assert.equal(body.address, pairs.nodeOf(1));
+    assert.match(body.error, /a standby, or a fenced old primary, and serves no id/);
     assert.equal(await value('standby', "SELECT COUNT(*) FROM expenses.expenses WHERE id = 'never-on-standby'"), '0');
+    const health = await (await fetch(`http://${pairs.standbyOf(1)}/healthz`)).json();
+    assert.equal(health.role, 'standby');
+    assert.equal((await (await fetch(`http://${pairs.nodeOf(1)}/healthz`)).json()).role, 'primary');
   });
 
   it('keeps each MySQL on loopback, and the replication password private', async () => {
