@@ -6,14 +6,14 @@
 // the shards hold says which ring, so that every client agrees: that is step
 // 1, and the README's level 2.
 //
-// The other commands (map, balance, compare, reshard, check, get) are the
+// The other commands (map, balance, compare, reshard, failover, check, get) are the
 // lab's and the operator's; main() at the end sends each to its room.
 
 import { realpathSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { EDITABLE, ID_RULE, isId, sameExpense, type Expense } from './api/expense.ts';
-import { MAX_KEYS, OPTIONS, parseCount, parseIds, parseNodes, parseReplicas, readSecret, USAGE, UsageError } from './client/command-line.ts';
+import { MAX_KEYS, OPTIONS, parseCount, parseFailover, parseIds, parseNodes, parseReplicas, readSecret, USAGE, UsageError } from './client/command-line.ts';
 import { HashRing } from './ring.ts';
 import { balanceTable } from './lab/balance.ts';
 import { eachLimit, printFailures, progress } from './client/batch.ts';
@@ -21,6 +21,7 @@ import { discover, send, type View } from './client/cluster.ts';
 import { problem } from './client/http.ts';
 import { compareTable, lookupSpeeds } from './lab/compare.ts';
 import { check, reshard } from './operator/reshard.ts';
+import { failover } from './operator/failover.ts';
 import { ringSvg } from './lab/ring-svg.ts';
 import { plural } from './api/words.ts';
 
@@ -165,6 +166,7 @@ async function main(args: string[]): Promise<number> {
     return reshard({ seeds: nodes, from, to, replicas, dryRun: values['dry-run'], verbose: values.verbose, secret, leaseMs });
   }
 
+  if (command === 'failover') return failover(parseFailover(nodes, rest, values));
   const replicas = parseReplicas(values.replicas ?? '1', nodes.length);
   if (command === undefined) return store({ nodes, replicas, ids: parseIds(values.ids ?? '0-9'), verbose: values.verbose });
   if (command === 'check') return check(nodes);

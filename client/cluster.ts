@@ -14,7 +14,7 @@
 // nodes it knows, once per request, and goes on if the address changed.
 
 import { addressOf, checkMap, describeMap, everyNode, placer, type ClusterMap, type Placement } from '../api/cluster-map.ts';
-import { call, type Answer } from './http.ts';
+import { call, forgive, type Answer } from './http.ts';
 
 /** The map a client routes by. Epoch 0: no shard has one, and the seeds are the ring. */
 export type View = { map: ClusterMap; place: (id: string) => Placement };
@@ -160,5 +160,6 @@ function follow(view: View, map: unknown): void {
   const next = checkMap(map);
   if (next.epoch <= view.map.epoch) return;
   console.error(`the cluster is at ${describeMap(next)}; following it`);
+  forgive(everyNode(next).map((n) => addressOf(next, n.name)));
   Object.assign(view, viewOf(next, [], next.replicas));
 }
