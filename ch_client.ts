@@ -6,7 +6,7 @@
 // the shards hold says which ring, so that every client agrees: that is step
 // 1, and the README's level 2.
 //
-// The other commands (map, balance, compare, reshard, check, get) are the
+// The other commands (map, balance, compare, reshard, failover, check, get) are the
 // lab's and the operator's; main() at the end sends each to its room.
 
 import { realpathSync, writeFileSync } from 'node:fs';
@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { EDITABLE, ID_RULE, isId, sameExpense, type Expense } from './api/expense.ts';
-import { MAX_KEYS, OPTIONS, parseCount, parseIds, parseNodes, parseReplicas, readSecret, USAGE, UsageError } from './client/command-line.ts';
+import { MAX_KEYS, OPTIONS, parseCount, parseFailover, parseIds, parseNodes, parseReplicas, parseReshard, USAGE, UsageError } from './client/command-line.ts';
 import type { HashRing } from './ring.ts';
 import { balanceTable } from './lab/balance.ts';
 import { eachLimit, printFailures, progress } from './client/batch.ts';
@@ -22,6 +22,7 @@ import { discover, mapRing, send, type View } from './client/cluster.ts';
 import { problem } from './client/http.ts';
 import { compareTable, lookupSpeeds } from './lab/compare.ts';
 import { check, reshard } from './operator/reshard.ts';
+import { failover } from './operator/failover.ts';
 import { ringSvg } from './lab/ring-svg.ts';
 import { plural } from './api/words.ts';
 
@@ -156,16 +157,8 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
 
-  if (command === 'reshard') {
-    if (values.to === undefined) throw new UsageError('reshard needs --to, the nodes the cluster is to have');
-    const to = parseNodes(values.to, '--to');
-    const from = values.from === undefined ? undefined : parseNodes(values.from, '--from');
-    const replicas = values.replicas === undefined ? undefined : parseReplicas(values.replicas, to.length);
-    const secret = readSecret(values['secret-file'] ?? process.env.CLUSTER_SECRET_FILE);
-    const forget = values.forget === undefined ? undefined : parseNodes(values.forget, '--forget');
-    return reshard({ seeds: nodes, from, to, replicas, forget, dryRun: values['dry-run'], verbose: values.verbose, secret, leaseMs: parseCount(values.lease, '--lease', 3600) * 1000 });
-  }
-
+  if (command === 'reshard') return reshard(parseReshard(nodes, values));
+  if (command === 'failover') return failover(parseFailover(nodes, rest, values));
   const replicas = parseReplicas(values.replicas ?? '1', nodes.length);
   if (command === undefined) return store({ nodes, replicas, ids: parseIds(values.ids ?? '0-9'), verbose: values.verbose });
   if (command === 'check') return check(nodes);

@@ -75,6 +75,7 @@ export const statements = {
   forgetMoved: (): Statement => ["DELETE FROM expenses WHERE state = 'moved'", []],
   shard: (): Statement => ['SELECT id FROM shard', []],
   readMap: (): Statement => ['SELECT map FROM cluster_map', []],
+  readOnly: (): Statement => ['SELECT @@global.read_only AS readOnly', []], // a standby, or a fenced old primary (rule 8)
   // The map's compare-and-set: a first map only where there is none, a later
   // one only over the epoch the caller read.
   writeMap: (map: string, epoch: number, expected: number | undefined): Statement =>
@@ -165,6 +166,8 @@ export function createDb(config: DbConfig) {
       return (await query<Array<{ id: string }>>(...statements.shard()))[0]?.id ?? '';
     },
 
+    /** True when this MySQL takes the app's writes: it is not read-only (a standby, or a fenced primary). */
+    writable: async (): Promise<boolean> => Number((await query<Array<{ readOnly: string }>>(...statements.readOnly()))[0]?.readOnly) === 0,
     /** The cluster map this shard holds, as stored JSON, or undefined. */
     async readMap(): Promise<string | undefined> {
       return (await query<Array<{ map: string }>>(...statements.readMap()))[0]?.map;

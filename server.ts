@@ -9,6 +9,7 @@
 //   shard/move-steps.ts     this shard's half of moving a record (level 3)
 //   shard/map-routes.ts     the map over HTTP, changed by the operator (level 3)
 //   shard/secret.ts         the cluster secret of the operator's routes
+//   shard/replication.ts    this machine's steps of a failover: fence, promote, follow (level 4)
 //
 // Run: MYSQL_SOCKET=… MYSQL_USER=… MYSQL_PASSWORD=… PORT=3000 node server.ts
 
@@ -22,6 +23,7 @@ import { create, health, list, read, remove, update } from './shard/expenses.ts'
 import { answerBroken, findRoute, HttpError, lastResort, log, readBody, send, toReply, type Context, type Handler, type Reply, type Route, type Shard } from './shard/http.ts';
 import { readMap, writeMap } from './shard/map-routes.ts';
 import { adopt, copy, discard, handoff } from './shard/move-steps.ts';
+import { fence, follow, operatorFromEnv, promote, replication } from './shard/replication.ts';
 import { authorized, isLoopback, readSecret } from './shard/secret.ts';
 
 // ---------------------------------------------------------------------------
@@ -35,11 +37,17 @@ const routes: Route[] = [
   [/^\/v1\/expenses\/([^/]+)\/handoff$/, { POST: handoff }],
   [/^\/v1\/expenses\/([^/]+)\/adopt$/, { POST: adopt }],
   [/^\/cluster\/map$/, { GET: readMap, PUT: writeMap }],
+  // A failover's steps on this machine's MySQL (operator/failover.ts): the operator's routes.
+  [/^\/cluster\/replication$/, { GET: replication }],
+  [/^\/cluster\/fence$/, { POST: fence }], [/^\/cluster\/promote$/, { POST: promote }],
+  [/^\/cluster\/follow$/, { POST: follow }],
   [/^\/healthz$/, { GET: health }],
 ];
 
 /** The routes that change another shard's records or the cluster's shape: they need the cluster secret. */
-const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, writeMap]);
+/** A failover's steps (operator/failover.ts): they run under no map, since they may change this machine's role. */
+const FAILOVER: ReadonlySet<Handler> = new Set([replication, fence, promote, follow]);
+const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, writeMap, ...FAILOVER]);
 
 /** One request, start to finish: its route, its right to it, and the map it runs under. */
 async function dispatch(shard: Shard, req: IncomingMessage): Promise<Reply> {
@@ -48,9 +56,9 @@ async function dispatch(shard: Shard, req: IncomingMessage): Promise<Reply> {
   if (OPERATOR.has(handler) && !authorized(req, shard.secret)) {
     throw new HttpError(401, `${req.method} ${path} is an operator's route: send Authorization: Bearer <the cluster secret>`, { 'WWW-Authenticate': 'Bearer' });
   }
-  const context = (held: Context['held']): Context => ({ db: shard.db, cluster: shard.cluster, secret: shard.secret, held, req, body, params, query });
+  const context = (held: Context['held']): Context => ({ ...shard, held, req, body, params, query });
   // Rule 5 (api/cluster-map.ts): a change of map is not a request under a map; it waits for them.
-  if (handler === writeMap) return handler(context(await shard.cluster.load()));
+  if (handler === writeMap || FAILOVER.has(handler)) return handler(context(await shard.cluster.load()));
   return shard.cluster.during((held) => handler(context(held)));
 }
 
@@ -121,7 +129,8 @@ function configFromEnv(env: NodeJS.ProcessEnv): Config {
 async function main(): Promise<void> {
   const config = configFromEnv(process.env);
   const db = createDb(config.db);
-  const server = createServer({ db, cluster: createCluster(db), secret: config.secret });
+  const shard = { db, cluster: createCluster(db), secret: config.secret, address: `${config.host}:${config.port}`, operator: operatorFromEnv(process.env) };
+  const server = createServer(shard);
   // Stop taking connections, let requests in flight finish, then close the
   // pool. Set before listening: a signal that comes early still shuts down cleanly.
   const stop = (signal: string) => {
@@ -136,6 +145,7 @@ async function main(): Promise<void> {
   server.listen(config.port, config.host);
   await once(server, 'listening');
   const { port } = server.address() as { port: number };
+  shard.address = `${config.host}:${port}`; // rule 8: a standby compares it with the owner's address
   log(`listening on http://${config.host}:${port}${config.secret === undefined ? '' : ', operator routes need the cluster secret'}`);
 
   // A first query says at once whether the credentials work; the server

@@ -8,9 +8,10 @@
 // lives, and a client with an older map is told so at its first request.
 //
 // THE INVARIANT: at no instant do two shards accept a write for one id, and
-// no id ever has two live records. The shards keep it by six rules, which
-// the code cites by number where it enforces them (rules 1-4 in
-// shard/placement.ts, rules 5 and 6 in shard/cluster.ts):
+// no id ever has two live records. The shards keep it by eight rules, which
+// the code cites by number where it enforces them (rules 1-4 and 8 in
+// shard/placement.ts, rules 5 and 6 in shard/cluster.ts, rule 7 here and
+// wherever a request is sent: client/cluster.ts, operator/):
 //
 //   1. A shard with no map serves every id: one server, no cluster.
 //   2. A shard with a map serves an id only where the map places it. Any
@@ -41,6 +42,16 @@
 //      (operator/forget.ts): the records that lived only on it are lost, and
 //      the map says so. Redis Cluster's CLUSTER FORGET and Cassandra's
 //      nodetool removenode are the same act.
+//   7. A node's place on the ring is its name; where it answers is its
+//      address (the name itself unless the map gives another). The ring
+//      hashes names only, so a failover, which gives a name a new address at
+//      a higher epoch, moves no record, and the ring stays the 2012 example's.
+//      Whatever sends a request to a node sends it to its address.
+//   8. Only a writable machine serves ids. A read-only one (a standby, or an
+//      old primary that was fenced) writes nothing, not even when it loads a
+//      map, and answers every id with 421 naming the owner at the address its
+//      map gives, or with 503 when that address is its own: it knows no better.
+//      A standby becomes writable only when promoted (shard/replication.ts).
 //
 // Redis Cluster works the same way: a config epoch, -MOVED for a key on the
 // wrong node, and during a slot migration -ASK from the source for a key it no
@@ -51,8 +62,11 @@ import { plural } from './words.ts';
 import { Invalid, preview } from './expense.ts';
 import { nodeProblem } from './node.ts';
 
-/** A node as clients name it, bound to the shard identity that answered there (GET /healthz). */
-export type MapNode = { name: string; shard: string };
+/**
+ * A node as clients name it, bound to the shard identity that answered there
+ * (GET /healthz), and where it answers now when that is not its name (rule 7).
+ */
+export type MapNode = { name: string; shard: string; address?: string };
 
 /**
  * Who runs a reshard (operator/reshard.ts): its host, for people; its machine,
@@ -104,15 +118,23 @@ export function checkMap(value: unknown): ClusterMap {
     };
   }
   if (m.forgot !== undefined) map.forgot = forgotten(m.forgot, map);
-  // One name, one shard, in both rings: otherwise one shard would count as two nodes.
+  // One name, one shard, one address, in both rings: otherwise one shard would count as two nodes.
   const shardOf = new Map<string, string>();
   const nameOf = new Map<string, string>();
-  for (const { name, shard } of [...map.nodes, ...(map.moving?.nodes ?? [])]) {
+  const at = new Map<string, string>();
+  const nameAt = new Map<string, string>();
+  for (const node of [...map.nodes, ...(map.moving?.nodes ?? [])]) {
+    const { name, shard } = node;
+    const address = node.address ?? name;
     if ((shardOf.get(name) ?? shard) !== shard || (nameOf.get(shard) ?? name) !== name) {
       throw new Invalid(`the map binds ${name} and shard ${shard} inconsistently: each shard must have exactly one name`);
     }
+    if ((at.get(name) ?? address) !== address) throw new Invalid(`the map gives ${name} two addresses, ${at.get(name)} and ${address}`);
+    if ((nameAt.get(address) ?? name) !== name) throw new Invalid(`the map puts ${nameAt.get(address)} and ${name} at one address, ${address}`);
     shardOf.set(name, shard);
     nameOf.set(shard, name);
+    at.set(name, address);
+    nameAt.set(address, name);
   }
   return map;
 }
@@ -126,13 +148,17 @@ function nodes(v: unknown, what: string): MapNode[] {
   if (!Array.isArray(v) || v.length === 0) throw new Invalid(`${what} must be a non-empty list of {"name": "host:port", "shard": id}`);
   const seen = new Set<string>();
   return v.map((n) => {
-    const { name, shard } = object(n, `an entry of ${what}`);
+    const { name, shard, address } = object(n, `an entry of ${what}`);
     const why = typeof name === 'string' ? nodeProblem(name) : `${preview(name)} is not host:port`;
     if (why !== undefined) throw new Invalid(`${what}: ${why}`);
     if (typeof shard !== 'string' || !/^[\w-]{1,64}$/.test(shard)) throw new Invalid(`${what}: ${name} has no shard identity, got ${preview(shard)}`);
     if (seen.has(name as string)) throw new Invalid(`${what} names ${name} twice`);
     seen.add(name as string);
-    return { name: name as string, shard };
+    // Rule 7: an address is checked as a name is; one equal to the name is left out (the canonical form).
+    if (address === undefined || address === name) return { name: name as string, shard };
+    const bad = typeof address === 'string' ? nodeProblem(address) : `${preview(address)} is not host:port`;
+    if (bad !== undefined) throw new Invalid(`${what}: the address of ${name}: ${bad}`);
+    return { name: name as string, shard, address: address as string };
   });
 }
 
@@ -163,6 +189,11 @@ function replicas(v: unknown, nodes: unknown[]): number {
 export function everyNode(map: ClusterMap): MapNode[] {
   const byName = new Map([...map.nodes, ...(map.moving?.nodes ?? [])].map((n) => [n.name, n]));
   return [...byName.values()];
+}
+
+/** Rule 7: where the node named `name` answers under this map (its name, unless the map says otherwise). */
+export function addressOf(map: ClusterMap, name: string): string {
+  return everyNode(map).find((n) => n.name === name)?.address ?? name;
 }
 
 /** Where an id lives: its owner, and while a reshard moves it elsewhere, its new owner (rule 3). */

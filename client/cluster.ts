@@ -7,10 +7,15 @@
 // A 421 carries the answering shard's map: a newer one replaces ours, and the
 // request goes where the 421 says, with Asking when the old owner of a moving
 // id sent it on.
+//
+// A request goes to its node's address (rule 7), which a failover changes.
+// A node that cannot be reached, or a standby that knows no better, cannot
+// say where its name went: then the client reads the map from the other
+// nodes it knows, once per request, and goes on if the address changed.
 
-import { checkMap, describeMap, placer, type ClusterMap, type Placement } from '../api/cluster-map.ts';
+import { addressOf, checkMap, describeMap, everyNode, placer, type ClusterMap, type Placement } from '../api/cluster-map.ts';
 import { HashRing } from '../ring.ts';
-import { call, type Answer } from './http.ts';
+import { call, forgive, type Answer } from './http.ts';
 
 /** The map a client routes by. Epoch 0: no shard has one, and the seeds are the ring. */
 export type View = { map: ClusterMap; place: (id: string) => Placement };
@@ -18,12 +23,12 @@ export type View = { map: ClusterMap; place: (id: string) => Placement };
 /** What a node said of itself: its shard and its map (or none), or why it could not say (and its HTTP status, if it answered at all). */
 export type Said = { shard: string; map?: ClusterMap; leaseLeftMs?: number } | { why: string; status?: number };
 
-/** Asks each node for its identity and its map (GET /cluster/map), all at once. */
-export async function ask(nodes: readonly string[]): Promise<Map<string, Said>> {
+/** Asks each node, at its address, for its identity and its map (GET /cluster/map), all at once. */
+export async function ask(nodes: readonly string[], where: (node: string) => string = (node) => node): Promise<Map<string, Said>> {
   const answers = await Promise.all(
     nodes.map(async (node): Promise<Said> => {
       try {
-        const res = await call(node, 'GET', '/cluster/map');
+        const res = await call(where(node), 'GET', '/cluster/map');
         const shard = res.body?.shard;
         if (res.status !== 200 || typeof shard !== 'string' || shard === '') return { why: `GET /cluster/map answered HTTP ${res.status} with no shard id`, status: res.status };
         return { shard, map: res.body.map === null ? undefined : checkMap(res.body.map), leaseLeftMs: res.body.leaseLeftMs ?? undefined };
@@ -125,8 +130,24 @@ export async function send(view: View, id: string, method: string, path: string,
   let node = first ?? view.place(id).owner.name;
   let headers: Record<string, string> = {};
   let waits = 0;
+  let reread = false;
   for (let hop = 0; hop < HOPS; ) {
-    const res = await call(node, method, path, body, headers);
+    const address = addressOf(view.map, node);
+    let res: Answer;
+    try {
+      res = await call(address, method, path, body, headers);
+    } catch (err) {
+      // Dead, perhaps failed over: no 421 can come from there. Once per request, ask the others.
+      if (reread) throw err;
+      reread = true;
+      if (await moved(view, node, address)) continue;
+      throw err;
+    }
+    // A standby, or a fenced old primary, that knows no better than its own address (rule 8).
+    if (res.status === 503 && res.body?.role === 'standby' && !reread) {
+      reread = true;
+      if (await moved(view, node, address)) continue;
+    }
     if (res.status === 503 && res.body?.moving === true && ++waits < IN_TRANSIT_TRIES) {
       await new Promise((resolve) => setTimeout(resolve, IN_TRANSIT_WAIT_MS * waits));
       continue;
@@ -140,11 +161,24 @@ export async function send(view: View, id: string, method: string, path: string,
   throw new Error(`${method} ${path}: still sent elsewhere after ${HOPS} hops; the cluster map is changing, try again`);
 }
 
+/**
+ * Reads the map from every other node the view knows; true when a newer one
+ * gives `node` another address than `address`, which the view now follows.
+ */
+async function moved(view: View, node: string, address: string): Promise<boolean> {
+  const others = everyNode(view.map).map((n) => n.name).filter((name) => name !== node);
+  const map = newest(await ask(others, (name) => addressOf(view.map, name)));
+  if (map === undefined || map.epoch <= view.map.epoch) return false;
+  follow(view, map);
+  return addressOf(view.map, node) !== address;
+}
+
 /** Takes a newer map from a 421's answer. */
 function follow(view: View, map: unknown): void {
   if (map === undefined || map === null) return;
   const next = checkMap(map);
   if (next.epoch <= view.map.epoch) return;
   console.error(`the cluster is at ${describeMap(next)}; following it`);
+  forgive(everyNode(next).map((n) => addressOf(next, n.name)));
   Object.assign(view, viewOf(next, [], next.replicas));
 }

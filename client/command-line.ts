@@ -21,6 +21,9 @@ export const USAGE = `Usage:
                                                       change the cluster: move the records whose owner changes
   node ch_client.ts compare [--nodes ...] [--keys N]
                                                       the ring against mod N, rendezvous and jump hashing
+  node ch_client.ts failover NODE --to HOST:PORT [--nodes ...]
+                                                      give NODE's name its standby at HOST:PORT:
+                                                      fence, apply, promote, new map (operator/failover.ts)
   node ch_client.ts check [--nodes ...]               is every record on its owner? (reads only)
   node ch_client.ts get ID [options]                  read one expense from its owner
 
@@ -36,7 +39,8 @@ Options:
   --dry-run         reshard: print the plan, move nothing
   --from a,b,c      reshard: the nodes it moves from; by default the cluster map's,
                     and refused when it is not
-  --secret-file F   reshard: the cluster secret (default data/cluster-secret, or the
+  --to HOST:PORT    failover: the standby's server, which takes over NODE's name
+  --secret-file F   reshard, failover: the cluster secret (default data/cluster-secret, or the
                     file that CLUSTER_SECRET_FILE names)
   --forget NODE     reshard: a node of the map that is gone for good (it must not answer):
                     leave it out, and lose what lived only on it (CLUSTER FORGET)
@@ -45,6 +49,35 @@ Options:
   --verbose         name every id that failed (by default, one line per reason)
   -h, --help        this text`;
 export class UsageError extends Error {}
+
+/** failover NODE --to HOST:PORT, checked (operator/failover.ts). */
+export function parseFailover(seeds: string[], rest: string[], values: { to?: string; 'secret-file'?: string }) {
+  if (rest.length !== 1) throw new UsageError('failover takes exactly one NODE: the name, as the cluster map has it, of the node whose machine is replaced');
+  const [node] = parseNodes(rest[0]!, 'NODE');
+  const to = values.to === undefined ? [] : parseNodes(values.to, '--to');
+  if (to.length !== 1) throw new UsageError('failover needs --to HOST:PORT, the server of the standby that takes over');
+  return { seeds, node: node!, to: to[0]!, secret: readSecret(values['secret-file'] ?? process.env.CLUSTER_SECRET_FILE) };
+}
+
+/** The flags of reshard, as parseArgs gives them. */
+type ReshardFlags = { to?: string; from?: string; replicas?: string; forget?: string; 'dry-run': boolean; verbose: boolean; 'secret-file'?: string; lease: string };
+
+/** reshard's options, checked: the target ring, and what the operator said of the run. */
+export function parseReshard(seeds: string[], values: ReshardFlags) {
+  if (values.to === undefined) throw new UsageError('reshard needs --to, the nodes the cluster is to have');
+  const to = parseNodes(values.to, '--to');
+  return {
+    seeds,
+    to,
+    from: values.from === undefined ? undefined : parseNodes(values.from, '--from'),
+    replicas: values.replicas === undefined ? undefined : parseReplicas(values.replicas, to.length),
+    forget: values.forget === undefined ? undefined : parseNodes(values.forget, '--forget'),
+    dryRun: values['dry-run'],
+    verbose: values.verbose,
+    secret: readSecret(values['secret-file'] ?? process.env.CLUSTER_SECRET_FILE),
+    leaseMs: parseCount(values.lease, '--lease', 3600) * 1000,
+  };
+}
 
 // Bounds that keep a typo from eating the machine (the ring's are in api/cluster-map.ts).
 const MAX_IDS = 1_000_000;

@@ -22,7 +22,7 @@ export class Unreachable extends Error {}
  * rejects with a readable reason (Unreachable) when the node cannot be reached at all.
  * Global fetch keeps connections alive between calls to the same node.
  */
-export async function call(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+export async function call(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}, timeoutMs = TIMEOUT_MS): Promise<Answer> {
   const gone = givenUp.get(node);
   if (gone !== undefined) throw new Unreachable(`skipped: ${node} ${gone}`);
   let res: Response;
@@ -31,10 +31,10 @@ export async function call(node: string, method: string, path: string, body?: un
       method,
       headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
       body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(TIMEOUT_MS),
+      signal: AbortSignal.timeout(timeoutMs),
     });
   } catch (err) {
-    const why = reason(err);
+    const why = reason(err, timeoutMs);
     const n = (strikes.get(node) ?? 0) + 1;
     strikes.set(node, n);
     if (n >= STRIKES && !givenUp.has(node)) {
@@ -52,9 +52,14 @@ export async function call(node: string, method: string, path: string, body?: un
   }
 }
 
-function reason(err: unknown): string {
+/** A newer map names these addresses: each given-up one gets another chance (a failover may have brought it back). */
+export function forgive(addresses: readonly string[]): void {
+  for (const address of addresses) if (givenUp.delete(address)) strikes.delete(address);
+}
+
+function reason(err: unknown, timeoutMs: number): string {
   const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
-  if (e.name === 'TimeoutError') return `no answer within ${TIMEOUT_MS / 1000} s`;
+  if (e.name === 'TimeoutError') return `no answer within ${timeoutMs / 1000} s`;
   return e.cause?.code ?? e.cause?.message ?? e.message ?? String(err);
 }
 

@@ -121,6 +121,11 @@ const UNAVAILABLE = new Set([
   'ER_LOCK_DEADLOCK',
 ]);
 
+/** True for MySQL refusing a write because it is read-only: a standby, or a fenced old primary (rule 8). */
+export function isReadOnly(err: unknown): boolean {
+  return (err as { code?: string } | null)?.code === 'ER_OPTION_PREVENTS_STATEMENT';
+}
+
 /** True when an error from this module means the database is unavailable, not that a query is wrong. */
 export function isUnavailable(err: unknown): boolean {
   // The driver marks every error that kills a connection (refused, lost,

@@ -31,8 +31,12 @@ export type Moved =
   | { ok: true; deleted: boolean } // deleted: a client deleted it during the move, and it stays deleted
   | { ok: false; conflict: boolean; why: string };
 
-/** What every move step carries: the epoch of the reshard's map (it fences off a reshard that was taken over), and the secret. */
-export type Credentials = { epoch: number; secret: string | undefined };
+/**
+ * What every move step carries: the epoch of the reshard's map (it fences off
+ * a reshard that was taken over), and the secret; and where each node named
+ * in the map answers (rule 7 of api/cluster-map.ts).
+ */
+export type Credentials = { epoch: number; secret: string | undefined; where: (node: string) => string };
 
 // Each round, a client changed the original again; a record that keeps
 // changing this often is left for the next walk.
@@ -71,7 +75,7 @@ export async function finish(copied: Versioned, from: string, to: string, auth: 
       if (handed.status !== 412 || handed.body?.state !== 'live') return failed(`the handoff on ${from} failed: ${problem(handed)}`);
 
       // Changed on the old owner since it was copied: step 1 again, with the newer version over ours.
-      const newer = await read(from, id);
+      const newer = await read(from, id, auth.where);
       if (newer === undefined) continue; // deleted just now: the next handoff says 404
       const replaced = await copy(to, newer, { 'if-match': etag(copied.version) }, auth);
       if (replaced.status !== 200) return failed(`copy of a newer version to ${to} failed: ${problem(replaced)}`);
@@ -91,19 +95,19 @@ function headers(auth: Credentials, condition: Record<string, string>): Record<s
 }
 
 async function copy(to: string, record: Versioned, condition: Record<string, string>, auth: Credentials): Promise<Answer> {
-  const res = await call(to, 'PUT', `/v1/expenses/${record.expense.id}/copy`, { ...record.expense, version: record.version }, headers(auth, condition));
+  const res = await call(auth.where(to), 'PUT', `/v1/expenses/${record.expense.id}/copy`, { ...record.expense, version: record.version }, headers(auth, condition));
   // The owner answers with what it stored: it must be the record, in canonical form.
   if (res.status < 300 && !sameExpense(res.body, record.expense)) throw new Error(`the copy on ${to} differs from the original; the original is kept`);
   return res;
 }
 
 function step(node: string, method: string, path: string, copied: Versioned, auth: Credentials): Promise<Answer> {
-  return call(node, method, path, undefined, headers(auth, { 'if-match': etag(copied.version) }));
+  return call(auth.where(node), method, path, undefined, headers(auth, { 'if-match': etag(copied.version) }));
 }
 
 /** The live record on a node, or undefined when it has none (gone, or mid-move). */
-async function read(node: string, id: string): Promise<Versioned | undefined> {
-  const res = await call(node, 'GET', `/v1/expenses/${id}`);
+async function read(node: string, id: string, where: (node: string) => string): Promise<Versioned | undefined> {
+  const res = await call(where(node), 'GET', `/v1/expenses/${id}`);
   if (res.status === 200 && res.etag !== undefined) return { expense: res.body, version: res.etag.slice(1, -1) };
   if (res.status === 404 || res.status === 421 || res.status === 503) return undefined;
   throw new Error(`read from ${node} failed: ${problem(res)}`);

@@ -27,7 +27,7 @@
 
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { describeMap, everyNode, sameMap, type ClusterMap, type Forgot, type Holder, type MapNode } from '../api/cluster-map.ts';
+import { addressOf, describeMap, everyNode, sameMap, type ClusterMap, type Forgot, type Holder, type MapNode } from '../api/cluster-map.ts';
 import { ask, newest, sameNodes, type Said } from '../client/cluster.ts';
 import { call, problem } from '../client/http.ts';
 import { plural } from '../api/words.ts';
@@ -55,7 +55,7 @@ export type ReshardOptions = {
 export async function reshard(o: ReshardOptions): Promise<number> {
   // 1. Read.
   const said = await ask([...new Set([...o.seeds, ...(o.from ?? []), ...o.to])]);
-  const known = await ask(namedIn(said).filter((node) => !said.has(node)));
+  const known = await ask(namedIn(said).filter((node) => !said.has(node)), whereIn(newest(said)));
   for (const [node, answer] of known) said.set(node, answer);
   // 2. Decide.
   const plan = decide(o, said, newest(said));
@@ -107,7 +107,7 @@ export async function reshard(o: ReshardOptions): Promise<number> {
 
 /** Step 4: true when an audit found every record on its owner. */
 async function moveAndAudit(map: ClusterMap, o: ReshardOptions, lease: Lease): Promise<boolean> {
-  const auth = { epoch: map.epoch, secret: o.secret };
+  const auth = { epoch: map.epoch, secret: o.secret, where: whereIn(map) };
   report(await walk(map, auth), map, 'reshard');
   for (let audit = 1; audit <= AUDITS && !lease.lost(); audit++) {
     const last = await walk(map, auth);
@@ -147,7 +147,7 @@ function decide(o: ReshardOptions, said: Map<string, Said>, current: ClusterMap 
   if (silent.length > 0) return `refusing: ${silent.map(([node, a]) => `${node} cannot say which shard it is (${'why' in a ? a.why : ''})`).join('; ')}. Nothing was changed.${forgetHint(silent.map(([node]) => node), o, current)}`;
   const bind = (names: string[]) => names.map((name) => ({ name, shard: (said.get(name) as { shard: string }).shard }));
   // With no map anywhere, the cluster is the ring of --from (or of the seeds): this reshard gives it a map.
-  const map = current ?? { epoch: 0, nodes: bind(o.from ?? o.seeds), replicas: o.replicas ?? 1 };
+  const map: ClusterMap = current ?? { epoch: 0, nodes: bind(o.from ?? o.seeds), replicas: o.replicas ?? 1 };
   const why = identityProblem([...everyNode(map), ...bind(o.to)], said) ?? foreign(map, said);
   if (why !== undefined) return `refusing: ${why}. Nothing was changed.`;
 
@@ -259,6 +259,14 @@ function foreign(map: ClusterMap, said: Map<string, Said>): string | undefined {
   return undefined;
 }
 
+/** Rule 7: where a node answers, by the first of `maps` that names it; a name no map knows is its own address. */
+export function whereIn(...maps: Array<ClusterMap | undefined>): (node: string) => string {
+  return (node) => {
+    const map = maps.find((m) => m !== undefined && everyNode(m).some((n) => n.name === node));
+    return map === undefined ? node : addressOf(map, node);
+  };
+}
+
 /** Every node named in any map that was read. */
 function namedIn(said: Map<string, Said>): string[] {
   const names = new Set<string>();
@@ -305,10 +313,10 @@ function alive(pid: number): boolean {
 // ---------------------------------------------------------------------------
 // 3 and 5: put a map on every node, by compare-and-set.
 
-/** PUT /cluster/map on one node, over the epoch it holds now. */
-function putMap(node: string, map: ClusterMap, over: number | undefined, secret: string | undefined) {
+/** PUT /cluster/map on one node, at its address under `map` (rule 7), over the epoch it holds now. */
+export function putMap(node: string, map: ClusterMap, over: number | undefined, secret: string | undefined, where = whereIn(map)) {
   const condition: Record<string, string> = over === undefined ? { 'if-none-match': '*' } : { 'if-match': `"${over}"` };
-  return call(node, 'PUT', '/cluster/map', map, { ...condition, ...(secret !== undefined && { authorization: `Bearer ${secret}` }) });
+  return call(where(node), 'PUT', '/cluster/map', map, { ...condition, ...(secret !== undefined && { authorization: `Bearer ${secret}` }) });
 }
 
 const epochOf = (answer: Said | undefined) => (answer !== undefined && 'map' in answer ? answer.map?.epoch : undefined);
@@ -330,7 +338,7 @@ async function take(map: ClusterMap, next: ClusterMap, said: Map<string, Said>, 
     const res = await putMap(node, next, epochOf(said.get(node)), secret).catch((err: Error) => ({ status: 0, body: { error: err.message }, etag: undefined }));
     if (res.status === 200) continue;
     if (i === 0 && res.status === 412) {
-      const now = (await ask([node])).get(node);
+      const now = (await ask([node], whereIn(next))).get(node);
       const m = now !== undefined && 'map' in now ? now.map?.moving : undefined;
       const holder = m === undefined ? 'another operator changed the cluster map' : `pid ${m.by.pid} on ${m.by.host}, started ${m.by.started}, is moving the cluster to ${m.nodes.map((n) => n.name).join(',')}`;
       return `refusing: ${holder} (${node} is at epoch ${res.etag?.replace(/"/g, '') ?? 'unknown'}). Nothing was changed.`;
@@ -352,13 +360,14 @@ async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: s
   const forgotten = new Set((end.forgot ?? []).map((f) => f.name).filter((name) => !kept.has(name)));
   const known = [...new Set([...namedIn(said), ...said.keys(), ...took])].filter((n) => !forgotten.has(n) || 'shard' in (said.get(n) ?? {}));
   const order = [...known.filter((n) => !kept.has(n)), ...known.filter((n) => kept.has(n))];
+  const where = whereIn(end, over, newest(said));
   for (const node of order) {
     const epoch = took.has(node) ? over!.epoch : epochOf(said.get(node));
-    const res = epoch === end.epoch ? undefined : await putMap(node, end, epoch, secret);
+    const res = epoch === end.epoch ? undefined : await putMap(node, end, epoch, secret, where);
     if (res?.status === 200) continue;
     // Already at the end's epoch: fine only if it is this very map.
     if (res === undefined || (res.status === 412 && res.etag === `"${end.epoch}"`)) {
-      const now = (await ask([node])).get(node);
+      const now = (await ask([node], where)).get(node);
       const map = now !== undefined && 'map' in now ? now.map : undefined;
       if (map !== undefined && sameMap(map, end)) continue;
       console.error(`${node} holds another map at epoch ${end.epoch}: another operator changed the cluster meanwhile. Run the same command again to settle it.`);
@@ -398,9 +407,9 @@ function renewLease(map: ClusterMap, secret: string | undefined): Lease {
  */
 export async function check(seeds: string[], known?: Map<string, Said>): Promise<number> {
   const said = known ?? (await ask(seeds));
-  for (const [node, answer] of await ask(namedIn(said).filter((n) => !said.has(n)))) said.set(node, answer);
+  for (const [node, answer] of await ask(namedIn(said).filter((n) => !said.has(n)), whereIn(newest(said)))) said.set(node, answer);
   const forgot = newest(said)?.forgot ?? [];
-  for (const [node, answer] of await ask(forgot.map((f) => f.name).filter((n) => !said.has(n)))) said.set(node, answer);
+  for (const [node, answer] of await ask(forgot.map((f) => f.name).filter((n) => !said.has(n)), whereIn(newest(said)))) said.set(node, answer);
   const map = newest(said);
   if (map === undefined) {
     console.error(`check: no node of ${seeds.join(',')} holds a cluster map; give the cluster one with: node ch_client.ts reshard --from ${seeds.join(',')} --to ${seeds.join(',')}`);

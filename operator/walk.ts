@@ -5,7 +5,7 @@
 // move: each of those goes by operator/move.ts. The walk counts what it found
 // and did, and reports it.
 
-import { everyNode, placer, type ClusterMap, type MapNode } from '../api/cluster-map.ts';
+import { addressOf, everyNode, placer, type ClusterMap, type MapNode } from '../api/cluster-map.ts';
 import type { Versioned } from '../api/expense.ts';
 import { HashRing } from '../ring.ts';
 import { modN } from '../lab/alternatives.ts';
@@ -64,7 +64,8 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined): Prom
 async function* sortPages(holder: string, map: ClusterMap, arrived: Set<string>): AsyncGenerator<Sorted> {
   const place = placer(map);
   const [from, to] = [map.nodes, map.moving?.nodes ?? map.nodes].map((nodes) => nodes.map((n) => n.name));
-  for await (const copies of pages(holder, 'incoming')) {
+  const at = addressOf(map, holder);
+  for await (const copies of pages(at, 'incoming')) {
     const page: Sorted = { holder, staying: 0, movedByModN: 0, out: [], incoming: [], strays: [] };
     for (const copy of copies) {
       const { owner, target } = place(copy.expense.id);
@@ -74,7 +75,7 @@ async function* sortPages(holder: string, map: ClusterMap, arrived: Set<string>)
     }
     yield page;
   }
-  for await (const records of pages(holder, 'live')) {
+  for await (const records of pages(at, 'live')) {
     const page: Sorted = { holder, staying: 0, movedByModN: 0, out: [], incoming: [], strays: [] };
     for (const record of records.filter((r) => !arrived.has(r.expense.id))) {
       if (modN(record.expense.id, from!) !== modN(record.expense.id, to!)) page.movedByModN++;
@@ -88,7 +89,7 @@ async function* sortPages(holder: string, map: ClusterMap, arrived: Set<string>)
   }
 }
 
-/** Every row on a node in one state, with its version, a page at a time, by keyset paging. */
+/** Every row on a node (at its address) in one state, with its version, a page at a time, by keyset paging. */
 async function* pages(node: string, state: 'live' | 'incoming' | 'moved'): AsyncGenerator<Versioned[]> {
   let after = '';
   for (;;) {

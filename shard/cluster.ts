@@ -4,12 +4,19 @@
 // one map, start to finish, and a reshard that has installed a map knows that
 // no request still runs under the one before. And never to a ring that drops
 // a node unasked (rule 6).
+//
+// A read-only machine (a standby, or a fenced old primary) writes nothing,
+// not even the forgetting of moved rows (rule 8), and keeps no map in memory:
+// it reads the map its primary replicates to it at every request, so that it
+// names the owner's current address, and notices at once when it is promoted.
 
 import { checkMap, placer, ringChange, type ClusterMap, type Placement } from '../api/cluster-map.ts';
+import { isReadOnly } from '../mysql/connections.ts';
 
 /** The few statements of db.ts that the map needs: who this shard is, its stored map, and its rows mid-move. */
 export type MapStore = {
   shard(): Promise<string>;
+  writable(): Promise<boolean>;
   readMap(): Promise<string | undefined>;
   writeMap(map: string, epoch: number, expected: number | undefined): Promise<boolean>;
   forgetMoved(): Promise<void>;
@@ -19,6 +26,8 @@ export type MapStore = {
 /** What a request needs to know of the cluster: who this shard is, and the map it holds, if any. */
 export type Held = {
   shard: string;
+  /** False on a read-only machine: it serves no id (rule 8). */
+  writable: boolean;
   map?: ClusterMap;
   place?: (id: string) => Placement;
   /** While a reshard runs: when its lease ends by this shard's clock, unless renewed. */
@@ -28,9 +37,10 @@ export type Held = {
 /** Why a new map was not taken: rule 6's carries its reason. */
 export type Refusal = 'stale' | 'older' | 'incoming' | { ring: string };
 
-function holding(shard: string, map: ClusterMap | undefined): Held {
+function holding(shard: string, map: ClusterMap | undefined, writable = true): Held {
   return {
     shard,
+    writable,
     map,
     place: map && placer(map),
     // After a restart, a lease counts from now: a takeover waits one lease longer, never less.
@@ -54,8 +64,10 @@ export function createCluster(db: MapStore) {
   }
 
   async function read(): Promise<Held> {
-    const [shard, text] = await Promise.all([db.shard(), db.readMap()]);
+    const [shard, text, writable] = await Promise.all([db.shard(), db.readMap(), db.writable()]);
     const map = text === undefined ? undefined : checkMap(JSON.parse(text));
+    // Rule 8: a read-only machine writes nothing, and reads its map again at the next request.
+    if (!writable) return holding(shard, map, false);
     // Killed between storing a finished reshard's map and forgetting its moved rows: forget them now.
     if (map !== undefined && map.moving === undefined) await db.forgetMoved();
     held ??= holding(shard, map);
@@ -109,8 +121,14 @@ export function createCluster(db: MapStore) {
   const leave = <T>(value: T): T => (left(), value);
   const fail = (err: unknown): never => {
     left();
-    throw err;
+    return noticed(err);
   };
+
+  /** Rule 8: MySQL turned read-only under a request (fenced): read the role again at the next. */
+  function noticed(err: unknown): never {
+    if (isReadOnly(err)) held = undefined;
+    throw err;
+  }
 
   /** A request that came while a map is being taken, or before the first is read: it waits for it. */
   async function waitThenRun<T>(request: (held: Held) => Promise<T>): Promise<T> {
@@ -118,6 +136,8 @@ export function createCluster(db: MapStore) {
     inFlight++;
     try {
       return await request(held ?? (await load()));
+    } catch (err) {
+      return noticed(err);
     } finally {
       left();
     }
@@ -125,6 +145,11 @@ export function createCluster(db: MapStore) {
 
   return {
     load,
+
+    /** Reads role and map again at the next request: MySQL turned read-only (fenced), or writable (promoted). */
+    forget(): void {
+      held = undefined;
+    },
 
     /**
      * Runs one request under the map it started with: a change of map waits
@@ -139,8 +164,7 @@ export function createCluster(db: MapStore) {
       try {
         running = request(held);
       } catch (err) {
-        left();
-        throw err;
+        return fail(err);
       }
       return running.then(leave, fail);
     },

@@ -126,7 +126,7 @@ export async function list(c: Context): Promise<Reply> {
 
 export async function health(c: Context): Promise<Reply> {
   const shard = await c.db.shard();
-  // Up means writes can succeed: a shard out of disk is not up.
+  // Up means writes can succeed: a shard out of disk is not up. A standby is up as a standby.
   const status = c.db.outOfDisk() ? 'out of disk space: writes fail, reads work' : 'ok';
-  return { status: status === 'ok' ? 200 : 503, body: { status, shard, logLinesDropped: logLinesDropped() } };
+  return { status: status === 'ok' ? 200 : 503, body: { status, shard, role: c.held.writable ? 'primary' : 'standby', logLinesDropped: logLinesDropped() } };
 }

@@ -8,11 +8,17 @@ import { writeSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import { ID_RULE, Invalid, isId, preview } from '../api/expense.ts';
 import { isOutOfDisk, type Db } from '../db.ts';
-import { isUnavailable } from '../mysql/connections.ts';
+import { isReadOnly, isUnavailable } from '../mysql/connections.ts';
 import type { Cluster, Held } from './cluster.ts';
+import { readOnly } from './placement.ts';
+import type { Operator } from './replication.ts';
 
-/** What every request may use: the database, the map this shard holds, and the cluster secret. */
-export type Shard = { db: Db; cluster: Cluster; secret: string | undefined };
+/**
+ * What every request may use: the database, the map this shard holds, the
+ * cluster secret, the address this server answers at (set once it listens),
+ * and its MySQL as the operator (shard/replication.ts; undefined without one).
+ */
+export type Shard = { db: Db; cluster: Cluster; secret: string | undefined; address: string; operator: Operator | undefined };
 /** A request as a handler sees it: the shard, the map it runs under, and what the client sent. */
 export type Context = Shard & { held: Held; req: IncomingMessage; body: Buffer; params: string[]; query: URLSearchParams };
 export type Reply = { status: number; body?: unknown; headers?: Record<string, string> };
@@ -151,6 +157,11 @@ export function toReply(err: unknown, req: IncomingMessage): Reply {
   if (err instanceof HttpError) return { status: err.status, body: { error: err.message, ...err.more }, headers: err.headers };
   if (isOutOfDisk(err)) {
     return { status: 507, body: { error: 'this shard is out of disk space, and nothing was written; reads and deletes still work' } };
+  }
+  // Rule 8: MySQL turned read-only under a request (fenced): nothing was written.
+  if (isReadOnly(err)) {
+    const e = readOnly();
+    return { status: e.status, body: { error: e.message, ...e.more }, headers: e.headers };
   }
   if (isUnavailable(err)) {
     return { status: 503, body: { error: 'the database is unavailable; try again shortly' }, headers: { 'Retry-After': '1' } };

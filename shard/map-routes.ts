@@ -4,10 +4,10 @@
 import { checkMap } from '../api/cluster-map.ts';
 import { HttpError, readJson, type Context, type Reply } from './http.ts';
 
-/** The map this shard holds, its identity, and what is left of a reshard's lease by this shard's clock. */
+/** The map this shard holds, its identity, its role (rule 8), and what is left of a reshard's lease by this shard's clock. */
 export async function readMap({ held }: Context): Promise<Reply> {
   const leaseLeftMs = held.leaseUntil === undefined ? null : Math.max(0, held.leaseUntil - Date.now());
-  const body = { shard: held.shard, map: held.map ?? null, leaseLeftMs };
+  const body = { shard: held.shard, role: held.writable ? 'primary' : 'standby', map: held.map ?? null, leaseLeftMs };
   return { status: 200, body, headers: held.map === undefined ? {} : { ETag: `"${held.map.epoch}"` } };
 }
 

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { checkMap, placer, ringChange, type ClusterMap } from '../api/cluster-map.ts';
+import { addressOf, checkMap, placer, ringChange, type ClusterMap } from '../api/cluster-map.ts';
+import { Invalid } from '../api/expense.ts';
 import type { State } from '../db.ts';
 import type { Held } from '../shard/cluster.ts';
 import { decide, type Verdict } from '../shard/placement.ts';
@@ -21,7 +22,7 @@ const [A, B, C] = [node('3000'), node('4000'), node('5000')];
 const settled: ClusterMap = { epoch: 7, nodes: [A, B], replicas: 1 };
 const moving: ClusterMap = { ...settled, epoch: 8, moving: { nodes: [A, B, C], replicas: 1, by: { host: 'h', machine: '', pid: 1, started: '' }, leaseMs: 15_000 } };
 
-const held = (map: ClusterMap | undefined, shard: string): Held => ({ shard, map, place: map && placer(map) });
+const held = (map: ClusterMap | undefined, shard: string, writable = true): Held => ({ shard, writable, map, place: map && placer(map) });
 
 /** The first id (1, 2, 3 …) whose placement under `map` satisfies `wanted`. */
 function idWhere(map: ClusterMap, wanted: (owner: string, target: string | undefined) => boolean): string {
@@ -123,6 +124,47 @@ describe('rule 6: a ring changes only by a move, or by a recorded forget', () =>
   it('checkMap refuses a forgotten shard in a ring, and a forget dated after the map', () => {
     assert.throws(() => checkMap({ ...ended, forgot: [{ ...C, epoch: 9 }] }), /cannot be in a ring/);
     assert.throws(() => checkMap({ ...forgetC, forgot: [{ ...C, epoch: 11 }] }), /must name the epoch that forgot it, from 1 to 10/);
+  });
+});
+
+describe('rule 7: a node\'s place on the ring is its name; its address can change', () => {
+  const failedOver: ClusterMap = { ...settled, epoch: 8, nodes: [{ ...A, address: '127.0.0.1:3100' }, B] };
+
+  it('places every id as before when a node answers at another address', () => {
+    const [before, after] = [placer(settled), placer(failedOver)];
+    for (let i = 0; i < 1000; i++) assert.equal(after(String(i)).owner.name, before(String(i)).owner.name);
+  });
+
+  it('resolves a name to its address, and a name with none to itself', () => {
+    assert.equal(addressOf(failedOver, A.name), '127.0.0.1:3100');
+    assert.equal(addressOf(failedOver, B.name), B.name);
+    assert.equal(addressOf(settled, A.name), A.name);
+  });
+
+  it('checks an address as a name is checked, and writes one equal to the name not at all', () => {
+    assert.deepEqual(checkMap({ ...settled, nodes: [{ ...A, address: A.name }, B] }), settled);
+    assert.deepEqual(checkMap(failedOver), failedOver);
+    assert.throws(() => checkMap({ ...settled, nodes: [{ ...A, address: 'nowhere' }, B] }), Invalid);
+    assert.throws(() => checkMap({ ...settled, nodes: [{ ...A, address: '127.0.0.1:6000' }, B] }), /bad port/);
+    assert.throws(() => checkMap({ ...settled, nodes: [{ ...A, address: B.name }, B] }), /at one address/);
+    const twoAddresses = { ...moving, moving: { ...moving.moving!, nodes: [{ ...A, address: '127.0.0.1:3100' }, B, C] } };
+    assert.throws(() => checkMap(twoAddresses), /two addresses/);
+  });
+});
+
+describe('rule 8: only a writable machine serves ids', () => {
+  const failedOver: ClusterMap = { ...settled, epoch: 8, nodes: [{ ...A, address: '127.0.0.1:3100' }, B] };
+  const asStandby = (map: ClusterMap | undefined, address: string, id: string, row: State | undefined) => decide({ held: held(map, A.shard, false), secret: SECRET, address }, id, row, { creates: true });
+
+  it('a read-only machine sends its own live id to the owner\'s address when that is another (the fenced old primary after a failover)', () => {
+    assert.deepEqual(asStandby(failedOver, A.name, onA, 'live'), { answer: 'redirect', to: failedOver.nodes[0], rule: '8' });
+  });
+  it('a standby whose map names its primary\'s address sends the client there', () => {
+    assert.deepEqual(asStandby(settled, '127.0.0.1:3100', onA, undefined), { answer: 'redirect', to: A, rule: '8' });
+  });
+  it('a read-only machine that its map names as the owner answers 503: it knows no better', () => {
+    assert.deepEqual(asStandby(failedOver, '127.0.0.1:3100', onA, 'live'), { answer: 'standby', rule: '8' });
+    assert.deepEqual(asStandby(undefined, A.name, 'x', undefined), { answer: 'standby', rule: '8' });
   });
 });
 

@@ -190,3 +190,57 @@ export async function startServer(env: NodeJS.ProcessEnv): Promise<Server> {
     },
   };
 }
+
+/**
+ * A base port for `count` shards with standbys (SHARDS_PORT_STEP=1): each
+ * shard's four ports, base+i, base+100+i, base+200+i and base+300+i
+ * (start-shards.sh, rule S2), are free.
+ */
+export async function freePairPorts(count: number): Promise<number> {
+  for (;;) {
+    const base = await freePorts(count + 1);
+    if (base + 300 + count >= 32_768) continue;
+    const others = [100, 200, 300].flatMap((offset) => Array.from({ length: count + 1 }, (_, i) => base + offset + i));
+    if ((await Promise.all(others.map(isFree))).every(Boolean)) return base;
+  }
+}
+
+/** Starts `count` shards, each with a standby (SHARDS_STANDBY=1); call stop() in an after hook. */
+export async function startShardPairs(count: number) {
+  const dir = await mkdtemp(join(tmpdir(), 'chs-'));
+  const basePort = await freePairPorts(count);
+  const env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', SHARDS_STANDBY: '1' };
+  const script = (...args: string[]) => run(join(ROOT, 'start-shards.sh'), args, { env });
+  const started = await script(String(count));
+  if (started.code !== 0) {
+    await script('stop');
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`start-shards.sh failed:\n${started.stdout}${started.stderr}`);
+  }
+  const machineDir = (shard: number, machine: 'primary' | 'standby') => join(dir, `shard-${shard}`, ...(machine === 'standby' ? ['standby'] : []));
+  return {
+    dir,
+    env,
+    script,
+    started,
+    machineDir,
+    /** The primary's server, as the client names it. */
+    nodeOf: (shard: number) => `127.0.0.1:${basePort + shard - 1}`,
+    /** The standby's server. */
+    standbyOf: (shard: number) => `127.0.0.1:${basePort + 100 + shard - 1}`,
+    /** Runs SQL as root on one machine of a shard; the rows, tab-separated columns split. */
+    async sql(shard: number, machine: 'primary' | 'standby', statement: string): Promise<string[][]> {
+      const result = await script(machine === 'standby' ? 'sql-standby' : 'sql', String(shard), '--batch', '--skip-column-names', '--raw', '-e', statement);
+      if (result.code !== 0) throw new Error(`SQL on shard ${shard}'s ${machine} failed: ${result.stderr}`);
+      return result.stdout.split('\n').filter((line) => line !== '').map((line) => line.split('\t'));
+    },
+    /** The pid in one of a machine's pid files. */
+    async pid(shard: number, machine: 'primary' | 'standby', file: 'server.pid' | 'mysqld.pid'): Promise<number> {
+      return Number((await readFile(join(machineDir(shard, machine), file), 'utf8')).trim());
+    },
+    async stop(): Promise<void> {
+      await script('stop');
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,152 @@
+// operator/failover.ts: give a node's name a new machine, its standby, when
+// the machine behind it dies or must go: `ch_client.ts failover NODE --to
+// STANDBY`. As Redis's CLUSTER FAILOVER and Vitess's PlannedReparentShard /
+// EmergencyReparentShard do, in numbered steps, under the map's epoch:
+//
+//   1. FENCE the old primary (POST /cluster/fence at NODE's address): it
+//      acknowledges nothing more, and says the last position it wrote. If it
+//      does not answer, this is an emergency: it is fenced all the same,
+//      because its standby is about to leave it and its semi-sync waits for
+//      an ack for ever (start-shards.sh, S3), so it cannot acknowledge a write.
+//   2. APPLY: the standby applies all it received, up to the fenced
+//      primary's position (planned), or up to all it received (emergency).
+//   3. PROMOTE it: it forgets the old primary, waits for its own standby's
+//      acks from now on, and becomes writable (2 and 3 are one request,
+//      POST /cluster/promote; shard/replication.ts, D2-D3). A fenced old
+//      primary that answers is made its standby at once (POST /cluster/follow),
+//      as Vitess's PlannedReparentShard does; a dead one is rebuilt later by
+//      `./start-shards.sh rejoin N` on its host.
+//   4. MAP: the cluster's map at the next epoch, NODE at the standby's
+//      address (api/cluster-map.ts, rule 7), onto every node by compare-and-
+//      set on the epoch each holds. A reshard under way keeps its `moving`
+//      part: only the address changes. The new primary writes the map only
+//      once a standby acknowledges it (start-shards.sh, S3): in an emergency,
+//      this step waits for the rejoin, and says so.
+//   5. FOLLOW: clients that meet the old address re-read the map from the
+//      other nodes and go on (client/cluster.ts); the fenced old primary
+//      names no other address and answers 503 (rule 8) until it rejoins.
+//
+// With the old primary alive, the same command is a planned switchover: the
+// fence waits for the commits in flight, and the standby applies them all
+// before it serves, so nothing acknowledged is lost. Run again after a
+// failure, it goes on from where the cluster is (every step is idempotent).
+
+import { addressOf, describeMap, everyNode, sameMap, type ClusterMap } from '../api/cluster-map.ts';
+import { ask, newest, type Said } from '../client/cluster.ts';
+import { call, problem, type Answer } from '../client/http.ts';
+import { putMap, whereIn } from './reshard.ts';
+
+export type FailoverOptions = { seeds: string[]; node: string; to: string; secret: string | undefined };
+
+// A primary that does not answer the fence in this time is taken for dead.
+const FENCE_TIMEOUT_MS = 3_000;
+// How long the standby may take to apply what it received.
+const APPLY_TIMEOUT_MS = 30_000;
+// How long step 4 waits for the new primary to have a standby that acknowledges its writes.
+const STANDBY_WAIT_MS = 180_000;
+
+/** Moves `o.node` to its standby at `o.to`. Resolves to the exit code. */
+export async function failover(o: FailoverOptions): Promise<number> {
+  const auth: Record<string, string> = o.secret === undefined ? {} : { authorization: `Bearer ${o.secret}` };
+  const map = await clusterMap(o);
+  if (typeof map === 'string') return fail(map);
+  const from = addressOf(map, o.node);
+  const standby = await standbyProblem(o, map);
+  if (standby !== undefined) return fail(standby);
+  console.log(`failover of ${o.node} (shard ${shardOf(map, o.node)}) from ${from} to ${o.to}, the cluster at ${describeMap(map)}`);
+
+  // 1. Fence.
+  const fenced = from === o.to ? undefined : await tryCall(from, 'POST', '/cluster/fence', {}, auth, FENCE_TIMEOUT_MS);
+  const position = fenced?.status === 200 ? String(fenced.body.gtid_binlog_pos) : null;
+  if (from === o.to) console.log(`1. fence: ${o.node} is at ${o.to} already; going on from step 2`);
+  else if (position !== null) console.log(`1. fenced the old primary at ${from}: read-only, its last write at GTID ${position || '(none)'}`);
+  else console.log(`1. the old primary at ${from} cannot be fenced (${fenced === undefined ? 'no answer' : problem(fenced)}): emergency. It cannot acknowledge a write: its standby leaves it in step 3, and it waits for a standby's ack for ever`);
+
+  // 2 and 3. Apply, promote.
+  const promoted = await tryCall(o.to, 'POST', '/cluster/promote', { wait_for: position, timeout_ms: APPLY_TIMEOUT_MS }, auth, APPLY_TIMEOUT_MS + 10_000);
+  if (promoted?.status !== 200) {
+    return fail(`3. promoting ${o.to} failed: ${promoted === undefined ? 'no answer' : problem(promoted)}. The cluster map is unchanged; fix that, then run the same command again`);
+  }
+  const p = promoted.body;
+  console.log(`2. the standby applied all it received, up to GTID ${p.applied || '(none)'}${position === null ? ' (its Gtid_IO_Pos)' : ' (the fenced primary\'s position)'}`);
+  console.log(`3. promoted ${o.to}: ${p.promoted ? 'now' : 'already'} the primary, writable, semi-sync ${p.semisync?.Rpl_semi_sync_master_status ?? '?'}, at GTID ${p.gtid_binlog_pos}`);
+  const follows = position === null ? undefined : await tryCall(from, 'POST', '/cluster/follow', { mysql: p.mysql }, auth, 30_000);
+  if (follows?.status === 200) console.log(`3. the old primary at ${from} follows ${p.mysql} as its standby`);
+  else if (position !== null) console.log(`3. the old primary at ${from} could not be made the standby (${follows === undefined ? 'no answer' : problem(follows)}): rejoin it`);
+  else console.log(`4. waiting (up to ${STANDBY_WAIT_MS / 1000} s) for a standby to acknowledge the new map: on the shard's host, run ./start-shards.sh rejoin N`);
+
+  // 4. The map.
+  const next = moved(map, o.node, o.to);
+  const why = await install(next, o.secret);
+  if (why !== undefined) return fail(`4. ${why}. ${o.to} is the primary; run the same command again to finish`);
+  console.log(`4. the cluster is at ${describeMap(next)}, ${o.node} at ${o.to}, on every node`);
+
+  // 5. Clients follow.
+  console.log(`5. clients follow: a request to ${from} fails or meets a fenced machine, and the client reads the map again`);
+  console.log(`shard ${shardOf(map, o.node)} now runs without a standby, and its writes wait for one (S3). Make the old machine its standby, on its host:`);
+  console.log(`  ./start-shards.sh rejoin N   (N: the shard's number there; rebuilds it from ${o.to} if its data is gone)`);
+  return 0;
+}
+
+function fail(why: string): number {
+  console.error(why);
+  return 1;
+}
+
+const shardOf = (map: ClusterMap, name: string) => everyNode(map).find((n) => n.name === name)?.shard;
+
+/** The newest map of the cluster, read from the seeds and every node they name; or why there is none to fail over in. */
+async function clusterMap(o: FailoverOptions): Promise<ClusterMap | string> {
+  const said = await ask(o.seeds);
+  let map = newest(said);
+  if (map !== undefined) map = newest(new Map([...said, ...(await ask(everyNode(map).map((n) => n.name), whereIn(map)))])) ?? map;
+  if (map === undefined) return `refusing: no node of ${o.seeds.join(',')} holds a cluster map; a failover changes a node's address in it. Nothing was changed.`;
+  if (!everyNode(map).some((n) => n.name === o.node)) return `refusing: ${o.node} is not a node of the cluster (${describeMap(map)}: ${everyNode(map).map((n) => n.name).join(',')}). Nothing was changed.`;
+  return map;
+}
+
+/** Why `o.to` cannot take over `o.node`: it must answer as the same shard. */
+async function standbyProblem(o: FailoverOptions, map: ClusterMap): Promise<string | undefined> {
+  const answer = (await ask([o.to])).get(o.to)!;
+  if ('why' in answer) return `refusing: the standby ${o.to} cannot say which shard it is (${answer.why}). Nothing was changed.`;
+  if (answer.shard !== shardOf(map, o.node)) return `refusing: ${o.to} is shard ${answer.shard}, not ${o.node}'s shard ${shardOf(map, o.node)}: it is not its standby. Nothing was changed.`;
+  return undefined;
+}
+
+/** The map at the next epoch with `name` at `address`, in both rings. */
+function moved(map: ClusterMap, name: string, address: string): ClusterMap {
+  const at = (nodes: ClusterMap['nodes']) => nodes.map((n) => (n.name === name ? { ...n, address } : n));
+  return { ...map, epoch: map.epoch + 1, nodes: at(map.nodes), ...(map.moving && { moving: { ...map.moving, nodes: at(map.moving.nodes) } }) };
+}
+
+/** Step 4: `next` onto every node, over the epoch each holds. Undefined when every node has it, or why not. */
+async function install(next: ClusterMap, secret: string | undefined): Promise<string | undefined> {
+  const names = everyNode(next).map((n) => n.name);
+  const said = await ask(names, whereIn(next));
+  for (const name of names) {
+    const answer = said.get(name)!;
+    if ('why' in answer) return `${name} at ${addressOf(next, name)} cannot be reached (${answer.why}), and does not have the new map`;
+    if (answer.map?.epoch !== undefined && answer.map.epoch >= next.epoch) return `${name} holds epoch ${answer.map.epoch} already: another operator changed the cluster meanwhile`;
+    const deadline = Date.now() + STANDBY_WAIT_MS;
+    let res = await putMap(name, next, answer.map?.epoch, secret);
+    // 503: its writes wait for a standby's ack (S3), and server.ts gave up after 5 s; the write
+    // lands once a standby acks it, and the next put then meets it (412). Either way: read, and try again.
+    while (res.status !== 200 && Date.now() < deadline) {
+      const now = (await ask([name], whereIn(next))).get(name)!;
+      if ('map' in now && now.map !== undefined && sameMap(now.map, next)) break;
+      if (res.status !== 503 && res.status !== 412) return `${name} refused the new map: ${problem(res)}`;
+      res = await putMap(name, next, 'map' in now ? now.map?.epoch : answer.map?.epoch, secret);
+    }
+    if (Date.now() >= deadline) return `${name} did not take the new map within ${STANDBY_WAIT_MS / 1000} s (${problem(res)}): has the shard a standby again?`;
+  }
+  return undefined;
+}
+
+/** One request; undefined when the node does not answer at all. */
+async function tryCall(node: string, method: string, path: string, body: unknown, headers: Record<string, string>, timeoutMs: number): Promise<Answer | undefined> {
+  try {
+    return await call(node, method, path, body, headers, timeoutMs);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,190 @@
+// Failover on real processes (operator/failover.ts, shard/replication.ts):
+// two shards, each with a standby (SHARDS_STANDBY=1), writers that never
+// pause, and a kill that each test places itself. One cluster, in order:
+//   (a) emergency: shard 1's primary machine dies (server and MariaDB killed
+//       with SIGKILL, its data directory deleted) under the writers;
+//   (b) shard 2's primary is frozen (SIGSTOP), failed over, and thawed: it
+//       acknowledges nothing;
+//   (c) planned switchover of shard 1 back to the machine rebuilt in (a),
+//       under the writers.
+
+import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { expenseFor } from '../ch_client.ts';
+import { discover, send, type View } from '../client/cluster.ts';
+import { runNode, startShardPairs, waitForExit } from './shards.ts';
+
+type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
+
+const running: Array<() => void> = [];
+
+/** Writers that never pause: each POSTs new ids through the client, one after another, and records every 201. */
+function writers(view: View, prefix: string, count: number) {
+  const acked = new Map<string, number>(); // id: when its 201 came
+  let stopped = false;
+  let n = 0;
+  running.push(() => void (stopped = true)); // a test that fails midway must not leave them writing
+  const loops = Array.from({ length: count }, async () => {
+    while (!stopped) {
+      const id = `${prefix}-${n++}`;
+      try {
+        const res = await send(view, id, 'POST', '/v1/expenses', expenseFor(id));
+        if (res.status === 201) acked.set(id, Date.now());
+        else await new Promise((r) => setTimeout(r, 20));
+      } catch {
+        await new Promise((r) => setTimeout(r, 20)); // unreachable, or sent on too often: not acknowledged
+      }
+    }
+  });
+  return {
+    acked,
+    /** The 201s for ids that `node` owns, after `since`. */
+    ackedOn: (node: string, since: number) => [...acked].filter(([id, at]) => at > since && view.place(id).owner.name === node),
+    async stop() {
+      stopped = true;
+      await Promise.all(loops);
+    },
+  };
+}
+
+/** Polls until fn returns true, or fails after timeoutMs. */
+async function until(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await fn())) {
+    if (Date.now() > deadline) assert.fail(`not within ${timeoutMs} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Every acknowledged id, read back through the client: the ids that are missing or different. */
+async function lost(view: View, acked: Map<string, number>): Promise<string[]> {
+  const missing: string[] = [];
+  for (const id of acked.keys()) {
+    const res = await send(view, id, 'GET', `/v1/expenses/${id}`);
+    if (res.status !== 200 || res.body.name !== expenseFor(id).name) missing.push(`${id}: ${res.status}`);
+  }
+  return missing;
+}
+
+/** The largest gap between two successive 201s on `node`'s arc in [from, to]. */
+function longestPause(w: ReturnType<typeof writers>, node: string, from: number, to: number): number {
+  const times = w.ackedOn(node, from).map(([, at]) => at).filter((at) => at <= to).sort((a, b) => a - b);
+  let gap = 0;
+  for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i]! - times[i - 1]!);
+  return gap;
+}
+
+describe('failover: a shard survives the loss of one machine', () => {
+  let pairs: Pairs;
+  let view: View;
+  let failover: (node: string, to: string) => Promise<{ code: number; stdout: string; stderr: string }>;
+
+  before(async () => {
+    pairs = await startShardPairs(2);
+    view = (await discover([pairs.nodeOf(1), pairs.nodeOf(2)], 1)).view;
+    const secret = join(pairs.dir, 'cluster-secret');
+    const seeds = [pairs.nodeOf(1), pairs.nodeOf(2), pairs.standbyOf(1), pairs.standbyOf(2)].join(',');
+    failover = (node, to) => runNode(['ch_client.ts', 'failover', node, '--to', to, '--nodes', seeds, '--secret-file', secret]);
+  });
+  after(async () => {
+    for (const stop of running) stop();
+    await pairs?.stop();
+  });
+
+  it('(a) emergency: the primary machine killed and its disk gone; nothing acknowledged is lost, and writes to its arc come back', async () => {
+    const node = pairs.nodeOf(1);
+    const w = writers(view, 'a', 4);
+    await until('writes on both arcs', () => w.ackedOn(node, 0).length >= 20 && w.ackedOn(pairs.nodeOf(2), 0).length >= 20);
+    // The kill lands here, with writes in flight on shard 1.
+    const [server, mysqld] = [await pairs.pid(1, 'primary', 'server.pid'), await pairs.pid(1, 'primary', 'mysqld.pid')];
+    process.kill(server, 'SIGKILL');
+    process.kill(mysqld, 'SIGKILL');
+    const killedAt = Date.now();
+    await Promise.all([waitForExit(server), waitForExit(mysqld)]);
+    await rm(join(pairs.machineDir(1, 'primary'), 'mysql'), { recursive: true, force: true });
+
+    const started = Date.now();
+    const failing = failover(node, pairs.standbyOf(1));
+    // S3: the promoted machine's writes, the map's included, wait for a standby; the documented command gives it one.
+    await until('the standby promoted', async () => (await fetch(`http://${pairs.standbyOf(1)}/healthz`).then((r) => r.json(), () => ({}))).role === 'primary');
+    const rejoin = await pairs.script('rejoin', '1');
+    assert.equal(rejoin.code, 0, rejoin.stdout + rejoin.stderr);
+    const res = await failing;
+    const failedOver = Date.now();
+    const rejoined = failedOver;
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    assert.match(res.stdout, /1\. the old primary at \S+ cannot be fenced .*emergency/);
+    assert.match(res.stdout, /3\. promoted \S+: now the primary/);
+    assert.match(res.stdout, /4\. the cluster is at epoch 2: 2 nodes, replicas 1/);
+    assert.match(res.stdout, /\.\/start-shards\.sh rejoin N/);
+    assert.match(rejoin.stdout, /shard 1's standby.*|shard 1: the primary is the machine in \S+\/standby/);
+    await until('a write on the failed-over arc', () => w.ackedOn(node, rejoined).length > 0 || w.ackedOn(node, failedOver).length > 0);
+    const back = Math.min(...w.ackedOn(node, failedOver).map(([, at]) => at));
+    await new Promise((r) => setTimeout(r, 500));
+    await w.stop();
+    console.log(`(a) failover and rejoin took ${failedOver - started} ms; the arc's first 201 came ${back - started} ms after the failover command began (${back - killedAt} ms after the kill); ${w.acked.size} writes acknowledged`);
+    assert.deepEqual(await lost(view, w.acked), []);
+    const status = await pairs.script('status');
+    assert.match(status.stdout, /shard 1: the primary is the standby machine since a failover/);
+    assert.doesNotMatch(status.stdout, /WARNING: shard 1/);
+  });
+
+  it('(b) a frozen old primary, thawed after the failover, acknowledges nothing', async () => {
+    const node = pairs.nodeOf(2);
+    const [server, mysqld] = [await pairs.pid(2, 'primary', 'server.pid'), await pairs.pid(2, 'primary', 'mysqld.pid')];
+    process.kill(mysqld, 'SIGSTOP');
+    process.kill(server, 'SIGSTOP');
+    const failing = failover(node, pairs.standbyOf(2));
+    try {
+      await until('the standby promoted', async () => (await fetch(`http://${pairs.standbyOf(2)}/healthz`).then((r) => r.json(), () => ({}))).role === 'primary');
+    } finally {
+      process.kill(mysqld, 'SIGCONT');
+      process.kill(server, 'SIGCONT');
+    }
+    // Straight to the thawed machine, which still believes it is the primary.
+    const answers = await Promise.all(
+      ['thawed-1', 'thawed-2', 'thawed-3'].map(async (id) => {
+        const res = await fetch(`http://${node}/v1/expenses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(expenseFor(id)), signal: AbortSignal.timeout(20_000) });
+        return res.status;
+      }),
+    );
+    for (const status of answers) assert.ok(status < 200 || status >= 300, `the thawed old primary answered ${answers.join(', ')}`);
+    // Its binlog holds those writes (AFTER_SYNC syncs before the wait): it has diverged, and is rebuilt.
+    process.kill(server, 'SIGKILL');
+    process.kill(mysqld, 'SIGKILL');
+    await Promise.all([waitForExit(server), waitForExit(mysqld)]);
+    await rm(join(pairs.machineDir(2, 'primary'), 'mysql'), { recursive: true, force: true });
+    const rejoin = await pairs.script('rejoin', '2');
+    assert.equal(rejoin.code, 0, rejoin.stdout + rejoin.stderr);
+    const res = await failing;
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    assert.match(res.stdout, /cannot be fenced .*emergency/);
+    // The cluster never acknowledged them, and does not have them.
+    for (const id of ['thawed-1', 'thawed-2', 'thawed-3']) assert.equal((await send(view, id, 'GET', `/v1/expenses/${id}`)).status, 404);
+  });
+
+  it('(c) planned switchover under writers: nothing lost, and the pause measured', async () => {
+    const node = pairs.nodeOf(1);
+    const w = writers(view, 'c', 4);
+    await until('writes on shard 1', () => w.ackedOn(node, 0).length >= 20);
+    const started = Date.now();
+    // Shard 1's primary is now its standby machine (a); the machine rebuilt by rejoin takes over again.
+    const res = await failover(node, pairs.nodeOf(1));
+    const done = Date.now();
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    assert.match(res.stdout, /1\. fenced the old primary at \S+: read-only, its last write at GTID/);
+    assert.match(res.stdout, /3\. the old primary at \S+ follows \S+ as its standby/);
+    // Records the roles (S6); the old primary already follows.
+    const rejoin = await pairs.script('rejoin', '1');
+    assert.equal(rejoin.code, 0, rejoin.stdout + rejoin.stderr);
+    const rejoined = Date.now();
+    await until('a write on the switched arc', () => w.ackedOn(node, rejoined).length > 0);
+    await new Promise((r) => setTimeout(r, 500));
+    await w.stop();
+    const pause = longestPause(w, node, started - 1000, Date.now());
+    console.log(`(c) switchover took ${done - started} ms, rejoin ${rejoined - done} ms; longest pause between 201s on the arc ${pause} ms; ${w.acked.size} writes acknowledged`);
+    assert.deepEqual(await lost(view, w.acked), []);
+  });
+});
