@@ -29,7 +29,7 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { describeMap, everyNode, sameMap, type ClusterMap, type Forgot, type Holder, type MapNode } from '../api/cluster-map.ts';
 import { ask, newest, sameNodes, type Said } from '../client/cluster.ts';
-import { call, problem } from '../client/http.ts';
+import { call, problem, reconsider } from '../client/http.ts';
 import { plural } from '../api/words.ts';
 import { account, forgetProblem, stillInMap, withoutForgotten } from './forget.ts';
 import { idsOn, isClean, printProblems, report, total, walk } from './walk.ts';
@@ -90,6 +90,7 @@ export async function reshard(o: ReshardOptions): Promise<number> {
     // 4. Move.
     if (!(await moveAndAudit(plan.next, o, lease))) return 1;
     // 5. End, with a whole lease ahead, so that no takeover can meet this end half-way.
+    await reconsider();
     await lease.renew();
     lease.stop();
     if (lease.lost() !== undefined) {
@@ -110,6 +111,7 @@ async function moveAndAudit(map: ClusterMap, o: ReshardOptions, lease: Lease): P
   const auth = { epoch: map.epoch, secret: o.secret };
   report(await walk(map, auth), map, 'reshard');
   for (let audit = 1; audit <= AUDITS && !lease.lost(); audit++) {
+    await reconsider(); // the reshard's own give-up policy: a node given up in one walk may answer in the next
     const last = await walk(map, auth);
     const out = total(last.misplaced);
     console.log(`audit ${audit}: ${last.records} records on ${last.nodes} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}`);

@@ -1,0 +1,80 @@
+// The operator's tools under stress (issue 28), on real shards behind gates
+// (test/gate.ts), so that a test decides where a pause lands: an operator
+// paused within its lease finishes, renewals reach every node at once, an
+// operator taken over says so, and clients name what they met.
+
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HashRing } from '../ring.ts';
+import { startGate, type Gate } from './gate.ts';
+import { machine, type Machine } from './machine.ts';
+import { startShards, type Shards } from './shards.ts';
+
+let shards: Shards;
+let gates: Gate[];
+let four: string[]; // every node, by its gate
+let three: string[];
+// Two operators' machines, both with the cluster secret.
+let a: Machine;
+let b: Machine;
+const REPLICAS = '100';
+
+before(async () => {
+  shards = await startShards(4, { map: false });
+  gates = await Promise.all(shards.nodes.map(startGate));
+  four = gates.map((g) => g.node);
+  three = four.slice(0, 3);
+  [a, b] = await Promise.all([machine(shards.secretFile), machine(shards.secretFile)]);
+  const first = await a.client(['reshard', '--nodes', three.join(','), '--to', three.join(','), '--replicas', REPLICAS]);
+  assert.equal(first.code, 0, first.stdout + first.stderr);
+  const stored = await a.client(['--nodes', three.join(','), '--ids', '1-600']);
+  assert.equal(stored.code, 0, stored.stderr);
+});
+
+after(async () => {
+  await Promise.all((gates ?? []).map((g) => g.close()));
+  await shards?.stop();
+  await Promise.all([a, b].map((m) => m?.remove()));
+});
+
+const reshardArgs = (to: string[], ...more: string[]) => ['reshard', '--nodes', three.join(','), '--to', to.join(','), ...more];
+const isStep = (step: string) => (method: string, path: string) => method === 'POST' && path.endsWith(`/${step}`);
+
+/** Brings the cluster to the ring of `nodes`, whatever shape an earlier test left. */
+async function settle(nodes: string[]): Promise<void> {
+  for (const gate of gates) gate.release();
+  const res = await b.client(reshardArgs(nodes, '--replicas', REPLICAS));
+  assert.equal(res.code, 0, `settling on ${nodes.length} nodes:\n${res.stdout}${res.stderr}`);
+}
+
+async function api(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  const res = await fetch(`http://${node}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  return { status: res.status, etag: res.headers.get('etag'), body: text === '' ? undefined : JSON.parse(text) };
+}
+
+const secret = async () => ({ authorization: `Bearer ${(await readFile(shards.secretFile, 'utf8')).trim()}` });
+
+describe('an operator paused within its lease', () => {
+  it('a reshard stopped for 12 s mid-move (SIGSTOP), with a 30 s lease, exits 0 and gives up no node', async (t) => {
+    await settle(three);
+    // Stopped with adopts in flight: their answers arrive while it cannot read them.
+    gates[3]!.hold(isStep('adopt'));
+    const run = a.start(reshardArgs(four, '--lease', '30'));
+    await gates[3]!.held(1);
+    run.kill('SIGSTOP');
+    try {
+      gates[3]!.release();
+      await sleep(12_000);
+    } finally {
+      run.kill('SIGCONT');
+    }
+    const done = await run.exited;
+    t.diagnostic(`paused operator: exit ${done.code}; ${done.stderr.split('\n').filter((l) => /stopped answering/.test(l)).length} nodes given up`);
+    assert.doesNotMatch(done.stderr, /stopped answering/);
+    assert.equal(done.code, 0, done.stdout + done.stderr);
+    assert.match(done.stdout, /^the cluster is at epoch \d+: 4 nodes, replicas 100$/m);
+  });
+});
