@@ -103,6 +103,7 @@ export async function reshard(o: ReshardOptions): Promise<number> {
     return 0;
   } finally {
     lease.stop();
+    lease.report();
   }
 }
 
@@ -372,22 +373,47 @@ async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: s
   return true;
 }
 
-type Lease = { renew(): Promise<void>; stop(): void; lost(): string | undefined };
+type Lease = { renew(): Promise<void>; stop(): void; lost(): string | undefined; report(): void };
 
-/** Renews the reshard's lease on every node, every third of it, until stopped; `lost` says why it could not. */
+/**
+ * Renews the reshard's lease on every node, every third of it, until stopped;
+ * `lost` says why it could not. Each renewal goes to every node at once: one
+ * after another, a node slow to answer (up to a 10 s timeout) held back the
+ * renewal of every node after it, and the lease could lapse on healthy ones.
+ * Each failure is recorded, and `report` prints them, one line per node.
+ */
 function renewLease(map: ClusterMap, secret: string | undefined): Lease {
   let lost: string | undefined;
+  let sent = 0;
+  const failed = new Map<string, { times: number; first: string }>(); // node: how often, and the first failure
+  const started = performance.now();
   const nodes = everyNode(map).map((n) => n.name);
+  const fail = (node: string, why: string) => {
+    const at = `${((performance.now() - started) / 1000).toFixed(1)} s in`;
+    const seen = failed.get(node);
+    if (seen === undefined) failed.set(node, { times: 1, first: `${at}: ${why}` });
+    else seen.times++;
+  };
+  const renewOne = async (node: string) => {
+    sent++;
+    const res = await putMap(node, map, map.epoch, secret).catch((err: Error) => err);
+    if (res instanceof Error) return fail(node, res.message);
+    // 412: the map moved on without us. Another operator took the reshard over.
+    if (res.status === 412) lost ??= `${node} is at epoch ${res.etag?.replace(/"/g, '')}: another operator took this reshard over`;
+    else if (res.status !== 200) fail(node, problem(res));
+  };
   const renew = async () => {
-    for (const node of nodes) {
-      const res = await putMap(node, map, map.epoch, secret).catch(() => undefined);
-      // 412: the map moved on without us. Another operator took the reshard over.
-      if (res?.status === 412) lost ??= `${node} is at epoch ${res.etag?.replace(/"/g, '')}: another operator took this reshard over`;
-    }
+    await Promise.all(nodes.map(renewOne));
   };
   const timer = setInterval(renew, map.moving!.leaseMs / 3);
   timer.unref();
-  return { renew, stop: () => clearInterval(timer), lost: () => lost };
+  const report = () => {
+    if (failed.size === 0) return;
+    const times = [...failed.values()].reduce((n, f) => n + f.times, 0);
+    console.error(`lease renewals: ${times} of ${sent} failed, on ${plural(failed.size, 'node')} (the lease holds while any node has it):`);
+    for (const [node, f] of failed) console.error(`  ${node}: ${plural(f.times, 'renewal')} failed, the first ${f.first}`);
+  };
+  return { renew, stop: () => clearInterval(timer), lost: () => lost, report };
 }
 
 // ---------------------------------------------------------------------------

@@ -78,3 +78,24 @@ describe('an operator paused within its lease', () => {
     assert.match(done.stdout, /^the cluster is at epoch \d+: 4 nodes, replicas 100$/m);
   });
 });
+
+describe('lease renewals', () => {
+  it('go to every node at once: one node that does not answer them lets the lease lapse on no other, and its failures are reported', async (t) => {
+    await settle(three);
+    gates[3]!.hold(isStep('adopt'));
+    const run = a.start(reshardArgs(four, '--lease', '3'));
+    await gates[3]!.held(1);
+    // The first node takes no renewal: each waits at its gate, for longer than the lease.
+    gates[0]!.hold((method, path) => method === 'PUT' && path === '/cluster/map');
+    await gates[0]!.held(1);
+    await sleep(4_000);
+    const left = await Promise.all(four.slice(1).map(async (node) => (await api(node, 'GET', '/cluster/map')).body.leaseLeftMs as number));
+    gates[0]!.drop();
+    gates[3]!.release();
+    const done = await run.exited;
+    t.diagnostic(`renewals held at one node for 4 s, lease 3 s: ${left.join(', ')} ms left on the others; ${done.stderr.split('\n').filter((l) => /^(lease renewals|  \S+: \d+ renewal)/.test(l)).join(' / ')}`);
+    assert.ok(left.every((ms) => ms > 0), `the lease is still held on the other nodes (${left.join(', ')} ms left)`);
+    assert.equal(done.code, 0, done.stdout + done.stderr);
+    assert.match(done.stderr, new RegExp(`^lease renewals: \\d+ of \\d+ failed, on 1 node \\(the lease holds while any node has it\\):\\n  ${four[0]}: \\d+ renewals? failed, the first \\d+\\.\\d s in: cannot reach ${four[0]}: `, 'm'));
+  });
+});
