@@ -88,13 +88,17 @@ export async function reshard(o: ReshardOptions): Promise<number> {
   const lease = renewLease(plan.next, o.secret);
   try {
     // 4. Move.
-    if (!(await moveAndAudit(plan.next, o, lease))) return 1;
+    const moved = { count: 0 };
+    if (!(await moveAndAudit(plan.next, o, lease, moved))) {
+      if (lease.lost() !== undefined) console.error(await takenOver(said, plan.next, lease.lost()!, `this run moved ${plural(moved.count, 'record')} before that`));
+      return 1;
+    }
     // 5. End, with a whole lease ahead, so that no takeover can meet this end half-way.
     await reconsider();
     await lease.renew();
     lease.stop();
     if (lease.lost() !== undefined) {
-      console.error(`reshard stopped before its end: ${lease.lost()}`);
+      console.error(await takenOver(said, plan.next, lease.lost()!, `this run moved ${plural(moved.count, 'record')} before that, and put no end map anywhere`));
       return 1;
     }
     const end: ClusterMap = { epoch: plan.next.epoch + 1, nodes: plan.next.moving!.nodes, replicas: plan.next.moving!.replicas, ...carried(plan.next) };
@@ -108,19 +112,22 @@ export async function reshard(o: ReshardOptions): Promise<number> {
 }
 
 /** Step 4: true when an audit found every record on its owner. */
-async function moveAndAudit(map: ClusterMap, o: ReshardOptions, lease: Lease): Promise<boolean> {
+async function moveAndAudit(map: ClusterMap, o: ReshardOptions, lease: Lease, moved: { count: number }): Promise<boolean> {
   const auth = { epoch: map.epoch, secret: o.secret };
-  report(await walk(map, auth), map, 'reshard');
+  const first = await walk(map, auth);
+  moved.count += first.moved;
+  report(first, map, 'reshard');
   for (let audit = 1; audit <= AUDITS && !lease.lost(); audit++) {
     await reconsider(); // the reshard's own give-up policy: a node given up in one walk may answer in the next
     const last = await walk(map, auth);
+    moved.count += last.moved;
     const out = total(last.misplaced);
     console.log(`audit ${audit}: ${last.records} records on ${last.nodes} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}`);
     if (isClean(last)) return true;
     printProblems(last, o.verbose);
   }
-  const why = lease.lost() ?? 'fix the above and run the same command again; until then the cluster map keeps the reshard on record';
-  console.error(`reshard incomplete: ${why}`);
+  // A run taken over says so at its end (takenOver), with what it moved and where the cluster is now.
+  if (lease.lost() === undefined) console.error('reshard incomplete: fix the above and run the same command again; until then the cluster map keeps the reshard on record');
   return false;
 }
 
@@ -338,6 +345,11 @@ async function take(map: ClusterMap, next: ClusterMap, said: Map<string, Said>, 
       const holder = m === undefined ? 'another operator changed the cluster map' : `pid ${m.by.pid} on ${m.by.host}, started ${m.by.started}, is moving the cluster to ${m.nodes.map((n) => n.name).join(',')}`;
       return `refusing: ${holder} (${node} is at epoch ${res.etag?.replace(/"/g, '') ?? 'unknown'}). Nothing was changed.`;
     }
+    // Its map reached the nodes before this one, and then the cluster moved past it: another operator took over while this run stood still.
+    if (i > 0) {
+      const now = newest(await ask([...new Set([...said.keys(), ...order])]));
+      if (now !== undefined && now.epoch > next.epoch) return takenOverNow(now, next, `${node} refused its map (${problem(res)}); this run had put it on ${plural(i, 'node')} of ${order.length}, and moved no record`);
+    }
     const back = map.epoch === 0 ? [] : order.slice(0, i);
     const putBack = (n: string) => putMap(n, { ...map, epoch: next.epoch + 1 }, next.epoch, secret).then((r) => r.status === 200, () => false);
     const undone = await Promise.all(back.map(putBack));
@@ -345,6 +357,26 @@ async function take(map: ClusterMap, next: ClusterMap, said: Map<string, Said>, 
     return `could not put the reshard's map on ${node}: ${problem(res)}. Nothing has moved; ${how}. Run the same command again.`;
   }
   return undefined;
+}
+
+/**
+ * What an operator whose lease lapsed, and that was taken over, says: that
+ * it was, what this run did, and what the cluster is at now. Never "nothing
+ * has moved": the operator that took over may have moved every record.
+ */
+async function takenOver(said: Map<string, Said>, mine: ClusterMap, why: string, did: string): Promise<string> {
+  const now = newest(await ask([...new Set([...said.keys(), ...everyNode(mine).map((n) => n.name)])]));
+  return takenOverNow(now ?? mine, mine, `${why}; ${did}`);
+}
+
+function takenOverNow(now: ClusterMap, mine: ClusterMap, what: string): string {
+  const by = now.moving === undefined ? '' : `, under way by pid ${now.moving.by.pid} on ${now.moving.by.host}, started ${now.moving.by.started}`;
+  const nodes = everyNode(now).map((n) => n.name).join(',');
+  return (
+    `this reshard (epoch ${mine.epoch}) was taken over: its lease lapsed while it stood still, and another operator went on with the cluster. ${what}.\n` +
+    `  The cluster is at ${describeMap(now)}${by}; records that reshard moved are on their new owners, and nothing of this run is left to undo.\n` +
+    `  To see where every record is: node ch_client.ts check --nodes ${nodes}`
+  );
 }
 
 /** Step 5: `end` onto every node that has not got it, removed nodes first. True when every node has it. */

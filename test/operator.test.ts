@@ -99,3 +99,32 @@ describe('lease renewals', () => {
     assert.match(done.stderr, new RegExp(`^lease renewals: \\d+ of \\d+ failed, on 1 node \\(the lease holds while any node has it\\):\\n  ${four[0]}: \\d+ renewals? failed, the first \\d+\\.\\d s in: cannot reach ${four[0]}: `, 'm'));
   });
 });
+
+describe('an operator taken over', () => {
+  it('says so when it resumes, with the epoch and map the cluster is at now, and never "Nothing has moved"', async (t) => {
+    await settle(three);
+    // Frozen while putting its map on the nodes: the first node has it, the second never gets it.
+    let puts = 0;
+    gates[1]!.hold((method, path) => method === 'PUT' && path === '/cluster/map' && ++puts === 2);
+    const frozen = a.start(reshardArgs(four, '--lease', '2'));
+    await gates[1]!.held(1);
+    frozen.kill('SIGSTOP');
+    gates[1]!.drop();
+    try {
+      for (const node of four) while ((await api(node, 'GET', '/cluster/map')).body.leaseLeftMs > 0) await sleep(100);
+      const takeover = await b.client(reshardArgs(four));
+      assert.equal(takeover.code, 0, takeover.stdout + takeover.stderr);
+      assert.match(takeover.stdout, /moved [1-9]\d*, left in place/);
+    } finally {
+      frozen.kill('SIGCONT');
+    }
+    const thawed = await frozen.exited;
+    const { map } = (await api(four[0]!, 'GET', '/cluster/map')).body;
+    t.diagnostic(`thawed operator, exit ${thawed.code}: ${thawed.stderr.trim().split('\n').join(' / ')}`);
+    assert.equal(thawed.code, 1);
+    assert.doesNotMatch(thawed.stderr, /Nothing has moved/);
+    assert.match(thawed.stderr, /^this reshard \(epoch \d+\) was taken over: its lease lapsed while it stood still, and another operator went on with the cluster\. .*this run had put it on 1 node of 4, and moved no record\.$/m);
+    assert.match(thawed.stderr, new RegExp(`^  The cluster is at epoch ${map.epoch}: 4 nodes, replicas 100; records that reshard moved are on their new owners`, 'm'));
+    assert.match(thawed.stderr, /^  To see where every record is: node ch_client\.ts check --nodes \S+$/m);
+  });
+});
