@@ -8,7 +8,7 @@
 // request goes where the 421 says, with Asking when the old owner of a moving
 // id sent it on.
 
-import { checkMap, describeMap, placer, type ClusterMap, type Placement } from '../api/cluster-map.ts';
+import { checkMap, describeMap, everyNode, placer, type ClusterMap, type Placement } from '../api/cluster-map.ts';
 import { HashRing } from '../ring.ts';
 import { call, type Answer } from './http.ts';
 
@@ -133,11 +133,33 @@ export async function send(view: View, id: string, method: string, path: string,
     }
     if (res.status !== 421 || typeof res.body?.owner !== 'string') return { ...res, node };
     follow(view, res.body.map);
+    // A node that sends a request to itself is not the shard its map binds it to: no hop will help.
+    const why = res.body.owner === node ? await misbound(view, node) : undefined;
+    if (why !== undefined) throw new Error(`${method} ${path}: ${why}`);
     node = res.body.owner;
     headers = res.body.asking === undefined ? {} : { asking: String(res.body.asking) };
     hop++;
   }
-  throw new Error(`${method} ${path}: still sent elsewhere after ${HOPS} hops; the cluster map is changing, try again`);
+  const why = await misbound(view, node);
+  throw new Error(`${method} ${path}: ${why === undefined ? `still sent elsewhere after ${HOPS} hops; the cluster map is changing, try again` : why}`);
+}
+
+/**
+ * Why `node` cannot serve what the map sends to it: it says it is another
+ * shard than the one the map binds to its name (it runs on another shard's
+ * database, or the map was edited by hand). Undefined when it is the shard
+ * the map names, or cannot say.
+ */
+async function misbound(view: View, node: string): Promise<string | undefined> {
+  const bound = everyNode(view.map).find((n) => n.name === node)?.shard;
+  const said = (await ask([node])).get(node);
+  if (bound === undefined || said === undefined || !('shard' in said) || said.shard === bound) return undefined;
+  const nodes = everyNode(view.map).map((n) => n.name).join(',');
+  return (
+    `${node} answers as shard ${said.shard}, but the cluster map at epoch ${view.map.epoch} binds ${node} to shard ${bound}, so no node serves this id. ` +
+    `Either ${node} runs on another shard's database, or the map was edited by hand. See where the cluster stands with: node ch_client.ts check --nodes ${nodes}; ` +
+    `then start ${node} on shard ${bound}'s database, or put back a map that binds each node to its own shard`
+  );
 }
 
 /** Takes a newer map from a 421's answer. */

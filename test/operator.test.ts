@@ -128,3 +128,30 @@ describe('an operator taken over', () => {
     assert.match(thawed.stderr, /^  To see where every record is: node ch_client\.ts check --nodes \S+$/m);
   });
 });
+
+describe('a node that answers as another shard than the map binds it to', () => {
+  it('is named by the client, with both identities and the command to run next, not "the cluster map is changing"', async (t) => {
+    await settle(three);
+    const { map } = (await api(three[0]!, 'GET', '/cluster/map')).body;
+    const itself = (await api(three[2]!, 'GET', '/cluster/map')).body.shard;
+    const stranger = (await api(four[3]!, 'GET', '/cluster/map')).body.shard;
+    // A map edited by hand: the third node bound to the fourth shard.
+    const edited = { ...map, epoch: map.epoch + 1, nodes: map.nodes.map((n: { name: string }) => (n.name === three[2] ? { ...n, shard: stranger } : n)) };
+    const put = async (m: unknown, over: number) => {
+      for (const node of three) assert.equal((await api(node, 'PUT', '/cluster/map', m, { ...(await secret()), 'if-match': `"${over}"` })).status, 200);
+    };
+    await put(edited, map.epoch);
+    try {
+      const ring = new HashRing(three, Number(REPLICAS));
+      const id = ['x1', 'x2', 'x3', 'x4', 'x5', 'x6', 'x7', 'x8', 'x9'].find((x) => ring.get(x) === three[2])!;
+      const res = await a.client(['--nodes', three.join(','), '--ids', id]);
+      t.diagnostic(`client: ${res.stderr.trim().split('\n').join(' / ')}`);
+      assert.equal(res.code, 1);
+      assert.doesNotMatch(res.stderr, /the cluster map is changing/);
+      assert.match(res.stderr, new RegExp(`${three[2]} answers as shard ${itself}, but the cluster map at epoch ${edited.epoch} binds ${three[2]} to shard ${stranger}`));
+      assert.match(res.stderr, /node ch_client\.ts check --nodes \S+/);
+    } finally {
+      await put({ ...map, epoch: edited.epoch + 1 }, edited.epoch);
+    }
+  });
+});
