@@ -155,3 +155,46 @@ describe('a node that answers as another shard than the map binds it to', () => 
     }
   });
 });
+
+describe('a new map on some nodes only', () => {
+  it('a client sent back and forth waits, reads the map again, and stores once the rest have it; with no end, it says what it saw after about 2 s', async (t) => {
+    // The new node must hold the three-node map, as after a reshard that removed it.
+    await settle(four);
+    await settle(three);
+    const { map } = (await api(three[0]!, 'GET', '/cluster/map')).body;
+    const fourth = (await api(four[3]!, 'GET', '/cluster/map')).body.shard;
+    // A reshard to four, its map on the three old nodes only (its operator gone): at E+1 the old owner asks the new one, which at E sends it back.
+    const gone = { host: 'elsewhere', machine: '', pid: 1, started: '2016-12-10T00:00:00.000Z' };
+    const moving = { ...map, epoch: map.epoch + 1, moving: { nodes: [...map.nodes, { name: four[3], shard: fourth }], replicas: map.replicas, by: gone, leaseMs: 1 } };
+    for (const node of three) assert.equal((await api(node, 'PUT', '/cluster/map', moving, { ...(await secret()), 'if-match': `"${map.epoch}"` })).status, 200);
+    const [oldRing, newRing] = [new HashRing(three, Number(REPLICAS)), new HashRing(four, Number(REPLICAS))];
+    const [never, soon] = Array.from({ length: 200 }, (_, i) => `half-${i}`).filter((id) => oldRing.get(id) !== newRing.get(id));
+
+    // The new node never gets the map: the client gives up after about 2 s, and says what it saw.
+    const start = Date.now();
+    const stuck = await a.client(['--nodes', three.join(','), '--ids', never!]);
+    const took = (Date.now() - start) / 1000;
+    t.diagnostic(`never installed: exit ${stuck.code} after ${took.toFixed(1)} s: ${stuck.stderr.trim().split('\n').join(' / ')}`);
+    assert.equal(stuck.code, 1);
+    const owner = oldRing.get(never!);
+    assert.match(stuck.stderr, new RegExp(`POST /v1/expenses: still sent elsewhere after \\d+ hops in [12]\\.\\d s, the map read again in between: ${owner} \\(at epoch ${moving.epoch}\\) sends it to ${four[3]}; ${four[3]} \\(at epoch ${map.epoch}\\) sends it to ${owner}\\. The nodes hold different maps`));
+
+    // The new node gets it once the client has bounced off it twice and gone past its hop limit: the client stores.
+    const post = (method: string, path: string) => method === 'POST' && path === '/v1/expenses';
+    gates[3]!.hold(post);
+    const run = a.start(['--nodes', three.join(','), '--ids', soon!]);
+    for (let bounce = 1; bounce <= 2; bounce++) {
+      await gates[3]!.held(1);
+      gates[3]!.release();
+      gates[3]!.hold(post);
+    }
+    const third = await Promise.race([gates[3]!.held(1).then(() => 'held'), run.exited.then((r) => `exited ${r.code}: ${r.stderr}`)]);
+    assert.equal(third, 'held', 'the client came back after its hop limit');
+    assert.equal((await api(four[3]!, 'PUT', '/cluster/map', moving, { ...(await secret()), 'if-match': `"${map.epoch}"` })).status, 200);
+    gates[3]!.release();
+    const done = await run.exited;
+    t.diagnostic(`installed after the hop limit: exit ${done.code}; ${done.stdout.trim().split('\n').at(-1)}`);
+    assert.equal(done.code, 0, done.stdout + done.stderr);
+    assert.equal((await api(four[3]!, 'GET', `/v1/expenses/${soon}`, undefined, {})).status, 200);
+  });
+});
