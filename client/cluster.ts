@@ -120,6 +120,15 @@ const HOPS = 5;
 // A record between the two steps of a move is away for milliseconds (503).
 const IN_TRANSIT_TRIES = 5;
 const IN_TRANSIT_WAIT_MS = 50;
+// While a new map goes onto the nodes, the old owner (at epoch E+1) and the
+// new one (still at E) send a request back and forth, for up to a few hundred
+// ms (about 1 write in 17,000 under load met it). Past the hop limit, the
+// client waits, reads the map again, and tries again, for about this long.
+const SETTLE_MS = 2_000;
+const SETTLE_FIRST_WAIT_MS = 50;
+
+/** What sent a request on: "node (epoch E) sends it to owner", in the order first seen. */
+type Trail = Set<string>;
 
 /**
  * One request about one id, sent to where the view places it (or to `first`),
@@ -127,10 +136,29 @@ const IN_TRANSIT_WAIT_MS = 50;
  * settled it, and the node that gave it.
  */
 export async function send(view: View, id: string, method: string, path: string, body?: unknown, first?: string): Promise<Answer & { node: string }> {
+  const started = performance.now();
+  const trail: Trail = new Set();
+  let hops = 0;
+  for (let wait = SETTLE_FIRST_WAIT_MS; ; wait *= 2) {
+    const sent = await hop(view, id, method, path, body, first, trail);
+    if ('status' in sent) return sent;
+    hops += HOPS;
+    const why = await misbound(view, sent.last);
+    if (why !== undefined) throw new Error(`${method} ${path}: ${why}`);
+    if (performance.now() + wait - started > SETTLE_MS) throw new Error(`${method} ${path}: ${bounced(view, trail, hops, performance.now() - started)}`);
+    // The nodes disagree: a new map is on some of them only. Wait for the rest, and route by the newest map.
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    await reread(view);
+    first = undefined;
+  }
+}
+
+/** Up to HOPS sends of one request: the answer that settled it, or the node it was last sent to. */
+async function hop(view: View, id: string, method: string, path: string, body: unknown, first: string | undefined, trail: Trail): Promise<(Answer & { node: string }) | { last: string }> {
   let node = first ?? view.place(id).owner.name;
   let headers: Record<string, string> = {};
   let waits = 0;
-  let reread = false;
+  let askedOthers = false;
   for (let hop = 0; hop < HOPS; ) {
     const address = addressOf(view.map, node);
     let res: Answer;
@@ -138,14 +166,14 @@ export async function send(view: View, id: string, method: string, path: string,
       res = await call(address, method, path, body, headers);
     } catch (err) {
       // Dead, perhaps failed over: no 421 can come from there. Once per request, ask the others.
-      if (reread) throw err;
-      reread = true;
+      if (askedOthers) throw err;
+      askedOthers = true;
       if (await moved(view, node, address)) continue;
       throw err;
     }
     // A standby, or a fenced old primary, that knows no better than its own address (rule 8).
-    if (res.status === 503 && res.body?.role === 'standby' && !reread) {
-      reread = true;
+    if (res.status === 503 && res.body?.role === 'standby' && !askedOthers) {
+      askedOthers = true;
       if (await moved(view, node, address)) continue;
     }
     if (res.status === 503 && res.body?.moving === true && ++waits < IN_TRANSIT_TRIES) {
@@ -154,11 +182,49 @@ export async function send(view: View, id: string, method: string, path: string,
     }
     if (res.status !== 421 || typeof res.body?.owner !== 'string') return { ...res, node };
     follow(view, res.body.map);
+    // A node that sends a request to itself is not the shard its map binds it to: no hop will help.
+    const why = res.body.owner === node ? await misbound(view, node) : undefined;
+    if (why !== undefined) throw new Error(`${method} ${path}: ${why}`);
+    trail.add(`${node} (at epoch ${res.body.epoch ?? 'unknown'}) sends it to ${res.body.owner}`);
     node = res.body.owner;
     headers = res.body.asking === undefined ? {} : { asking: String(res.body.asking) };
     hop++;
   }
-  throw new Error(`${method} ${path}: still sent elsewhere after ${HOPS} hops; the cluster map is changing, try again`);
+  return { last: node };
+}
+
+/** The newest map the view's nodes hold now. */
+async function reread(view: View): Promise<void> {
+  const map = newest(await ask(everyNode(view.map).map((n) => n.name), (name) => addressOf(view.map, name)));
+  if (map !== undefined) follow(view, map);
+}
+
+/** What a client that kept being sent back and forth saw, and what to run. */
+function bounced(view: View, trail: Trail, hops: number, ms: number): string {
+  const nodes = everyNode(view.map).map((n) => n.name).join(',');
+  return (
+    `still sent elsewhere after ${hops} hops in ${(ms / 1000).toFixed(1)} s, the map read again in between: ${[...trail].join('; ')}. ` +
+    `The nodes hold different maps: a new one is not on every node yet. If that lasts, the reshard that was putting it there stopped; ` +
+    `see which node is behind with: node ch_client.ts check --nodes ${nodes}, and run that reshard again`
+  );
+}
+
+/**
+ * Why `node` cannot serve what the map sends to it: it says it is another
+ * shard than the one the map binds to its name (it runs on another shard's
+ * database, or the map was edited by hand). Undefined when it is the shard
+ * the map names, or cannot say.
+ */
+async function misbound(view: View, node: string): Promise<string | undefined> {
+  const bound = everyNode(view.map).find((n) => n.name === node)?.shard;
+  const said = (await ask([node], (name) => addressOf(view.map, name))).get(node);
+  if (bound === undefined || said === undefined || !('shard' in said) || said.shard === bound) return undefined;
+  const nodes = everyNode(view.map).map((n) => n.name).join(',');
+  return (
+    `${node} answers as shard ${said.shard}, but the cluster map at epoch ${view.map.epoch} binds ${node} to shard ${bound}, so no node serves this id. ` +
+    `Either ${node} runs on another shard's database, or the map was edited by hand. See where the cluster stands with: node ch_client.ts check --nodes ${nodes}; ` +
+    `then start ${node} on shard ${bound}'s database, or put back a map that binds each node to its own shard`
+  );
 }
 
 /**

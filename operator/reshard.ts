@@ -29,7 +29,7 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { addressOf, describeMap, everyNode, sameMap, type ClusterMap, type Forgot, type Holder, type MapNode } from '../api/cluster-map.ts';
 import { ask, newest, sameNodes, type Said } from '../client/cluster.ts';
-import { call, problem } from '../client/http.ts';
+import { call, problem, reconsider } from '../client/http.ts';
 import { plural } from '../api/words.ts';
 import { account, forgetProblem, stillInMap, withoutForgotten } from './forget.ts';
 import { idsOn, isClean, printProblems, report, total, walk } from './walk.ts';
@@ -88,12 +88,17 @@ export async function reshard(o: ReshardOptions): Promise<number> {
   const lease = renewLease(plan.next, o.secret);
   try {
     // 4. Move.
-    if (!(await moveAndAudit(plan.next, o, lease))) return 1;
+    const moved = { count: 0 };
+    if (!(await moveAndAudit(plan.next, o, lease, moved))) {
+      if (lease.lost() !== undefined) console.error(await takenOver(said, plan.next, lease.lost()!, `this run moved ${plural(moved.count, 'record')} before that`));
+      return 1;
+    }
     // 5. End, with a whole lease ahead, so that no takeover can meet this end half-way.
+    await reconsider();
     await lease.renew();
     lease.stop();
     if (lease.lost() !== undefined) {
-      console.error(`reshard stopped before its end: ${lease.lost()}`);
+      console.error(await takenOver(said, plan.next, lease.lost()!, `this run moved ${plural(moved.count, 'record')} before that, and put no end map anywhere`));
       return 1;
     }
     const end: ClusterMap = { epoch: plan.next.epoch + 1, nodes: plan.next.moving!.nodes, replicas: plan.next.moving!.replicas, ...carried(plan.next) };
@@ -102,22 +107,27 @@ export async function reshard(o: ReshardOptions): Promise<number> {
     return 0;
   } finally {
     lease.stop();
+    lease.report();
   }
 }
 
 /** Step 4: true when an audit found every record on its owner. */
-async function moveAndAudit(map: ClusterMap, o: ReshardOptions, lease: Lease): Promise<boolean> {
+async function moveAndAudit(map: ClusterMap, o: ReshardOptions, lease: Lease, moved: { count: number }): Promise<boolean> {
   const auth = { epoch: map.epoch, secret: o.secret, where: whereIn(map) };
-  report(await walk(map, auth), map, 'reshard');
+  const first = await walk(map, auth);
+  moved.count += first.moved;
+  report(first, map, 'reshard');
   for (let audit = 1; audit <= AUDITS && !lease.lost(); audit++) {
+    await reconsider(); // the reshard's own give-up policy: a node given up in one walk may answer in the next
     const last = await walk(map, auth);
+    moved.count += last.moved;
     const out = total(last.misplaced);
     console.log(`audit ${audit}: ${last.records} records on ${last.nodes} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}`);
     if (isClean(last)) return true;
     printProblems(last, o.verbose);
   }
-  const why = lease.lost() ?? 'fix the above and run the same command again; until then the cluster map keeps the reshard on record';
-  console.error(`reshard incomplete: ${why}`);
+  // A run taken over says so at its end (takenOver), with what it moved and where the cluster is now.
+  if (lease.lost() === undefined) console.error('reshard incomplete: fix the above and run the same command again; until then the cluster map keeps the reshard on record');
   return false;
 }
 
@@ -343,6 +353,11 @@ async function take(map: ClusterMap, next: ClusterMap, said: Map<string, Said>, 
       const holder = m === undefined ? 'another operator changed the cluster map' : `pid ${m.by.pid} on ${m.by.host}, started ${m.by.started}, is moving the cluster to ${m.nodes.map((n) => n.name).join(',')}`;
       return `refusing: ${holder} (${node} is at epoch ${res.etag?.replace(/"/g, '') ?? 'unknown'}). Nothing was changed.`;
     }
+    // Its map reached the nodes before this one, and then the cluster moved past it: another operator took over while this run stood still.
+    if (i > 0) {
+      const now = newest(await ask([...new Set([...said.keys(), ...order])], whereIn(next)));
+      if (now !== undefined && now.epoch > next.epoch) return takenOverNow(now, next, `${node} refused its map (${problem(res)}); this run had put it on ${plural(i, 'node')} of ${order.length}, and moved no record`);
+    }
     const back = map.epoch === 0 ? [] : order.slice(0, i);
     const putBack = (n: string) => putMap(n, { ...map, epoch: next.epoch + 1 }, next.epoch, secret).then((r) => r.status === 200, () => false);
     const undone = await Promise.all(back.map(putBack));
@@ -350,6 +365,26 @@ async function take(map: ClusterMap, next: ClusterMap, said: Map<string, Said>, 
     return `could not put the reshard's map on ${node}: ${problem(res)}. Nothing has moved; ${how}. Run the same command again.`;
   }
   return undefined;
+}
+
+/**
+ * What an operator whose lease lapsed, and that was taken over, says: that
+ * it was, what this run did, and what the cluster is at now. Never "nothing
+ * has moved": the operator that took over may have moved every record.
+ */
+async function takenOver(said: Map<string, Said>, mine: ClusterMap, why: string, did: string): Promise<string> {
+  const now = newest(await ask([...new Set([...said.keys(), ...everyNode(mine).map((n) => n.name)])], whereIn(mine)));
+  return takenOverNow(now ?? mine, mine, `${why}; ${did}`);
+}
+
+function takenOverNow(now: ClusterMap, mine: ClusterMap, what: string): string {
+  const by = now.moving === undefined ? '' : `, under way by pid ${now.moving.by.pid} on ${now.moving.by.host}, started ${now.moving.by.started}`;
+  const nodes = everyNode(now).map((n) => n.name).join(',');
+  return (
+    `this reshard (epoch ${mine.epoch}) was taken over: its lease lapsed while it stood still, and another operator went on with the cluster. ${what}.\n` +
+    `  The cluster is at ${describeMap(now)}${by}; records that reshard moved are on their new owners, and nothing of this run is left to undo.\n` +
+    `  To see where every record is: node ch_client.ts check --nodes ${nodes}`
+  );
 }
 
 /** Step 5: `end` onto every node that has not got it, removed nodes first. True when every node has it. */
@@ -379,22 +414,47 @@ async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: s
   return true;
 }
 
-type Lease = { renew(): Promise<void>; stop(): void; lost(): string | undefined };
+type Lease = { renew(): Promise<void>; stop(): void; lost(): string | undefined; report(): void };
 
-/** Renews the reshard's lease on every node, every third of it, until stopped; `lost` says why it could not. */
+/**
+ * Renews the reshard's lease on every node, every third of it, until stopped;
+ * `lost` says why it could not. Each renewal goes to every node at once: one
+ * after another, a node slow to answer (up to a 10 s timeout) held back the
+ * renewal of every node after it, and the lease could lapse on healthy ones.
+ * Each failure is recorded, and `report` prints them, one line per node.
+ */
 function renewLease(map: ClusterMap, secret: string | undefined): Lease {
   let lost: string | undefined;
+  let sent = 0;
+  const failed = new Map<string, { times: number; first: string }>(); // node: how often, and the first failure
+  const started = performance.now();
   const nodes = everyNode(map).map((n) => n.name);
+  const fail = (node: string, why: string) => {
+    const at = `${((performance.now() - started) / 1000).toFixed(1)} s in`;
+    const seen = failed.get(node);
+    if (seen === undefined) failed.set(node, { times: 1, first: `${at}: ${why}` });
+    else seen.times++;
+  };
+  const renewOne = async (node: string) => {
+    sent++;
+    const res = await putMap(node, map, map.epoch, secret).catch((err: Error) => err);
+    if (res instanceof Error) return fail(node, res.message);
+    // 412: the map moved on without us. Another operator took the reshard over.
+    if (res.status === 412) lost ??= `${node} is at epoch ${res.etag?.replace(/"/g, '')}: another operator took this reshard over`;
+    else if (res.status !== 200) fail(node, problem(res));
+  };
   const renew = async () => {
-    for (const node of nodes) {
-      const res = await putMap(node, map, map.epoch, secret).catch(() => undefined);
-      // 412: the map moved on without us. Another operator took the reshard over.
-      if (res?.status === 412) lost ??= `${node} is at epoch ${res.etag?.replace(/"/g, '')}: another operator took this reshard over`;
-    }
+    await Promise.all(nodes.map(renewOne));
   };
   const timer = setInterval(renew, map.moving!.leaseMs / 3);
   timer.unref();
-  return { renew, stop: () => clearInterval(timer), lost: () => lost };
+  const report = () => {
+    if (failed.size === 0) return;
+    const times = [...failed.values()].reduce((n, f) => n + f.times, 0);
+    console.error(`lease renewals: ${times} of ${sent} failed, on ${plural(failed.size, 'node')} (the lease holds while any node has it):`);
+    for (const [node, f] of failed) console.error(`  ${node}: ${plural(f.times, 'renewal')} failed, the first ${f.first}`);
+  };
+  return { renew, stop: () => clearInterval(timer), lost: () => lost, report };
 }
 
 // ---------------------------------------------------------------------------
