@@ -60,16 +60,15 @@ export async function discard(c: Context): Promise<Reply> {
 
 type Step = 'copy' | 'handoff' | 'adopt' | 'discard';
 
-// Each step has one home: the copy, its adoption or its discard happen on the
-// id's new owner (the target), the hand-off on its old owner. Taken on the
-// other home, a step does harm: a stray copy sent to the old owner would
-// delete its moved row, the tombstone that sends clients on to the new one.
-const HOME: Record<Step, 'owner' | 'target'> = { copy: 'target', adopt: 'target', discard: 'target', handoff: 'owner' };
-
 /**
  * The id of a move step, which only the reshard holding this shard's epoch
  * may send (a reshard that was taken over is fenced off by its old epoch),
- * and only to the one of the id's two homes where that step belongs.
+ * and only to one of the id's two homes. A copy is taken only on the new
+ * owner: it creates, and on the old owner it would delete the moved row, the
+ * tombstone that sends clients on to the new one. The other steps change a
+ * row only in the exact state and version they name, so they are taken on
+ * either home: a reversal finishes a dead run's move in its old direction,
+ * from the home that is now the target back to the one that is now the owner.
  */
 function movable(c: Context, step: Step): string {
   const id = pathId(c.params);
@@ -78,13 +77,10 @@ function movable(c: Context, step: Step): string {
   if (c.req.headers['cluster-epoch'] !== String(map.epoch)) {
     throw new HttpError(409, `this shard is at epoch ${map.epoch}, and takes move steps only with Cluster-Epoch: ${map.epoch}`);
   }
-  const placement = c.held.place!(id);
-  if (placement.target === undefined) throw new HttpError(409, `${JSON.stringify(id)} does not move in this reshard: it stays on ${placement.owner.name}`);
-  const home = placement[HOME[step]]!;
-  if (home.shard !== c.held.shard) {
-    const which = HOME[step] === 'target' ? 'new owner' : 'old owner';
-    throw new HttpError(409, `a ${step} of ${JSON.stringify(id)} is taken only on its ${which}, ${home.name}; send it there`);
-  }
+  const { owner, target } = c.held.place!(id);
+  if (target === undefined) throw new HttpError(409, `${JSON.stringify(id)} does not move in this reshard: it stays on ${owner.name}`);
+  if (step === 'copy' && target.shard !== c.held.shard) throw new HttpError(409, `a copy of ${JSON.stringify(id)} is taken only on its new owner, ${target.name}; send it there`);
+  if (owner.shard !== c.held.shard && target.shard !== c.held.shard) throw new HttpError(409, `${JSON.stringify(id)} neither lives here nor moves here`);
   return id;
 }
 

@@ -95,8 +95,9 @@ describe('the cluster secret', () => {
 
   it('keeps a record from being approved through the move steps with a wrong secret: nothing changes', async () => {
     // With the secret, handing a record off, copying it back approved and
-    // adopting the copy approved it, until each step was taken only on its
-    // own home: now the copy back to the old owner is refused even with it.
+    // adopting the copy approved it, until a copy was taken only on the new
+    // owner: now the copy back to the old owner is refused even with it, and
+    // there is no copy to adopt.
     const approve = async (id: string, headers: Record<string, string>) => {
       const version = (await call('GET', `/v1/expenses/${id}`)).headers.get('etag')!;
       const steps = { ...headers, 'cluster-epoch': String((await call('GET', '/cluster/map')).body.map.epoch) };
@@ -115,7 +116,7 @@ describe('the cluster secret', () => {
     assert.equal(after.text, before.text);
     assert.equal(after.headers.get('etag'), before.headers.get('etag'));
 
-    assert.deepEqual(await approve(control.id, bearer(secret)), [204, 409, 409]);
+    assert.deepEqual(await approve(control.id, bearer(secret)), [204, 409, 412]);
     assert.equal((await call('GET', `/v1/expenses/${control.id}`)).status, 421, 'handed off, and not approved here');
   });
 
