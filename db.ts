@@ -77,7 +77,7 @@ export const statements = {
   ],
   forgetMoved: (): Statement => ["DELETE FROM expenses WHERE state = 'moved'", []],
   shard: (): Statement => ['SELECT id FROM shard', []],
-  readMap: (): Statement => ['SELECT map FROM cluster_map', []],
+  readMap: (): Statement => ['SELECT epoch, map FROM cluster_map', []],
   // The map's compare-and-set: a first map only where there is none, a later
   // one only over the epoch the caller read.
   writeMap: (map: string, epoch: number, expected: number | undefined): Statement =>
@@ -168,9 +168,10 @@ export function createDb(config: DbConfig) {
       return (await query<Array<{ id: string }>>(...statements.shard()))[0]?.id ?? '';
     },
 
-    /** The cluster map this shard holds, as stored JSON, or undefined. */
-    async readMap(): Promise<string | undefined> {
-      return (await query<Array<{ map: string }>>(...statements.readMap()))[0]?.map;
+    /** The cluster map this shard holds, as stored JSON beside its epoch column, or undefined. */
+    async readMap(): Promise<{ epoch: number; map: string } | undefined> {
+      const row = (await query<Array<{ epoch: number | string; map: string }>>(...statements.readMap()))[0];
+      return row && { epoch: Number(row.epoch), map: row.map };
     },
 
     /** Stores a map at `epoch` if the stored one is still at `expected` (undefined: if there is none). */

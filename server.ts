@@ -17,7 +17,7 @@ import { once } from 'node:events';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createDb, type DbConfig } from './db.ts';
-import { createCluster } from './shard/cluster.ts';
+import { brokenMessage, createCluster } from './shard/cluster.ts';
 import { create, health, list, read, remove, update } from './shard/expenses.ts';
 import { answerBroken, findRoute, HttpError, lastResort, log, readBody, send, toReply, type Context, type Handler, type Reply, type Route, type Shard } from './shard/http.ts';
 import { readMap, writeMap } from './shard/map-routes.ts';
@@ -51,7 +51,11 @@ async function dispatch(shard: Shard, req: IncomingMessage): Promise<Reply> {
   const context = (held: Context['held']): Context => ({ ...shard, held, req, body, params, query });
   // Rule 5 (api/cluster-map.ts): a change of map is not a request under a map; it waits for them.
   if (handler === writeMap) return handler(context(await shard.cluster.load()));
-  return shard.cluster.during((held) => handler(context(held)));
+  return shard.cluster.during((held) => {
+    // A stored map that cannot be read: nothing is served by a map this shard does not know, but the map itself is.
+    if (held.broken !== undefined && handler !== readMap) throw new HttpError(503, brokenMessage(held), { 'Retry-After': '10' });
+    return handler(context(held));
+  });
 }
 
 // ---------------------------------------------------------------------------

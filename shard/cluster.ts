@@ -4,13 +4,18 @@
 // one map, start to finish, and a reshard that has installed a map knows that
 // no request still runs under the one before. And never to a ring that drops
 // a node unasked (rule 6).
+//
+// A stored map that cannot be read (corrupt JSON, or one checkMap refuses)
+// blocks nothing for good: the shard holds it as broken, answers 503 naming
+// it, and takes the cluster's map over it by compare-and-set on the stored
+// epoch column, which stays readable (PUT /cluster/map with If-Match on it).
 
 import { checkMap, placer, ringChange, type ClusterMap, type Placement } from '../api/cluster-map.ts';
 
 /** The few statements of db.ts that the map needs: who this shard is, its stored map, and its rows mid-move. */
 export type MapStore = {
   shard(): Promise<string>;
-  readMap(): Promise<string | undefined>;
+  readMap(): Promise<{ epoch: number; map: string } | undefined>;
   writeMap(map: string, epoch: number, expected: number | undefined): Promise<boolean>;
   forgetMoved(): Promise<void>;
   list(after: string, limit: number, state: 'incoming'): Promise<unknown[]>;
@@ -23,7 +28,18 @@ export type Held = {
   place?: (id: string) => Placement;
   /** While a reshard runs: when its lease ends by this shard's clock, unless renewed. */
   leaseUntil?: number;
+  /** A stored map that cannot be read: its epoch column, and why. Then there is no map. */
+  broken?: { epoch: number; problem: string };
 };
+
+/** The one line a broken shard answers: the map, the shard, and the command that repairs it. */
+export function brokenMessage(held: Held): string {
+  const { epoch, problem } = held.broken!;
+  return (
+    `shard ${held.shard}: its stored cluster map (epoch ${epoch}) cannot be read: ${problem}. Nothing stored is lost; ` +
+    'put the cluster\'s map back with: node ch_client.ts reshard --to <the cluster\'s nodes>'
+  );
+}
 
 /** Why a new map was not taken: rule 6's carries its reason. */
 export type Refusal = 'stale' | 'older' | 'incoming' | { ring: string };
@@ -54,8 +70,14 @@ export function createCluster(db: MapStore) {
   }
 
   async function read(): Promise<Held> {
-    const [shard, text] = await Promise.all([db.shard(), db.readMap()]);
-    const map = text === undefined ? undefined : checkMap(JSON.parse(text));
+    const [shard, stored] = await Promise.all([db.shard(), db.readMap()]);
+    let map: ClusterMap | undefined;
+    try {
+      map = stored === undefined ? undefined : checkMap(JSON.parse(stored.map));
+    } catch (err) {
+      // Not kept: each request reads it again, so a map put back by hand is seen at once.
+      return { shard, broken: { epoch: stored!.epoch, problem: (err as Error).message } };
+    }
     // Killed between storing a finished reshard's map and forgetting its moved rows: forget them now.
     if (map !== undefined && map.moving === undefined) await db.forgetMoved();
     held ??= holding(shard, map);
@@ -64,7 +86,10 @@ export function createCluster(db: MapStore) {
 
   async function swap(next: ClusterMap, expected: number | undefined): Promise<Refusal | undefined> {
     const now = await load();
-    if (now.map?.epoch !== expected) return 'stale';
+    // Over a broken map: only the epoch column it stores counts, and nothing of its unreadable rings.
+    if (now.broken !== undefined) {
+      if (expected !== now.broken.epoch) return 'stale';
+    } else if (now.map?.epoch !== expected) return 'stale';
     if (now.map !== undefined && JSON.stringify(now.map) === JSON.stringify(next)) {
       now.leaseUntil = next.moving && Date.now() + next.moving.leaseMs;
       return undefined;

@@ -1,5 +1,6 @@
-// State the operator's tools meet after something went wrong: a reshard
-// killed half-way, whose rerun must count what is there, exactly.
+// State the operator's tools meet after something went wrong: a shard whose
+// stored map cannot be read, which must say so and be repaired by the tool;
+// a reshard killed half-way, whose rerun must count what is there, exactly.
 //
 // The shards sit behind gates (test/gate.ts), so that a kill lands between
 // a move's copy and its hand-off.
@@ -8,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startGate, type Gate } from './gate.ts';
 import { machine, type Machine } from './machine.ts';
-import { startShards, type Shards } from './shards.ts';
+import { startServer, startShards, waitForExit, type Server, type Shards } from './shards.ts';
 
 let shards: Shards;
 let gates: Gate[];
@@ -27,7 +28,10 @@ before(async () => {
   assert.equal(stored.code, 0, stored.stderr);
 });
 
+let restarted: Server | undefined; // shard 2's server, once a test has restarted it
+
 after(async () => {
+  await restarted?.stop();
   await Promise.all((gates ?? []).map((g) => g.close()));
   await shards?.stop();
   await op?.remove();
@@ -35,6 +39,55 @@ after(async () => {
 
 const nodes = (n: number) => gates.slice(0, n).map((g) => g.node).join(',');
 const isHandoff = (method: string, path: string) => method === 'POST' && path.endsWith('/handoff');
+
+async function api(node: string, path: string) {
+  const res = await fetch(`http://${node}${path}`);
+  return { status: res.status, body: (await res.json()) as { error?: string; shard?: string; map?: unknown; broken?: { epoch: number } } };
+}
+
+/** Restarts shard 2's server on its own port, so that it reads its stored map again. */
+async function restartShard2(): Promise<void> {
+  if (restarted !== undefined) await restarted.stop();
+  else {
+    const pid = await shards.pid(2, 'server.pid');
+    process.kill(pid, 'SIGTERM');
+    await waitForExit(pid);
+  }
+  const port = shards.nodes[1]!.split(':')[1]!;
+  restarted = await startServer({ ...(await shards.databaseEnv(2)), PORT: port, CLUSTER_SECRET_FILE: shards.secretFile });
+}
+
+describe('a stored map that cannot be read', () => {
+  for (const [what, corrupt] of [['corrupt JSON', "'{'"], ['a map checkMap refuses', `'{"epoch":0}'`]]) {
+    it(`(${what}) starts, answers 503 naming the map, the shard and the repair, and reshard --to puts the cluster's map back with no record lost`, async () => {
+      const node = gates[1]!.node;
+      const before = await shards.ids(2);
+      const good = (await api(gates[0]!.node, '/cluster/map')).body.map;
+      await shards.sql(2, `UPDATE expenses.cluster_map SET map = ${corrupt}`);
+      await restartShard2();
+      const health = await api(node, '/healthz');
+      assert.equal(health.status, 503, JSON.stringify(health.body));
+      assert.match(health.body.error!, /^shard [\w-]+: its stored cluster map \(epoch \d+\) cannot be read: .+\. Nothing stored is lost; put the cluster's map back with: node ch_client\.ts reshard --to <the cluster's nodes>$/);
+      assert.equal((await api(node, `/v1/expenses/${before[0]}`)).status, 503);
+      const map = await api(node, '/cluster/map');
+      assert.equal(map.status, 503);
+      assert.equal(typeof map.body.shard, 'string');
+      assert.equal(typeof map.body.broken?.epoch, 'number');
+      const checked = await op.client(['check', '--nodes', nodes(3)]);
+      assert.equal(checked.code, 1);
+      assert.match(checked.stderr, new RegExp(`^BROKEN ${node}: its stored map \\(epoch \\d+\\) cannot be read .*reshard --to ${nodes(3)}$`, 'm'));
+
+      const repaired = await op.client(['reshard', '--nodes', nodes(3), '--to', nodes(3)]);
+      assert.equal(repaired.code, 0, repaired.stdout + repaired.stderr);
+      assert.match(repaired.stdout, new RegExp(`^${node}: its stored map \\(epoch \\d+\\) could not be read .*; put the cluster's map back$`, 'm'));
+      assert.equal((await api(node, '/healthz')).status, 200);
+      assert.deepEqual((await api(node, '/cluster/map')).body.map, good);
+      assert.deepEqual(await shards.ids(2), before);
+      const read = await op.client(['--nodes', nodes(3), '--ids', `1-${ids.length}`]);
+      assert.equal(read.code, 0, read.stdout + read.stderr);
+    });
+  }
+});
 
 describe('counts after a kill', () => {
   for (const [from, to, rerunTo] of [[3, 4, 4], [4, 3, 3], [3, 4, 3]] as const) {
