@@ -10,7 +10,8 @@
 //   shard/map-routes.ts     the map over HTTP, changed by the operator (level 3)
 //   shard/secret.ts         the cluster secret of the operator's routes
 //
-// Run: MYSQL_SOCKET=… MYSQL_USER=… MYSQL_PASSWORD=… PORT=3000 node server.ts
+// Run: MYSQL_SOCKET=… MYSQL_USER=… MYSQL_PASSWORD_FILE=… PORT=3000 node server.ts
+// (MYSQL_PASSWORD=… works too, by hand; a file keeps it out of the process's environment)
 
 import http, { type IncomingMessage } from 'node:http';
 import { once } from 'node:events';
@@ -22,7 +23,7 @@ import { create, health, list, read, remove, update } from './shard/expenses.ts'
 import { answerBroken, findRoute, HttpError, lastResort, log, readBody, send, toReply, type Context, type Handler, type Reply, type Route, type Shard } from './shard/http.ts';
 import { readMap, writeMap } from './shard/map-routes.ts';
 import { adopt, copy, discard, handoff } from './shard/move-steps.ts';
-import { authorized, isLoopback, readSecret } from './shard/secret.ts';
+import { authorized, isLoopback, mysqlPassword, readSecret } from './shard/secret.ts';
 
 // ---------------------------------------------------------------------------
 // Routes: every path, every method, on one screen.
@@ -116,7 +117,7 @@ function configFromEnv(env: NodeJS.ProcessEnv): Config {
     db: {
       ...(env.MYSQL_SOCKET ? { socketPath: env.MYSQL_SOCKET } : { host: env.MYSQL_HOST ?? '127.0.0.1', port: mysqlPort }),
       user: env.MYSQL_USER ?? 'root',
-      password: env.MYSQL_PASSWORD ?? '',
+      password: mysqlPassword(env),
       database: env.MYSQL_DATABASE ?? 'expenses',
     },
   };

@@ -254,7 +254,7 @@ start_server() {
   (
     cd "$root"
     HOST=$host PORT=$port MYSQL_SOCKET=$d/mysqld.sock MYSQL_USER=expenses \
-      MYSQL_PASSWORD=$(cat "$d/password") MYSQL_DATABASE=expenses CLUSTER_SECRET_FILE=$(secret_file) \
+      MYSQL_PASSWORD_FILE=$d/password MYSQL_DATABASE=expenses CLUSTER_SECRET_FILE=$(secret_file) \
       NODE_COMPILE_CACHE=$shards_dir/.compile-cache \
       nohup "$node" --max-semi-space-size=4 server.ts </dev/null >>"$d/server.log" 2>&1 &
     echo $! >"$d/server.pid"

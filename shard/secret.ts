@@ -1,6 +1,7 @@
 // shard/secret.ts: the cluster secret. Where a cluster has one, the routes
 // that change another shard's records or the cluster's shape need it, and the
-// old owner's ASK word carries a MAC under it (shard/placement.ts).
+// old owner's ASK word carries a MAC under it (shard/placement.ts). And the
+// MySQL password, read from its file by the same rule.
 
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -48,4 +49,17 @@ export function isLoopback(host: string): boolean {
 export function sameSecret(sent: string, secret: string): boolean {
   const digest = (s: string) => createHash('sha256').update(s).digest();
   return timingSafeEqual(digest(sent), digest(secret));
+}
+
+/**
+ * The MySQL password: from MYSQL_PASSWORD_FILE, under the cluster secret's
+ * rule (yours alone), as start-shards.sh passes it, so that it is in no
+ * process's environment (/proc/PID/environ); or from MYSQL_PASSWORD, by hand.
+ */
+export function mysqlPassword(env: NodeJS.ProcessEnv): string {
+  const path = env.MYSQL_PASSWORD_FILE;
+  if (path === undefined || path === '') return env.MYSQL_PASSWORD ?? '';
+  const problem = secretFileProblem(path, 'the MySQL password');
+  if (problem !== undefined) throw new Error(problem);
+  return readFileSync(path, 'utf8').trim();
 }

@@ -155,6 +155,30 @@ describe('the cluster secret', () => {
   });
 });
 
+describe('the MySQL password', () => {
+  it('is in no running server\'s environment: start-shards.sh passes its file, not the password', async () => {
+    const password = (await readFile(join(shards.dir, 'shard-1', 'password'), 'utf8')).trim();
+    const environ = await readFile(`/proc/${await shards.pid(1, 'server.pid')}/environ`, 'utf8');
+    assert.match(environ, /(^|\0)MYSQL_PASSWORD_FILE=\S+\/shard-1\/password(\0|$)/);
+    assert.equal(environ.includes(password), false, 'in /proc/PID/environ');
+    assert.equal((await fetch(`http://${shards.nodes[0]}/healthz`)).status, 200, 'and MySQL is reached with it');
+  });
+
+  it('refuses a password file that other users may read, and says how to fix it', async () => {
+    const { MYSQL_PASSWORD: _, ...db } = await shards.databaseEnv(1);
+    const file = join(shards.dir, 'open-password');
+    await writeFile(file, 'whatever');
+    await chmod(file, 0o640);
+    try {
+      const server = await run(process.execPath, ['server.ts'], { env: { ...process.env, ...db, PORT: '0', MYSQL_PASSWORD_FILE: file }, timeoutMs: 10_000 });
+      assert.equal(server.code, 1);
+      assert.match(server.stderr, new RegExp(`the MySQL password in ${file} is open to other users \\(mode 640\\); make it yours alone: chmod 600 ${file}`));
+    } finally {
+      await rm(file);
+    }
+  });
+});
+
 describe('a shard that other machines can reach', () => {
   const { CLUSTER_SECRET_FILE: _, ...withoutSecret } = process.env;
 
