@@ -226,8 +226,9 @@ give_maps() {
     map="{\"epoch\":1,\"nodes\":[$(IFS=,; printf '%s' "${nodes[*]}")],\"replicas\":1}"
   fi
   for i in "$@"; do
-    sql "$i" <<<"INSERT INTO expenses.cluster_map (epoch, map) SELECT $newest, '${map//\'/\'\'}' FROM DUAL
-      WHERE NOT EXISTS (SELECT 1 FROM expenses.cluster_map);"
+    # A map this run wrote goes again if the run fails: it would name ports that never served.
+    [ "$(sql "$i" <<<"INSERT INTO expenses.cluster_map (epoch, map) SELECT $newest, '${map//\'/\'\'}' FROM DUAL
+      WHERE NOT EXISTS (SELECT 1 FROM expenses.cluster_map); SELECT ROW_COUNT();")" != 1 ] || started+=("map:$i")
   done
 }
 
@@ -297,6 +298,7 @@ roll_back() {
   for ((i = ${#started[@]} - 1; i >= 0; i--)); do
     case ${started[i]} in
       server:*) stop_server "${started[i]#server:}" ;;
+      map:*) sql "${started[i]#map:}" <<<'DELETE FROM expenses.cluster_map' || true ;;
       mysql:*) stop_mysql "${started[i]#mysql:}" ;;
     esac
   done
