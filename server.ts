@@ -23,7 +23,7 @@ import { create, health, list, read, remove, update } from './shard/expenses.ts'
 import { answerBroken, findRoute, HttpError, lastResort, log, readBody, send, toReply, type Context, type Handler, type Reply, type Route, type Shard } from './shard/http.ts';
 import { readMap, writeMap } from './shard/map-routes.ts';
 import { adopt, copy, discard, handoff } from './shard/move-steps.ts';
-import { authorized, isLoopback, mysqlPassword, readSecret } from './shard/secret.ts';
+import { isLoopback, mysqlPassword, readSecret, unauthorized } from './shard/secret.ts';
 
 // ---------------------------------------------------------------------------
 // Routes: every path, every method, on one screen.
@@ -46,8 +46,10 @@ const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, w
 async function dispatch(shard: Shard, req: IncomingMessage): Promise<Reply> {
   const body = await readBody(req);
   const { handler, path, params, query } = findRoute(routes, req);
-  if (OPERATOR.has(handler) && !authorized(req, shard.secret)) {
-    throw new HttpError(401, `${req.method} ${path} is an operator's route: send Authorization: Bearer <the cluster secret>`, { 'WWW-Authenticate': 'Bearer' });
+  const why = OPERATOR.has(handler) ? unauthorized(req, body, shard.secret) : undefined;
+  if (why !== undefined) {
+    const how = 'sign it with the cluster secret (Authorization: CH-HMAC, api/signing.ts), or by hand send Authorization: Bearer <the cluster secret>';
+    throw new HttpError(401, `${req.method} ${path} is an operator's route: ${how} (${why})`, { 'WWW-Authenticate': 'CH-HMAC, Bearer' });
   }
   const context = (held: Context['held']): Context => ({ ...shard, held, req, body, params, query });
   // Rule 5 (api/cluster-map.ts): a change of map is not a request under a map; it waits for them.

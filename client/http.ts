@@ -1,4 +1,6 @@
-// client/http.ts: one JSON request to one node, and nothing else.
+// client/http.ts: one JSON request to one node, signed when it is an operator's.
+
+import { sign } from '../api/signing.ts';
 
 export type Answer = { status: number; body: any; etag: string | undefined };
 
@@ -22,15 +24,19 @@ export class Unreachable extends Error {}
  * rejects with a readable reason (Unreachable) when the node cannot be reached at all.
  * Global fetch keeps connections alive between calls to the same node.
  */
-export async function call(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+export async function call(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}, secret?: string): Promise<Answer> {
   const gone = givenUp.get(node);
   if (gone !== undefined) throw new Unreachable(`skipped: ${node} ${gone}`);
+  const sent = body === undefined ? undefined : JSON.stringify(body);
+  // An operator's request is signed, never sent with the secret itself (api/signing.ts).
+  const signed: Record<string, string> =
+    secret === undefined ? {} : { authorization: sign(secret, { method, path, epoch: headers['cluster-epoch'], ifMatch: headers['if-match'], ifNoneMatch: headers['if-none-match'], body: sent ?? '' }) };
   let res: Response;
   try {
     res = await fetch(`http://${node}${path}`, {
       method,
-      headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
-      body: body === undefined ? undefined : JSON.stringify(body),
+      headers: { ...(body === undefined ? headers : { 'content-type': 'application/json', ...headers }), ...signed },
+      body: sent,
       signal: AbortSignal.timeout(TIMEOUT_MS),
     });
   } catch (err) {

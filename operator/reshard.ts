@@ -308,7 +308,7 @@ function alive(pid: number): boolean {
 /** PUT /cluster/map on one node, over the epoch it holds now. */
 function putMap(node: string, map: ClusterMap, over: number | undefined, secret: string | undefined) {
   const condition: Record<string, string> = over === undefined ? { 'if-none-match': '*' } : { 'if-match': `"${over}"` };
-  return call(node, 'PUT', '/cluster/map', map, { ...condition, ...(secret !== undefined && { authorization: `Bearer ${secret}` }) });
+  return call(node, 'PUT', '/cluster/map', map, condition, secret);
 }
 
 const epochOf = (answer: Said | undefined) => (answer === undefined || 'why' in answer ? undefined : (answer.broken?.epoch ?? answer.map?.epoch));

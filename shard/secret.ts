@@ -1,13 +1,15 @@
 // shard/secret.ts: the cluster secret. Where a cluster has one, the routes
-// that change another shard's records or the cluster's shape need it, and the
-// old owner's ASK word carries a MAC under it (shard/placement.ts). And the
-// MySQL password, read from its file by the same rule.
+// that change another shard's records or the cluster's shape need a request
+// signed under it (api/signing.ts), and the old owner's ASK word carries a
+// MAC under a key derived from it (shard/placement.ts). And the MySQL
+// password, read from its file by the same rule.
 
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { isIPv6 } from 'node:net';
 import { secretFileProblem } from '../api/secret-file.ts';
+import { signatureProblem } from '../api/signing.ts';
 
 // 128 bits, written as hex, at the least.
 const SECRET_MIN_LENGTH = 32;
@@ -25,12 +27,19 @@ export function readSecret(path: string | undefined): string | undefined {
 }
 
 /**
- * True when the request carries the secret (Authorization: Bearer), or the
- * shard has none. The scheme's name is case-insensitive (RFC 9110 §11.1):
- * "bearer" and "BEARER" are Bearer.
+ * Why the request does not prove the secret, or undefined when it does (or
+ * the shard has none). The operator's tools sign each request
+ * (api/signing.ts), so that the secret never travels. A request by hand
+ * (curl) may still send the secret itself, Authorization: Bearer, over a
+ * link it trusts. Schemes' names are case-insensitive (RFC 9110 §11.1).
  */
-export function authorized(req: IncomingMessage, secret: string | undefined): boolean {
-  return secret === undefined || sameSecret(/^Bearer +(\S+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? '', secret);
+export function unauthorized(req: IncomingMessage, body: Buffer, secret: string | undefined): string | undefined {
+  if (secret === undefined) return undefined;
+  const authorization = req.headers.authorization ?? '';
+  const bearer = /^Bearer +(\S+)$/i.exec(authorization)?.[1];
+  if (bearer !== undefined) return sameSecret(bearer, secret) ? undefined : 'that is not the cluster secret';
+  const header = (name: string) => (typeof req.headers[name] === 'string' ? (req.headers[name] as string) : undefined);
+  return signatureProblem(secret, { method: req.method ?? '', path: req.url ?? '', epoch: header('cluster-epoch'), ifMatch: header('if-match'), ifNoneMatch: header('if-none-match'), body }, authorization);
 }
 
 /**

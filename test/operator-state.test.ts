@@ -6,6 +6,9 @@
 // a move's copy and its hand-off.
 
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { startGate, type Gate } from './gate.ts';
 import { machine, type Machine } from './machine.ts';
@@ -89,6 +92,33 @@ describe('a stored map that cannot be read', () => {
   }
 });
 
+describe('the secret never travels', () => {
+  it('a node in --to that has proved nothing (a typo, a stranger) receives no secret, only signed requests', async () => {
+    const secret = (await readFile(shards.secretFile, 'utf8')).trim();
+    const seen: string[] = [];
+    // A plain HTTP server standing in for a node: it says who it is, and takes no map.
+    const impostor = http.createServer(async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of req) chunks.push(chunk as Buffer);
+      seen.push(`${req.method} ${req.url}\n${req.rawHeaders.join('\n')}\n\n${Buffer.concat(chunks)}`);
+      const [status, body] = req.method === 'GET' ? [200, { shard: 'impostor', map: null, leaseLeftMs: null }] : [401, { error: 'no' }];
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    });
+    impostor.listen(0, '127.0.0.1');
+    await once(impostor, 'listening');
+    const stranger = `127.0.0.1:${(impostor.address() as { port: number }).port}`;
+    try {
+      const res = await op.client(['reshard', '--nodes', nodes(3), '--to', `${nodes(3)},${stranger}`]);
+      assert.equal(res.code, 1);
+      assert.match(res.stderr, new RegExp(`refusing: ${stranger} will not take this reshard's map \\(HTTP 401`), 'the real nodes took the signed request, the stranger refused it');
+    } finally {
+      impostor.close();
+    }
+    assert.ok(seen.some((r) => r.startsWith('PUT /cluster/map') && /\nauthorization\nCH-HMAC t=\d+, mac=[0-9a-f]{64}\n/i.test(r)), seen.join('\n---\n'));
+    assert.deepEqual(seen.filter((r) => r.includes(secret)), [], 'the secret in a request to the stranger');
+  });
+});
+
 describe('counts after a kill', () => {
   for (const [from, to, rerunTo] of [[3, 4, 4], [4, 3, 3], [3, 4, 3]] as const) {
     const how = rerunTo === to ? 'rerun' : 'reversed';
@@ -111,4 +141,13 @@ describe('counts after a kill', () => {
       assert.match(rerun.stdout, new RegExp(`^reshard: \\d+ nodes -> ${rerunTo} nodes, replicas ${REPLICAS}, ${ids.length} records$`, 'm'), rerun.stdout);
     });
   }
+});
+
+describe('the secret through the gates', () => {
+  it('no request of any reshard above, map or move step, carried the secret through a gate', async () => {
+    const secret = (await readFile(shards.secretFile, 'utf8')).trim();
+    const seen = gates.flatMap((g) => g.seen());
+    assert.ok(seen.some((r) => /^POST \/v1\/expenses\/[^/]+\/handoff\n/.test(r) && /\nauthorization\nCH-HMAC /i.test(r)), 'signed move steps went through the gates');
+    assert.deepEqual(seen.filter((r) => r.includes(secret)), []);
+  });
 });

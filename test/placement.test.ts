@@ -10,6 +10,7 @@ import { createHmac } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { checkMap, placer, ringChange, type ClusterMap } from '../api/cluster-map.ts';
+import { derivedKey } from '../api/signing.ts';
 import type { State } from '../db.ts';
 import type { Held } from '../shard/cluster.ts';
 import { decide, type Verdict } from '../shard/placement.ts';
@@ -38,7 +39,7 @@ const fromAtoC = idWhere(moving, (owner, target) => owner === A.shard && target 
 const stayOnA = idWhere(moving, (owner, target) => owner === A.shard && target === undefined);
 
 /** The old owner's word for an id at the moving map's epoch, as the server makes it. */
-const word = (id: string) => `8.${createHmac('sha256', SECRET).update(`8:${id}`).digest('hex').slice(0, 32)}`;
+const word = (id: string) => `8.${createHmac('sha256', derivedKey(SECRET, 'ask')).update(`8:${id}`).digest('hex').slice(0, 32)}`;
 
 type Row = {
   rule: string;

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { sign } from '../api/signing.ts';
 import { run, runNode, startServer, startShards, type Shards } from './shards.ts';
 
 let shards: Shards;
@@ -49,6 +50,10 @@ async function call(method: string, path: string, body?: unknown, headers: Recor
 }
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+/** A request's Authorization as the operator's tools sign it (api/signing.ts), under `key`, at `nowMs`. */
+const signed = (key: string, method: string, path: string, body: unknown, nowMs = Date.now(), signedBody = body) => ({
+  authorization: sign(key, { method, path, body: signedBody === undefined ? '' : JSON.stringify(signedBody) }, nowMs),
+});
 
 /** Each operator route, with a body it would accept. */
 const ROUTES: Array<[string, string, unknown]> = [
@@ -61,23 +66,31 @@ const ROUTES: Array<[string, string, unknown]> = [
 
 describe('the cluster secret', () => {
   for (const [method, path, body] of ROUTES) {
-    it(`${method} ${path}: 401 with WWW-Authenticate: Bearer and a JSON error without the secret or with a wrong one, and reached with it`, async () => {
+    it(`${method} ${path}: 401 with WWW-Authenticate and a JSON error without the secret's proof or with a wrong one, and reached with a signature or the secret`, async () => {
       const wrong: Array<[string, Record<string, string>]> = [
         ['no Authorization', {}],
         ['another secret', bearer('0'.repeat(64))],
         ['the secret with one character more', bearer(`${secret}0`)],
         ['the secret under another scheme', { authorization: `Basic ${secret}` }],
+        ['signed under another secret', signed('0'.repeat(64), method, path, body)],
+        ['signed 61 s ago', signed(secret, method, path, body, Date.now() - 61_000)],
+        ['signed for 61 s ahead', signed(secret, method, path, body, Date.now() + 61_000)],
+        ['signed for another path', signed(secret, method, `${path}x`, body)],
+        ['signed for another body', signed(secret, method, path, body, Date.now(), { other: true })],
       ];
       for (const [what, headers] of wrong) {
         const res = await call(method, path, body, headers);
         assert.equal(res.status, 401, what);
-        assert.equal(res.headers.get('www-authenticate'), 'Bearer', what);
+        assert.equal(res.headers.get('www-authenticate'), 'CH-HMAC, Bearer', what);
         assert.match(res.headers.get('content-type')!, /^application\/json/, what);
-        assert.match(res.body.error, /is an operator's route: send Authorization: Bearer <the cluster secret>/, what);
+        assert.match(res.body.error, /is an operator's route: sign it with the cluster secret \(Authorization: CH-HMAC, api\/signing\.ts\), or by hand send Authorization: Bearer <the cluster secret>/, what);
+        assert.equal(res.text.includes(secret), false, what);
       }
       // What the route itself then says (a missing precondition, say) does not matter here: only that it was reached.
-      const reached = await call(method, path, body, bearer(secret));
-      assert.notEqual(reached.status, 401, JSON.stringify(reached.body));
+      for (const headers of [signed(secret, method, path, body), signed(secret, method, path, body, Date.now() - 59_000), bearer(secret)]) {
+        const reached = await call(method, path, body, headers);
+        assert.notEqual(reached.status, 401, JSON.stringify(reached.body));
+      }
     });
   }
 
