@@ -80,6 +80,15 @@ health() {
   ) 2>/dev/null || printf '000'
 }
 
+# The "error" of GET /healthz on a port: why a server that runs is not healthy.
+health_error() {
+  (
+    exec 3<>"/dev/tcp/$host/$1"
+    printf 'GET /healthz HTTP/1.0\r\nHost: %s\r\n\r\n' "$host" >&3
+    cat <&3 | sed -n 's/.*"error":"\(\([^"\\]\|\\.\)*\)".*/\1/p'
+  ) 2>/dev/null || true
+}
+
 port_in_use() { (: <>"/dev/tcp/$host/$1") 2>/dev/null; }
 
 port_holder() {
@@ -264,9 +273,17 @@ start_server() {
 }
 
 wait_healthy() {
-  local d=$(shard_dir "$1") port=$(shard_port "$1") i
+  local d=$(shard_dir "$1") port=$(shard_port "$1") i why
   for i in $(seq 100); do
-    [ "$(health "$port")" = 200 ] && return 0
+    case $(health "$port") in
+      200) return 0 ;;
+      # Up, with a stored map it cannot read: it says so on every request, and the operator's tool repairs it.
+      503) why=$(health_error "$port")
+        if [[ $why == *'its stored cluster map'* ]]; then
+          echo "shard $1: up, but $why" >&2
+          return 0
+        fi ;;
+    esac
     # running, not alive: a child not yet past exec still shows this script's command line.
     running "$(cat "$d/server.pid")" || die "shard $1: the server stopped while starting. The end of $d/server.log:
 $(tail -n 15 "$d/server.log")"

@@ -62,6 +62,21 @@ describe('start-shards.sh', () => {
     assert.equal(await shards.pid(1, 'server.pid'), before);
   });
 
+  it('starts a shard whose stored map cannot be read, says so in one line, and reshard --to repairs it', async () => {
+    const map = await (await fetch(`http://${shards.nodes[0]}/cluster/map`)).json();
+    const server = await shards.pid(2, 'server.pid');
+    await shards.sql(2, "UPDATE expenses.cluster_map SET map = '{'");
+    process.kill(server, 'SIGTERM');
+    await waitForExit(server);
+    const again = await shards.script('2');
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    assert.match(again.stderr, /^shard 2: up, but shard [\w-]+: its stored cluster map \(epoch 1\) cannot be read: .*JSON.*reshard --to <the cluster's nodes>$/m);
+    const client = await run(process.execPath, ['ch_client.ts', 'reshard', '--nodes', shards.nodes.join(','), '--to', shards.nodes.join(','), '--secret-file', shards.secretFile]);
+    assert.equal(client.code, 0, client.stdout + client.stderr);
+    assert.equal((await fetch(`http://${shards.nodes[1]}/healthz`)).status, 200);
+    assert.deepEqual(await (await fetch(`http://${shards.nodes[1]}/cluster/map`)).json(), { ...map, shard: (await (await fetch(`http://${shards.nodes[1]}/healthz`)).json()).shard });
+  });
+
   it('brings up only what is down, and keeps the data', async () => {
     // An id that the cluster map places on shard 2, which takes no other.
     const ring = new HashRing(shards.nodes);
