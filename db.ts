@@ -74,7 +74,7 @@ export const statements = {
   list: (after: string, limit: number, state: State): Statement => [LIST, [after, state, limit]],
   forgetMoved: (): Statement => ["DELETE FROM expenses WHERE state = 'moved'", []],
   shard: (): Statement => ['SELECT id FROM shard', []],
-  readMap: (): Statement => ['SELECT map FROM cluster_map', []],
+  readMap: (): Statement => ['SELECT epoch, map FROM cluster_map', []],
   readOnly: (): Statement => ['SELECT @@global.read_only AS readOnly', []], // a standby, or a fenced old primary (rule 8)
   // The map's compare-and-set: a first map only where there is none, a later
   // one only over the epoch the caller read.
@@ -168,9 +168,10 @@ export function createDb(config: DbConfig) {
 
     /** True when this MySQL takes the app's writes: it is not read-only (a standby, or a fenced primary). */
     writable: async (): Promise<boolean> => Number((await query<Array<{ readOnly: string }>>(...statements.readOnly()))[0]?.readOnly) === 0,
-    /** The cluster map this shard holds, as stored JSON, or undefined. */
-    async readMap(): Promise<string | undefined> {
-      return (await query<Array<{ map: string }>>(...statements.readMap()))[0]?.map;
+    /** The cluster map this shard holds, as stored JSON beside its epoch column, or undefined. */
+    async readMap(): Promise<{ epoch: number; map: string } | undefined> {
+      const row = (await query<Array<{ epoch: number | string; map: string }>>(...statements.readMap()))[0];
+      return row && { epoch: Number(row.epoch), map: row.map };
     },
 
     /** Stores a map at `epoch` if the stored one is still at `expected` (undefined: if there is none). */

@@ -11,20 +11,21 @@
 //   shard/secret.ts         the cluster secret of the operator's routes
 //   shard/replication.ts    this machine's steps of a failover: fence, promote, follow (level 4)
 //
-// Run: MYSQL_SOCKET=… MYSQL_USER=… MYSQL_PASSWORD=… PORT=3000 node server.ts
+// Run: MYSQL_SOCKET=… MYSQL_USER=… MYSQL_PASSWORD_FILE=… PORT=3000 node server.ts
+// (MYSQL_PASSWORD=… works too, by hand; a file keeps it out of the process's environment)
 
 import http, { type IncomingMessage } from 'node:http';
 import { once } from 'node:events';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createDb, type DbConfig } from './db.ts';
-import { createCluster } from './shard/cluster.ts';
+import { brokenMessage, createCluster } from './shard/cluster.ts';
 import { create, health, list, read, remove, update } from './shard/expenses.ts';
 import { answerBroken, findRoute, HttpError, lastResort, log, readBody, send, toReply, type Context, type Handler, type Reply, type Route, type Shard } from './shard/http.ts';
 import { readMap, writeMap } from './shard/map-routes.ts';
 import { adopt, copy, discard, handoff } from './shard/move-steps.ts';
 import { fence, follow, operatorFromEnv, promote, replication } from './shard/replication.ts';
-import { authorized, isLoopback, readSecret } from './shard/secret.ts';
+import { mysqlPassword, secretFor, unauthorized } from './shard/secret.ts';
 
 // ---------------------------------------------------------------------------
 // Routes: every path, every method, on one screen.
@@ -39,27 +40,34 @@ const routes: Route[] = [
   [/^\/cluster\/map$/, { GET: readMap, PUT: writeMap }],
   // A failover's steps on this machine's MySQL (operator/failover.ts): the operator's routes.
   [/^\/cluster\/replication$/, { GET: replication }],
-  [/^\/cluster\/fence$/, { POST: fence }], [/^\/cluster\/promote$/, { POST: promote }],
+  [/^\/cluster\/fence$/, { POST: fence }],
+  [/^\/cluster\/promote$/, { POST: promote }],
   [/^\/cluster\/follow$/, { POST: follow }],
   [/^\/healthz$/, { GET: health }],
 ];
 
-/** The routes that change another shard's records or the cluster's shape: they need the cluster secret. */
 /** A failover's steps (operator/failover.ts): they run under no map, since they may change this machine's role. */
 const FAILOVER: ReadonlySet<Handler> = new Set([replication, fence, promote, follow]);
+/** The routes that change another shard's records or the cluster's shape: they need the cluster secret. */
 const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, writeMap, ...FAILOVER]);
 
 /** One request, start to finish: its route, its right to it, and the map it runs under. */
 async function dispatch(shard: Shard, req: IncomingMessage): Promise<Reply> {
   const body = await readBody(req);
   const { handler, path, params, query } = findRoute(routes, req);
-  if (OPERATOR.has(handler) && !authorized(req, shard.secret)) {
-    throw new HttpError(401, `${req.method} ${path} is an operator's route: send Authorization: Bearer <the cluster secret>`, { 'WWW-Authenticate': 'Bearer' });
+  const why = OPERATOR.has(handler) ? unauthorized(req, body, shard.secret) : undefined;
+  if (why !== undefined) {
+    const how = 'sign it with the cluster secret (Authorization: CH-HMAC, api/signing.ts), or by hand send Authorization: Bearer <the cluster secret>';
+    throw new HttpError(401, `${req.method} ${path} is an operator's route: ${how} (${why})`, { 'WWW-Authenticate': 'CH-HMAC, Bearer' });
   }
   const context = (held: Context['held']): Context => ({ ...shard, held, req, body, params, query });
   // Rule 5 (api/cluster-map.ts): a change of map is not a request under a map; it waits for them.
   if (handler === writeMap || FAILOVER.has(handler)) return handler(context(await shard.cluster.load()));
-  return shard.cluster.during((held) => handler(context(held)));
+  return shard.cluster.during((held) => {
+    // A stored map that cannot be read: nothing is served by a map this shard does not know, but the map itself is.
+    if (held.broken !== undefined && handler !== readMap) throw new HttpError(503, brokenMessage(held), { 'Retry-After': '10' });
+    return handler(context(held));
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -102,17 +110,7 @@ function configFromEnv(env: NodeJS.ProcessEnv): Config {
   }
   // Loopback unless asked: a shard is not meant to face the network.
   const host = env.HOST ?? '127.0.0.1';
-  const secret = readSecret(env.CLUSTER_SECRET_FILE);
-  // As Redis's protected mode does: a shard that others can reach keeps its operator's routes shut.
-  if (secret === undefined && !isLoopback(host)) {
-    throw new Error(
-      `HOST=${host} lets other machines reach this shard, whose operator's routes (copies, the cluster map) then need a secret.\n` +
-        `  Make one, readable by you alone, and name its file:\n` +
-        `    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \\n' > cluster-secret)\n` +
-        `    CLUSTER_SECRET_FILE=$PWD/cluster-secret HOST=${host} node server.ts\n` +
-        `  start-shards.sh makes one in data/cluster-secret. See docs/operations.md.`,
-    );
-  }
+  const secret = secretFor(host, env.CLUSTER_SECRET_FILE);
   return {
     host,
     port,
@@ -120,7 +118,7 @@ function configFromEnv(env: NodeJS.ProcessEnv): Config {
     db: {
       ...(env.MYSQL_SOCKET ? { socketPath: env.MYSQL_SOCKET } : { host: env.MYSQL_HOST ?? '127.0.0.1', port: mysqlPort }),
       user: env.MYSQL_USER ?? 'root',
-      password: env.MYSQL_PASSWORD ?? '',
+      password: mysqlPassword(env),
       database: env.MYSQL_DATABASE ?? 'expenses',
     },
   };

@@ -123,6 +123,15 @@ health() {
   ) 2>/dev/null || printf '000'
 }
 
+# The "error" of GET /healthz on a port: why a server that runs is not healthy.
+health_error() {
+  (
+    exec 3<>"/dev/tcp/$host/$1"
+    printf 'GET /healthz HTTP/1.0\r\nHost: %s\r\n\r\n' "$host" >&3
+    cat <&3 | sed -n 's/.*"error":"\(\([^"\\]\|\\.\)*\)".*/\1/p'
+  ) 2>/dev/null || true
+}
+
 port_in_use() { (: <>"/dev/tcp/$host/$1") 2>/dev/null; }
 
 port_holder() {
@@ -275,8 +284,9 @@ give_maps() {
     map="{\"epoch\":1,\"nodes\":[$(IFS=,; printf '%s' "${nodes[*]}")],\"replicas\":1}"
   fi
   for i in "$@"; do
-    sql "$i" "$(primary_of "$i")" <<<"INSERT INTO expenses.cluster_map (epoch, map) SELECT $newest, '${map//\'/\'\'}' FROM DUAL
-      WHERE NOT EXISTS (SELECT 1 FROM expenses.cluster_map);"
+    # A map this run wrote goes again if the run fails: it would name ports that never served.
+    [ "$(sql "$i" "$(primary_of "$i")" <<<"INSERT INTO expenses.cluster_map (epoch, map) SELECT $newest, '${map//\'/\'\'}' FROM DUAL
+      WHERE NOT EXISTS (SELECT 1 FROM expenses.cluster_map); SELECT ROW_COUNT();")" != 1 ] || started+=("map:$i")
   done
 }
 
@@ -305,7 +315,7 @@ start_server() {
   (
     cd "$root"
     MYSQL_OPERATOR_PASSWORD_FILE=$operator MYSQL_REPL_PASSWORD_FILE=${operator:+$d/repl-password} HOST=$host PORT=$port MYSQL_SOCKET=$d/mysqld.sock MYSQL_USER=expenses \
-      MYSQL_PASSWORD=$(cat "$d/password") MYSQL_DATABASE=expenses CLUSTER_SECRET_FILE=$(secret_file) \
+      MYSQL_PASSWORD_FILE=$d/password MYSQL_DATABASE=expenses CLUSTER_SECRET_FILE=$(secret_file) \
       NODE_COMPILE_CACHE=$shards_dir/.compile-cache \
       nohup "$node" --max-semi-space-size=4 server.ts </dev/null >>"$d/server.log" 2>&1 &
     echo $! >"$d/server.pid"
@@ -314,10 +324,18 @@ start_server() {
 }
 
 wait_healthy() {
-  local d=$(machine_dir "$1" "${2:-primary}") port=$(shard_port "$1" "${2:-primary}") name=$(label "$1" "${2:-primary}") i
+  local d=$(machine_dir "$1" "${2:-primary}") port=$(shard_port "$1" "${2:-primary}") name=$(label "$1" "${2:-primary}") i why
   for i in $(seq 100); do
     # A standby's server is healthy too, as a standby (GET /healthz says its role).
-    [ "$(health "$port")" = 200 ] && return 0
+    case $(health "$port") in
+      200) return 0 ;;
+      # Up, with a stored map it cannot read: it says so on every request, and the operator's tool repairs it.
+      503) why=$(health_error "$port")
+        if [[ $why == *'its stored cluster map'* ]]; then
+          echo "shard $1: up, but $why" >&2
+          return 0
+        fi ;;
+    esac
     # running, not alive: a child not yet past exec still shows this script's command line.
     running "$(cat "$d/server.pid")" || die "$name: the server stopped while starting. The end of $d/server.log:
 $(tail -n 15 "$d/server.log")"
@@ -648,6 +666,7 @@ roll_back() {
     IFS=: read -r what n machine <<<"${started[i]}"
     case $what in
       server) stop_server "$n" "$machine" ;;
+      map) sql "$n" "$(primary_of "$n")" <<<'DELETE FROM expenses.cluster_map' || true ;;
       mysql) stop_mysql "$n" "$machine" ;;
     esac
   done

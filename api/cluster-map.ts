@@ -94,6 +94,11 @@ export type ClusterMap = {
 export const MAX_REPLICAS = 10_000;
 export const MAX_POINTS = 1_000_000;
 const MAX_MAP_POINTS = 100_000;
+// Epochs keep headroom: every map change adds 1 or 2, and an epoch must stay a
+// safe integer (2^53 - 1) for JSON, the ETag and MySQL's BIGINT alike. A map
+// taken at 2^53 - 1 would refuse every later one, with only SQL to get out.
+// 2^52 leaves 2^52 changes: a change a microsecond for 142 years.
+export const MAX_EPOCH = 2 ** 52;
 
 /**
  * A map from JSON, checked, in canonical form (the same map always
@@ -101,7 +106,9 @@ const MAX_MAP_POINTS = 100_000;
  */
 export function checkMap(value: unknown): ClusterMap {
   const m = object(value, 'the map');
-  if (!Number.isSafeInteger(m.epoch) || (m.epoch as number) < 1) throw new Invalid(`epoch must be a whole number from 1, got ${preview(m.epoch)}`);
+  if (!Number.isSafeInteger(m.epoch) || (m.epoch as number) < 1 || (m.epoch as number) > MAX_EPOCH) {
+    throw new Invalid(`epoch must be a whole number from 1 to ${MAX_EPOCH} (2^52, so that every later map has room to grow), got ${preview(m.epoch)}`);
+  }
   const map: ClusterMap = { epoch: m.epoch as number, nodes: nodes(m.nodes, 'nodes'), replicas: replicas(m.replicas, m.nodes as unknown[]) };
   if (m.moving !== undefined) {
     const moving = object(m.moving, 'moving');

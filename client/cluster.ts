@@ -21,7 +21,8 @@ import { call, forgive, type Answer } from './http.ts';
 export type View = { map: ClusterMap; place: (id: string) => Placement };
 
 /** What a node said of itself: its shard and its map (or none), or why it could not say (and its HTTP status, if it answered at all). */
-export type Said = { shard: string; map?: ClusterMap; leaseLeftMs?: number } | { why: string; status?: number };
+/** A node's answer: its identity and map; or, where its stored map cannot be read, that map's epoch column and why; or why it said nothing. */
+export type Said = { shard: string; map?: ClusterMap; leaseLeftMs?: number; broken?: { epoch: number; problem: string } } | { why: string; status?: number };
 
 /** Asks each node, at its address, for its identity and its map (GET /cluster/map), all at once. */
 export async function ask(nodes: readonly string[], where: (node: string) => string = (node) => node): Promise<Map<string, Said>> {
@@ -30,6 +31,10 @@ export async function ask(nodes: readonly string[], where: (node: string) => str
       try {
         const res = await call(where(node), 'GET', '/cluster/map');
         const shard = res.body?.shard;
+        const broken = res.body?.broken;
+        if (res.status === 503 && typeof shard === 'string' && shard !== '' && Number.isSafeInteger(broken?.epoch) && typeof broken?.problem === 'string') {
+          return { shard, broken: { epoch: broken.epoch, problem: broken.problem } };
+        }
         if (res.status !== 200 || typeof shard !== 'string' || shard === '') return { why: `GET /cluster/map answered HTTP ${res.status} with no shard id`, status: res.status };
         return { shard, map: res.body.map === null ? undefined : checkMap(res.body.map), leaseLeftMs: res.body.leaseLeftMs ?? undefined };
       } catch (err) {

@@ -1,4 +1,6 @@
-// client/http.ts: one JSON request to one node, and nothing else.
+// client/http.ts: one JSON request to one node, signed when it is an operator's.
+
+import { sign } from '../api/signing.ts';
 
 export type Answer = { status: number; body: any; etag: string | undefined };
 
@@ -59,6 +61,9 @@ export function largestStallMs(): number {
  */
 export class Unreachable extends Error {}
 
+/** How long to wait for an answer, and the cluster secret that signs an operator's request. */
+export type CallOptions = { timeoutMs?: number; secret?: string };
+
 /**
  * One JSON request to one node ("host:port"). Resolves with any HTTP status;
  * rejects with a readable reason (Unreachable) when the node cannot be reached at all.
@@ -66,14 +71,19 @@ export class Unreachable extends Error {}
  * A failure while this process itself stood still is no strike against the
  * node, and the request is sent once more.
  */
-export async function call(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}, timeoutMs = TIMEOUT_MS): Promise<Answer> {
+export async function call(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}, { timeoutMs = TIMEOUT_MS, secret }: CallOptions = {}): Promise<Answer> {
   const gone = givenUp.get(node);
   if (gone !== undefined) throw new Unreachable(`skipped: ${node} ${gone}`);
+  const sent = body === undefined ? undefined : JSON.stringify(body);
+  // An operator's request is signed, never sent with the secret itself (api/signing.ts).
+  const signed: Record<string, string> =
+    secret === undefined ? {} : { authorization: sign(secret, { method, path, epoch: headers['cluster-epoch'], ifMatch: headers['if-match'], ifNoneMatch: headers['if-none-match'], body: sent ?? '' }) };
+  const all = { ...(sent === undefined ? headers : { 'content-type': 'application/json', ...headers }), ...signed };
   for (let attempt = 1; ; attempt++) {
     const lostBefore = lostMs();
     const timer = runTimeout(timeoutMs);
     try {
-      return await once(node, method, path, body, headers, timer.signal);
+      return await once(node, method, path, sent, all, timer.signal);
     } catch (err) {
       if (err instanceof Error && !(err instanceof Unreachable)) throw err;
       const why = reason(err, timeoutMs);
@@ -86,17 +96,12 @@ export async function call(node: string, method: string, path: string, body?: un
   }
 }
 
-/** One attempt; a failure to get any answer rejects with something other than a plain Error (fetch's TypeError or the timeout's DOMException). */
-async function once(node: string, method: string, path: string, body: unknown, headers: Record<string, string>, signal: AbortSignal): Promise<Answer> {
+/** One attempt, with the body already serialised; a failure to get any answer rejects with something other than a plain Error (fetch's TypeError or the timeout's DOMException). */
+async function once(node: string, method: string, path: string, body: string | undefined, headers: Record<string, string>, signal: AbortSignal): Promise<Answer> {
   let res: Response;
   let text: string;
   try {
-    res = await fetch(`http://${node}${path}`, {
-      method,
-      headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal,
-    });
+    res = await fetch(`http://${node}${path}`, { method, headers, body, signal });
     text = await res.text();
   } catch (err) {
     throw new NoAnswer(err);

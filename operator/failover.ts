@@ -33,7 +33,7 @@
 
 import { addressOf, describeMap, everyNode, sameMap, type ClusterMap } from '../api/cluster-map.ts';
 import { ask, newest, type Said } from '../client/cluster.ts';
-import { call, problem, type Answer } from '../client/http.ts';
+import { call, problem, type Answer, type CallOptions } from '../client/http.ts';
 import { putMap, whereIn } from './reshard.ts';
 
 export type FailoverOptions = { seeds: string[]; node: string; to: string; secret: string | undefined };
@@ -47,7 +47,6 @@ const STANDBY_WAIT_MS = 180_000;
 
 /** Moves `o.node` to its standby at `o.to`. Resolves to the exit code. */
 export async function failover(o: FailoverOptions): Promise<number> {
-  const auth: Record<string, string> = o.secret === undefined ? {} : { authorization: `Bearer ${o.secret}` };
   const map = await clusterMap(o);
   if (typeof map === 'string') return fail(map);
   const from = addressOf(map, o.node);
@@ -56,21 +55,21 @@ export async function failover(o: FailoverOptions): Promise<number> {
   console.log(`failover of ${o.node} (shard ${shardOf(map, o.node)}) from ${from} to ${o.to}, the cluster at ${describeMap(map)}`);
 
   // 1. Fence.
-  const fenced = from === o.to ? undefined : await tryCall(from, 'POST', '/cluster/fence', {}, auth, FENCE_TIMEOUT_MS);
+  const fenced = from === o.to ? undefined : await tryCall(from, 'POST', '/cluster/fence', {}, { timeoutMs: FENCE_TIMEOUT_MS, secret: o.secret });
   const position = fenced?.status === 200 ? String(fenced.body.gtid_binlog_pos) : null;
   if (from === o.to) console.log(`1. fence: ${o.node} is at ${o.to} already; going on from step 2`);
   else if (position !== null) console.log(`1. fenced the old primary at ${from}: read-only, its last write at GTID ${position || '(none)'}`);
   else console.log(`1. the old primary at ${from} cannot be fenced (${fenced === undefined ? 'no answer' : problem(fenced)}): emergency. It cannot acknowledge a write: its standby leaves it in step 3, and it waits for a standby's ack for ever`);
 
   // 2 and 3. Apply, promote.
-  const promoted = await tryCall(o.to, 'POST', '/cluster/promote', { wait_for: position, timeout_ms: APPLY_TIMEOUT_MS }, auth, APPLY_TIMEOUT_MS + 10_000);
+  const promoted = await tryCall(o.to, 'POST', '/cluster/promote', { wait_for: position, timeout_ms: APPLY_TIMEOUT_MS }, { timeoutMs: APPLY_TIMEOUT_MS + 10_000, secret: o.secret });
   if (promoted?.status !== 200) {
     return fail(`3. promoting ${o.to} failed: ${promoted === undefined ? 'no answer' : problem(promoted)}. The cluster map is unchanged; fix that, then run the same command again`);
   }
   const p = promoted.body;
   console.log(`2. the standby applied all it received, up to GTID ${p.applied || '(none)'}${position === null ? ' (its Gtid_IO_Pos)' : ' (the fenced primary\'s position)'}`);
   console.log(`3. promoted ${o.to}: ${p.promoted ? 'now' : 'already'} the primary, writable, semi-sync ${p.semisync?.Rpl_semi_sync_master_status ?? '?'}, at GTID ${p.gtid_binlog_pos}`);
-  const follows = position === null ? undefined : await tryCall(from, 'POST', '/cluster/follow', { mysql: p.mysql }, auth, 30_000);
+  const follows = position === null ? undefined : await tryCall(from, 'POST', '/cluster/follow', { mysql: p.mysql }, { timeoutMs: 30_000, secret: o.secret });
   if (follows?.status === 200) console.log(`3. the old primary at ${from} follows ${p.mysql} as its standby`);
   else if (position !== null) console.log(`3. the old primary at ${from} could not be made the standby (${follows === undefined ? 'no answer' : problem(follows)}): rejoin it`);
   else console.log(`4. waiting (up to ${STANDBY_WAIT_MS / 1000} s) for a standby to acknowledge the new map: on the shard's host, run ./start-shards.sh rejoin N`);
@@ -143,9 +142,9 @@ async function install(next: ClusterMap, secret: string | undefined): Promise<st
 }
 
 /** One request; undefined when the node does not answer at all. */
-async function tryCall(node: string, method: string, path: string, body: unknown, headers: Record<string, string>, timeoutMs: number): Promise<Answer | undefined> {
+async function tryCall(node: string, method: string, path: string, body: unknown, options: CallOptions): Promise<Answer | undefined> {
   try {
-    return await call(node, method, path, body, headers, timeoutMs);
+    return await call(node, method, path, body, {}, options);
   } catch {
     return undefined;
   }

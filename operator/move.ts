@@ -91,18 +91,18 @@ const conflict = (why: string): Moved => ({ ok: false, conflict: true, why });
 const failed = (why: string): Moved => ({ ok: false, conflict: false, why });
 
 function headers(auth: Credentials, condition: Record<string, string>): Record<string, string> {
-  return { ...condition, 'cluster-epoch': String(auth.epoch), ...(auth.secret !== undefined && { authorization: `Bearer ${auth.secret}` }) };
+  return { ...condition, 'cluster-epoch': String(auth.epoch) };
 }
 
 async function copy(to: string, record: Versioned, condition: Record<string, string>, auth: Credentials): Promise<Answer> {
-  const res = await call(auth.where(to), 'PUT', `/v1/expenses/${record.expense.id}/copy`, { ...record.expense, version: record.version }, headers(auth, condition));
+  const res = await call(auth.where(to), 'PUT', `/v1/expenses/${record.expense.id}/copy`, { ...record.expense, version: record.version }, headers(auth, condition), { secret: auth.secret });
   // The owner answers with what it stored: it must be the record, in canonical form.
   if (res.status < 300 && !sameExpense(res.body, record.expense)) throw new Error(`the copy on ${to} differs from the original; the original is kept`);
   return res;
 }
 
 function step(node: string, method: string, path: string, copied: Versioned, auth: Credentials): Promise<Answer> {
-  return call(auth.where(node), method, path, undefined, headers(auth, { 'if-match': etag(copied.version) }));
+  return call(auth.where(node), method, path, undefined, headers(auth, { 'if-match': etag(copied.version) }), { secret: auth.secret });
 }
 
 /** The live record on a node, or undefined when it has none (gone, or mid-move). */

@@ -326,10 +326,11 @@ function alive(pid: number): boolean {
 /** PUT /cluster/map on one node, at its address under `map` (rule 7), over the epoch it holds now. */
 export function putMap(node: string, map: ClusterMap, over: number | undefined, secret: string | undefined, where = whereIn(map)) {
   const condition: Record<string, string> = over === undefined ? { 'if-none-match': '*' } : { 'if-match': `"${over}"` };
-  return call(where(node), 'PUT', '/cluster/map', map, { ...condition, ...(secret !== undefined && { authorization: `Bearer ${secret}` }) });
+  return call(where(node), 'PUT', '/cluster/map', map, condition, { secret });
 }
 
-const epochOf = (answer: Said | undefined) => (answer !== undefined && 'map' in answer ? answer.map?.epoch : undefined);
+const epochOf = (answer: Said | undefined) => (answer === undefined || 'why' in answer ? undefined : (answer.broken?.epoch ?? answer.map?.epoch));
+const brokenOn = (answer: Said | undefined) => (answer !== undefined && 'broken' in answer ? answer.broken : undefined);
 
 /**
  * Step 3: the moving map onto every node of both rings. Undefined when taken,
@@ -397,8 +398,11 @@ async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: s
   const order = [...known.filter((n) => !kept.has(n)), ...known.filter((n) => kept.has(n))];
   const where = whereIn(end, over, newest(said));
   for (const node of order) {
+    const broken = took.has(node) ? undefined : brokenOn(said.get(node));
     const epoch = took.has(node) ? over!.epoch : epochOf(said.get(node));
-    const res = epoch === end.epoch ? undefined : await putMap(node, end, epoch, secret, where);
+    // A stored map that cannot be read gets the cluster's, over its epoch column, whatever that says.
+    const res = epoch === end.epoch && broken === undefined ? undefined : await putMap(node, end, epoch, secret, where);
+    if (res?.status === 200 && broken !== undefined) console.log(`${node}: its stored map (epoch ${broken.epoch}) could not be read (${broken.problem}); put the cluster's map back`);
     if (res?.status === 200) continue;
     // Already at the end's epoch: fine only if it is this very map.
     if (res === undefined || (res.status === 412 && res.etag === `"${end.epoch}"`)) {
@@ -482,12 +486,15 @@ export async function check(seeds: string[], known?: Map<string, Said>): Promise
   const out = total(found.misplaced);
   console.log(`check: ${found.records} records on ${found.nodes} nodes, ${describeMap(map)}: ${out} out of place`);
   for (const [route, n] of [...found.misplaced].sort()) console.log(`  on ${route.replace(' -> ', ', owned by ')}: ${n}`);
-  const behind = [...said].filter(([, a]) => epochOf(a) !== map.epoch && !('why' in a));
+  const broken = [...said].filter(([, a]) => brokenOn(a) !== undefined);
+  const to = map.nodes.map((n) => n.name).join(',');
+  for (const [node, a] of broken) console.error(`BROKEN ${node}: its stored map (epoch ${brokenOn(a)!.epoch}) cannot be read (${brokenOn(a)!.problem}); put the cluster's map back with: node ch_client.ts reshard --to ${to}`);
+  const behind = [...said].filter(([, a]) => epochOf(a) !== map.epoch && !('why' in a) && brokenOn(a) === undefined);
   for (const [node, a] of behind) console.error(`BEHIND ${node} holds ${epochOf(a) === undefined ? 'no map' : `epoch ${epochOf(a)}`}; run the reshard again to give it epoch ${map.epoch}`);
   if (map.moving !== undefined) console.error(`a reshard is under way (${describeMap(map)}): records are out of place until it ends`);
   printProblems(found, false);
   const outside = await outsideTheRing(map, said);
-  return out === 0 && isClean(found) && behind.length === 0 && split.length === 0 && map.moving === undefined && outside ? 0 : 1;
+  return out === 0 && isClean(found) && behind.length === 0 && broken.length === 0 && split.length === 0 && map.moving === undefined && outside ? 0 : 1;
 }
 
 /**

@@ -32,7 +32,7 @@ export type Walk = {
 };
 
 /** A page of one node's rows, sorted into what stays and what must move. */
-type Sorted = { holder: string; staying: number; movedByModN: number; out: Array<{ record: Versioned; to: string }>; incoming: Array<{ copy: Versioned; from: string }>; strays: Versioned[] };
+type Sorted = { holder: string; staying: string[]; movedByModN: number; out: Array<{ record: Versioned; to: string }>; incoming: Array<{ copy: Versioned; from: string }>; strays: Versioned[] };
 
 /**
  * Walks every node of both rings. With credentials it moves what is out of
@@ -44,12 +44,15 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined): Prom
   const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map() };
   // A record moved to a node that this walk lists later is met twice: count it once.
   const arrived = new Set<string>();
+  // An id is one record, however many rows of it the walk meets: a copy a dead run left
+  // incoming on one node and its original still live on another are counted once.
+  const counted = new Set<string>();
   const counter = progress(auth === undefined ? 'records walked' : 'records walked and moved as needed');
   for (const holder of nodes) {
     try {
       for await (const page of sortPages(holder, map, arrived)) {
-        tally(w, page);
-        counter.tick(page.staying + page.out.length);
+        tally(w, page, counted);
+        counter.tick(page.staying.length + page.out.length);
         if (auth !== undefined) await moveAll(w, page, auth, arrived);
       }
     } catch (err) {
@@ -66,7 +69,7 @@ async function* sortPages(holder: string, map: ClusterMap, arrived: Set<string>)
   const [from, to] = [map.nodes, map.moving?.nodes ?? map.nodes].map((nodes) => nodes.map((n) => n.name));
   const at = addressOf(map, holder);
   for await (const copies of pages(at, 'incoming')) {
-    const page: Sorted = { holder, staying: 0, movedByModN: 0, out: [], incoming: [], strays: [] };
+    const page: Sorted = { holder, staying: [], movedByModN: 0, out: [], incoming: [], strays: [] };
     for (const copy of copies) {
       const { owner, target } = place(copy.expense.id);
       const from = holder === target?.name ? owner.name : holder === owner.name ? target?.name : undefined;
@@ -76,12 +79,12 @@ async function* sortPages(holder: string, map: ClusterMap, arrived: Set<string>)
     yield page;
   }
   for await (const records of pages(at, 'live')) {
-    const page: Sorted = { holder, staying: 0, movedByModN: 0, out: [], incoming: [], strays: [] };
+    const page: Sorted = { holder, staying: [], movedByModN: 0, out: [], incoming: [], strays: [] };
     for (const record of records.filter((r) => !arrived.has(r.expense.id))) {
       if (modN(record.expense.id, from!) !== modN(record.expense.id, to!)) page.movedByModN++;
       const { owner, target } = place(record.expense.id);
       const home = (target ?? owner).name;
-      if (home === holder) page.staying++;
+      if (home === holder) page.staying.push(record.expense.id);
       else if (holder === owner.name) page.out.push({ record, to: home });
       else page.strays.push(record);
     }
@@ -109,9 +112,13 @@ export async function idsOn(node: string, state: 'live' | 'incoming' | 'moved'):
   return ids;
 }
 
-function tally(w: Walk, page: Sorted): void {
-  // A copy a dead run left incoming is a record on its way: counted where it comes from.
-  w.records += page.staying + page.out.length + page.incoming.length;
+function tally(w: Walk, page: Sorted, counted: Set<string>): void {
+  // A copy a dead run left incoming is a record on its way: counted once, where it comes from.
+  for (const id of [...page.staying, ...page.out.map((o) => o.record.expense.id), ...page.incoming.map((i) => i.copy.expense.id)]) {
+    if (counted.has(id)) continue;
+    counted.add(id);
+    w.records++;
+  }
   w.halfMoved += page.incoming.length;
   w.movedByModN += page.movedByModN;
   const routes = [...page.out.map(({ to }) => `${page.holder} -> ${to}`), ...page.incoming.map(({ from }) => `${from} -> ${page.holder}`)];

@@ -9,6 +9,11 @@
 // not even the forgetting of moved rows (rule 8), and keeps no map in memory:
 // it reads the map its primary replicates to it at every request, so that it
 // names the owner's current address, and notices at once when it is promoted.
+//
+// A stored map that cannot be read (corrupt JSON, or one checkMap refuses)
+// blocks nothing for good: the shard holds it as broken, answers 503 naming
+// it, and takes the cluster's map over it by compare-and-set on the stored
+// epoch column, which stays readable (PUT /cluster/map with If-Match on it).
 
 import { checkMap, placer, ringChange, type ClusterMap, type Placement } from '../api/cluster-map.ts';
 import { isReadOnly } from '../mysql/connections.ts';
@@ -17,7 +22,7 @@ import { isReadOnly } from '../mysql/connections.ts';
 export type MapStore = {
   shard(): Promise<string>;
   writable(): Promise<boolean>;
-  readMap(): Promise<string | undefined>;
+  readMap(): Promise<{ epoch: number; map: string } | undefined>;
   writeMap(map: string, epoch: number, expected: number | undefined): Promise<boolean>;
   forgetMoved(): Promise<void>;
   list(after: string, limit: number, state: 'incoming'): Promise<unknown[]>;
@@ -32,7 +37,18 @@ export type Held = {
   place?: (id: string) => Placement;
   /** While a reshard runs: when its lease ends by this shard's clock, unless renewed. */
   leaseUntil?: number;
+  /** A stored map that cannot be read: its epoch column, and why. Then there is no map. */
+  broken?: { epoch: number; problem: string };
 };
+
+/** The one line a broken shard answers: the map, the shard, and the command that repairs it. */
+export function brokenMessage(held: Held): string {
+  const { epoch, problem } = held.broken!;
+  return (
+    `shard ${held.shard}: its stored cluster map (epoch ${epoch}) cannot be read: ${problem}. Nothing stored is lost; ` +
+    'put the cluster\'s map back with: node ch_client.ts reshard --to <the cluster\'s nodes>'
+  );
+}
 
 /** Why a new map was not taken: rule 6's carries its reason. */
 export type Refusal = 'stale' | 'older' | 'incoming' | { ring: string };
@@ -64,8 +80,14 @@ export function createCluster(db: MapStore) {
   }
 
   async function read(): Promise<Held> {
-    const [shard, text, writable] = await Promise.all([db.shard(), db.readMap(), db.writable()]);
-    const map = text === undefined ? undefined : checkMap(JSON.parse(text));
+    const [shard, stored, writable] = await Promise.all([db.shard(), db.readMap(), db.writable()]);
+    let map: ClusterMap | undefined;
+    try {
+      map = stored === undefined ? undefined : checkMap(JSON.parse(stored.map));
+    } catch (err) {
+      // Not kept: each request reads it again, so a map put back by hand is seen at once.
+      return { shard, writable, broken: { epoch: stored!.epoch, problem: (err as Error).message } };
+    }
     // Rule 8: a read-only machine writes nothing, and reads its map again at the next request.
     if (!writable) return holding(shard, map, false);
     // Killed between storing a finished reshard's map and forgetting its moved rows: forget them now.
@@ -76,7 +98,10 @@ export function createCluster(db: MapStore) {
 
   async function swap(next: ClusterMap, expected: number | undefined): Promise<Refusal | undefined> {
     const now = await load();
-    if (now.map?.epoch !== expected) return 'stale';
+    // Over a broken map: only the epoch column it stores counts, and nothing of its unreadable rings.
+    if (now.broken !== undefined) {
+      if (expected !== now.broken.epoch) return 'stale';
+    } else if (now.map?.epoch !== expected) return 'stale';
     if (now.map !== undefined && JSON.stringify(now.map) === JSON.stringify(next)) {
       now.leaseUntil = next.moving && Date.now() + next.moving.leaseMs;
       return undefined;

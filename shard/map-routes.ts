@@ -2,10 +2,15 @@
 // may read it; only the operator changes it, by compare-and-set on its epoch.
 
 import { checkMap } from '../api/cluster-map.ts';
+import { brokenMessage } from './cluster.ts';
 import { HttpError, readJson, type Context, type Reply } from './http.ts';
 
 /** The map this shard holds, its identity, its role (rule 8), and what is left of a reshard's lease by this shard's clock. */
 export async function readMap({ held }: Context): Promise<Reply> {
+  // A stored map that cannot be read: 503, with what the operator's tool needs to put one over it.
+  if (held.broken !== undefined) {
+    return { status: 503, body: { error: brokenMessage(held), shard: held.shard, map: null, leaseLeftMs: null, broken: held.broken }, headers: { ETag: `"${held.broken.epoch}"` } };
+  }
   const leaseLeftMs = held.leaseUntil === undefined ? null : Math.max(0, held.leaseUntil - Date.now());
   const body = { shard: held.shard, role: held.writable ? 'primary' : 'standby', map: held.map ?? null, leaseLeftMs };
   return { status: 200, body, headers: held.map === undefined ? {} : { ETag: `"${held.map.epoch}"` } };
@@ -23,6 +28,9 @@ export async function writeMap(c: Context): Promise<Reply> {
   const refusal = await c.cluster.install(next, epoch === undefined ? undefined : Number(epoch));
   const now = await c.cluster.load();
   const tag: Record<string, string> = now.map === undefined ? {} : { ETag: `"${now.map.epoch}"` };
+  if (refusal === 'stale' && now.broken !== undefined) {
+    throw new HttpError(412, `${brokenMessage(now)}; a map goes over it only with If-Match: "${now.broken.epoch}"`, { ETag: `"${now.broken.epoch}"` });
+  }
   if (refusal === 'stale') throw new HttpError(412, `this shard's map is at ${now.map === undefined ? 'no epoch' : `epoch ${now.map.epoch}`}, not the one this request expects; read it again`, tag);
   if (refusal === 'older') throw new HttpError(409, `a map changes only to a higher epoch than ${now.map!.epoch}, or to itself (which renews the lease)`, tag);
   if (typeof refusal === 'object') {

@@ -13,6 +13,7 @@
 //             address for the owner (rule 8); the client re-reads the map
 
 import { createHmac } from 'node:crypto';
+import { derivedKey } from '../api/signing.ts';
 import type { IncomingMessage } from 'node:http';
 import { addressOf, type MapNode } from '../api/cluster-map.ts';
 import type { State } from '../db.ts';
@@ -106,12 +107,13 @@ export function askingOf(req: IncomingMessage): string | undefined {
  * what the new owner takes as proof that the old one sent the request (rule
  * 3b). It names the epoch, so that an answer from another epoch is not taken
  * for one from this one; where the cluster has a secret, it carries a MAC of
- * the id and the epoch under it, so that no client can make it up.
+ * the id and the epoch under a key derived from it for ASK words alone
+ * (api/signing.ts), so that no client can make it up.
  */
 function askingWord(held: Held, secret: string | undefined, id: string): string {
   const epoch = String(held.map!.epoch);
   if (secret === undefined) return epoch;
-  return `${epoch}.${createHmac('sha256', secret).update(`${epoch}:${id}`).digest('hex').slice(0, 32)}`;
+  return `${epoch}.${createHmac('sha256', derivedKey(secret, 'ask')).update(`${epoch}:${id}`).digest('hex').slice(0, 32)}`;
 }
 
 /** 503 (rule 8): a read-only machine that knows no other address for the owner. */

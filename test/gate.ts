@@ -18,6 +18,8 @@ export type Gate = {
   release(): void;
   /** Stops holding, and answers nothing to what was held: the node never sees it. */
   drop(): void;
+  /** Every request that reached the gate, as it came: its request line, headers and body. */
+  seen(): string[];
   close(): Promise<void>;
 };
 
@@ -26,6 +28,7 @@ export async function startGate(target: string): Promise<Gate> {
   let match: ((method: string, path: string, body: string) => boolean) | undefined;
   let held: Held[] = [];
   let waiting: Array<{ count: number; resolve: (what: string[]) => void }> = [];
+  const seen: string[] = [];
 
   const forward = (req: http.IncomingMessage, body: Buffer, res: http.ServerResponse) => {
     const out = http.request({ host, port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
@@ -40,6 +43,7 @@ export async function startGate(target: string): Promise<Gate> {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const body = Buffer.concat(chunks);
+    seen.push(`${req.method} ${req.url}\n${req.rawHeaders.join('\n')}\n\n${body}`);
     if (match === undefined || !match(req.method!, req.url!, body.toString())) return forward(req, body, res);
     held.push({ what: `${req.method} ${req.url}`, go: () => forward(req, body, res), drop: () => res.destroy() });
     waiting = waiting.filter((w) => (held.length >= w.count ? (w.resolve(held.map((h) => h.what)), false) : true));
@@ -67,6 +71,7 @@ export async function startGate(target: string): Promise<Gate> {
     },
     release: () => letGo('go'),
     drop: () => letGo('drop'),
+    seen: () => seen,
     async close() {
       letGo('drop');
       server.closeAllConnections();

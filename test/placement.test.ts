@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { addressOf, checkMap, placer, ringChange, type ClusterMap } from '../api/cluster-map.ts';
 import { Invalid } from '../api/expense.ts';
+import { derivedKey } from '../api/signing.ts';
 import type { State } from '../db.ts';
 import type { Held } from '../shard/cluster.ts';
 import { decide, type Verdict } from '../shard/placement.ts';
@@ -39,7 +40,7 @@ const fromAtoC = idWhere(moving, (owner, target) => owner === A.shard && target 
 const stayOnA = idWhere(moving, (owner, target) => owner === A.shard && target === undefined);
 
 /** The old owner's word for an id at the moving map's epoch, as the server makes it. */
-const word = (id: string) => `8.${createHmac('sha256', SECRET).update(`8:${id}`).digest('hex').slice(0, 32)}`;
+const word = (id: string) => `8.${createHmac('sha256', derivedKey(SECRET, 'ask')).update(`8:${id}`).digest('hex').slice(0, 32)}`;
 
 type Row = {
   rule: string;
@@ -121,6 +122,11 @@ describe('rule 6: a ring changes only by a move, or by a recorded forget', () =>
     });
   }
 
+  it('checkMap keeps epochs headroom: 2^52 is taken, anything above refused, so no map can block every later one', () => {
+    assert.equal(checkMap({ ...settled, epoch: 2 ** 52 }).epoch, 2 ** 52);
+    for (const epoch of [2 ** 52 + 1, 2 ** 53 - 1, 2 ** 53]) assert.throws(() => checkMap({ ...settled, epoch }), /epoch must be a whole number from 1 to 4503599627370496 \(2\^52/);
+  });
+
   it('checkMap refuses a forgotten shard in a ring, and a forget dated after the map', () => {
     assert.throws(() => checkMap({ ...ended, forgot: [{ ...C, epoch: 9 }] }), /cannot be in a ring/);
     assert.throws(() => checkMap({ ...forgetC, forgot: [{ ...C, epoch: 11 }] }), /must name the epoch that forgot it, from 1 to 10/);
@@ -187,6 +193,15 @@ describe('rule 5: a shard takes a new map only at a higher epoch, and not while 
     assert.equal((await put(other, map.epoch)).status, 409);
     assert.equal((await put({ ...other, epoch: map.epoch + 1 }, map.epoch - 1)).status, 412);
     assert.deepEqual((await mapAt()).map, map);
+  });
+
+  it('refuses a map at epoch 2^53 - 1 (400), so that a later reshard still has epochs to use', async () => {
+    const { map } = await mapAt();
+    const refused = await put({ ...map, epoch: 2 ** 53 - 1 }, map.epoch);
+    assert.equal(refused.status, 400);
+    assert.match(((await refused.json()) as { error: string }).error, /epoch must be a whole number from 1 to 4503599627370496/);
+    assert.deepEqual((await mapAt()).map, map);
+    assert.equal((await put({ ...map, epoch: map.epoch + 1 }, map.epoch)).status, 200);
   });
 
   it('refuses to end a reshard while a copy is incoming, and takes the same map once it is gone', async () => {

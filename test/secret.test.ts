@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { sign } from '../api/signing.ts';
 import { run, runNode, startServer, startShards, type Shards } from './shards.ts';
 
 let shards: Shards;
@@ -49,6 +50,10 @@ async function call(method: string, path: string, body?: unknown, headers: Recor
 }
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+/** A request's Authorization as the operator's tools sign it (api/signing.ts), under `key`, at `nowMs`. */
+const signed = (key: string, method: string, path: string, body: unknown, nowMs = Date.now(), signedBody = body) => ({
+  authorization: sign(key, { method, path, body: signedBody === undefined ? '' : JSON.stringify(signedBody) }, nowMs),
+});
 
 /** Each operator route, with a body it would accept. */
 const ROUTES: Array<[string, string, unknown]> = [
@@ -61,23 +66,31 @@ const ROUTES: Array<[string, string, unknown]> = [
 
 describe('the cluster secret', () => {
   for (const [method, path, body] of ROUTES) {
-    it(`${method} ${path}: 401 with WWW-Authenticate: Bearer and a JSON error without the secret or with a wrong one, and reached with it`, async () => {
+    it(`${method} ${path}: 401 with WWW-Authenticate and a JSON error without the secret's proof or with a wrong one, and reached with a signature or the secret`, async () => {
       const wrong: Array<[string, Record<string, string>]> = [
         ['no Authorization', {}],
         ['another secret', bearer('0'.repeat(64))],
         ['the secret with one character more', bearer(`${secret}0`)],
         ['the secret under another scheme', { authorization: `Basic ${secret}` }],
+        ['signed under another secret', signed('0'.repeat(64), method, path, body)],
+        ['signed 61 s ago', signed(secret, method, path, body, Date.now() - 61_000)],
+        ['signed for 61 s ahead', signed(secret, method, path, body, Date.now() + 61_000)],
+        ['signed for another path', signed(secret, method, `${path}x`, body)],
+        ['signed for another body', signed(secret, method, path, body, Date.now(), { other: true })],
       ];
       for (const [what, headers] of wrong) {
         const res = await call(method, path, body, headers);
         assert.equal(res.status, 401, what);
-        assert.equal(res.headers.get('www-authenticate'), 'Bearer', what);
+        assert.equal(res.headers.get('www-authenticate'), 'CH-HMAC, Bearer', what);
         assert.match(res.headers.get('content-type')!, /^application\/json/, what);
-        assert.match(res.body.error, /is an operator's route: send Authorization: Bearer <the cluster secret>/, what);
+        assert.match(res.body.error, /is an operator's route: sign it with the cluster secret \(Authorization: CH-HMAC, api\/signing\.ts\), or by hand send Authorization: Bearer <the cluster secret>/, what);
+        assert.equal(res.text.includes(secret), false, what);
       }
       // What the route itself then says (a missing precondition, say) does not matter here: only that it was reached.
-      const reached = await call(method, path, body, bearer(secret));
-      assert.notEqual(reached.status, 401, JSON.stringify(reached.body));
+      for (const headers of [signed(secret, method, path, body), signed(secret, method, path, body, Date.now() - 59_000), bearer(secret)]) {
+        const reached = await call(method, path, body, headers);
+        assert.notEqual(reached.status, 401, JSON.stringify(reached.body));
+      }
     });
   }
 
@@ -153,6 +166,30 @@ describe('the cluster secret', () => {
     const ps = await run('ps', ['-eo', 'args=']);
     assert.match(ps.stdout, /server\.ts/);
     assert.equal(ps.stdout.includes(secret), false, 'on a command line');
+  });
+});
+
+describe('the MySQL password', () => {
+  it('is in no running server\'s environment: start-shards.sh passes its file, not the password', async () => {
+    const password = (await readFile(join(shards.dir, 'shard-1', 'password'), 'utf8')).trim();
+    const environ = await readFile(`/proc/${await shards.pid(1, 'server.pid')}/environ`, 'utf8');
+    assert.match(environ, /(^|\0)MYSQL_PASSWORD_FILE=\S+\/shard-1\/password(\0|$)/);
+    assert.equal(environ.includes(password), false, 'in /proc/PID/environ');
+    assert.equal((await fetch(`http://${shards.nodes[0]}/healthz`)).status, 200, 'and MySQL is reached with it');
+  });
+
+  it('refuses a password file that other users may read, and says how to fix it', async () => {
+    const { MYSQL_PASSWORD: _, ...db } = await shards.databaseEnv(1);
+    const file = join(shards.dir, 'open-password');
+    await writeFile(file, 'whatever');
+    await chmod(file, 0o640);
+    try {
+      const server = await run(process.execPath, ['server.ts'], { env: { ...process.env, ...db, PORT: '0', MYSQL_PASSWORD_FILE: file }, timeoutMs: 10_000 });
+      assert.equal(server.code, 1);
+      assert.match(server.stderr, new RegExp(`the MySQL password in ${file} is open to other users \\(mode 640\\); make it yours alone: chmod 600 ${file}`));
+    } finally {
+      await rm(file);
+    }
   });
 });
 

@@ -62,6 +62,21 @@ describe('start-shards.sh', () => {
     assert.equal(await shards.pid(1, 'server.pid'), before);
   });
 
+  it('starts a shard whose stored map cannot be read, says so in one line, and reshard --to repairs it', async () => {
+    const map = await (await fetch(`http://${shards.nodes[0]}/cluster/map`)).json();
+    const server = await shards.pid(2, 'server.pid');
+    await shards.sql(2, "UPDATE expenses.cluster_map SET map = '{'");
+    process.kill(server, 'SIGTERM');
+    await waitForExit(server);
+    const again = await shards.script('2');
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    assert.match(again.stderr, /^shard 2: up, but shard [\w-]+: its stored cluster map \(epoch 1\) cannot be read: .*JSON.*reshard --to <the cluster's nodes>$/m);
+    const client = await run(process.execPath, ['ch_client.ts', 'reshard', '--nodes', shards.nodes.join(','), '--to', shards.nodes.join(','), '--secret-file', shards.secretFile]);
+    assert.equal(client.code, 0, client.stdout + client.stderr);
+    assert.equal((await fetch(`http://${shards.nodes[1]}/healthz`)).status, 200);
+    assert.deepEqual(await (await fetch(`http://${shards.nodes[1]}/cluster/map`)).json(), { ...map, shard: (await (await fetch(`http://${shards.nodes[1]}/healthz`)).json()).shard });
+  });
+
   it('brings up only what is down, and keeps the data', async () => {
     // An id that the cluster map places on shard 2, which takes no other.
     const ring = new HashRing(shards.nodes);
@@ -208,7 +223,7 @@ describe('start-shards.sh failures', () => {
     });
   });
 
-  it('names a port already in use and its holder, and starts nothing', async () => {
+  it('names a port already in use and its holder, and starts nothing; a port taken after the maps went in leaves no map behind, and a start with other ports serves', async () => {
     await inTempDir(async (dir, script) => {
       const blocker = createServer();
       await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
@@ -221,6 +236,31 @@ describe('start-shards.sh failures', () => {
       } finally {
         blocker.close();
       }
+      // Taken after the check, once the maps are written: shard 2's server cannot listen.
+      const base = await freePorts(2);
+      const late = createServer();
+      const failed = script(['2'], { SHARDS_BASE_PORT: String(base) });
+      await until(async () => (await stat(join(dir, 'shard-2', 'mysqld.pid')).catch(() => undefined)) !== undefined);
+      await new Promise<void>((resolve) => late.listen(base + 1, '127.0.0.1', resolve));
+      try {
+        const res = await failed;
+        assert.equal(res.code, 1, res.stdout + res.stderr);
+        assert.match(res.stderr, /shard 2: the server stopped while starting/);
+        assert.deepEqual(await processesIn(dir), []);
+      } finally {
+        late.close();
+      }
+      // Then a start with other ports works and serves: no map of the failed ports is left behind.
+      const other = await freePorts(2);
+      const started = await script(['2'], { SHARDS_BASE_PORT: String(other) });
+      assert.equal(started.code, 0, started.stdout + started.stderr);
+      const res = await fetch(`http://127.0.0.1:${other}/cluster/map`);
+      assert.equal(res.status, 200);
+      const { map } = (await res.json()) as { map: { nodes: Array<{ name: string }> } };
+      assert.deepEqual(map.nodes.map((n) => n.name), [`127.0.0.1:${other}`, `127.0.0.1:${other + 1}`]);
+      const owner = new HashRing(map.nodes.map((n) => n.name), 1).get('late-1');
+      const stored = await fetch(`http://${owner}/v1/expenses`, { method: 'POST', body: JSON.stringify(expenseFor('late-1')) });
+      assert.equal(stored.status, 201);
     });
   });
 
@@ -246,3 +286,11 @@ describe('start-shards.sh failures', () => {
     });
   });
 });
+
+/** Resolves once `done` holds, asking every 50 ms for up to 60 s. */
+async function until(done: () => Promise<boolean>): Promise<void> {
+  for (const deadline = Date.now() + 60_000; !(await done()); ) {
+    if (Date.now() > deadline) throw new Error('gave up waiting');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
