@@ -27,7 +27,7 @@
 
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { addressOf, describeMap, everyNode, sameMap, type ClusterMap, type Forgot, type Holder, type MapNode } from '../api/cluster-map.ts';
+import { addressOf, describeMap, everyNode, sameMap, signMap, type ClusterMap, type Forgot, type Holder, type MapNode } from '../api/cluster-map.ts';
 import { ask, newest, sameNodes, type Said } from '../client/cluster.ts';
 import { call, problem } from '../client/http.ts';
 import { plural } from '../api/words.ts';
@@ -313,10 +313,14 @@ function alive(pid: number): boolean {
 // ---------------------------------------------------------------------------
 // 3 and 5: put a map on every node, by compare-and-set.
 
-/** PUT /cluster/map on one node, at its address under `map` (rule 7), over the epoch it holds now. */
+/**
+ * PUT /cluster/map on one node, at its address under `map` (rule 7), over the
+ * epoch it holds now. Every map the operator puts is signed here (rule 9): with
+ * the cluster secret, it carries a MAC, so that a shard may take it from another.
+ */
 export function putMap(node: string, map: ClusterMap, over: number | undefined, secret: string | undefined, where = whereIn(map)) {
   const condition: Record<string, string> = over === undefined ? { 'if-none-match': '*' } : { 'if-match': `"${over}"` };
-  return call(where(node), 'PUT', '/cluster/map', map, { ...condition, ...(secret !== undefined && { authorization: `Bearer ${secret}` }) });
+  return call(where(node), 'PUT', '/cluster/map', signMap(map, secret), { ...condition, ...(secret !== undefined && { authorization: `Bearer ${secret}` }) });
 }
 
 const epochOf = (answer: Said | undefined) => (answer !== undefined && 'map' in answer ? answer.map?.epoch : undefined);
