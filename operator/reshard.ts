@@ -65,8 +65,18 @@ export async function reshard(o: ReshardOptions): Promise<number> {
   }
   if (plan.forget !== undefined) return forgetFirst(plan.map, plan.forget, said, o);
   if (plan.next === undefined) {
-    console.log(`nothing to move: the cluster is at ${describeMap(plan.map)}. Checking that every record is on its owner:`);
-    const repaired = await endEverywhere(plan.map, said, o.secret);
+    console.log(`nothing to move: the cluster is at ${describeMap(plan.map)}`);
+    const finished: string[] = [];
+    const repaired = await endEverywhere(plan.map, said, o.secret, undefined, finished);
+    // A run killed during its end (step 5) left some nodes behind: say which this run brought up to the map.
+    if (finished.length > 0 && newest(said) === undefined) {
+      console.log(`gave the cluster its first map: ${finished.join(', ')} now hold it, at epoch ${plan.map.epoch}`);
+    } else if (finished.length > 0) {
+      console.log(`finished the end of an earlier reshard: ${finished.join(', ')} now hold the cluster's map at epoch ${plan.map.epoch}`);
+    } else if (repaired) {
+      console.log(`every node already held the cluster's map at epoch ${plan.map.epoch}`);
+    }
+    console.log('Checking that every record is on its owner:');
     return (await check([...said.keys()])) === 0 && repaired ? 0 : 1;
   }
   // A reshard whose node died: what forgetting it loses is counted before the end forgets the moved rows.
@@ -356,8 +366,12 @@ async function take(map: ClusterMap, next: ClusterMap, said: Map<string, Said>, 
   return undefined;
 }
 
-/** Step 5: `end` onto every node that has not got it, removed nodes first. True when every node has it. */
-async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: string | undefined, over?: ClusterMap): Promise<boolean> {
+/**
+ * Step 5: `end` onto every node that has not got it, removed nodes first. True
+ * when every node has it. `put` gets each node this call gave it to, with the
+ * epoch it had ("127.0.0.1:4000 (was at epoch 3)").
+ */
+async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: string | undefined, over?: ClusterMap, put: string[] = []): Promise<boolean> {
   const kept = new Set(end.nodes.map((n) => n.name));
   const took = new Set(over === undefined ? [] : everyNode(over).map((n) => n.name));
   // A forgotten node is gone: it gets no map (and one that answers again is check's to report).
@@ -368,7 +382,10 @@ async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: s
   for (const node of order) {
     const epoch = took.has(node) ? over!.epoch : epochOf(said.get(node));
     const res = epoch === end.epoch ? undefined : await putMap(node, end, epoch, secret, where);
-    if (res?.status === 200) continue;
+    if (res?.status === 200) {
+      put.push(`${node} (${epoch === undefined ? 'had no map' : `was at epoch ${epoch}`})`);
+      continue;
+    }
     // Already at the end's epoch: fine only if it is this very map.
     if (res === undefined || (res.status === 412 && res.etag === `"${end.epoch}"`)) {
       const now = (await ask([node], where)).get(node);

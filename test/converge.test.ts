@@ -2,7 +2,8 @@
 // rule 9), on real processes: a reshard is killed while it puts its final map
 // on the nodes, so that one node keeps the moving map. With no rerun, the
 // clients' own requests tell that node of the newer epoch, it fetches the map
-// from a node of its own map, checks it, and takes it.
+// from a node of its own map, checks it, and takes it. And a rerun after such
+// a kill says what it finished.
 //
 // Each shard sits behind a gate (test/gate.ts), so that the test decides
 // which node misses the final map.
@@ -87,5 +88,16 @@ describe('a reshard killed while it puts its final map on the nodes', () => {
     assert.ok(tries.length >= 10, `only ${tries.length} POSTs in 4 s`);
     assert.ok(last <= 2000, `POSTs were refused until ${last} ms after the first: ${refused.map((t) => `${t.at} ms ${t.why}`).join('; ')}`);
     assert.equal((await mapOf(five[4]!)).epoch, ahead.epoch, 'the lagging node took the new epoch');
+  });
+
+  it('a rerun says what it finished of the end', async () => {
+    // Back to four: the removed fifth node gets the final map first, then the kept ones, of which the fourth misses it.
+    await killDuringEnd(four, gates[3]!);
+    const final = await mapOf(five[0]!);
+    assert.notEqual((await mapOf(five[3]!)).epoch, final.epoch);
+    const rerun = await a.client(['reshard', '--nodes', four.join(','), '--to', four.join(','), '--replicas', REPLICAS]);
+    assert.equal(rerun.code, 0, rerun.stdout + rerun.stderr);
+    assert.match(rerun.stdout, new RegExp(`^finished the end of an earlier reshard: .*${five[3]!.replace(/\./g, '\\.')}.* now hold the cluster's map at epoch ${final.epoch}`, 'm'));
+    assert.equal((await mapOf(five[3]!)).epoch, final.epoch);
   });
 });

@@ -511,6 +511,7 @@ describe('one reshard at a time, across machines', () => {
     assert.match(check.stderr, new RegExp(`^BEHIND ${four[3]} holds epoch \\d+; run the reshard again`, 'm'));
     const rerun = await b.client(reshardArgs(four));
     assert.equal(rerun.code, 0, rerun.stdout + rerun.stderr);
+    assert.match(rerun.stdout, new RegExp(`^finished the end of an earlier reshard: .*${four[3]!.replace(/\./g, '\\.')} \\(was at epoch \\d+\\)`, 'm'));
     assert.equal((await b.client(['check', '--nodes', three.join(',')])).code, 0);
   });
 });
