@@ -8,6 +8,7 @@
 //   shard/cluster.ts        the map this shard holds, and how it changes (level 2)
 //   shard/move-steps.ts     this shard's half of moving a record (level 3)
 //   shard/map-routes.ts     the map over HTTP, changed by the operator (level 3)
+//   shard/converge.ts       a newer map a client names, fetched from a peer and taken (rule 9)
 //   shard/secret.ts         the cluster secret of the operator's routes
 //   shard/replication.ts    this machine's steps of a failover: fence, promote, follow (level 4)
 //
@@ -20,6 +21,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createDb, type DbConfig } from './db.ts';
 import { brokenMessage, createCluster } from './shard/cluster.ts';
+import { createConverge } from './shard/converge.ts';
 import { create, health, list, read, remove, update } from './shard/expenses.ts';
 import { answerBroken, findRoute, HttpError, lastResort, log, readBody, send, toReply, type Context, type Handler, type Reply, type Route, type Shard } from './shard/http.ts';
 import { readMap, writeMap } from './shard/map-routes.ts';
@@ -60,6 +62,8 @@ async function dispatch(shard: Shard, req: IncomingMessage): Promise<Reply> {
     const how = 'sign it with the cluster secret (Authorization: CH-HMAC, api/signing.ts), or by hand send Authorization: Bearer <the cluster secret>';
     throw new HttpError(401, `${req.method} ${path} is an operator's route: ${how} (${why})`, { 'WWW-Authenticate': 'CH-HMAC, Bearer' });
   }
+  // Rule 9: a client that routes by a newer map says so; this shard fetches it in the background.
+  if (!OPERATOR.has(handler)) shard.converge?.(req);
   const context = (held: Context['held']): Context => ({ ...shard, held, req, body, params, query });
   // Rule 5 (api/cluster-map.ts): a change of map is not a request under a map; it waits for them.
   if (handler === writeMap || FAILOVER.has(handler)) return handler(context(await shard.cluster.load()));
@@ -127,7 +131,8 @@ function configFromEnv(env: NodeJS.ProcessEnv): Config {
 async function main(): Promise<void> {
   const config = configFromEnv(process.env);
   const db = createDb(config.db);
-  const shard = { db, cluster: createCluster(db), secret: config.secret, address: `${config.host}:${config.port}`, operator: operatorFromEnv(process.env) };
+  const cluster = createCluster(db);
+  const shard = { db, cluster, secret: config.secret, address: `${config.host}:${config.port}`, operator: operatorFromEnv(process.env), converge: createConverge(cluster, config.secret) };
   const server = createServer(shard);
   // Stop taking connections, let requests in flight finish, then close the
   // pool. Set before listening: a signal that comes early still shuts down cleanly.

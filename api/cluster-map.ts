@@ -8,10 +8,11 @@
 // lives, and a client with an older map is told so at its first request.
 //
 // THE INVARIANT: at no instant do two shards accept a write for one id, and
-// no id ever has two live records. The shards keep it by eight rules, which
+// no id ever has two live records. The shards keep it by nine rules, which
 // the code cites by number where it enforces them (rules 1-4 and 8 in
 // shard/placement.ts, rules 5 and 6 in shard/cluster.ts, rule 7 here and
-// wherever a request is sent: client/cluster.ts, operator/):
+// wherever a request is sent: client/cluster.ts, operator/; rule 9 in
+// shard/converge.ts, and where the operator signs a map, operator/reshard.ts):
 //
 //   1. A shard with no map serves every id: one server, no cluster.
 //   2. A shard with a map serves an id only where the map places it. Any
@@ -52,14 +53,32 @@
 //      map, and answers every id with 421 naming the owner at the address its
 //      map gives, or with 503 when that address is its own: it knows no better.
 //      A standby becomes writable only when promoted (shard/replication.ts).
+//   9. A shard that learns of a newer map takes it without an operator, as
+//      Redis nodes spread a newer config epoch. A client names the epoch it
+//      routes by in every request (Cluster-Map-Epoch); a writable shard at a
+//      lower one fetches GET /cluster/map, in the background, one fetch at a
+//      time and a few a second at most, from the other nodes of its own map,
+//      at the addresses its own map gives (never from an address a client
+//      names). It takes a map only when all of these hold: the node it came
+//      from answered as the shard its own map binds that name to (so the map
+//      is what a node of this cluster holds); its epoch is higher; no reshard
+//      is under way in it (a moving map is the operator's alone to install,
+//      in its order, and its take may be undone); and, where the cluster has
+//      a secret, it carries a MAC under that secret (`mac`, which the
+//      operator computes over the rest of the map as it puts it on the
+//      nodes), so that no client and no stranger can make a shard take a map
+//      it forged. It takes it by the one path the operator's maps take, so
+//      rules 5 and 6 hold as for any other.
 //
 // Redis Cluster works the same way: a config epoch, -MOVED for a key on the
 // wrong node, and during a slot migration -ASK from the source for a key it no
 // longer has, which the target accepts only after ASKING.
 
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { HashRing } from '../ring.ts';
 import { plural } from './words.ts';
 import { Invalid, preview } from './expense.ts';
+import { derivedKey } from './signing.ts';
 import { nodeProblem } from './node.ts';
 
 /**
@@ -86,6 +105,8 @@ export type ClusterMap = {
   moving?: { nodes: MapNode[]; replicas: number; by: Holder; leaseMs: number };
   /** The nodes forgotten so far, oldest first: absent until the first forget (rule 6). */
   forgot?: Forgot[];
+  /** Rule 9: HMAC-SHA256 of the rest of the map under the cluster secret, as hex; the operator adds it. */
+  mac?: string;
 };
 
 // Bounds that keep a typo from eating a machine: a ring of a million points
@@ -125,6 +146,10 @@ export function checkMap(value: unknown): ClusterMap {
     };
   }
   if (m.forgot !== undefined) map.forgot = forgotten(m.forgot, map);
+  if (m.mac !== undefined) {
+    if (typeof m.mac !== 'string' || !/^[0-9a-f]{64}$/.test(m.mac)) throw new Invalid(`mac must be 64 hex digits (HMAC-SHA256), got ${preview(m.mac)}`);
+    map.mac = m.mac;
+  }
   // One name, one shard, one address, in both rings: otherwise one shard would count as two nodes.
   const shardOf = new Map<string, string>();
   const nameOf = new Map<string, string>();
@@ -221,9 +246,32 @@ export function placer(map: ClusterMap): (id: string) => Placement {
   };
 }
 
-/** True when two maps say the same thing (checkMap writes every map in one form). */
+/** True when two maps say the same thing (checkMap writes every map in one form). A MAC says nothing: it is left out. */
 export function sameMap(a: ClusterMap, b: ClusterMap): boolean {
-  return JSON.stringify(checkMap(a)) === JSON.stringify(checkMap(b));
+  return JSON.stringify(unsigned(a)) === JSON.stringify(unsigned(b));
+}
+
+/** The map without its MAC, in canonical form: what the MAC is computed over. */
+function unsigned(map: ClusterMap): ClusterMap {
+  const { mac: _, ...rest } = checkMap(map);
+  return rest;
+}
+
+/** Rule 9: the map's MAC under the cluster secret's key for maps, over its canonical form without a MAC. */
+function macOf(map: ClusterMap, secret: string): string {
+  return createHmac('sha256', derivedKey(secret, 'map')).update(JSON.stringify(unsigned(map))).digest('hex');
+}
+
+/** Rule 9: the map as the operator puts it on the nodes: with its MAC where the cluster has a secret (any MAC it had is replaced). */
+export function signMap(map: ClusterMap, secret: string | undefined): ClusterMap {
+  const plain = unsigned(map);
+  return secret === undefined ? plain : { ...plain, mac: macOf(plain, secret) };
+}
+
+/** Rule 9: true when the map carries a MAC under `secret` (compared in constant time). */
+export function signedBy(map: ClusterMap, secret: string): boolean {
+  if (map.mac === undefined) return false;
+  return timingSafeEqual(Buffer.from(map.mac, 'hex'), Buffer.from(macOf(map, secret), 'hex'));
 }
 
 /**

@@ -30,8 +30,8 @@ export const SCHEME = 'CH-HMAC';
  */
 export const WINDOW_MS = 60_000;
 
-/** The key for one use of the secret: 'sign' for requests, 'ask' for ASK words. */
-export function derivedKey(secret: string, use: 'sign' | 'ask'): Buffer {
+/** The key for one use of the secret: 'sign' for requests, 'ask' for ASK words, 'map' for a cluster map's MAC. */
+export function derivedKey(secret: string, use: 'sign' | 'ask' | 'map'): Buffer {
   return createHmac('sha256', secret).update(`cluster secret: ${use}`).digest();
 }
 

@@ -168,7 +168,9 @@ async function hop(view: View, id: string, method: string, path: string, body: u
     const address = addressOf(view.map, node);
     let res: Answer;
     try {
-      res = await call(address, method, path, body, headers);
+      // Rule 9: every request names the epoch this client routes by, so that a shard behind it fetches the newer map.
+      const hint: Record<string, string> = view.map.epoch > 0 ? { 'cluster-map-epoch': String(view.map.epoch) } : {};
+      res = await call(address, method, path, body, { ...hint, ...headers });
     } catch (err) {
       // Dead, perhaps failed over: no 421 can come from there. Once per request, ask the others.
       if (askedOthers) throw err;

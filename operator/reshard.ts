@@ -27,7 +27,7 @@
 
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { addressOf, describeMap, everyNode, sameMap, type ClusterMap, type Forgot, type Holder, type MapNode } from '../api/cluster-map.ts';
+import { addressOf, describeMap, everyNode, sameMap, signMap, type ClusterMap, type Forgot, type Holder, type MapNode } from '../api/cluster-map.ts';
 import { ask, newest, sameNodes, type Said } from '../client/cluster.ts';
 import { call, problem, reconsider } from '../client/http.ts';
 import { plural } from '../api/words.ts';
@@ -65,8 +65,18 @@ export async function reshard(o: ReshardOptions): Promise<number> {
   }
   if (plan.forget !== undefined) return forgetFirst(plan.map, plan.forget, said, o);
   if (plan.next === undefined) {
-    console.log(`nothing to move: the cluster is at ${describeMap(plan.map)}. Checking that every record is on its owner:`);
-    const repaired = await endEverywhere(plan.map, said, o.secret);
+    console.log(`nothing to move: the cluster is at ${describeMap(plan.map)}`);
+    const finished: string[] = [];
+    const repaired = await endEverywhere(plan.map, said, o.secret, undefined, finished);
+    // A run killed during its end (step 5) left some nodes behind: say which this run brought up to the map.
+    if (finished.length > 0 && newest(said) === undefined) {
+      console.log(`gave the cluster its first map: ${finished.join(', ')} now hold it, at epoch ${plan.map.epoch}`);
+    } else if (finished.length > 0) {
+      console.log(`finished the end of an earlier reshard: ${finished.join(', ')} now hold the cluster's map at epoch ${plan.map.epoch}`);
+    } else if (repaired) {
+      console.log(`every node already held the cluster's map at epoch ${plan.map.epoch}`);
+    }
+    console.log('Checking that every record is on its owner:');
     return (await check([...said.keys()])) === 0 && repaired ? 0 : 1;
   }
   // A reshard whose node died: what forgetting it loses is counted before the end forgets the moved rows.
@@ -323,10 +333,14 @@ function alive(pid: number): boolean {
 // ---------------------------------------------------------------------------
 // 3 and 5: put a map on every node, by compare-and-set.
 
-/** PUT /cluster/map on one node, at its address under `map` (rule 7), over the epoch it holds now. */
+/**
+ * PUT /cluster/map on one node, at its address under `map` (rule 7), over the
+ * epoch it holds now. Every map the operator puts is signed here (rule 9): with
+ * the cluster secret, it carries a MAC, so that a shard may take it from another.
+ */
 export function putMap(node: string, map: ClusterMap, over: number | undefined, secret: string | undefined, where = whereIn(map)) {
   const condition: Record<string, string> = over === undefined ? { 'if-none-match': '*' } : { 'if-match': `"${over}"` };
-  return call(where(node), 'PUT', '/cluster/map', map, condition, { secret });
+  return call(where(node), 'PUT', '/cluster/map', signMap(map, secret), condition, { secret });
 }
 
 const epochOf = (answer: Said | undefined) => (answer === undefined || 'why' in answer ? undefined : (answer.broken?.epoch ?? answer.map?.epoch));
@@ -388,8 +402,12 @@ function takenOverNow(now: ClusterMap, mine: ClusterMap, what: string): string {
   );
 }
 
-/** Step 5: `end` onto every node that has not got it, removed nodes first. True when every node has it. */
-async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: string | undefined, over?: ClusterMap): Promise<boolean> {
+/**
+ * Step 5: `end` onto every node that has not got it, removed nodes first. True
+ * when every node has it. `put` gets each node this call gave it to, with the
+ * epoch it had ("127.0.0.1:4000 (was at epoch 3)").
+ */
+async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: string | undefined, over?: ClusterMap, put: string[] = []): Promise<boolean> {
   const kept = new Set(end.nodes.map((n) => n.name));
   const took = new Set(over === undefined ? [] : everyNode(over).map((n) => n.name));
   // A forgotten node is gone: it gets no map (and one that answers again is check's to report).
@@ -403,7 +421,10 @@ async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: s
     // A stored map that cannot be read gets the cluster's, over its epoch column, whatever that says.
     const res = epoch === end.epoch && broken === undefined ? undefined : await putMap(node, end, epoch, secret, where);
     if (res?.status === 200 && broken !== undefined) console.log(`${node}: its stored map (epoch ${broken.epoch}) could not be read (${broken.problem}); put the cluster's map back`);
-    if (res?.status === 200) continue;
+    if (res?.status === 200) {
+      put.push(`${node} (${epoch === undefined ? 'had no map' : `was at epoch ${epoch}`})`);
+      continue;
+    }
     // Already at the end's epoch: fine only if it is this very map.
     if (res === undefined || (res.status === 412 && res.etag === `"${end.epoch}"`)) {
       const now = (await ask([node], where)).get(node);

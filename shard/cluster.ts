@@ -171,6 +171,11 @@ export function createCluster(db: MapStore) {
   return {
     load,
 
+    /** The map held now, if it has been read; never waits (rule 9 compares a client's epoch with it). */
+    current(): Held | undefined {
+      return held;
+    },
+
     /** Reads role and map again at the next request: MySQL turned read-only (fenced), or writable (promoted). */
     forget(): void {
       held = undefined;

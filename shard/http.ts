@@ -10,6 +10,7 @@ import { ID_RULE, Invalid, isId, preview } from '../api/expense.ts';
 import { isOutOfDisk, type Db } from '../db.ts';
 import { isReadOnly, isUnavailable } from '../mysql/connections.ts';
 import type { Cluster, Held } from './cluster.ts';
+import type { Converge } from './converge.ts';
 import { readOnly } from './placement.ts';
 import type { Operator } from './replication.ts';
 
@@ -18,7 +19,7 @@ import type { Operator } from './replication.ts';
  * cluster secret, the address this server answers at (set once it listens),
  * and its MySQL as the operator (shard/replication.ts; undefined without one).
  */
-export type Shard = { db: Db; cluster: Cluster; secret: string | undefined; address: string; operator: Operator | undefined };
+export type Shard = { db: Db; cluster: Cluster; secret: string | undefined; address: string; operator: Operator | undefined; converge?: Converge };
 /** A request as a handler sees it: the shard, the map it runs under, and what the client sent. */
 export type Context = Shard & { held: Held; req: IncomingMessage; body: Buffer; params: string[]; query: URLSearchParams };
 export type Reply = { status: number; body?: unknown; headers?: Record<string, string> };
