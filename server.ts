@@ -4,6 +4,8 @@
 //
 //   shard/expenses.ts       the expense API (level 1 of the README's reading order)
 //   shard/http.ts           the plumbing: routing, bodies, answers, the one error path
+//   shard/context.ts        what a handler is given: the shard's parts, the map, the request
+//   shard/preconditions.ts  If-Match and If-None-Match: a compare-and-set over HTTP
 //   shard/placement.ts      who answers for an id under the cluster map (level 2)
 //   shard/cluster.ts        the map this shard holds, and how it changes (level 2)
 //   shard/move-steps.ts     this shard's half of moving a record (level 3)
@@ -23,7 +25,8 @@ import { createDb, type DbConfig } from './db.ts';
 import { brokenMessage, createCluster } from './shard/cluster.ts';
 import { createConverge } from './shard/converge.ts';
 import { create, health, list, read, remove, update } from './shard/expenses.ts';
-import { answerBroken, findRoute, HttpError, lastResort, log, readBody, send, toReply, type Context, type Handler, type Reply, type Route, type Shard } from './shard/http.ts';
+import type { Context, Handler, Route, Shard } from './shard/context.ts';
+import { answerBroken, findRoute, HttpError, lastResort, log, readBody, send, toReply, type Reply } from './shard/http.ts';
 import { readMap, writeMap } from './shard/map-routes.ts';
 import { adopt, copy, discard, handoff } from './shard/move-steps.ts';
 import { fence, follow, operatorFromEnv, promote, replication } from './shard/replication.ts';

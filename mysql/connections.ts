@@ -12,6 +12,9 @@ export type DbConfig = {
   database: string;
 };
 
+/** How a server reaches its own MySQL as the operator, for a failover's steps (shard/replication.ts): never as the app's user. */
+export type OperatorConfig = { socketPath?: string; host?: string; port?: number; password: string; replPassword?: string };
+
 export const POOL_SIZE = 10;
 
 // Fail fast when MySQL is gone or stuck: the caller gets a 503 in seconds, not a hang.

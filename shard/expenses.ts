@@ -5,7 +5,8 @@
 
 import { checkFields, EDITABLE, etag, preview, type Editable, type Expense } from '../api/expense.ts';
 import type { Row } from '../db.ts';
-import { HttpError, logLinesDropped, pathId, readJson, rejectBadId, type Context, type Reply } from './http.ts';
+import { HttpError, logLinesDropped, pathId, readJson, rejectBadId, type Reply } from './http.ts';
+import type { Context } from './context.ts';
 import { askingOf, decide, obey } from './placement.ts';
 import { meets, preconditionFailed, preconditions, star, type Conditions } from './preconditions.ts';
 

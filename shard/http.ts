@@ -1,4 +1,4 @@
-// shard/http.ts: the HTTP plumbing of a shard. A request becomes a Context,
+// shard/http.ts: the HTTP plumbing of a shard. A request becomes a Context (shard/context.ts),
 // a handler answers with a Reply or throws, and every failure takes one path:
 // an HttpError (or a known database error) becomes a JSON answer. Nothing here
 // knows what an expense is.
@@ -7,25 +7,10 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { writeSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import { ID_RULE, Invalid, isId, preview } from '../api/expense.ts';
-import { isOutOfDisk, type Db } from '../db.ts';
+import { isOutOfDisk } from '../db.ts';
 import { isReadOnly, isUnavailable } from '../mysql/connections.ts';
-import type { Cluster, Held } from './cluster.ts';
-import type { Converge } from './converge.ts';
-import { readOnly } from './placement.ts';
-import type { Operator } from './replication.ts';
 
-/**
- * What every request may use: the database, the map this shard holds, the
- * cluster secret, the address this server answers at (set once it listens),
- * and its MySQL as the operator (shard/replication.ts; undefined without one).
- */
-export type Shard = { db: Db; cluster: Cluster; secret: string | undefined; address: string; operator: Operator | undefined; converge?: Converge };
-/** A request as a handler sees it: the shard, the map it runs under, and what the client sent. */
-export type Context = Shard & { held: Held; req: IncomingMessage; body: Buffer; params: string[]; query: URLSearchParams };
 export type Reply = { status: number; body?: unknown; headers?: Record<string, string> };
-export type Handler = (c: Context) => Promise<Reply>;
-/** A path pattern and the handler of each method it allows. */
-export type Route = [RegExp, Record<string, Handler>];
 
 /** An error that knows its HTTP status. Its message is safe to show the client. */
 export class HttpError extends Error {
@@ -44,7 +29,7 @@ export class HttpError extends Error {
 // Routing.
 
 /** The handler for a request's method and path, with the path's parameters; a 404 or 405 when there is none. */
-export function findRoute(routes: readonly Route[], req: IncomingMessage): { handler: Handler; path: string; params: string[]; query: URLSearchParams } {
+export function findRoute<H>(routes: ReadonlyArray<[RegExp, Record<string, H>]>, req: IncomingMessage): { handler: H; path: string; params: string[]; query: URLSearchParams } {
   const url = req.url ?? '/';
   const q = url.indexOf('?');
   const path = q === -1 ? url : url.slice(0, q);
@@ -67,7 +52,7 @@ export function findRoute(routes: readonly Route[], req: IncomingMessage): { han
  * §9.1). A HEAD runs the GET handler; Node's server sends the answer's head,
  * Content-Length included, and drops its body.
  */
-function allowed(methods: Record<string, Handler>): string[] {
+function allowed(methods: Record<string, unknown>): string[] {
   return Object.keys(methods).flatMap((method) => (method === 'GET' ? ['GET', 'HEAD'] : [method]));
 }
 
@@ -93,7 +78,7 @@ const BODY_LIMIT = 64 * 1024;
  * clients of the assignment send JSON that way, and their servers read it.
  * Any other declared type is a 415, since the client meant something else.
  */
-export function readJson({ req, body }: Context): unknown {
+export function readJson({ req, body }: { req: IncomingMessage; body: Buffer }): unknown {
   const declared = req.headers['content-type'] ?? '';
   const [type = '', ...params] = declared.split(';').map((s) => s.trim().toLowerCase());
   const json = type === 'application/json' || /^application\/[\w.-]+\+json$/.test(type);
@@ -149,6 +134,13 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
 // ---------------------------------------------------------------------------
 // Answering.
+
+/** 503 (rule 8): a read-only machine that knows no other address for the owner. */
+export function readOnly(): HttpError {
+  const message = 'this machine is read-only (a standby, or an old primary that was fenced) and knows no other address for this id: read the cluster map from another node, or try again shortly';
+  return new HttpError(503, message, { 'Retry-After': '1' }, { role: 'standby' });
+}
+
 
 /** The one error path: every failure becomes a reply, and every reply is JSON. */
 export function toReply(err: unknown, req: IncomingMessage): Reply {

@@ -3,7 +3,8 @@
 
 import { checkMap } from '../api/cluster-map.ts';
 import { brokenMessage } from './cluster.ts';
-import { HttpError, readJson, type Context, type Reply } from './http.ts';
+import { HttpError, readJson, type Reply } from './http.ts';
+import type { Context } from './context.ts';
 
 /** The map this shard holds, its identity, its role (rule 8), and what is left of a reshard's lease by this shard's clock. */
 export async function readMap({ held }: Context): Promise<Reply> {

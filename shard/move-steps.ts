@@ -7,7 +7,8 @@
 import type { IncomingMessage } from 'node:http';
 import { checkFields, EDITABLE, etag, preview, type Expense } from '../api/expense.ts';
 import type { Row } from '../db.ts';
-import { HttpError, pathId, readJson, type Context, type Reply } from './http.ts';
+import { HttpError, pathId, readJson, type Reply } from './http.ts';
+import type { Context } from './context.ts';
 import { preconditions } from './preconditions.ts';
 
 /** Step 1: the copy arrives as incoming, which no client can see; it replaces only an incoming copy. */

@@ -27,13 +27,13 @@
 import { readFileSync } from 'node:fs';
 import mysql from 'mysql';
 import { driverOptions } from '../mysql/connections.ts';
-import { HttpError, readJson, type Context, type Reply } from './http.ts';
+import { HttpError, readJson, type Reply } from './http.ts';
+import type { OperatorConfig } from '../mysql/connections.ts';
+import type { Context } from './context.ts';
 
 /** How to reach this machine's MySQL as the operator. */
-export type Operator = { socketPath?: string; host?: string; port?: number; password: string; replPassword?: string };
-
 /** The operator's settings from the environment, or undefined where this server has none. */
-export function operatorFromEnv(env: NodeJS.ProcessEnv): Operator | undefined {
+export function operatorFromEnv(env: NodeJS.ProcessEnv): OperatorConfig | undefined {
   const file = env.MYSQL_OPERATOR_PASSWORD_FILE;
   if (file === undefined || file === '') return undefined;
   const password = readFileSync(file, 'utf8').trim();
