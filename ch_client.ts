@@ -41,9 +41,8 @@ async function store(options: Options): Promise<number> {
   //    change). Shards with no map leave the ring to --nodes and --replicas.
   const { view } = await discover(options.nodes, options.replicas);
 
-  // 2. Map each id to its node with the ring. view.place() is a HashRing
-  //    (ring.ts) built from the map's nodes and replicas (placer() in
-  //    api/cluster-map.ts).
+  // 2. Map each id to its node with the ring: with no reshard running,
+  //    view.place(id).owner.name is new HashRing(names, replicas).get(id).
   const owner = new Map(options.ids.map((id) => [id, view.place(id).owner.name]));
 
   // 3. Print the mapping.

@@ -10,7 +10,7 @@
 //   shard/cluster.ts        the map this shard holds, and how it changes (level 2)
 //   shard/move-steps.ts     this shard's half of moving a record (level 3)
 //   shard/map-routes.ts     the map over HTTP, changed by the operator (level 3)
-//   shard/converge.ts       a newer map a client names, fetched from a peer and taken (rule 9)
+//   shard/converge.ts       a newer map a client names, fetched from a peer and taken (level 3)
 //   shard/secret.ts         the cluster secret of the operator's routes
 //   shard/replication.ts    this machine's steps of a failover: fence, promote, follow (level 4)
 //

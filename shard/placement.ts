@@ -1,5 +1,5 @@
 // shard/placement.ts: who answers for an id, decided in one place. Every
-// routing case of api/cluster-map.ts's rules 1-4 and 7 is a line of decide(), with
+// routing case of api/cluster-map.ts's rules 1-4 and 8 is a line of decide(), with
 // the rule it applies, as Redis Cluster decides every case in getNodeByQuery().
 // The routes (shard/expenses.ts) ask it once they know the id's row, and obey.
 //

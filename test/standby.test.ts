@@ -72,7 +72,7 @@ describe('start-shards.sh with SHARDS_STANDBY=1', () => {
     assert.match((await value('standby', 'SELECT @@gtid_slave_pos'))!, /^0-11-\d+$/);
   });
 
-  it('keeps the standby read-only: the app user cannot write there, and its server sends writes to the primary (rule 7)', async () => {
+  it('keeps the standby read-only: the app user cannot write there, and its server sends writes to the primary (rule 8)', async () => {
     assert.equal(await value('standby', 'SELECT @@read_only'), '1');
     assert.equal(await value('primary', 'SELECT @@read_only'), '0');
     const password = (await run('cat', [join(pairs.machineDir(1, 'standby'), 'password')])).stdout.trim();
