@@ -22,6 +22,18 @@
 // A kill at any instant leaves the cluster consistent (the shards keep the
 // invariant at every step), and the same command, from any machine, goes on.
 //
+// A failover during a reshard (operator/failover.ts, step 4) installs the map
+// at the next epoch with one node at a new address and this reshard's moving
+// part kept, holder and all. The reshard meets that epoch when it renews its
+// lease (a 412). It then reads the newer map: if it is this same reshard (the
+// same holder, the same names and shards in both rings, the same replicas and
+// forgets) and only addresses changed, it ADOPTS it: from then on its lease,
+// its move steps (their Cluster-Epoch) and its end are at the new epoch, and
+// at the new addresses; a move that met the change half-way is finished by
+// the next audit, as after a kill. Any other newer map means another operator
+// took the reshard over, and this run stops (exit 1); the same command then
+// finishes or reverses it.
+//
 // With --forget NODE, a node that is gone for good leaves the map first, with
 // an account of what was lost (operator/forget.ts, rule 6).
 
@@ -88,7 +100,7 @@ export async function reshard(o: ReshardOptions): Promise<number> {
   const lease = renewLease(plan.next, o.secret);
   try {
     // 4. Move.
-    if (!(await moveAndAudit(plan.next, o, lease))) return 1;
+    if (!(await moveAndAudit(o, lease))) return 1;
     // 5. End, with a whole lease ahead, so that no takeover can meet this end half-way.
     await lease.renew();
     lease.stop();
@@ -96,8 +108,10 @@ export async function reshard(o: ReshardOptions): Promise<number> {
       console.error(`reshard stopped before its end: ${lease.lost()}`);
       return 1;
     }
-    const end: ClusterMap = { epoch: plan.next.epoch + 1, nodes: plan.next.moving!.nodes, replicas: plan.next.moving!.replicas, ...carried(plan.next) };
-    if (!(await endEverywhere(end, said, o.secret, plan.next))) return 1;
+    // The map this run holds now: a failover meanwhile may have moved a node's address (see the header).
+    const now = lease.map();
+    const end: ClusterMap = { epoch: now.epoch + 1, nodes: now.moving!.nodes, replicas: now.moving!.replicas, ...carried(now) };
+    if (!(await endEverywhere(end, said, o.secret, now))) return 1;
     console.log(`the cluster is at ${describeMap(end)}`);
     return 0;
   } finally {
@@ -106,11 +120,12 @@ export async function reshard(o: ReshardOptions): Promise<number> {
 }
 
 /** Step 4: true when an audit found every record on its owner. */
-async function moveAndAudit(map: ClusterMap, o: ReshardOptions, lease: Lease): Promise<boolean> {
-  const auth = { epoch: map.epoch, secret: o.secret, where: whereIn(map) };
-  report(await walk(map, auth), map, 'reshard');
+async function moveAndAudit(o: ReshardOptions, lease: Lease): Promise<boolean> {
+  // Each move step reads the epoch and the addresses when it is sent: a map adopted meanwhile applies at once.
+  const auth = { secret: o.secret, get epoch() { return lease.map().epoch; }, get where() { return whereIn(lease.map()); } };
+  report(await walk(lease.map(), auth), lease.map(), 'reshard');
   for (let audit = 1; audit <= AUDITS && !lease.lost(); audit++) {
-    const last = await walk(map, auth);
+    const last = await walk(lease.map(), auth);
     const out = total(last.misplaced);
     console.log(`audit ${audit}: ${last.records} records on ${last.nodes} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}`);
     if (isClean(last)) return true;
@@ -379,22 +394,64 @@ async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: s
   return true;
 }
 
-type Lease = { renew(): Promise<void>; stop(): void; lost(): string | undefined };
+type Lease = { renew(): Promise<void>; stop(): void; lost(): string | undefined; map(): ClusterMap };
 
-/** Renews the reshard's lease on every node, every third of it, until stopped; `lost` says why it could not. */
-function renewLease(map: ClusterMap, secret: string | undefined): Lease {
+/** The same reshard, where only nodes' addresses may differ: the same holder, names, shards, replicas and forgets. */
+export function sameReshard(a: ClusterMap, b: ClusterMap): boolean {
+  const ring = (m: ClusterMap) => ({
+    nodes: m.nodes.map((n) => [n.name, n.shard]),
+    replicas: m.replicas,
+    moving: m.moving && { nodes: m.moving.nodes.map((n) => [n.name, n.shard]), replicas: m.moving.replicas, by: m.moving.by, leaseMs: m.moving.leaseMs },
+    forgot: m.forgot ?? [],
+  });
+  return a.moving !== undefined && JSON.stringify(ring(a)) === JSON.stringify(ring(b));
+}
+
+/**
+ * Renews the reshard's lease on every node, every third of it, until stopped;
+ * `lost` says why it could not. A newer map that is this reshard with only
+ * addresses changed (a failover's) is adopted: `map` is the one held now.
+ */
+function renewLease(first: ClusterMap, secret: string | undefined): Lease {
   let lost: string | undefined;
-  const nodes = everyNode(map).map((n) => n.name);
-  const renew = async () => {
-    for (const node of nodes) {
-      const res = await putMap(node, map, map.epoch, secret).catch(() => undefined);
-      // 412: the map moved on without us. Another operator took the reshard over.
-      if (res?.status === 412) lost ??= `${node} is at epoch ${res.etag?.replace(/"/g, '')}: another operator took this reshard over`;
+  let map = first;
+  const renewOne = async (node: string) => {
+    const res = await putMap(node, map, map.epoch, secret).catch(() => undefined);
+    if (res?.status !== 412) return;
+    // 412: the map moved on. A failover's (only addresses changed) is adopted; anything else is another operator's.
+    const now = (await ask([node], whereIn(map))).get(node);
+    const theirs = now !== undefined && 'map' in now ? now.map : undefined;
+    if (theirs !== undefined && theirs.epoch > map.epoch && sameReshard(map, theirs)) {
+      console.log(`the cluster map is at epoch ${theirs.epoch}: a failover moved ${changedAddresses(map, theirs)}; this reshard goes on under that epoch`);
+      map = theirs;
+      return;
     }
+    if (theirs !== undefined && theirs.epoch < map.epoch && sameReshard(map, theirs)) {
+      // Behind the adopted map (the failover has not reached it yet): give it that map.
+      await putMap(node, map, theirs.epoch, secret).catch(() => undefined);
+      return;
+    }
+    if (theirs !== undefined && sameMap(theirs, map)) return;
+    lost ??= `${node} is at epoch ${res.etag?.replace(/"/g, '')}: another operator took this reshard over`;
   };
-  const timer = setInterval(renew, map.moving!.leaseMs / 3);
+  let running: Promise<void> | undefined;
+  // One renewal at a time, each one whole: an adoption must not race another node's put.
+  const renew = async (): Promise<void> => {
+    while (running !== undefined) await running;
+    running = (async () => {
+      for (const node of everyNode(map).map((n) => n.name)) await renewOne(node);
+    })().finally(() => (running = undefined));
+    return running;
+  };
+  const timer = setInterval(renew, first.moving!.leaseMs / 3);
   timer.unref();
-  return { renew, stop: () => clearInterval(timer), lost: () => lost };
+  return { renew, stop: () => clearInterval(timer), lost: () => lost, map: () => map };
+}
+
+/** "NAME from ADDRESS to ADDRESS" for each node whose address differs. */
+function changedAddresses(a: ClusterMap, b: ClusterMap): string {
+  const moves = everyNode(b).filter((n) => addressOf(a, n.name) !== addressOf(b, n.name)).map((n) => `${n.name} from ${addressOf(a, n.name)} to ${addressOf(b, n.name)}`);
+  return moves.length === 0 ? 'no address' : moves.join(', ');
 }
 
 // ---------------------------------------------------------------------------
