@@ -79,7 +79,7 @@ export async function reshard(o: ReshardOptions): Promise<number> {
   if (plan.next === undefined) {
     console.log(`nothing to move: the cluster is at ${describeMap(plan.map)}. Checking that every record is on its owner:`);
     const repaired = await endEverywhere(plan.map, said, o.secret);
-    return (await check([...said.keys()])) === 0 && repaired ? 0 : 1;
+    return (await check([...said.keys()], undefined, o.secret)) === 0 && repaired ? 0 : 1;
   }
   // A reshard whose node died: what forgetting it loses is counted before the end forgets the moved rows.
   const loss = plan.forgets === undefined ? [] : await account(plan.map, plan.forgets);
@@ -460,9 +460,11 @@ function changedAddresses(a: ClusterMap, b: ClusterMap): string {
 /**
  * Is every record on its owner, and does every node hold the cluster's map?
  * It looks at every node it meets: those of the map, the seeds, and the nodes
- * the map forgot. Resolves to the exit code.
+ * the map forgot. With the cluster secret, and standbys, it also shows each
+ * shard's primary and standby and flags a shard running without its standby
+ * (standbys()). Resolves to the exit code.
  */
-export async function check(seeds: string[], known?: Map<string, Said>): Promise<number> {
+export async function check(seeds: string[], known?: Map<string, Said>, secret?: string): Promise<number> {
   const said = known ?? (await ask(seeds));
   for (const [node, answer] of await ask(namedIn(said).filter((n) => !said.has(n)), whereIn(newest(said)))) said.set(node, answer);
   const forgot = newest(said)?.forgot ?? [];
@@ -484,7 +486,78 @@ export async function check(seeds: string[], known?: Map<string, Said>): Promise
   if (map.moving !== undefined) console.error(`a reshard is under way (${describeMap(map)}): records are out of place until it ends`);
   printProblems(found, false);
   const outside = await outsideTheRing(map, said);
-  return out === 0 && isClean(found) && behind.length === 0 && split.length === 0 && map.moving === undefined && outside ? 0 : 1;
+  const paired = await standbys(map, secret);
+  return out === 0 && isClean(found) && behind.length === 0 && split.length === 0 && map.moving === undefined && outside && paired ? 0 : 1;
+}
+
+/** What GET /cluster/replication says of one machine (shard/replication.ts), or why it said nothing. */
+type Replication = { role: string; gtid_binlog_pos: string; gtid_slave_pos: string; follows: { master: string; io: string; sql: string } | null; semisync: Record<string, string>; peer: string | null };
+
+async function replicationAt(address: string, secret: string | undefined): Promise<Replication | { why: string; status?: number }> {
+  try {
+    const res = await call(address, 'GET', '/cluster/replication', undefined, secret === undefined ? {} : { authorization: `Bearer ${secret}` }, 5_000);
+    return res.status === 200 ? (res.body as Replication) : { why: problem(res), status: res.status };
+  } catch (err) {
+    return { why: (err as Error).message };
+  }
+}
+
+/**
+ * Check's look at the machines behind each node, when the cluster has
+ * standbys: for each node of the map, its primary (the node's address) and its
+ * standby (the pair's other machine, which the primary's server names: its
+ * CLUSTER_PEER, set by start-shards.sh), each with its replication state. A
+ * shard whose primary has no standby connected, or whose standby does not
+ * replicate, is flagged WITHOUT STANDBY: its writes wait for one (S3), and an
+ * acknowledged write exists on one machine only. True when no shard is.
+ */
+async function standbys(map: ClusterMap, secret: string | undefined): Promise<boolean> {
+  const nodes = everyNode(map);
+  const primaries = await Promise.all(nodes.map((n) => replicationAt(addressOf(map, n.name), secret)));
+  // 503 without an operator user: a server started without standbys. A cluster with none has no pairs to show.
+  const unpaired = (r: (typeof primaries)[number]) => 'why' in r && r.status === 503 && /no MySQL operator user/.test(r.why);
+  // A cluster where no node answers with its replication has none to show (or no node can be reached: the walk says so).
+  if (!primaries.some((r) => !('why' in r))) {
+    if (primaries.some((r) => 'why' in r && r.status === 401)) console.log(`  standbys: not shown (GET /cluster/replication needs the cluster secret: --secret-file)`);
+    return true;
+  }
+  if (primaries.some((r) => 'why' in r && r.status === 401)) {
+    console.log(`  standbys: not shown (GET /cluster/replication needs the cluster secret: --secret-file)`);
+    return true;
+  }
+  console.log('  standbys (GET /cluster/replication on each node and on its standby):');
+  let ok = true;
+  for (const [i, n] of nodes.entries()) {
+    const p = primaries[i]!;
+    const at = addressOf(map, n.name);
+    const without = (why: string) => {
+      console.error(`WITHOUT STANDBY shard ${n.shard} (${n.name} at ${at}): ${why}; its writes wait for a standby's ack. Give it one: on its host, ./start-shards.sh rejoin N`);
+      ok = false;
+    };
+    if ('why' in p) {
+      // One that cannot be reached is the walk's to report; one with no operator user has no standby.
+      console.log(`    shard ${n.shard}, ${n.name}: primary ${at} does not say (${p.why})`);
+      if (unpaired(p)) without('its server has no standby (started without SHARDS_STANDBY=1)');
+      continue;
+    }
+    const clients = Number(p.semisync.Rpl_semi_sync_master_clients ?? 0);
+    console.log(`    shard ${n.shard}, ${n.name}: primary ${at}: ${p.role}, semi-sync ${p.semisync.Rpl_semi_sync_master_status ?? '?'}, ${clients} standby connected, gtid_binlog_pos ${p.gtid_binlog_pos || 'none'}`);
+    if (p.role !== 'primary') {
+      console.error(`NOT WRITABLE shard ${n.shard} (${n.name} at ${at}) is read-only: a fenced primary, or a standby the map names; finish the failover`);
+      ok = false;
+    }
+    const s = p.peer === null ? undefined : await replicationAt(p.peer, secret);
+    if (p.peer !== null && s !== undefined && !('why' in s)) {
+      const f = s.follows;
+      console.log(`      standby ${p.peer}: ${s.role}, ${f === null ? 'follows no one' : `follows ${f.master}, IO ${f.io}, SQL ${f.sql}`}, gtid_slave_pos ${s.gtid_slave_pos || 'none'}`);
+    } else {
+      console.log(`      standby ${p.peer ?? 'unknown (the primary\'s server has no CLUSTER_PEER)'}${s !== undefined && 'why' in s ? `: does not answer (${s.why})` : ''}`);
+    }
+    const replicates = s !== undefined && !('why' in s) && s.follows !== null && s.follows.io === 'Yes' && s.follows.sql === 'Yes';
+    if (clients < 1) without('no standby is connected to its primary');
+    else if (!replicates) without(`its standby ${p.peer ?? '(unknown)'} does not replicate`);
+  }
+  return ok;
 }
 
 /**
