@@ -121,8 +121,12 @@ describe('(d) a failover while a reshard runs', () => {
       if (rows.get(owner)!.get(id) !== 'live' || rows.get(other)!.has(id)) wrong.push(`${id}: on its owner ${rows.get(owner)!.get(id) ?? 'absent'}, elsewhere ${rows.get(other)!.get(id) ?? 'absent'}`);
     }
     assert.deepEqual(wrong, [], `${wrong.length} of ${w.acked.size} acknowledged`);
-    const check = await runNode(['ch_client.ts', 'check', '--nodes', nodes]);
+    // check, with the secret, also sees shard 1's new primary (the standby machine) with its standby (the old primary) replicating.
+    const check = await runNode(['ch_client.ts', 'check', '--nodes', nodes, '--secret-file', secret]);
     assert.equal(check.code, 0, check.stdout + check.stderr);
+    assert.match(check.stdout, new RegExp(`primary ${pairs.standbyOf(1).replace(/\./g, '\\.')}: primary, semi-sync ON, 1 standby connected`));
+    assert.match(check.stdout, new RegExp(`standby ${pairs.nodeOf(1).replace(/\./g, '\\.')}: standby, follows \\S+, IO Yes, SQL Yes`));
+    console.log(check.stdout);
     console.log(`(d) ${w.acked.size} writes acknowledged, none lost; ${copies} copies held across the failover; ${res.stdout.split('\n').filter((l) => /audit|failover/.test(l)).join(' | ')}`);
   });
 });
