@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { EDITABLE, ID_RULE, isId, sameExpense, type Expense } from './api/expense.ts';
-import { MAX_KEYS, OPTIONS, parseCount, parseFailover, parseIds, parseNodes, parseReplicas, parseReshard, USAGE, UsageError } from './client/command-line.ts';
+import { MAX_KEYS, OPTIONS, parseCount, parseFailover, parseIds, parseNodes, parseReplicas, parseReshard, readSecret, USAGE, UsageError } from './client/command-line.ts';
 import type { HashRing } from './ring.ts';
 import { balanceTable } from './lab/balance.ts';
 import { eachLimit, printFailures, progress } from './client/batch.ts';
@@ -160,7 +160,7 @@ async function main(args: string[]): Promise<number> {
   if (command === 'failover') return failover(parseFailover(nodes, rest, values));
   const replicas = parseReplicas(values.replicas ?? '1', nodes.length);
   if (command === undefined) return store({ nodes, replicas, ids: parseIds(values.ids ?? '0-9'), verbose: values.verbose });
-  if (command === 'check') return check(nodes);
+  if (command === 'check') return check(nodes, undefined, readSecret(values['secret-file'] ?? process.env.CLUSTER_SECRET_FILE));
   if (command === 'get') {
     if (rest.length !== 1 || !isId(rest[0]!)) throw new UsageError(`get takes exactly one id, which ${ID_RULE}`);
     return get(rest[0]!, (await discover(nodes, replicas)).view);

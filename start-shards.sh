@@ -312,9 +312,13 @@ start_server() {
   printf '%s\n' "$port" >"$d/port"
   # The failover's routes (shard/replication.ts) reach MySQL as the operator user (S7).
   [ ! -s "$d/operator-password" ] || operator=$d/operator-password
+  # CLUSTER_PEER: the other machine of the pair, its server's address, which
+  # GET /cluster/replication reports, so that check finds a node's standby.
+  local peer=''
+  [ -z "$operator" ] || peer=$host:$(shard_port "$1" "$(other "${2:-primary}")")
   (
     cd "$root"
-    MYSQL_OPERATOR_PASSWORD_FILE=$operator MYSQL_REPL_PASSWORD_FILE=${operator:+$d/repl-password} HOST=$host PORT=$port MYSQL_SOCKET=$d/mysqld.sock MYSQL_USER=expenses \
+    CLUSTER_PEER=$peer MYSQL_OPERATOR_PASSWORD_FILE=$operator MYSQL_REPL_PASSWORD_FILE=${operator:+$d/repl-password} HOST=$host PORT=$port MYSQL_SOCKET=$d/mysqld.sock MYSQL_USER=expenses \
       MYSQL_PASSWORD_FILE=$d/password MYSQL_DATABASE=expenses CLUSTER_SECRET_FILE=$(secret_file) \
       NODE_COMPILE_CACHE=$shards_dir/.compile-cache \
       nohup "$node" --max-semi-space-size=4 server.ts </dev/null >>"$d/server.log" 2>&1 &

@@ -24,7 +24,8 @@ export const USAGE = `Usage:
   node ch_client.ts failover NODE --to HOST:PORT [--nodes ...]
                                                       give NODE's name its standby at HOST:PORT:
                                                       fence, apply, promote, new map (operator/failover.ts)
-  node ch_client.ts check [--nodes ...]               is every record on its owner? (reads only)
+  node ch_client.ts check [--nodes ...]               is every record on its owner, and has every shard
+                                                      its standby? (reads only)
   node ch_client.ts get ID [options]                  read one expense from its owner
 
 Options:
@@ -40,7 +41,7 @@ Options:
   --from a,b,c      reshard: the nodes it moves from; by default the cluster map's,
                     and refused when it is not
   --to HOST:PORT    failover: the standby's server, which takes over NODE's name
-  --secret-file F   reshard, failover: the cluster secret (default data/cluster-secret, or the
+  --secret-file F   reshard, failover, check: the cluster secret (default data/cluster-secret, or the
                     file that CLUSTER_SECRET_FILE names)
   --forget NODE     reshard: a node of the map that is gone for good (it must not answer):
                     leave it out, and lose what lived only on it (CLUSTER FORGET)

@@ -22,6 +22,18 @@
 // A kill at any instant leaves the cluster consistent (the shards keep the
 // invariant at every step), and the same command, from any machine, goes on.
 //
+// A failover during a reshard (operator/failover.ts, step 4) installs the map
+// at the next epoch with one node at a new address and this reshard's moving
+// part kept, holder and all. The reshard meets that epoch when it renews its
+// lease (a 412). It then reads the newer map: if it is this same reshard (the
+// same holder, the same names and shards in both rings, the same replicas and
+// forgets) and only addresses changed, it ADOPTS it: from then on its lease,
+// its move steps (their Cluster-Epoch) and its end are at the new epoch, and
+// at the new addresses; a move that met the change half-way is finished by
+// the next audit, as after a kill. Any other newer map means another operator
+// took the reshard over, and this run stops (exit 1); the same command then
+// finishes or reverses it.
+//
 // With --forget NODE, a node that is gone for good leaves the map first, with
 // an account of what was lost (operator/forget.ts, rule 6).
 
@@ -77,7 +89,7 @@ export async function reshard(o: ReshardOptions): Promise<number> {
       console.log(`every node already held the cluster's map at epoch ${plan.map.epoch}`);
     }
     console.log('Checking that every record is on its owner:');
-    return (await check([...said.keys()])) === 0 && repaired ? 0 : 1;
+    return (await check([...said.keys()], undefined, o.secret)) === 0 && repaired ? 0 : 1;
   }
   // A reshard whose node died: what forgetting it loses is counted before the end forgets the moved rows.
   const loss = plan.forgets === undefined ? [] : await account(plan.map, plan.forgets);
@@ -99,7 +111,7 @@ export async function reshard(o: ReshardOptions): Promise<number> {
   try {
     // 4. Move.
     const moved = { count: 0 };
-    if (!(await moveAndAudit(plan.next, o, lease, moved))) {
+    if (!(await moveAndAudit(o, lease, moved))) {
       if (lease.lost() !== undefined) console.error(await takenOver(said, plan.next, lease.lost()!, `this run moved ${plural(moved.count, 'record')} before that`));
       return 1;
     }
@@ -111,8 +123,10 @@ export async function reshard(o: ReshardOptions): Promise<number> {
       console.error(await takenOver(said, plan.next, lease.lost()!, `this run moved ${plural(moved.count, 'record')} before that, and put no end map anywhere`));
       return 1;
     }
-    const end: ClusterMap = { epoch: plan.next.epoch + 1, nodes: plan.next.moving!.nodes, replicas: plan.next.moving!.replicas, ...carried(plan.next) };
-    if (!(await endEverywhere(end, said, o.secret, plan.next))) return 1;
+    // The map this run holds now: a failover meanwhile may have moved a node's address (see the header).
+    const now = lease.map();
+    const end: ClusterMap = { epoch: now.epoch + 1, nodes: now.moving!.nodes, replicas: now.moving!.replicas, ...carried(now) };
+    if (!(await endEverywhere(end, said, o.secret, now))) return 1;
     console.log(`the cluster is at ${describeMap(end)}`);
     return 0;
   } finally {
@@ -122,14 +136,15 @@ export async function reshard(o: ReshardOptions): Promise<number> {
 }
 
 /** Step 4: true when an audit found every record on its owner. */
-async function moveAndAudit(map: ClusterMap, o: ReshardOptions, lease: Lease, moved: { count: number }): Promise<boolean> {
-  const auth = { epoch: map.epoch, secret: o.secret, where: whereIn(map) };
-  const first = await walk(map, auth);
+async function moveAndAudit(o: ReshardOptions, lease: Lease, moved: { count: number }): Promise<boolean> {
+  // Each move step reads the epoch and the addresses when it is sent: a map adopted meanwhile applies at once.
+  const auth = { secret: o.secret, get epoch() { return lease.map().epoch; }, get where() { return whereIn(lease.map()); } };
+  const first = await walk(lease.map(), auth);
   moved.count += first.moved;
-  report(first, map, 'reshard');
+  report(first, lease.map(), 'reshard');
   for (let audit = 1; audit <= AUDITS && !lease.lost(); audit++) {
     await reconsider(); // the reshard's own give-up policy: a node given up in one walk may answer in the next
-    const last = await walk(map, auth);
+    const last = await walk(lease.map(), auth);
     moved.count += last.moved;
     const out = total(last.misplaced);
     console.log(`audit ${audit}: ${last.records} records on ${last.nodes} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}`);
@@ -439,21 +454,34 @@ async function endEverywhere(end: ClusterMap, said: Map<string, Said>, secret: s
   return true;
 }
 
-type Lease = { renew(): Promise<void>; stop(): void; lost(): string | undefined; report(): void };
+type Lease = { renew(): Promise<void>; stop(): void; lost(): string | undefined; map(): ClusterMap; report(): void };
+
+/** The same reshard, where only nodes' addresses may differ: the same holder, names, shards, replicas and forgets. */
+export function sameReshard(a: ClusterMap, b: ClusterMap): boolean {
+  const ring = (m: ClusterMap) => ({
+    nodes: m.nodes.map((n) => [n.name, n.shard]),
+    replicas: m.replicas,
+    moving: m.moving && { nodes: m.moving.nodes.map((n) => [n.name, n.shard]), replicas: m.moving.replicas, by: m.moving.by, leaseMs: m.moving.leaseMs },
+    forgot: m.forgot ?? [],
+  });
+  return a.moving !== undefined && JSON.stringify(ring(a)) === JSON.stringify(ring(b));
+}
 
 /**
  * Renews the reshard's lease on every node, every third of it, until stopped;
- * `lost` says why it could not. Each renewal goes to every node at once: one
+ * `lost` says why it could not. Each round goes to every node at once: one
  * after another, a node slow to answer (up to a 10 s timeout) held back the
  * renewal of every node after it, and the lease could lapse on healthy ones.
- * Each failure is recorded, and `report` prints them, one line per node.
+ * Rounds do not overlap. Each failure is recorded, and `report` prints them,
+ * one line per node. A newer map that is this reshard with only addresses
+ * changed (a failover's) is adopted: `map` is the one held now.
  */
-function renewLease(map: ClusterMap, secret: string | undefined): Lease {
+function renewLease(first: ClusterMap, secret: string | undefined): Lease {
   let lost: string | undefined;
+  let map = first;
   let sent = 0;
   const failed = new Map<string, { times: number; first: string }>(); // node: how often, and the first failure
   const started = performance.now();
-  const nodes = everyNode(map).map((n) => n.name);
   const fail = (node: string, why: string) => {
     const at = `${((performance.now() - started) / 1000).toFixed(1)} s in`;
     const seen = failed.get(node);
@@ -464,14 +492,33 @@ function renewLease(map: ClusterMap, secret: string | undefined): Lease {
     sent++;
     const res = await putMap(node, map, map.epoch, secret).catch((err: Error) => err);
     if (res instanceof Error) return fail(node, res.message);
-    // 412: the map moved on without us. Another operator took the reshard over.
-    if (res.status === 412) lost ??= `${node} is at epoch ${res.etag?.replace(/"/g, '')}: another operator took this reshard over`;
-    else if (res.status !== 200) fail(node, problem(res));
+    if (res.status === 200) return;
+    if (res.status !== 412) return fail(node, problem(res));
+    // 412: the map moved on. A failover's (only addresses changed) is adopted; anything else is another operator's.
+    const now = (await ask([node], whereIn(map))).get(node);
+    const theirs = now !== undefined && 'map' in now ? now.map : undefined;
+    if (theirs !== undefined && theirs.epoch > map.epoch && sameReshard(map, theirs)) {
+      console.log(`the cluster map is at epoch ${theirs.epoch}: a failover moved ${changedAddresses(map, theirs)}; this reshard goes on under that epoch`);
+      map = theirs;
+      return;
+    }
+    if (theirs !== undefined && theirs.epoch < map.epoch && sameReshard(map, theirs)) {
+      // Behind the adopted map (the failover has not reached it yet): give it that map.
+      await putMap(node, map, theirs.epoch, secret).catch(() => undefined);
+      return;
+    }
+    if (theirs !== undefined && sameMap(theirs, map)) return;
+    lost ??= `${node} is at epoch ${res.etag?.replace(/"/g, '')}: another operator took this reshard over`;
   };
-  const renew = async () => {
-    await Promise.all(nodes.map(renewOne));
+  let running: Promise<void> | undefined;
+  const renew = async (): Promise<void> => {
+    while (running !== undefined) await running;
+    running = Promise.all(everyNode(map).map((n) => renewOne(n.name)))
+      .then(() => {})
+      .finally(() => (running = undefined));
+    return running;
   };
-  const timer = setInterval(renew, map.moving!.leaseMs / 3);
+  const timer = setInterval(renew, first.moving!.leaseMs / 3);
   timer.unref();
   const report = () => {
     if (failed.size === 0) return;
@@ -479,7 +526,13 @@ function renewLease(map: ClusterMap, secret: string | undefined): Lease {
     console.error(`lease renewals: ${times} of ${sent} failed, on ${plural(failed.size, 'node')} (the lease holds while any node has it):`);
     for (const [node, f] of failed) console.error(`  ${node}: ${plural(f.times, 'renewal')} failed, the first ${f.first}`);
   };
-  return { renew, stop: () => clearInterval(timer), lost: () => lost, report };
+  return { renew, stop: () => clearInterval(timer), lost: () => lost, map: () => map, report };
+}
+
+/** "NAME from ADDRESS to ADDRESS" for each node whose address differs. */
+function changedAddresses(a: ClusterMap, b: ClusterMap): string {
+  const moves = everyNode(b).filter((n) => addressOf(a, n.name) !== addressOf(b, n.name)).map((n) => `${n.name} from ${addressOf(a, n.name)} to ${addressOf(b, n.name)}`);
+  return moves.length === 0 ? 'no address' : moves.join(', ');
 }
 
 // ---------------------------------------------------------------------------
@@ -488,9 +541,11 @@ function renewLease(map: ClusterMap, secret: string | undefined): Lease {
 /**
  * Is every record on its owner, and does every node hold the cluster's map?
  * It looks at every node it meets: those of the map, the seeds, and the nodes
- * the map forgot. Resolves to the exit code.
+ * the map forgot. With the cluster secret, and standbys, it also shows each
+ * shard's primary and standby and flags a shard running without its standby
+ * (standbys()). Resolves to the exit code.
  */
-export async function check(seeds: string[], known?: Map<string, Said>): Promise<number> {
+export async function check(seeds: string[], known?: Map<string, Said>, secret?: string): Promise<number> {
   const said = known ?? (await ask(seeds));
   for (const [node, answer] of await ask(namedIn(said).filter((n) => !said.has(n)), whereIn(newest(said)))) said.set(node, answer);
   const forgot = newest(said)?.forgot ?? [];
@@ -515,7 +570,78 @@ export async function check(seeds: string[], known?: Map<string, Said>): Promise
   if (map.moving !== undefined) console.error(`a reshard is under way (${describeMap(map)}): records are out of place until it ends`);
   printProblems(found, false);
   const outside = await outsideTheRing(map, said);
-  return out === 0 && isClean(found) && behind.length === 0 && broken.length === 0 && split.length === 0 && map.moving === undefined && outside ? 0 : 1;
+  const paired = await standbys(map, secret);
+  return out === 0 && isClean(found) && behind.length === 0 && broken.length === 0 && split.length === 0 && map.moving === undefined && outside && paired ? 0 : 1;
+}
+
+/** What GET /cluster/replication says of one machine (shard/replication.ts), or why it said nothing. */
+type Replication = { role: string; gtid_binlog_pos: string; gtid_slave_pos: string; follows: { master: string; io: string; sql: string } | null; semisync: Record<string, string>; peer: string | null };
+
+async function replicationAt(address: string, secret: string | undefined): Promise<Replication | { why: string; status?: number }> {
+  try {
+    const res = await call(address, 'GET', '/cluster/replication', undefined, {}, { timeoutMs: 5_000, secret });
+    return res.status === 200 ? (res.body as Replication) : { why: problem(res), status: res.status };
+  } catch (err) {
+    return { why: (err as Error).message };
+  }
+}
+
+/**
+ * Check's look at the machines behind each node, when the cluster has
+ * standbys: for each node of the map, its primary (the node's address) and its
+ * standby (the pair's other machine, which the primary's server names: its
+ * CLUSTER_PEER, set by start-shards.sh), each with its replication state. A
+ * shard whose primary has no standby connected, or whose standby does not
+ * replicate, is flagged WITHOUT STANDBY: its writes wait for one (S3), and an
+ * acknowledged write exists on one machine only. True when no shard is.
+ */
+async function standbys(map: ClusterMap, secret: string | undefined): Promise<boolean> {
+  const nodes = everyNode(map);
+  const primaries = await Promise.all(nodes.map((n) => replicationAt(addressOf(map, n.name), secret)));
+  // 503 without an operator user: a server started without standbys. A cluster with none has no pairs to show.
+  const unpaired = (r: (typeof primaries)[number]) => 'why' in r && r.status === 503 && /no MySQL operator user/.test(r.why);
+  // A cluster where no node answers with its replication has none to show (or no node can be reached: the walk says so).
+  if (!primaries.some((r) => !('why' in r))) {
+    if (primaries.some((r) => 'why' in r && r.status === 401)) console.log(`  standbys: not shown (GET /cluster/replication needs the cluster secret: --secret-file)`);
+    return true;
+  }
+  if (primaries.some((r) => 'why' in r && r.status === 401)) {
+    console.log(`  standbys: not shown (GET /cluster/replication needs the cluster secret: --secret-file)`);
+    return true;
+  }
+  console.log('  standbys (GET /cluster/replication on each node and on its standby):');
+  let ok = true;
+  for (const [i, n] of nodes.entries()) {
+    const p = primaries[i]!;
+    const at = addressOf(map, n.name);
+    const without = (why: string) => {
+      console.error(`WITHOUT STANDBY shard ${n.shard} (${n.name} at ${at}): ${why}; its writes wait for a standby's ack. Give it one: on its host, ./start-shards.sh rejoin N`);
+      ok = false;
+    };
+    if ('why' in p) {
+      // One that cannot be reached is the walk's to report; one with no operator user has no standby.
+      console.log(`    shard ${n.shard}, ${n.name}: primary ${at} does not say (${p.why})`);
+      if (unpaired(p)) without('its server has no standby (started without SHARDS_STANDBY=1)');
+      continue;
+    }
+    const clients = Number(p.semisync.Rpl_semi_sync_master_clients ?? 0);
+    console.log(`    shard ${n.shard}, ${n.name}: primary ${at}: ${p.role}, semi-sync ${p.semisync.Rpl_semi_sync_master_status ?? '?'}, ${clients} standby connected, gtid_binlog_pos ${p.gtid_binlog_pos || 'none'}`);
+    if (p.role !== 'primary') {
+      console.error(`NOT WRITABLE shard ${n.shard} (${n.name} at ${at}) is read-only: a fenced primary, or a standby the map names; finish the failover`);
+      ok = false;
+    }
+    const s = p.peer === null ? undefined : await replicationAt(p.peer, secret);
+    if (p.peer !== null && s !== undefined && !('why' in s)) {
+      const f = s.follows;
+      console.log(`      standby ${p.peer}: ${s.role}, ${f === null ? 'follows no one' : `follows ${f.master}, IO ${f.io}, SQL ${f.sql}`}, gtid_slave_pos ${s.gtid_slave_pos || 'none'}`);
+    } else {
+      console.log(`      standby ${p.peer ?? 'unknown (the primary\'s server has no CLUSTER_PEER)'}${s !== undefined && 'why' in s ? `: does not answer (${s.why})` : ''}`);
+    }
+    const replicates = s !== undefined && !('why' in s) && s.follows !== null && s.follows.io === 'Yes' && s.follows.sql === 'Yes';
+    if (clients < 1) without('no standby is connected to its primary');
+    else if (!replicates) without(`its standby ${p.peer ?? '(unknown)'} does not replicate`);
+  }
+  return ok;
 }
 
 /**

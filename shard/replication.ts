@@ -39,7 +39,9 @@ export function operatorFromEnv(env: NodeJS.ProcessEnv): OperatorConfig | undefi
   const password = readFileSync(file, 'utf8').trim();
   const replPassword = env.MYSQL_REPL_PASSWORD_FILE ? readFileSync(env.MYSQL_REPL_PASSWORD_FILE, 'utf8').trim() : undefined;
   const at = env.MYSQL_SOCKET ? { socketPath: env.MYSQL_SOCKET } : { host: env.MYSQL_HOST ?? '127.0.0.1', port: Number(env.MYSQL_PORT ?? 3306) };
-  return { ...at, password, replPassword };
+  // CLUSTER_PEER: the server of the other machine of this pair (start-shards.sh sets it), which `check` asks in turn.
+  const peer = env.CLUSTER_PEER ? env.CLUSTER_PEER : undefined;
+  return { ...at, password, replPassword, peer };
 }
 
 const WAIT_MAX_MS = 60_000;
@@ -49,7 +51,7 @@ async function asOperator<T>(c: Context, steps: (sql: <R = any>(statement: strin
   if (c.operator === undefined) {
     throw new HttpError(503, 'this server has no MySQL operator user: start it with MYSQL_OPERATOR_PASSWORD_FILE (start-shards.sh does, with SHARDS_STANDBY=1)');
   }
-  const { replPassword: _, ...at } = c.operator;
+  const { replPassword: _, peer: __, ...at } = c.operator;
   const connection = mysql.createConnection({ ...driverOptions({ ...at, user: 'operator', database: '' }), database: undefined });
   const sql = <R>(statement: string, values: unknown[] = []) =>
     new Promise<R>((resolve, reject) => connection.query({ sql: statement, values, timeout: WAIT_MAX_MS + 5_000 }, (err, rows) => (err ? reject(err) : resolve(rows as R))));
@@ -78,9 +80,9 @@ async function state(sql: Sql) {
   };
 }
 
-/** GET /cluster/replication: role, positions, replication and semi-sync state. */
+/** GET /cluster/replication: role, positions, replication and semi-sync state, and the pair's other machine (its server), if known. */
 export async function replication(c: Context): Promise<Reply> {
-  return { status: 200, body: await asOperator(c, state) };
+  return { status: 200, body: { ...(await asOperator(c, state)), peer: c.operator?.peer ?? null } };
 }
 
 /** D1. POST /cluster/fence: this machine acknowledges nothing more; answers the position the standby must reach. Idempotent. */

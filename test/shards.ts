@@ -206,10 +206,10 @@ export async function freePairPorts(count: number): Promise<number> {
 }
 
 /** Starts `count` shards, each with a standby (SHARDS_STANDBY=1); call stop() in an after hook. */
-export async function startShardPairs(count: number) {
+export async function startShardPairs(count: number, { map = true }: { map?: boolean } = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'chs-'));
   const basePort = await freePairPorts(count);
-  const env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', SHARDS_STANDBY: '1' };
+  const env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', SHARDS_STANDBY: '1', ...(!map && { SHARDS_MAP: 'none' }) };
   const script = (...args: string[]) => run(join(ROOT, 'start-shards.sh'), args, { env });
   const started = await script(String(count));
   if (started.code !== 0) {

@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../ch_client.ts';
-import { ROOT, run, running, startShardPairs, waitForExit } from './shards.ts';
+import { ROOT, run, runNode, running, startShardPairs, waitForExit } from './shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 
@@ -38,6 +38,7 @@ describe('start-shards.sh with SHARDS_STANDBY=1', () => {
   });
 
   const value = async (machine: 'primary' | 'standby', statement: string) => (await pairs.sql(1, machine, statement))[0]?.[0];
+  const check = () => runNode(['ch_client.ts', 'check', '--nodes', pairs.nodeOf(1), '--secret-file', join(pairs.dir, 'cluster-secret')]);
 
   it('starts a standby beside each shard: its own MySQL, data directory and server', async () => {
     assert.match(pairs.started.stdout, /shard 1: http:\/\/\S+ up/);
@@ -120,12 +121,25 @@ describe('start-shards.sh with SHARDS_STANDBY=1', () => {
     assert.doesNotMatch(res.stdout, /WARNING/);
   });
 
+  it('check shows each shard\'s primary and standby with their replication state (GET /cluster/replication on both)', async () => {
+    const res = await check();
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    const esc = (s: string) => s.replace(/\./g, '\\.');
+    assert.match(res.stdout, new RegExp(`shard \\S+, ${esc(pairs.nodeOf(1))}: primary ${esc(pairs.nodeOf(1))}: primary, semi-sync ON, 1 standby connected, gtid_binlog_pos 0-11-\\d+`));
+    assert.match(res.stdout, new RegExp(`standby ${esc(pairs.standbyOf(1))}: standby, follows 127\\.0\\.0\\.1:\\d+, IO Yes, SQL Yes, gtid_slave_pos 0-11-\\d+`));
+    assert.doesNotMatch(res.stderr, /WITHOUT STANDBY/);
+  });
+
   it('flags a shard whose standby is gone, holds its writes unacknowledged, and lets them through when the standby is back', async () => {
     const standby = await pairs.pid(1, 'standby', 'mysqld.pid');
     await pairs.sql(1, 'standby', 'SHUTDOWN');
     await waitForExit(standby);
     const status = await pairs.script('status');
     assert.match(status.stdout, /WARNING: shard 1 runs without its standby: .*the standby's MySQL is down/);
+    // check flags it too, and fails.
+    const checked = await check();
+    assert.equal(checked.code, 1, checked.stdout + checked.stderr);
+    assert.match(checked.stderr, /WITHOUT STANDBY shard \S+ \(\S+ at \S+\): (no standby is connected to its primary|its standby \S+ does not replicate)/);
 
     // S3: no ack, no 201. server.ts gives up after its 5 s query timeout.
     const started = Date.now();
