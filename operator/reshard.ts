@@ -472,8 +472,7 @@ export function sameReshard(a: ClusterMap, b: ClusterMap): boolean {
  * `lost` says why it could not. Each round goes to every node at once: one
  * after another, a node slow to answer (up to a 10 s timeout) held back the
  * renewal of every node after it, and the lease could lapse on healthy ones.
- * Rounds do not overlap. Each failure is recorded, and `report` prints them,
- * one line per node. A newer map that is this reshard with only addresses
+ * Each failure is recorded, and `report` prints them, one line per node. A newer map that is this reshard with only addresses
  * changed (a failover's) is adopted: `map` is the one held now.
  */
 function renewLease(first: ClusterMap, secret: string | undefined): Lease {
@@ -510,13 +509,18 @@ function renewLease(first: ClusterMap, secret: string | undefined): Lease {
     if (theirs !== undefined && sameMap(theirs, map)) return;
     lost ??= `${node} is at epoch ${res.etag?.replace(/"/g, '')}: another operator took this reshard over`;
   };
-  let running: Promise<void> | undefined;
+  // A node still busy with its last renewal is not sent another: a slow one
+  // holds back no other node's renewal, and never gathers a queue of them.
+  const pending = new Map<string, Promise<void>>();
+  const renewNode = (node: string): Promise<void> => {
+    const last = pending.get(node);
+    if (last !== undefined) return last;
+    const next = renewOne(node).finally(() => pending.delete(node));
+    pending.set(node, next);
+    return next;
+  };
   const renew = async (): Promise<void> => {
-    while (running !== undefined) await running;
-    running = Promise.all(everyNode(map).map((n) => renewOne(n.name)))
-      .then(() => {})
-      .finally(() => (running = undefined));
-    return running;
+    await Promise.all(everyNode(map).map((n) => renewNode(n.name)));
   };
   const timer = setInterval(renew, first.moving!.leaseMs / 3);
   timer.unref();
