@@ -74,7 +74,9 @@ describe('start-shards.sh', () => {
     const client = await run(process.execPath, ['ch_client.ts', 'reshard', '--nodes', shards.nodes.join(','), '--to', shards.nodes.join(','), '--secret-file', shards.secretFile]);
     assert.equal(client.code, 0, client.stdout + client.stderr);
     assert.equal((await fetch(`http://${shards.nodes[1]}/healthz`)).status, 200);
-    assert.deepEqual(await (await fetch(`http://${shards.nodes[1]}/cluster/map`)).json(), { ...map, shard: (await (await fetch(`http://${shards.nodes[1]}/healthz`)).json()).shard });
+    // The repaired map is the cluster's, signed by the operator's tool (rule 9).
+    const repaired = await (await fetch(`http://${shards.nodes[1]}/cluster/map`)).json();
+    assert.deepEqual({ ...repaired, map: unsigned(repaired.map) }, { ...map, map: unsigned(map.map), shard: (await (await fetch(`http://${shards.nodes[1]}/healthz`)).json()).shard });
   });
 
   it('brings up only what is down, and keeps the data', async () => {
@@ -169,7 +171,8 @@ describe('start-shards.sh', () => {
     for (const node of shards.nodes) {
       const res = await fetch(`http://${node}/cluster/map`);
       assert.equal(res.status, 200);
-      assert.deepEqual((await res.json()).map, first, node);
+      // An earlier test repaired a map with the operator's tool, which signs what it puts (rule 9).
+      assert.deepEqual(unsigned((await res.json()).map), first, node);
     }
   });
 
@@ -293,4 +296,9 @@ async function until(done: () => Promise<boolean>): Promise<void> {
     if (Date.now() > deadline) throw new Error('gave up waiting');
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** A cluster map without the MAC the operator's tool adds (rule 9). */
+function unsigned({ mac: _, ...map }: Record<string, unknown>): Record<string, unknown> {
+  return map;
 }
