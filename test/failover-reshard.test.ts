@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../ch_client.ts';
 import { discover, send, type View } from '../client/cluster.ts';
 import { startGate, type Gate } from './gate.ts';
-import { runNode, startShardPairs } from './shards.ts';
+import { runNode, startShardPairs, until } from './shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 
@@ -43,13 +43,6 @@ function writers(view: View, prefix: string, count: number) {
   };
 }
 
-async function until(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await fn())) {
-    if (Date.now() > deadline) assert.fail(`not within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('(d) a failover while a reshard runs', () => {
   let pairs: Pairs;

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../ch_client.ts';
 import { discover, send, type View } from '../client/cluster.ts';
-import { runNode, startShardPairs, waitForExit } from './shards.ts';
+import { runNode, startShardPairs, until, waitForExit } from './shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 
@@ -49,14 +49,6 @@ function writers(view: View, prefix: string, count: number) {
   };
 }
 
-/** Polls until fn returns true, or fails after timeoutMs. */
-async function until(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await fn())) {
-    if (Date.now() > deadline) assert.fail(`not within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** Every acknowledged id, read back through the client: the ids that are missing or different. */
 async function lost(view: View, acked: Map<string, number>): Promise<string[]> {

@@ -129,6 +129,15 @@ export async function startShards(count: number, { dir, map = true }: { dir?: st
   };
 }
 
+/** Polls `fn` every 50 ms until it holds; fails after `timeoutMs`, naming `what` it waited for. */
+export async function until(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** Resolves once the process is gone (it need not be our child). */
 export async function waitForExit(pid: number, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../ch_client.ts';
-import { ROOT, run, runNode, running, startShardPairs, waitForExit } from './shards.ts';
+import { ROOT, run, runNode, running, startShardPairs, until, waitForExit } from './shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 
@@ -19,14 +19,6 @@ function post(node: string, id: string): Promise<Response> {
   });
 }
 
-/** Polls until fn returns true, or fails after timeoutMs. */
-async function until(what: string, fn: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await fn())) {
-    if (Date.now() > deadline) assert.fail(`not within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('start-shards.sh with SHARDS_STANDBY=1', () => {
   let pairs: Pairs;
@@ -59,7 +51,7 @@ describe('start-shards.sh with SHARDS_STANDBY=1', () => {
     const res = await post(pairs.nodeOf(1), 'copied-1');
     assert.equal(res.status, 201);
     // AFTER_SYNC: at the 201 the write is in the standby's relay log; applied a moment later.
-    await until('the standby has applied copied-1', async () => (await value('standby', "SELECT COUNT(*) FROM expenses.expenses WHERE id = 'copied-1'")) === '1');
+    await until('the standby has applied copied-1', async () => (await value('standby', "SELECT COUNT(*) FROM expenses.expenses WHERE id = 'copied-1'")) === '1', 10_000);
     assert.equal(await value('standby', 'SELECT @@gtid_slave_pos'), await value('primary', 'SELECT @@gtid_binlog_pos'));
   });
 
@@ -153,7 +145,7 @@ describe('start-shards.sh with SHARDS_STANDBY=1', () => {
     assert.equal(again.code, 0, again.stderr);
     await until('the held write committed on both machines', async () =>
       (await value('primary', "SELECT COUNT(*) FROM expenses.expenses WHERE id = 'waits-for-standby'")) === '1' &&
-      (await value('standby', "SELECT COUNT(*) FROM expenses.expenses WHERE id = 'waits-for-standby'")) === '1');
+      (await value('standby', "SELECT COUNT(*) FROM expenses.expenses WHERE id = 'waits-for-standby'")) === '1', 10_000);
     assert.doesNotMatch((await pairs.script('status')).stdout, /WARNING/);
   });
 
