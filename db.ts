@@ -1,7 +1,7 @@
 // db.ts: every SQL statement of the expense service, and what its results mean.
 //
-// Values only ever travel as placeholders. The columns arrive already in their
-// wire form (see COLUMNS), so a row from MySQL is the JSON the API returns.
+// Values only ever travel as placeholders. A record arrives as the JSON object
+// the API returns, built by MySQL (see COLUMNS).
 // mysql/connections.ts holds the connections these statements travel on.
 
 import { randomBytes } from 'node:crypto';
@@ -18,37 +18,34 @@ export type { DbConfig };
 export type State = 'live' | 'incoming' | 'moved';
 export type Row = Versioned & { state: State };
 
-// Read each column in its wire form, so the driver has nothing left to convert.
-// Amounts lose trailing zeros ("700.00" is "700"), as api/expense.ts writes them.
-const COLUMNS = `id, name, email, category, description, link,
-  TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM CAST(estimated_costs AS CHAR))) AS estimated_costs,
-  DATE_FORMAT(submit_date, '%m-%d-%Y') AS submit_date,
-  status,
-  IFNULL(DATE_FORMAT(decision_date, '%m-%d-%Y'), '') AS decision_date,
-  version, state`;
-
-// How each stored field is written: dates arrive as MM-DD-YYYY, and an empty
-// decision date is none.
+// How each stored field is read and written: in its wire form, so that the
+// driver has nothing left to convert. Dates travel as MM-DD-YYYY, an empty
+// decision date is none, and amounts lose trailing zeros ("700.00" is "700"),
+// as api/expense.ts writes them.
 const STORED = [...EDITABLE, 'status', 'decision_date'] as const;
 type Stored = (typeof STORED)[number];
-const WRITE: Record<Stored, string> = {
-  name: '?',
-  email: '?',
-  category: '?',
-  description: '?',
-  link: '?',
-  estimated_costs: '?',
+const READ: Partial<Record<Stored, string>> = {
+  estimated_costs: "TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM CAST(estimated_costs AS CHAR)))",
+  submit_date: "DATE_FORMAT(submit_date, '%m-%d-%Y')",
+  decision_date: "IFNULL(DATE_FORMAT(decision_date, '%m-%d-%Y'), '')",
+};
+const WRITE: Partial<Record<Stored, string>> = {
   submit_date: "STR_TO_DATE(?, '%m-%d-%Y')",
-  status: '?',
   decision_date: "STR_TO_DATE(NULLIF(?, ''), '%m-%d-%Y')",
 };
-const SET_STORED = STORED.map((f) => `${f} = ${WRITE[f]}`).join(', ');
+const SET_STORED = STORED.map((f) => `${f} = ${WRITE[f] ?? '?'}`).join(', ');
+
+// A record arrives as one column, the JSON object that MySQL builds: the
+// driver decodes six strings of metadata for each column of a result, so
+// twelve columns cost a GET more than all the rest of the driver's work
+// (docs/performance.md, "The peers").
+const COLUMNS = `JSON_OBJECT('id', id, ${STORED.map((f) => `'${f}', ${READ[f] ?? f}`).join(', ')}) AS expense, version, state`;
 
 type Statement = [string, unknown[]];
 
 // The statements' text, written once: a request builds only its values.
 const GET = `SELECT ${COLUMNS} FROM expenses WHERE id = ?`;
-const INSERT = `INSERT INTO expenses (id, ${STORED.join(', ')}, version, state) VALUES (?, ${STORED.map((f) => WRITE[f]).join(', ')}, ?, ?)`;
+const INSERT = `INSERT INTO expenses (id, ${STORED.join(', ')}, version, state) VALUES (?, ${STORED.map((f) => WRITE[f] ?? '?').join(', ')}, ?, ?)`;
 const REPLACE = `UPDATE expenses SET ${SET_STORED}, version = ? WHERE id = ? AND version = ? AND state = ?`;
 const LIST = `SELECT ${COLUMNS} FROM expenses WHERE id > ? AND state = ? ORDER BY id LIMIT ?`;
 
@@ -97,8 +94,8 @@ function newVersion(): string {
   return pool.toString('hex', used - 8, used);
 }
 
-function row({ version, state, ...expense }: Expense & { version: string; state: State }): Row {
-  return { expense, version, state };
+function row({ expense, version, state }: { expense: string; version: string; state: State }): Row {
+  return { expense: JSON.parse(expense), version, state };
 }
 
 type Changed = { affectedRows: number };
@@ -125,7 +122,7 @@ export function createDb(config: DbConfig) {
 
   // A delete needs no room on disk: its success says nothing about whether writes would succeed.
   const remove = async ([sql, values]: Statement) => (await query<Changed>(sql, values)).affectedRows > 0;
-  const rows = async ([sql, values]: Statement) => (await query<Array<Expense & { version: string; state: State }>>(sql, values)).map(row);
+  const rows = async ([sql, values]: Statement) => (await query<Array<{ expense: string; version: string; state: State }>>(sql, values)).map(row);
 
   return {
     /** The row with this id, whatever its state. */

@@ -127,6 +127,16 @@ describe('POST /v1/expenses', () => {
     assert.deepEqual({ name: got.name, description: got.description, category: got.category }, text);
   });
 
+  it('reads back every character that JSON escapes, and text that looks like JSON, as written', async () => {
+    // MySQL builds the record's JSON (db.ts, COLUMNS): what it escapes, the client must get back unchanged.
+    const text = { name: 'say "hi" \\ back\\slash {"a": 1}', description: 'lines\n\r\b\f \u0001\u001f\u007f \u2028\u2029 </script> null [1, 2]', category: '\\u0041' };
+    await created({ id: 'json-escapes-1', ...text });
+    const [listed] = (await api('GET', '/v1/expenses?after=json-escapes-0&limit=1')).body.expenses;
+    for (const got of [(await api('GET', '/v1/expenses/json-escapes-1')).body, listed]) {
+      assert.deepEqual({ name: got.name, description: got.description, category: got.category }, text);
+    }
+  });
+
   it('stores SQL metacharacters verbatim', async () => {
     const nasty = `Robert'); DROP TABLE expenses;-- " \\ % _ \` ?? ?`;
     const record = await created({ name: nasty, description: "' OR '1'='1" });
