@@ -109,6 +109,8 @@ export function readJson({ req, body }: { req: IncomingMessage; body: Buffer }):
  * A 413 names the request whose body was too large.
  */
 export function readBody(req: IncomingMessage): Promise<Buffer> {
+  // A request with neither header has no body (RFC 9112 §6.3): a GET has nothing to wait for.
+  if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return NO_BODY;
   const tooLarge = () => new HttpError(413, `the body of ${req.method} ${req.url?.split('?')[0]} is over ${BODY_LIMIT} bytes, the most a shard reads`);
   if (Number(req.headers['content-length']) > BODY_LIMIT) throw tooLarge();
   return new Promise((resolve, reject) => {
@@ -130,6 +132,7 @@ export function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
+const NO_BODY = Promise.resolve(Buffer.alloc(0));
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
 // ---------------------------------------------------------------------------

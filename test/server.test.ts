@@ -288,6 +288,13 @@ describe('POST /v1/expenses', () => {
     assert.equal(res.body.error, 'the body of PUT /cluster/map is over 65536 bytes, the most a shard reads');
   });
 
+  it('reads a body sent in chunks, with no Content-Length', async () => {
+    const text = JSON.stringify(expense());
+    const res = await raw('POST', '/v1/expenses', { 'content-type': 'application/json' }, [text.slice(0, 40), text.slice(40)]);
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    assert.deepEqual((await api('GET', `/v1/expenses/${res.body.id}`)).body, res.body);
+  });
+
   it('answers 413 for an oversized body sent without a Content-Length', async () => {
     const res = await raw('POST', '/v1/expenses', { 'content-type': 'application/json' }, Array(20).fill('x'.repeat(8192)));
     assert.equal(res.status, 413);
