@@ -1,4 +1,4 @@
-// bench/load.ts: what bench/map-cost.ts and bench/peers.ts share: a lean load
+// bench/load.ts: what bench/peers.ts measures with: a lean load
 // generator (node:http, one keep-alive agent per server, bodies serialised
 // before the clock starts, as bench/e2e.ts drives its server tier), and a
 // server process's CPU time and private memory, from /proc.

@@ -1,55 +1,65 @@
-// bench/peers.ts: a shard's server against the Node server a developer would
-// pick instead, Fastify 5 with mysql2 (bench/peers/fastify/), side by side in
-// one run, on the same database and the same load.
+// bench/peers.ts: a shard's server against its peers, in one run: the same
+// server with no cluster map, which says what the map's path costs, and the
+// Node server a developer would pick instead, Fastify 5 with mysql2
+// (bench/peers/fastify/).
 //
 // It installs the peer's own dependencies first (npm install --prefix
-// bench/peers/fastify: never the project's), then starts one throwaway shard
-// as start-shards.sh starts it, with its one-node cluster map, so that every
-// request takes the map's path, and the peer beside it on the same MariaDB.
-// Both get the same lean load (bench/load.ts): POSTs of fresh ids, then GETs
-// of them, at 1, 8 and 32 in flight, in interleaved repetitions whose order
-// alternates. For each cell: requests per second, the server's CPU µs per
-// request (utime + stime from /proc, pooled over the repetitions), and ours
-// over the peer's; then each server's private memory after the last run at
-// 32 in flight.
+// bench/peers/fastify: never the project's), then starts one throwaway shard,
+// and all three servers on its MariaDB. Ours run as start-shards.sh runs a
+// shard's server (same flags, same environment): one on the shard's database,
+// given a one-node cluster map naming itself, so that every request takes the
+// map's path (rules 2-4); the other on a second database made from schema.sql
+// beside it, which holds no map (rule 1). Fastify serves the same two routes
+// on the shard's database, beside the server with the map. All three get the
+// same lean load (bench/load.ts): POSTs of fresh ids, then GETs of them, at 1,
+// 8 and 32 in flight, in interleaved repetitions whose order rotates. For each
+// cell: requests per second and the server's CPU µs per request (utime +
+// stime from /proc, pooled over the repetitions); then each server's private
+// memory after its last GETs at 32 in flight.
 //
 // Run: npm run bench:peers
-//   PEERS_REPS=3 PEERS_COUNT=3000   repetitions, and requests per cell
+//   PEERS_REPS=6 PEERS_COUNT=3000   repetitions, and requests per cell
+//   PEERS_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/some/dir'
+//                                   more flags for both of our servers (a
+//                                   profile is written when the server exits)
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { freePorts, ROOT, run, startShards, type Shards } from '../test/shards.ts';
-import { freshBodies, measure, pooled, privateMemory, target, type Op, type Sample, type Target } from './load.ts';
+import { call } from '../client/http.ts';
+import { freePorts, ROOT, run, startServer, startShards, type Shards } from '../test/shards.ts';
+import { freshBodies, measure, median, pooled, privateMemory, target, type Op, type Sample, type Target } from './load.ts';
 
-const REPS = Number(process.env.PEERS_REPS ?? 3);
+const REPS = Number(process.env.PEERS_REPS ?? 6);
 const COUNT = Number(process.env.PEERS_COUNT ?? 3_000);
 const IN_FLIGHT = [1, 8, 32];
 const OPS: Op[] = ['POST', 'GET'];
-const WARM_UP = 2_000;
+// Enough that V8 has compiled each server's hot path before anything counts.
+const WARM_UP = 8_000;
 const PEER_DIR = join(ROOT, 'bench', 'peers', 'fastify');
+// As start-shards.sh's start_server runs a shard's server.
+const NODE_OPTIONS = `--max-semi-space-size=4 ${process.env.PEERS_NODE_OPTIONS ?? ''}`.trim();
 
-type Contender = { name: string; pid: number; targets: Map<number, Target> };
+type Name = 'map' | 'none' | 'fastify';
+type Contender = { name: Name; pid: number; targets: Map<number, Target>; stop: () => Promise<unknown> };
 type Cell = `${Op} ${number}`;
+type Samples = Map<Name, Map<Cell, Sample[]>>;
 
 await installPeer();
-const shards = await startShards(1);
-let peer: ChildProcess | undefined;
+const shards = await startShards(1, { map: false });
 const contenders: Contender[] = [];
 try {
-  contenders.push(await ours(shards));
-  const started = await startPeer(shards);
-  peer = started.child;
-  contenders.push(started.contender);
+  await shards.sql(1, secondDatabase());
+  contenders.push(await ours(shards, 'map', 'expenses'), await ours(shards, 'none', 'plain'), await fastify(shards));
   for (const c of contenders) await warmUp(c);
   const { samples, memory } = await interleaved(contenders);
   report(samples, memory);
 } finally {
-  for (const c of contenders) for (const t of c.targets.values()) t.agent.destroy();
-  if (peer !== undefined && peer.exitCode === null) {
-    peer.kill('SIGTERM');
-    await once(peer, 'exit');
+  for (const c of contenders) {
+    for (const t of c.targets.values()) t.agent.destroy();
+    await c.stop();
   }
   await shards.stop();
 }
@@ -60,18 +70,37 @@ async function installPeer(): Promise<void> {
   if (installed.code !== 0) throw new Error(`npm install --prefix bench/peers/fastify failed:\n${installed.stdout}${installed.stderr}`);
 }
 
-/** Shard 1's own server, as start-shards.sh started it, with the first cluster map. */
-async function ours(shards: Shards): Promise<Contender> {
-  const url = `http://${shards.nodeOf(1)}`;
-  const pid = await shards.pid(1, 'server.pid');
-  return { name: 'ours', pid, targets: new Map(IN_FLIGHT.map((n) => [n, target(url, pid, n)])) };
+/** schema.sql again, as the database `plain` on the same MariaDB: its own tables, with no map in them. */
+function secondDatabase(): string {
+  const schema = readFileSync(join(ROOT, 'schema.sql'), 'utf8').replace('EXISTS expenses ', 'EXISTS plain ').replace(/\bexpenses\.(?=\w)/g, 'plain.');
+  return `${schema}\nGRANT SELECT, INSERT, UPDATE, DELETE ON plain.* TO 'expenses'@'localhost';`;
+}
+
+function targets(url: string, pid: number): Map<number, Target> {
+  return new Map(IN_FLIGHT.map((n) => [n, target(url, pid, n)]));
+}
+
+/** server.ts on one of the shard's databases, as start-shards.sh starts it; with the map, a one-node map naming itself. */
+async function ours(shards: Shards, name: 'map' | 'none', database: string): Promise<Contender> {
+  const port = await freePorts(1);
+  const env = { ...(await shards.databaseEnv(1)), MYSQL_DATABASE: database, CLUSTER_SECRET_FILE: shards.secretFile, PORT: String(port), NODE_OPTIONS };
+  const server = await startServer(env);
+  if (name === 'map') {
+    const node = new URL(server.url).host;
+    const id = (await call(node, 'GET', '/healthz')).body.shard as string;
+    const map = { epoch: 1, nodes: [{ name: node, shard: id }], replicas: 1 };
+    const secret = readFileSync(shards.secretFile, 'utf8').trim();
+    const answer = await call(node, 'PUT', '/cluster/map', map, { authorization: `Bearer ${secret}`, 'if-none-match': '*' });
+    if (answer.status !== 200) throw new Error(`PUT /cluster/map: HTTP ${answer.status}: ${JSON.stringify(answer.body)}`);
+  }
+  return { name, pid: server.child.pid!, targets: targets(server.url, server.child.pid!), stop: () => server.stop() };
 }
 
 /** Fastify on shard 1's MariaDB, as server.mjs's header says to run it; resolves once it listens. */
-async function startPeer(shards: Shards): Promise<{ child: ChildProcess; contender: Contender }> {
+async function fastify(shards: Shards): Promise<Contender> {
   const port = await freePorts(1);
   const env = { ...process.env, ...(await shards.databaseEnv(1)), MYSQL_DATABASE: 'expenses', HOST: '127.0.0.1', PORT: String(port) };
-  const child = spawn(process.execPath, ['server.mjs'], { cwd: PEER_DIR, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(process.execPath, ['server.mjs'], { cwd: PEER_DIR, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   await new Promise<void>((resolve, reject) => {
     const onData = (chunk: Buffer) => {
@@ -82,8 +111,12 @@ async function startPeer(shards: Shards): Promise<{ child: ChildProcess; contend
     child.stderr!.on('data', onData);
     child.once('exit', (code) => reject(new Error(`the Fastify peer exited with ${code} before listening:\n${output}`)));
   });
-  const url = `http://127.0.0.1:${port}`;
-  return { child, contender: { name: 'fastify', pid: child.pid!, targets: new Map(IN_FLIGHT.map((n) => [n, target(url, child.pid!, n)])) } };
+  const stop = async () => {
+    if (child.exitCode !== null) return;
+    child.kill('SIGTERM');
+    await once(child, 'exit');
+  };
+  return { name: 'fastify', pid: child.pid!, targets: targets(`http://127.0.0.1:${port}`, child.pid!), stop };
 }
 
 /** JIT, connections and buffer pool warm before anything counts: POSTs and GETs at 8 in flight. */
@@ -94,13 +127,14 @@ async function warmUp({ name, targets }: Contender): Promise<void> {
 
 /**
  * REPS repetitions; in each, every concurrency, POSTs of fresh ids then GETs
- * of them, each on both servers, the one first that went second last time.
+ * of them, on each server in turn, the order rotating from one repetition to
+ * the next, so that no server always goes first.
  */
 async function interleaved(contenders: Contender[]) {
-  const samples = new Map<string, Map<Cell, Sample[]>>(contenders.map((c) => [c.name, new Map()]));
-  const memory = new Map<string, number>();
+  const samples: Samples = new Map(contenders.map((c) => [c.name, new Map()]));
+  const memory = new Map<Name, number>();
   for (let rep = 0; rep < REPS; rep++) {
-    const order = rep % 2 === 0 ? contenders : [...contenders].reverse();
+    const order = contenders.map((_, i) => contenders[(i + rep) % contenders.length]!);
     for (const n of IN_FLIGHT) {
       const items = new Map(contenders.map((c) => [c.name, freshBodies(`r${rep}c${n}${c.name}-`, COUNT)]));
       for (const op of OPS) {
@@ -116,27 +150,47 @@ async function interleaved(contenders: Contender[]) {
   return { samples, memory };
 }
 
-function report(samples: Map<string, Map<Cell, Sample[]>>, memory: Map<string, number>): void {
+function report(samples: Samples, memory: Map<Name, number>): void {
   const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
-  console.log(`ours (server.ts, one-node cluster map) against Fastify 5 + mysql2, one MariaDB; ${REPS} interleaved repetitions of ${COUNT} requests per cell`);
-  console.log(`${cpus().length} cores, ${cpu}; Node ${process.version}\n`);
-  console.log('op   in flight   req/s: ours  fastify  ours/fastify   CPU µs/request: ours  fastify  ours/fastify');
-  const summary: string[] = [];
-  for (const n of IN_FLIGHT) {
-    for (const op of OPS) {
-      const cell: Cell = `${op} ${n}`;
-      const o = pooled(samples.get('ours')!.get(cell)!);
-      const f = pooled(samples.get('fastify')!.get(cell)!);
-      const rps = o.rps / f.rps;
-      const cpuRatio = o.cpuPerRequest / f.cpuPerRequest;
-      console.log(
-        `${op.padEnd(4)} ${String(n).padStart(9)}   ${o.rps.toFixed(0).padStart(11)}  ${f.rps.toFixed(0).padStart(7)}  ${rps.toFixed(2).padStart(12)}` +
-          `   ${o.cpuPerRequest.toFixed(0).padStart(20)}  ${f.cpuPerRequest.toFixed(0).padStart(7)}  ${cpuRatio.toFixed(2).padStart(12)}`,
-      );
-      summary.push(`${op} ${n}: req/s ${rps.toFixed(2)}, CPU ${cpuRatio.toFixed(2)}`);
-    }
+  console.log(`server.ts with a one-node cluster map, the same server with none, and Fastify 5 + mysql2; ${REPS} interleaved repetitions of ${COUNT} requests per cell`);
+  console.log(`our servers' flags: ${NODE_OPTIONS}; ${cpus().length} cores, ${cpu}; Node ${process.version}`);
+  const cells = IN_FLIGHT.flatMap((n) => OPS.map((op): Cell => `${op} ${n}`));
+  const of = (name: Name, cell: Cell) => samples.get(name)!.get(cell)!;
+  const perRequest = (s: Sample) => s.cpuUs / s.requests;
+  const rps = (s: Sample) => s.requests / s.seconds;
+  const pad = (s: string | number, width: number) => String(s).padStart(width);
+
+  console.log('\nThe map\'s cost: the server with its map against the same server with none');
+  console.log('op   in flight   CPU µs/request: map   none   map-none   median paired diff   map slower in   req/s: map   none');
+  const diffs: number[] = [];
+  for (const cell of cells) {
+    const [map, none] = [of('map', cell), of('none', cell)];
+    const [m, o] = [pooled(map), pooled(none)];
+    const diff = m.cpuPerRequest - o.cpuPerRequest;
+    const paired = median(map.map((s, i) => perRequest(s) - perRequest(none[i]!)));
+    const slower = map.filter((s, i) => rps(s) < rps(none[i]!)).length;
+    const [op, n] = cell.split(' ');
+    console.log(
+      `${op!.padEnd(4)} ${pad(n!, 9)}   ${pad(m.cpuPerRequest.toFixed(0), 19)}  ${pad(o.cpuPerRequest.toFixed(0), 5)}   ${pad(diff.toFixed(1), 8)}   ` +
+        `${pad(paired.toFixed(1), 18)}   ${pad(`${slower} of ${REPS}`, 13)}   ${pad(m.rps.toFixed(0), 10)}  ${pad(o.rps.toFixed(0), 5)}`,
+    );
+    diffs.push(diff);
   }
-  const mib = (name: string) => memory.get(name)!.toFixed(0);
-  console.log(`\nprivate memory (RssAnon) after the last 32-in-flight run, MiB: ours ${mib('ours')}, fastify ${mib('fastify')}`);
-  console.log(`\nours/fastify: ${summary.join('; ')}`);
+  const mean = diffs.reduce((a, b) => a + b, 0) / diffs.length;
+  console.log(`map-none over the six cells: ${Math.min(...diffs).toFixed(1)} to ${Math.max(...diffs).toFixed(1)} µs, mean ${mean.toFixed(1)}`);
+
+  console.log('\nThe peers: the server with its map against Fastify 5 + mysql2, on the same MariaDB');
+  console.log('op   in flight   req/s: ours  fastify  ours/fastify  ours faster in   CPU µs/request: ours  fastify  ours/fastify');
+  for (const cell of cells) {
+    const [ours, peer] = [of('map', cell), of('fastify', cell)];
+    const [o, f] = [pooled(ours), pooled(peer)];
+    const faster = ours.filter((s, i) => rps(s) > rps(peer[i]!)).length;
+    const [op, n] = cell.split(' ');
+    console.log(
+      `${op!.padEnd(4)} ${pad(n!, 9)}   ${pad(o.rps.toFixed(0), 11)}  ${pad(f.rps.toFixed(0), 7)}  ${pad((o.rps / f.rps).toFixed(2), 12)}  ${pad(`${faster} of ${REPS}`, 14)}` +
+        `   ${pad(o.cpuPerRequest.toFixed(0), 20)}  ${pad(f.cpuPerRequest.toFixed(0), 7)}  ${pad((o.cpuPerRequest / f.cpuPerRequest).toFixed(2), 12)}`,
+    );
+  }
+  const mib = (name: Name) => memory.get(name)!.toFixed(0);
+  console.log(`\nprivate memory (RssAnon) after the last GETs at 32 in flight, MiB: map ${mib('map')}, none ${mib('none')}, fastify ${mib('fastify')} (no --max-semi-space-size)`);
 }
