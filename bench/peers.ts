@@ -18,7 +18,7 @@
 // memory after its last GETs at 32 in flight.
 //
 // Run: npm run bench:peers
-//   PEERS_REPS=6 PEERS_COUNT=3000   repetitions, and requests per cell
+//   PEERS_REPS=8 PEERS_COUNT=3000   repetitions, and requests per cell
 //   PEERS_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/some/dir'
 //                                   more flags for both of our servers (a
 //                                   profile is written when the server exits)
@@ -32,7 +32,7 @@ import { call } from '../client/http.ts';
 import { freePorts, ROOT, run, startServer, startShards, type Shards } from '../test/shards.ts';
 import { freshBodies, measure, median, pooled, privateMemory, target, type Op, type Sample, type Target } from './load.ts';
 
-const REPS = Number(process.env.PEERS_REPS ?? 6);
+const REPS = Number(process.env.PEERS_REPS ?? 8);
 const COUNT = Number(process.env.PEERS_COUNT ?? 3_000);
 const IN_FLIGHT = [1, 8, 32];
 const OPS: Op[] = ['POST', 'GET'];
@@ -163,11 +163,14 @@ function report(samples: Samples, memory: Map<Name, number>): void {
   console.log('\nThe map\'s cost: the server with its map against the same server with none');
   console.log('op   in flight   CPU µs/request: map   none   map-none   median paired diff   map slower in   req/s: map   none');
   const diffs: number[] = [];
+  const pairs: number[] = []; // map-none of every repetition of every cell
   for (const cell of cells) {
     const [map, none] = [of('map', cell), of('none', cell)];
     const [m, o] = [pooled(map), pooled(none)];
     const diff = m.cpuPerRequest - o.cpuPerRequest;
-    const paired = median(map.map((s, i) => perRequest(s) - perRequest(none[i]!)));
+    const each = map.map((s, i) => perRequest(s) - perRequest(none[i]!));
+    pairs.push(...each);
+    const paired = median(each);
     const slower = map.filter((s, i) => rps(s) < rps(none[i]!)).length;
     const [op, n] = cell.split(' ');
     console.log(
@@ -176,8 +179,12 @@ function report(samples: Samples, memory: Map<Name, number>): void {
     );
     diffs.push(diff);
   }
-  const mean = diffs.reduce((a, b) => a + b, 0) / diffs.length;
-  console.log(`map-none over the six cells: ${Math.min(...diffs).toFixed(1)} to ${Math.max(...diffs).toFixed(1)} µs, mean ${mean.toFixed(1)}`);
+  // The map's path adds the same work to every request, so its cost is one
+  // number: the mean of all the paired differences, with about 95% of the
+  // means that runs like this one would give within two standard errors.
+  const mean = pairs.reduce((a, b) => a + b, 0) / pairs.length;
+  const spread = Math.sqrt(pairs.reduce((a, d) => a + (d - mean) ** 2, 0) / (pairs.length - 1) / pairs.length);
+  console.log(`map-none: cells ${Math.min(...diffs).toFixed(1)} to ${Math.max(...diffs).toFixed(1)} µs; over all ${pairs.length} paired repetitions ${mean.toFixed(1)} µs, 95% interval ${(mean - 2 * spread).toFixed(1)} to ${(mean + 2 * spread).toFixed(1)}`);
 
   console.log('\nThe peers: the server with its map against Fastify 5 + mysql2, on the same MariaDB');
   console.log('op   in flight   req/s: ours  fastify  ours/fastify  ours faster in   CPU µs/request: ours  fastify  ours/fastify');
@@ -191,6 +198,8 @@ function report(samples: Samples, memory: Map<Name, number>): void {
         `   ${pad(o.cpuPerRequest.toFixed(0), 20)}  ${pad(f.cpuPerRequest.toFixed(0), 7)}  ${pad((o.cpuPerRequest / f.cpuPerRequest).toFixed(2), 12)}`,
     );
   }
+  const all = (test: (o: Sample, f: Sample) => boolean) => cells.reduce((n, cell) => n + of('map', cell).filter((s, i) => test(s, of('fastify', cell)[i]!)).length, 0);
+  console.log(`over all ${cells.length * REPS} paired repetitions, ours served more requests per second in ${all((o, f) => rps(o) > rps(f))}, and used less CPU per request in ${all((o, f) => perRequest(o) < perRequest(f))}`);
   const mib = (name: Name) => memory.get(name)!.toFixed(0);
   console.log(`\nprivate memory (RssAnon) after the last GETs at 32 in flight, MiB: map ${mib('map')}, none ${mib('none')}, fastify ${mib('fastify')} (no --max-semi-space-size)`);
 }
