@@ -12,13 +12,13 @@
 // beside it, which holds no map (rule 1). Fastify serves the same two routes
 // on the shard's database, beside the server with the map. All three get the
 // same lean load (bench/load.ts): POSTs of fresh ids, then GETs of them, at 1,
-// 8 and 32 in flight, in interleaved repetitions whose order rotates. For each
+// 8 and 32 in flight, in interleaved repetitions, each in another order. For each
 // cell: requests per second and the server's CPU µs per request (utime +
 // stime from /proc, pooled over the repetitions); then each server's private
 // memory after its last GETs at 32 in flight.
 //
 // Run: npm run bench:peers
-//   PEERS_REPS=8 PEERS_COUNT=3000   repetitions, and requests per cell
+//   PEERS_REPS=6 PEERS_COUNT=3000   repetitions, and requests per cell
 //   PEERS_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/some/dir'
 //                                   more flags for both of our servers (a
 //                                   profile is written when the server exits)
@@ -32,7 +32,7 @@ import { call } from '../client/http.ts';
 import { freePorts, ROOT, run, startServer, startShards, type Shards } from '../test/shards.ts';
 import { freshBodies, measure, median, pooled, privateMemory, target, type Op, type Sample, type Target } from './load.ts';
 
-const REPS = Number(process.env.PEERS_REPS ?? 8);
+const REPS = Number(process.env.PEERS_REPS ?? 6);
 const COUNT = Number(process.env.PEERS_COUNT ?? 3_000);
 const IN_FLIGHT = [1, 8, 32];
 const OPS: Op[] = ['POST', 'GET'];
@@ -41,6 +41,13 @@ const WARM_UP = 8_000;
 const PEER_DIR = join(ROOT, 'bench', 'peers', 'fastify');
 // As start-shards.sh's start_server runs a shard's server.
 const NODE_OPTIONS = `--max-semi-space-size=4 ${process.env.PEERS_NODE_OPTIONS ?? ''}`.trim();
+
+// The six orders of three servers. A server's figures can depend on the one
+// before it, whose writes the MariaDB they share may still be flushing: in
+// rotation alone, the server with the map always followed Fastify, and in one
+// run seemed to cost 8 µs a request (4 to 11) more than the same server with
+// none; in the six orders, the next run found 2 (-3 to 8).
+const ORDERS = [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 2, 1], [2, 1, 0], [1, 0, 2]];
 
 type Name = 'map' | 'none' | 'fastify';
 type Contender = { name: Name; pid: number; targets: Map<number, Target>; stop: () => Promise<unknown> };
@@ -127,14 +134,14 @@ async function warmUp({ name, targets }: Contender): Promise<void> {
 
 /**
  * REPS repetitions; in each, every concurrency, POSTs of fresh ids then GETs
- * of them, on each server in turn, the order rotating from one repetition to
- * the next, so that no server always goes first.
+ * of them, on each server in turn, in each of the six orders in turn, so that
+ * each server goes first, and follows each other one, equally often.
  */
 async function interleaved(contenders: Contender[]) {
   const samples: Samples = new Map(contenders.map((c) => [c.name, new Map()]));
   const memory = new Map<Name, number>();
   for (let rep = 0; rep < REPS; rep++) {
-    const order = contenders.map((_, i) => contenders[(i + rep) % contenders.length]!);
+    const order = ORDERS[rep % ORDERS.length]!.map((i) => contenders[i]!);
     for (const n of IN_FLIGHT) {
       const items = new Map(contenders.map((c) => [c.name, freshBodies(`r${rep}c${n}${c.name}-`, COUNT)]));
       for (const op of OPS) {
