@@ -86,8 +86,8 @@ export function connections(options: mysql.ConnectionConfig, size: number) {
 
   // The driver makes a query's options the prototype of a new object
   // (Object.create). Handed a fresh object on every query, V8 rebuilds its
-  // lookups each time: 8 µs a query (docs/performance.md). So each statement
-  // keeps one; db.ts's statements are a fixed few, as values travel apart.
+  // lookups each time (docs/performance.md). So each statement keeps one:
+  // db.ts's statements are a fixed few, as their values travel apart.
   const statements = new Map<string, mysql.QueryOptions>();
   function optionsFor(sql: string): mysql.QueryOptions {
     let made = statements.get(sql);
