@@ -1,8 +1,10 @@
 // bench/peers/fastify/server.mjs: the peer that bench/peers.ts measures ours
 // against. The two routes the bench sends, written as a developer would with
-// Fastify 5 and mysql2, on the same `expenses` table (schema.sql) and the same
-// statements as db.ts: POST /v1/expenses stores the body as sent, with no
-// validation; GET /v1/expenses/:id reads one record. Plain JavaScript, with
+// Fastify 5 and mysql2, on the same `expenses` table (schema.sql): POST
+// /v1/expenses stores the body as sent, with no validation, by db.ts's insert;
+// GET /v1/expenses/:id reads one record's columns in their wire form, as a
+// developer would select them (db.ts reads the same values as one JSON_OBJECT
+// column, for its driver's sake: docs/performance.md). Plain JavaScript, with
 // its own package.json, so that the project's dependencies and its
 // typecheck stay as they are.
 //
@@ -12,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import Fastify from 'fastify';
 import mysql from 'mysql2/promise';
 
-// db.ts's columns, in their wire form, and its insert.
+// The record's columns, in their wire form, and db.ts's insert.
 const COLUMNS = `id, name, email, category, description, link,
   TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM CAST(estimated_costs AS CHAR))) AS estimated_costs,
   DATE_FORMAT(submit_date, '%m-%d-%Y') AS submit_date,
@@ -24,7 +26,7 @@ const INSERT = `INSERT INTO expenses (id, name, email, category, description, li
 const SELECT = `SELECT ${COLUMNS} FROM expenses WHERE id = ?`;
 
 const env = process.env;
-// As many connections as a shard's server keeps (shard/connections.ts, POOL_SIZE).
+// As many connections as a shard's server keeps (mysql/connections.ts, POOL_SIZE).
 const pool = mysql.createPool({
   ...(env.MYSQL_SOCKET ? { socketPath: env.MYSQL_SOCKET } : { host: env.MYSQL_HOST ?? '127.0.0.1', port: Number(env.MYSQL_PORT ?? 3306) }),
   user: env.MYSQL_USER ?? 'root',
