@@ -5,15 +5,15 @@
 //
 // It installs the peer's own dependencies first (npm install --prefix
 // bench/peers/fastify: never the project's), then starts one throwaway shard,
-// and all three servers on its MariaDB. Ours run as start-shards.sh runs a
-// shard's server (same flags, same environment): one on the shard's database,
-// given a one-node cluster map naming itself, so that every request takes the
-// map's path (rules 2-4); the other on a second database made from schema.sql
-// beside it, which holds no map (rule 1). Fastify serves the same two routes
-// on the shard's database, beside the server with the map. All three get the
+// and all three servers on its MariaDB, each on a database of its own. Ours
+// run as start-shards.sh runs a shard's server (same flags, same
+// environment): one on the shard's own database, given a one-node cluster map
+// naming itself, so that every request takes the map's path (rules 2-4); the
+// other on a database made from schema.sql beside it, which holds no map
+// (rule 1). Fastify serves the same two routes on a third. All three get the
 // same lean load (bench/load.ts): POSTs of fresh ids, then GETs of them, at 1,
-// 8 and 32 in flight, in interleaved repetitions, each in another order. For each
-// cell: requests per second and the server's CPU µs per request (utime +
+// 8 and 32 in flight, in interleaved repetitions, each in another order. For
+// each cell: requests per second and the server's CPU µs per request (utime +
 // stime from /proc, pooled over the repetitions); then each server's private
 // memory after its last GETs at 32 in flight.
 //
@@ -58,8 +58,8 @@ await installPeer();
 const shards = await startShards(1, { map: false });
 const contenders: Contender[] = [];
 try {
-  await shards.sql(1, secondDatabase());
-  contenders.push(await ours(shards, 'map', 'expenses'), await ours(shards, 'none', 'plain'), await fastify(shards));
+  for (const database of ['plain', 'peer']) await shards.sql(1, schemaAs(database));
+  contenders.push(await ours(shards, 'map', 'expenses'), await ours(shards, 'none', 'plain'), await fastify(shards, 'peer'));
   for (const c of contenders) await warmUp(c);
   const { samples, memory } = await interleaved(contenders);
   report(samples, memory);
@@ -77,10 +77,10 @@ async function installPeer(): Promise<void> {
   if (installed.code !== 0) throw new Error(`npm install --prefix bench/peers/fastify failed:\n${installed.stdout}${installed.stderr}`);
 }
 
-/** schema.sql again, as the database `plain` on the same MariaDB: its own tables, with no map in them. */
-function secondDatabase(): string {
-  const schema = readFileSync(join(ROOT, 'schema.sql'), 'utf8').replace('EXISTS expenses ', 'EXISTS plain ').replace(/\bexpenses\.(?=\w)/g, 'plain.');
-  return `${schema}\nGRANT SELECT, INSERT, UPDATE, DELETE ON plain.* TO 'expenses'@'localhost';`;
+/** schema.sql again, as another database on the same MariaDB: its own tables, with no map in them. */
+function schemaAs(database: string): string {
+  const schema = readFileSync(join(ROOT, 'schema.sql'), 'utf8').replace('EXISTS expenses ', `EXISTS ${database} `).replace(/\bexpenses\.(?=\w)/g, `${database}.`);
+  return `${schema}\nGRANT SELECT, INSERT, UPDATE, DELETE ON ${database}.* TO 'expenses'@'localhost';`;
 }
 
 function targets(url: string, pid: number): Map<number, Target> {
@@ -103,10 +103,10 @@ async function ours(shards: Shards, name: 'map' | 'none', database: string): Pro
   return { name, pid: server.child.pid!, targets: targets(server.url, server.child.pid!), stop: () => server.stop() };
 }
 
-/** Fastify on shard 1's MariaDB, as server.mjs's header says to run it; resolves once it listens. */
-async function fastify(shards: Shards): Promise<Contender> {
+/** Fastify on one of the shard's databases, as server.mjs's header says to run it; resolves once it listens. */
+async function fastify(shards: Shards, database: string): Promise<Contender> {
   const port = await freePorts(1);
-  const env = { ...process.env, ...(await shards.databaseEnv(1)), MYSQL_DATABASE: 'expenses', HOST: '127.0.0.1', PORT: String(port) };
+  const env = { ...process.env, ...(await shards.databaseEnv(1)), MYSQL_DATABASE: database, HOST: '127.0.0.1', PORT: String(port) };
   const child: ChildProcess = spawn(process.execPath, ['server.mjs'], { cwd: PEER_DIR, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   await new Promise<void>((resolve, reject) => {
