@@ -1,7 +1,7 @@
 // db.ts: every SQL statement of the expense service, and what its results mean.
 //
-// Values only ever travel as placeholders. A record arrives as the JSON object
-// the API returns, built by MySQL (see COLUMNS).
+// Values only ever travel as placeholders. A record arrives as one JSON
+// object, built by MySQL (see COLUMNS).
 // mysql/connections.ts holds the connections these statements travel on.
 
 import { randomBytes } from 'node:crypto';
@@ -18,34 +18,30 @@ export type { DbConfig };
 export type State = 'live' | 'incoming' | 'moved';
 export type Row = Versioned & { state: State };
 
-// How each stored field is read and written: in its wire form, so that the
-// driver has nothing left to convert. Dates travel as MM-DD-YYYY, an empty
-// decision date is none, and amounts lose trailing zeros ("700.00" is "700"),
-// as api/expense.ts writes them.
+// Each stored field, in the order the API writes them.
 const STORED = [...EDITABLE, 'status', 'decision_date'] as const;
-type Stored = (typeof STORED)[number];
-const READ: Partial<Record<Stored, string>> = {
-  estimated_costs: "TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM CAST(estimated_costs AS CHAR)))",
-  submit_date: "DATE_FORMAT(submit_date, '%m-%d-%Y')",
-  decision_date: "IFNULL(DATE_FORMAT(decision_date, '%m-%d-%Y'), '')",
-};
-const WRITE: Partial<Record<Stored, string>> = {
-  submit_date: "STR_TO_DATE(?, '%m-%d-%Y')",
-  decision_date: "STR_TO_DATE(NULLIF(?, ''), '%m-%d-%Y')",
-};
-const SET_STORED = STORED.map((f) => `${f} = ${WRITE[f] ?? '?'}`).join(', ');
+
+// The wire writes dates MM-DD-YYYY, no decision date as "", and amounts in
+// their shortest form, "700" or "12.5" (api/expense.ts). MySQL keeps real
+// dates, YYYY-MM-DD or NULL, and exact DECIMALs. These lines are the only
+// code that knows both.
+const DATES: ReadonlySet<string> = new Set(['submit_date', 'decision_date']);
+const toMysqlDate = (d: string) => (d === '' ? null : `${d.slice(6)}-${d.slice(0, 2)}-${d.slice(3, 5)}`);
+const fromMysqlDate = (d: string | null) => (d === null ? '' : `${d.slice(5, 7)}-${d.slice(8)}-${d.slice(0, 4)}`);
+const values = (e: Expense) => STORED.map((f) => (DATES.has(f) ? toMysqlDate(e[f]) : e[f]));
 
 // A record arrives as one column, the JSON object that MySQL builds: the
 // driver decodes six strings describing each column of a result before its
-// rows, and twelve columns cost a GET about 10 µs (docs/performance.md).
-const COLUMNS = `JSON_OBJECT('id', id, ${STORED.map((f) => `'${f}', ${READ[f] ?? f}`).join(', ')}) AS expense, version, state`;
+// rows, and twelve columns cost a GET about 10 µs (docs/performance.md). The
+// amount travels as text: as a JSON number it would be read as a double.
+const COLUMNS = `JSON_OBJECT('id', id, ${STORED.map((f) => `'${f}', ${f === 'estimated_costs' ? 'CAST(estimated_costs AS CHAR)' : f}`).join(', ')}) AS expense, version, state`;
 
 type Statement = [string, unknown[]];
 
 // The statements' text, written once: a request builds only its values.
 const GET = `SELECT ${COLUMNS} FROM expenses WHERE id = ?`;
-const INSERT = `INSERT INTO expenses (id, ${STORED.join(', ')}, version, state) VALUES (?, ${STORED.map((f) => WRITE[f] ?? '?').join(', ')}, ?, ?)`;
-const REPLACE = `UPDATE expenses SET ${SET_STORED}, version = ? WHERE id = ? AND version = ? AND state = ?`;
+const INSERT = `INSERT INTO expenses (id, ${STORED.join(', ')}, version, state) VALUES (?, ${STORED.map(() => '?').join(', ')}, ?, ?)`;
+const REPLACE = `UPDATE expenses SET ${STORED.map((f) => `${f} = ?`).join(', ')}, version = ? WHERE id = ? AND version = ? AND state = ?`;
 const LIST = `SELECT ${COLUMNS} FROM expenses WHERE id > ? AND state = ? ORDER BY id LIMIT ?`;
 
 /**
@@ -55,10 +51,10 @@ const LIST = `SELECT ${COLUMNS} FROM expenses WHERE id > ? AND state = ? ORDER B
  */
 export const statements = {
   get: (id: string): Statement => [GET, [id]],
-  insert: (e: Expense, version: string, state: State = 'live'): Statement => [INSERT, [e.id, ...STORED.map((f) => e[f]), version, state]],
+  insert: (e: Expense, version: string, state: State = 'live'): Statement => [INSERT, [e.id, ...values(e), version, state]],
   // Every field at once, only over the version the caller read: the check and
   // the write are one statement, so no other write can slip in between.
-  replace: (e: Expense, version: string, expected: string, state: State): Statement => [REPLACE, [...STORED.map((f) => e[f]), version, e.id, expected, state]],
+  replace: (e: Expense, version: string, expected: string, state: State): Statement => [REPLACE, [...values(e), version, e.id, expected, state]],
   shift: (id: string, version: string, from: State, to: State): Statement => [
     'UPDATE expenses SET state = ? WHERE id = ? AND version = ? AND state = ?',
     [to, id, version, from],
@@ -94,7 +90,11 @@ function newVersion(): string {
 }
 
 function row({ expense, version, state }: { expense: string; version: string; state: State }): Row {
-  return { expense: JSON.parse(expense), version, state };
+  const e = JSON.parse(expense);
+  e.estimated_costs = e.estimated_costs.replace(/\.?0+$/, ''); // CAST writes two decimals: "700.00", "12.50"
+  e.submit_date = fromMysqlDate(e.submit_date);
+  e.decision_date = fromMysqlDate(e.decision_date);
+  return { expense: e, version, state };
 }
 
 type Changed = { affectedRows: number };

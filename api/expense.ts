@@ -53,7 +53,7 @@ export class Invalid extends Error {
 }
 
 // Each rule takes the value as parsed from JSON and returns its canonical
-// string, or throws Invalid. The canonical form is what MySQL gives back, so a
+// string, or throws Invalid. The canonical form is what db.ts reads back, so a
 // 201 and a later GET of the same record are the same JSON.
 const rules: Record<Field, (v: unknown) => string> = {
   id(v) {
