@@ -1,7 +1,8 @@
 // bench/load.ts: what bench/peers.ts measures with: a lean load
 // generator (node:http, one keep-alive agent per server, bodies serialised
 // before the clock starts, as bench/e2e.ts drives its server tier), and a
-// server process's CPU time and private memory, from /proc.
+// server process's CPU time and private memory, and its MariaDB's CPU time,
+// from /proc.
 
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -23,11 +24,11 @@ export function privateMemory(pid: number): number {
   return Number(/RssAnon:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
 }
 
-/** What the load generator knows of a server: where it listens, and its process. */
-export type Target = { url: string; pid: number; agent: http.Agent };
+/** What the load generator knows of a server: where it listens, its process, and its MariaDB's. */
+export type Target = { url: string; pid: number; databasePid: number; agent: http.Agent };
 
-export function target(url: string, pid: number, inFlight: number): Target {
-  return { url, pid, agent: new http.Agent({ keepAlive: true, maxSockets: inFlight }) };
+export function target(url: string, pid: number, databasePid: number, inFlight: number): Target {
+  return { url, pid, databasePid, agent: new http.Agent({ keepAlive: true, maxSockets: inFlight }) };
 }
 
 /** One request, its answer read to the end: the status. */
@@ -61,20 +62,25 @@ export async function send(server: Target, op: Op, [id, body]: [string, string])
   if (status !== wanted) throw new Error(`${op} ${id} at ${server.url}: HTTP ${status}, not ${wanted}`);
 }
 
-export type Sample = { requests: number; seconds: number; cpuUs: number };
+export type Sample = { requests: number; seconds: number; cpuUs: number; databaseCpuUs: number };
 
-/** Sends `op` for every item, `inFlight` at a time: the wall time, and the CPU the server spent. */
+/**
+ * Sends `op` for every item, `inFlight` at a time: the wall time, and the CPU
+ * the server and its MariaDB spent (no other load may use that MariaDB meanwhile).
+ */
 export async function measure(server: Target, op: Op, items: Array<[string, string]>, inFlight: number): Promise<Sample> {
-  const cpu = cpuOf(server.pid);
+  const [cpu, databaseCpu] = [cpuOf(server.pid), cpuOf(server.databasePid)];
   const start = performance.now();
   await eachLimit(items, inFlight, (item) => send(server, op, item));
-  return { requests: items.length, seconds: (performance.now() - start) / 1000, cpuUs: cpuOf(server.pid) - cpu };
+  const seconds = (performance.now() - start) / 1000;
+  return { requests: items.length, seconds, cpuUs: cpuOf(server.pid) - cpu, databaseCpuUs: cpuOf(server.databasePid) - databaseCpu };
 }
 
-/** Samples pooled: requests per second, and server CPU µs per request. */
-export function pooled(samples: Sample[]): { rps: number; cpuPerRequest: number } {
+/** Samples pooled: requests per second, and the server's and MariaDB's CPU µs per request. */
+export function pooled(samples: Sample[]): { rps: number; cpuPerRequest: number; databaseCpuPerRequest: number } {
   const sum = (f: (s: Sample) => number) => samples.reduce((total, s) => total + f(s), 0);
-  return { rps: sum((s) => s.requests) / sum((s) => s.seconds), cpuPerRequest: sum((s) => s.cpuUs) / sum((s) => s.requests) };
+  const requests = sum((s) => s.requests);
+  return { rps: requests / sum((s) => s.seconds), cpuPerRequest: sum((s) => s.cpuUs) / requests, databaseCpuPerRequest: sum((s) => s.databaseCpuUs) / requests };
 }
 
 export const median = (xs: number[]): number => {

@@ -13,9 +13,9 @@
 // (rule 1). Fastify serves the same two routes on a third. All three get the
 // same lean load (bench/load.ts): POSTs of fresh ids, then GETs of them, at 1,
 // 8 and 32 in flight, in interleaved repetitions, each in another order. For
-// each cell: requests per second and the server's CPU µs per request (utime +
-// stime from /proc, pooled over the repetitions); then each server's private
-// memory after its last GETs at 32 in flight.
+// each cell: requests per second, and the CPU µs per request of the server and
+// of MariaDB (utime + stime from /proc, pooled over the repetitions); then
+// each server's private memory after its last GETs at 32 in flight.
 //
 // Run: npm run bench:peers
 //   PEERS_REPS=6 PEERS_COUNT=3000   repetitions, and requests per cell
@@ -83,8 +83,9 @@ function schemaAs(database: string): string {
   return `${schema}\nGRANT SELECT, INSERT, UPDATE, DELETE ON ${database}.* TO 'expenses'@'localhost';`;
 }
 
-function targets(url: string, pid: number): Map<number, Target> {
-  return new Map(IN_FLIGHT.map((n) => [n, target(url, pid, n)]));
+async function targets(shards: Shards, url: string, pid: number): Promise<Map<number, Target>> {
+  const mariadb = await shards.pid(1, 'mysqld.pid');
+  return new Map(IN_FLIGHT.map((n) => [n, target(url, pid, mariadb, n)]));
 }
 
 /** server.ts on one of the shard's databases, as start-shards.sh starts it; with the map, a one-node map naming itself. */
@@ -100,7 +101,7 @@ async function ours(shards: Shards, name: 'map' | 'none', database: string): Pro
     const answer = await call(node, 'PUT', '/cluster/map', map, { authorization: `Bearer ${secret}`, 'if-none-match': '*' });
     if (answer.status !== 200) throw new Error(`PUT /cluster/map: HTTP ${answer.status}: ${JSON.stringify(answer.body)}`);
   }
-  return { name, pid: server.child.pid!, targets: targets(server.url, server.child.pid!), stop: () => server.stop() };
+  return { name, pid: server.child.pid!, targets: await targets(shards, server.url, server.child.pid!), stop: () => server.stop() };
 }
 
 /** Fastify on one of the shard's databases, as server.mjs's header says to run it; resolves once it listens. */
@@ -123,7 +124,7 @@ async function fastify(shards: Shards, database: string): Promise<Contender> {
     child.kill('SIGTERM');
     await once(child, 'exit');
   };
-  return { name: 'fastify', pid: child.pid!, targets: targets(`http://127.0.0.1:${port}`, child.pid!), stop };
+  return { name: 'fastify', pid: child.pid!, targets: await targets(shards, `http://127.0.0.1:${port}`, child.pid!), stop };
 }
 
 /** JIT, connections and buffer pool warm before anything counts: POSTs and GETs at 8 in flight. */
@@ -194,7 +195,7 @@ function report(samples: Samples, memory: Map<Name, number>): void {
   console.log(`map-none: cells ${Math.min(...diffs).toFixed(1)} to ${Math.max(...diffs).toFixed(1)} µs; over all ${pairs.length} paired repetitions ${mean.toFixed(1)} µs, 95% interval ${(mean - 2 * spread).toFixed(1)} to ${(mean + 2 * spread).toFixed(1)}`);
 
   console.log('\nThe peers: the server with its map against Fastify 5 + mysql2, on the same MariaDB');
-  console.log('op   in flight   req/s: ours  fastify  ours/fastify  ours faster in   CPU µs/request: ours  fastify  ours/fastify');
+  console.log('op   in flight   req/s: ours  fastify  ours/fastify  ours faster in   CPU µs/request: ours  fastify  ours/fastify   MariaDB\'s: ours  fastify');
   for (const cell of cells) {
     const [ours, peer] = [of('map', cell), of('fastify', cell)];
     const [o, f] = [pooled(ours), pooled(peer)];
@@ -202,7 +203,8 @@ function report(samples: Samples, memory: Map<Name, number>): void {
     const [op, n] = cell.split(' ');
     console.log(
       `${op!.padEnd(4)} ${pad(n!, 9)}   ${pad(o.rps.toFixed(0), 11)}  ${pad(f.rps.toFixed(0), 7)}  ${pad((o.rps / f.rps).toFixed(2), 12)}  ${pad(`${faster} of ${REPS}`, 14)}` +
-        `   ${pad(o.cpuPerRequest.toFixed(0), 20)}  ${pad(f.cpuPerRequest.toFixed(0), 7)}  ${pad((o.cpuPerRequest / f.cpuPerRequest).toFixed(2), 12)}`,
+        `   ${pad(o.cpuPerRequest.toFixed(0), 20)}  ${pad(f.cpuPerRequest.toFixed(0), 7)}  ${pad((o.cpuPerRequest / f.cpuPerRequest).toFixed(2), 12)}` +
+        `   ${pad(o.databaseCpuPerRequest.toFixed(0), 15)}  ${pad(f.databaseCpuPerRequest.toFixed(0), 7)}`,
     );
   }
   const all = (test: (o: Sample, f: Sample) => boolean) => cells.reduce((n, cell) => n + of('map', cell).filter((s, i) => test(s, of('fastify', cell)[i]!)).length, 0);
