@@ -19,6 +19,9 @@
 //
 // Run: npm run bench:peers
 //   PEERS_REPS=6 PEERS_COUNT=3000   repetitions, and requests per cell
+//   PEERS_NO_MAP=1                  neither of ours gets the map: what the
+//                                   bench reads as the map's cost when there
+//                                   is none (an A/A run)
 //   PEERS_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/some/dir'
 //                                   more flags for both of our servers (a
 //                                   profile is written when the server exits)
@@ -93,7 +96,7 @@ async function ours(shards: Shards, name: 'map' | 'none', database: string): Pro
   const port = await freePorts(1);
   const env = { ...(await shards.databaseEnv(1)), MYSQL_DATABASE: database, CLUSTER_SECRET_FILE: shards.secretFile, PORT: String(port), NODE_OPTIONS };
   const server = await startServer(env);
-  if (name === 'map') {
+  if (name === 'map' && process.env.PEERS_NO_MAP === undefined) {
     const node = new URL(server.url).host;
     const id = (await call(node, 'GET', '/healthz')).body.shard as string;
     const map = { epoch: 1, nodes: [{ name: node, shard: id }], replicas: 1 };
@@ -162,6 +165,7 @@ function report(samples: Samples, memory: Map<Name, number>): void {
   const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
   console.log(`server.ts with a one-node cluster map, the same server with none, and Fastify 5 + mysql2; ${REPS} interleaved repetitions of ${COUNT} requests per cell`);
   console.log(`our servers' flags: ${NODE_OPTIONS}; ${cpus().length} cores, ${cpu}; Node ${process.version}`);
+  if (process.env.PEERS_NO_MAP !== undefined) console.log('PEERS_NO_MAP: the server named "map" holds no map either');
   const cells = IN_FLIGHT.flatMap((n) => OPS.map((op): Cell => `${op} ${n}`));
   const of = (name: Name, cell: Cell) => samples.get(name)!.get(cell)!;
   const perRequest = (s: Sample) => s.cpuUs / s.requests;
