@@ -1,10 +1,11 @@
 // bench/peers/fastify/server.mjs: the peer that bench/peers.ts measures ours
 // against. The two routes the bench sends, written as a developer would with
 // Fastify 5 and mysql2, on the same `expenses` table (schema.sql): POST
-// /v1/expenses stores the body as sent, with no validation, by db.ts's insert;
-// GET /v1/expenses/:id reads one record's columns in their wire form, as a
-// developer would select them (db.ts reads the same values as one JSON_OBJECT
-// column, for its driver's sake: docs/performance.md). Plain JavaScript, with
+// /v1/expenses stores the body as sent, with no validation; GET
+// /v1/expenses/:id reads one record's columns. Both let MySQL turn the wire's
+// dates and amounts (STR_TO_DATE, DATE_FORMAT, TRIM), as a developer would
+// write them; db.ts does that itself, and reads a record as one JSON_OBJECT
+// column, for its driver's sake (docs/performance.md). Plain JavaScript, with
 // its own package.json, so that the project's dependencies and its
 // typecheck stay as they are.
 //
@@ -14,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import Fastify from 'fastify';
 import mysql from 'mysql2/promise';
 
-// The record's columns, in their wire form, and db.ts's insert.
+// The record's columns, in their wire form, and its insert.
 const COLUMNS = `id, name, email, category, description, link,
   TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM CAST(estimated_costs AS CHAR))) AS estimated_costs,
   DATE_FORMAT(submit_date, '%m-%d-%Y') AS submit_date,
