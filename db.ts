@@ -23,11 +23,12 @@ const STORED = [...EDITABLE, 'status', 'decision_date'] as const;
 
 // The wire writes dates MM-DD-YYYY, no decision date as "", and amounts in
 // their shortest form, "700" or "12.5" (api/expense.ts). MySQL keeps real
-// dates, YYYY-MM-DD or NULL, and exact DECIMALs. These lines are the only
-// code that knows both.
+// dates, YYYY-MM-DD or NULL, and exact DECIMALs, which it reads back with two
+// decimals. These lines are the only code that knows both forms.
 const DATES: ReadonlySet<string> = new Set(['submit_date', 'decision_date']);
 const toMysqlDate = (d: string) => (d === '' ? null : `${d.slice(6)}-${d.slice(0, 2)}-${d.slice(3, 5)}`);
 const fromMysqlDate = (d: string | null) => (d === null ? '' : `${d.slice(5, 7)}-${d.slice(8)}-${d.slice(0, 4)}`);
+const fromMysqlAmount = (a: string) => a.replace(/\.?0+$/, ''); // "700.00" is "700", "12.50" is "12.5"
 const values = (e: Expense) => STORED.map((f) => (DATES.has(f) ? toMysqlDate(e[f]) : e[f]));
 
 // A record arrives as one column, the JSON object that MySQL builds: the
@@ -90,8 +91,8 @@ function newVersion(): string {
 }
 
 function row({ expense, version, state }: { expense: string; version: string; state: State }): Row {
-  const e = JSON.parse(expense);
-  e.estimated_costs = e.estimated_costs.replace(/\.?0+$/, ''); // CAST writes two decimals: "700.00", "12.50"
+  const e: Expense = JSON.parse(expense);
+  e.estimated_costs = fromMysqlAmount(e.estimated_costs);
   e.submit_date = fromMysqlDate(e.submit_date);
   e.decision_date = fromMysqlDate(e.decision_date);
   return { expense: e, version, state };
