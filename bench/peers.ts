@@ -56,6 +56,7 @@ type Name = 'map' | 'none' | 'fastify';
 type Contender = { name: Name; pid: number; targets: Map<number, Target>; stop: () => Promise<unknown> };
 type Cell = `${Op} ${number}`;
 type Samples = Map<Name, Map<Cell, Sample[]>>;
+type Of = (name: Name, cell: Cell) => Sample[];
 
 await installPeer();
 const shards = await startShards(1, { map: false });
@@ -166,28 +167,30 @@ function report(samples: Samples, memory: Map<Name, number>): void {
   console.log(`server.ts with a one-node cluster map, the same server with none, and Fastify 5 + mysql2; ${REPS} interleaved repetitions of ${COUNT} requests per cell`);
   console.log(`our servers' flags: ${NODE_OPTIONS}; ${cpus().length} cores, ${cpu}; Node ${process.version}`);
   if (process.env.PEERS_NO_MAP !== undefined) console.log('PEERS_NO_MAP: the server named "map" holds no map either');
-  const cells = IN_FLIGHT.flatMap((n) => OPS.map((op): Cell => `${op} ${n}`));
-  const of = (name: Name, cell: Cell) => samples.get(name)!.get(cell)!;
-  const perRequest = (s: Sample) => s.cpuUs / s.requests;
-  const rps = (s: Sample) => s.requests / s.seconds;
-  const pad = (s: string | number, width: number) => String(s).padStart(width);
+  const of: Of = (name, cell) => samples.get(name)!.get(cell)!;
+  reportMapCost(of);
+  reportPeers(of);
+  const mib = (name: Name) => memory.get(name)!.toFixed(0);
+  console.log(`\nprivate memory (RssAnon) after the last GETs at 32 in flight, MiB: map ${mib('map')}, none ${mib('none')}, fastify ${mib('fastify')} (no --max-semi-space-size)`);
+}
 
+/** The server with its map against the same server with none, cell by cell, then as one mean. */
+function reportMapCost(of: Of): void {
   console.log('\nThe map\'s cost: the server with its map against the same server with none');
   console.log('op   in flight   CPU µs/request: map   none   map-none   median paired diff   map slower in   req/s: map   none');
   const diffs: number[] = [];
   const pairs: number[] = []; // map-none of every repetition of every cell
-  for (const cell of cells) {
+  for (const cell of cells()) {
     const [map, none] = [of('map', cell), of('none', cell)];
     const [m, o] = [pooled(map), pooled(none)];
     const diff = m.cpuPerRequest - o.cpuPerRequest;
     const each = map.map((s, i) => perRequest(s) - perRequest(none[i]!));
     pairs.push(...each);
-    const paired = median(each);
     const slower = map.filter((s, i) => rps(s) < rps(none[i]!)).length;
     const [op, n] = cell.split(' ');
     console.log(
       `${op!.padEnd(4)} ${pad(n!, 9)}   ${pad(m.cpuPerRequest.toFixed(0), 19)}  ${pad(o.cpuPerRequest.toFixed(0), 5)}   ${pad(diff.toFixed(1), 8)}   ` +
-        `${pad(paired.toFixed(1), 18)}   ${pad(`${slower} of ${REPS}`, 13)}   ${pad(m.rps.toFixed(0), 10)}  ${pad(o.rps.toFixed(0), 5)}`,
+        `${pad(median(each).toFixed(1), 18)}   ${pad(`${slower} of ${REPS}`, 13)}   ${pad(m.rps.toFixed(0), 10)}  ${pad(o.rps.toFixed(0), 5)}`,
     );
     diffs.push(diff);
   }
@@ -197,10 +200,13 @@ function report(samples: Samples, memory: Map<Name, number>): void {
   const mean = pairs.reduce((a, b) => a + b, 0) / pairs.length;
   const spread = Math.sqrt(pairs.reduce((a, d) => a + (d - mean) ** 2, 0) / (pairs.length - 1) / pairs.length);
   console.log(`map-none: cells ${Math.min(...diffs).toFixed(1)} to ${Math.max(...diffs).toFixed(1)} µs; over all ${pairs.length} paired repetitions ${mean.toFixed(1)} µs, 95% interval ${(mean - 2 * spread).toFixed(1)} to ${(mean + 2 * spread).toFixed(1)}`);
+}
 
+/** The server with its map against Fastify: requests per second, and CPU per request of each server and of MariaDB. */
+function reportPeers(of: Of): void {
   console.log('\nThe peers: the server with its map against Fastify 5 + mysql2, on the same MariaDB');
   console.log('op   in flight   req/s: ours  fastify  ours/fastify  ours faster in   CPU µs/request: ours  fastify  ours/fastify   MariaDB\'s: ours  fastify');
-  for (const cell of cells) {
+  for (const cell of cells()) {
     const [ours, peer] = [of('map', cell), of('fastify', cell)];
     const [o, f] = [pooled(ours), pooled(peer)];
     const faster = ours.filter((s, i) => rps(s) > rps(peer[i]!)).length;
@@ -211,8 +217,22 @@ function report(samples: Samples, memory: Map<Name, number>): void {
         `   ${pad(o.databaseCpuPerRequest.toFixed(0), 15)}  ${pad(f.databaseCpuPerRequest.toFixed(0), 7)}`,
     );
   }
-  const all = (test: (o: Sample, f: Sample) => boolean) => cells.reduce((n, cell) => n + of('map', cell).filter((s, i) => test(s, of('fastify', cell)[i]!)).length, 0);
-  console.log(`over all ${cells.length * REPS} paired repetitions, ours served more requests per second in ${all((o, f) => rps(o) > rps(f))}, and used less CPU per request in ${all((o, f) => perRequest(o) < perRequest(f))}`);
-  const mib = (name: Name) => memory.get(name)!.toFixed(0);
-  console.log(`\nprivate memory (RssAnon) after the last GETs at 32 in flight, MiB: map ${mib('map')}, none ${mib('none')}, fastify ${mib('fastify')} (no --max-semi-space-size)`);
+  const all = (test: (o: Sample, f: Sample) => boolean) => cells().reduce((n, cell) => n + of('map', cell).filter((s, i) => test(s, of('fastify', cell)[i]!)).length, 0);
+  console.log(`over all ${cells().length * REPS} paired repetitions, ours served more requests per second in ${all((o, f) => rps(o) > rps(f))}, and used less CPU per request in ${all((o, f) => perRequest(o) < perRequest(f))}`);
+}
+
+function cells(): Cell[] {
+  return IN_FLIGHT.flatMap((n) => OPS.map((op): Cell => `${op} ${n}`));
+}
+
+function perRequest(s: Sample): number {
+  return s.cpuUs / s.requests;
+}
+
+function rps(s: Sample): number {
+  return s.requests / s.seconds;
+}
+
+function pad(s: string | number, width: number): string {
+  return String(s).padStart(width);
 }
