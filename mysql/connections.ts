@@ -53,6 +53,17 @@ export function driverOptions(config: DbConfig): mysql.ConnectionConfig {
   return options;
 }
 
+// The driver makes a query's options the prototype of a new object
+// (Object.create). Handed a fresh object on every query, V8 rebuilds its
+// lookups each time (docs/performance.md). So each statement keeps one:
+// db.ts's statements are a fixed few, as their values travel apart.
+const optionsBySql = new Map<string, mysql.QueryOptions>();
+function optionsFor(sql: string): mysql.QueryOptions {
+  let made = optionsBySql.get(sql);
+  if (made === undefined) optionsBySql.set(sql, (made = { sql, timeout: QUERY_TIMEOUT_MS }));
+  return made;
+}
+
 /**
  * A fixed set of connections, each running its queries one after another.
  *
@@ -82,17 +93,6 @@ export function connections(options: mysql.ConnectionConfig, size: number) {
     // the connection is broken and the query queued behind it reports that.
     connection.query("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO'", () => {});
     return (slots[i] = slot);
-  }
-
-  // The driver makes a query's options the prototype of a new object
-  // (Object.create). Handed a fresh object on every query, V8 rebuilds its
-  // lookups each time (docs/performance.md). So each statement keeps one:
-  // db.ts's statements are a fixed few, as their values travel apart.
-  const statements = new Map<string, mysql.QueryOptions>();
-  function optionsFor(sql: string): mysql.QueryOptions {
-    let made = statements.get(sql);
-    if (made === undefined) statements.set(sql, (made = { sql, timeout: QUERY_TIMEOUT_MS }));
-    return made;
   }
 
   function query<T>(sql: string, values: unknown[] = []): Promise<T> {
