@@ -143,7 +143,7 @@ describe('a node that answers as another shard than the map binds it to', () => 
     await put(edited, map.epoch);
     try {
       const ring = new HashRing(three, Number(REPLICAS));
-      const id = ['x1', 'x2', 'x3', 'x4', 'x5', 'x6', 'x7', 'x8', 'x9'].find((x) => ring.get(x) === three[2])!;
+      const id = Array.from({ length: 100 }, (_, i) => `x${i}`).find((x) => ring.get(x) === three[2])!;
       const res = await a.client(['--nodes', three.join(','), '--ids', id]);
       t.diagnostic(`client: ${res.stderr.trim().split('\n').join(' / ')}`);
       assert.equal(res.code, 1);
