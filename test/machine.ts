@@ -17,6 +17,8 @@ export type Machine = {
   client(args: string[]): Promise<Run>;
   /** Starts ch_client.ts there; `exited` resolves with its code, or its signal, and its output. */
   start(args: string[]): { pid: number; kill(signal: NodeJS.Signals): void; exited: Promise<Run & { signal: string | null }> };
+  /** Wakes every process started here that is still running, and waits for each to exit: a test that failed midway leaves none behind for the next. */
+  idle(): Promise<void>;
   /** Removes the working directory. */
   remove(): Promise<void>;
 };
@@ -29,6 +31,7 @@ export async function machine(secretFile?: string): Promise<Machine> {
     await mkdir(join(dir, 'data'));
     await cp(secretFile, join(dir, 'data', 'cluster-secret'));
   }
+  const running = new Set<{ wake(): void; exited: Promise<unknown> }>();
   const start = (args: string[]) => {
     const { CLUSTER_SECRET_FILE, ...env } = process.env; // this machine's secret is its own file, or none
     const child = spawn(process.execPath, ['ch_client.ts', ...args], { cwd: dir, env });
@@ -36,7 +39,14 @@ export async function machine(secretFile?: string): Promise<Machine> {
     child.stdout.on('data', (c) => (stdout += c));
     child.stderr.on('data', (c) => (stderr += c));
     const exited = once(child, 'exit').then(([code, signal]) => ({ code: (code as number | null) ?? 1, signal: signal as string | null, stdout, stderr }));
+    const run = { wake: () => void child.kill('SIGCONT'), exited };
+    running.add(run);
+    void exited.then(() => running.delete(run));
     return { pid: child.pid!, kill: (signal: NodeJS.Signals) => void child.kill(signal), exited };
   };
-  return { dir, start, client: (args) => start(args).exited, remove: () => rm(dir, { recursive: true, force: true }) };
+  const idle = async () => {
+    for (const run of running) run.wake();
+    await Promise.all([...running].map((run) => run.exited));
+  };
+  return { dir, start, client: (args) => start(args).exited, idle, remove: () => rm(dir, { recursive: true, force: true }) };
 }

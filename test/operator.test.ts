@@ -42,9 +42,10 @@ after(async () => {
 const reshardArgs = (to: string[], ...more: string[]) => ['reshard', '--nodes', three.join(','), '--to', to.join(','), ...more];
 const isStep = (step: string) => (method: string, path: string) => method === 'POST' && path.endsWith(`/${step}`);
 
-/** Brings the cluster to the ring of `nodes`, whatever shape an earlier test left. */
+/** Brings the cluster to the ring of `nodes`, whatever shape an earlier test left: its gates open and its runs ended, even if it failed midway. */
 async function settle(nodes: string[]): Promise<void> {
   for (const gate of gates) gate.release();
+  await Promise.all([a.idle(), b.idle()]);
   const res = await b.client(reshardArgs(nodes, '--replicas', REPLICAS));
   assert.equal(res.code, 0, `settling on ${nodes.length} nodes:\n${res.stdout}${res.stderr}`);
 }
