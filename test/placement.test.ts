@@ -219,13 +219,16 @@ describe('rule 5: a shard takes a new map only at a higher epoch, and not while 
   it('holds the stored map after a map write that failed, even one that MySQL committed after the failure', async () => {
     const { map } = await mapAt();
     const stored = async () => Number((await shards.sql(1, 'SELECT epoch FROM expenses.cluster_map'))[0]![0]);
-    // A transaction holds the map's row past the server's 5 s query timeout:
-    // the server's write waits, its query times out, and MariaDB commits the
-    // write once the row is free, after the server has answered.
-    const locker = shards.script('sql', '1', '-e', 'BEGIN; SELECT epoch FROM expenses.cluster_map FOR UPDATE; DO SLEEP(8); COMMIT;');
-    await until(async () => Number((await shards.sql(1, 'SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_rows_locked > 0'))[0]![0]) > 0);
+    // A transaction holds the map's row until the test ends it, past the
+    // server's 5 s query timeout: the server's write waits, its query times
+    // out, and MariaDB commits the write once the row is free, after the
+    // server has answered.
+    const locker = shards.script('sql', '1', '-e', 'BEGIN; SELECT epoch FROM expenses.cluster_map FOR UPDATE; DO SLEEP(600); COMMIT;');
+    let holder = '';
+    await until(async () => (holder = (await shards.sql(1, 'SELECT trx_mysql_thread_id FROM information_schema.innodb_trx WHERE trx_rows_locked > 0'))[0]?.[0] ?? '') !== '');
     const failed = await put({ ...map, epoch: map.epoch + 1 }, map.epoch);
     assert.notEqual(failed.status, 200);
+    await shards.sql(1, `KILL ${holder}`); // its transaction rolls back, and the row is free
     await locker;
     await until(async () => (await stored()) === map.epoch + 1);
     assert.equal((await mapAt()).map.epoch, map.epoch + 1, 'the shard holds the map MySQL stores, not the one it held before the write');

@@ -457,8 +457,9 @@ describe('one reshard at a time, across machines', () => {
     await settle(three);
     gates[3]!.hold(isStep('adopt'));
     // Long enough that the second operator, a new process on a loaded machine,
-    // asks within it; short enough that the test then waits little for it to end.
-    const frozen = a.start(reshardArgs(four, '--lease', '6'));
+    // asks within it (renewed every 5 s, it has 10 s left at the least); short
+    // enough that the test then waits little for it to end.
+    const frozen = a.start(reshardArgs(four, '--lease', '15'));
     await gates[3]!.held(1);
     frozen.kill('SIGSTOP');
     gates[3]!.drop(); // what it sent before it froze never arrives
