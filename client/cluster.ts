@@ -20,8 +20,7 @@ import { call, forgive, type Answer } from './http.ts';
 /** The map a client routes by. Epoch 0: no shard has one, and the seeds are the ring. */
 export type View = { map: ClusterMap; place: (id: string) => Placement };
 
-/** What a node said of itself: its shard and its map (or none), or why it could not say (and its HTTP status, if it answered at all). */
-/** A node's answer: its identity and map; or, where its stored map cannot be read, that map's epoch column and why; or why it said nothing. */
+/** A node's answer: its identity and map (or none); or, where its stored map cannot be read, that map's epoch column and why; or why it said nothing (and its HTTP status, if it answered at all). */
 export type Said = { shard: string; map?: ClusterMap; leaseLeftMs?: number; broken?: { epoch: number; problem: string } } | { why: string; status?: number };
 
 /** Asks each node, at its address, for its identity and its map (GET /cluster/map), all at once. */
