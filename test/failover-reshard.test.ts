@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../ch_client.ts';
 import { discover, send, type View } from '../client/cluster.ts';
+import { HashRing } from '../ring.ts';
 import { startGate, type Gate } from './gate.ts';
 import { runNode, startShardPairs, until } from './shards.ts';
 
@@ -69,6 +70,13 @@ describe('(d) a failover while a reshard runs', () => {
     const view = (await discover([g1, g2], 1)).view;
     w = writers(view, 'd', 4);
     await until('300 writes', () => w!.acked.size >= 300);
+    // The test holds the reshard at its first copy to g2, so a record must move
+    // there, however the gates' ports cut the ring: it stores one.
+    const [ring1, ring100] = [new HashRing([g1, g2], 1), new HashRing([g1, g2], 100)];
+    let mover = 'd-to-g2-0';
+    for (let i = 1; ring1.get(mover) !== g1 || ring100.get(mover) !== g2; i++) mover = `d-to-g2-${i}`;
+    assert.equal((await send(view, mover, 'POST', '/v1/expenses', expenseFor(mover))).status, 201);
+    w.acked.add(mover);
 
     // The reshard's first copies to g2 are held: it is in its move, its lease renewed every second.
     const isCopy = (method: string, path: string) => method === 'PUT' && path.endsWith('/copy');
