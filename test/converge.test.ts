@@ -13,34 +13,24 @@ import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../ch_client.ts';
 import { discover, send } from '../client/cluster.ts';
 import { HashRing } from '../ring.ts';
-import { startGate, type Gate } from './gate.ts';
-import { machine, type Machine } from './machine.ts';
-import { startShards, type Shards } from './shards.ts';
+import { startCluster } from './cluster.ts';
+import type { Gate } from './gate.ts';
+import type { Machine } from './machine.ts';
 
-let shards: Shards;
 let gates: Gate[];
 let five: string[];
 let four: string[];
 let a: Machine;
+let stop: () => Promise<void>;
 const REPLICAS = '100';
 
 before(async () => {
-  shards = await startShards(5, { map: false });
-  gates = await Promise.all(shards.nodes.map(startGate));
+  ({ gates, a, stop } = await startCluster({ count: 5, ring: 4, replicas: Number(REPLICAS), ids: 60 }));
   five = gates.map((g) => g.node);
   four = five.slice(0, 4);
-  a = await machine(shards.secretFile);
-  const first = await a.client(['reshard', '--nodes', four.join(','), '--to', four.join(','), '--replicas', REPLICAS]);
-  assert.equal(first.code, 0, first.stdout + first.stderr);
-  const stored = await a.client(['--nodes', four.join(','), '--ids', '1-60']);
-  assert.equal(stored.code, 0, stored.stderr);
 });
 
-after(async () => {
-  await Promise.all((gates ?? []).map((g) => g.close()));
-  await shards?.stop();
-  await a?.remove();
-});
+after(() => stop?.());
 
 async function mapOf(node: string): Promise<{ epoch: number; moving?: unknown }> {
   const res = await fetch(`http://${node}/cluster/map`);

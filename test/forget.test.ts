@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { api } from './cluster.ts';
 import { startGate, type Gate } from './gate.ts';
 import { machine, type Machine } from './machine.ts';
 import { startShards, waitForExit, type Shards } from './shards.ts';
@@ -43,11 +44,6 @@ after(async () => {
 
 const reshard = (to: string[], ...more: string[]) => a.client(['reshard', '--nodes', three.join(','), '--to', to.join(','), ...more]);
 
-async function api(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  const res = await fetch(`http://${node}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  return { status: res.status, body: text === '' ? undefined : JSON.parse(text) };
-}
 
 /** Kills a shard's server and MySQL with SIGKILL, and deletes its data: gone for good. */
 async function destroy(shard: number): Promise<void> {

@@ -10,34 +10,27 @@ import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { startGate, type Gate } from './gate.ts';
-import { machine, type Machine } from './machine.ts';
-import { startServer, startShards, waitForExit, type Server, type Shards } from './shards.ts';
+import { startCluster } from './cluster.ts';
+import type { Gate } from './gate.ts';
+import type { Machine } from './machine.ts';
+import { startServer, waitForExit, type Server, type Shards } from './shards.ts';
 
 let shards: Shards;
 let gates: Gate[];
 let op: Machine;
+let stop: () => Promise<void>;
 const ids = Array.from({ length: 400 }, (_, i) => String(i + 1));
 const REPLICAS = '100';
 
 before(async () => {
-  shards = await startShards(4, { map: false });
-  gates = await Promise.all(shards.nodes.map(startGate));
-  op = await machine(shards.secretFile);
-  const three = gates.slice(0, 3).map((g) => g.node).join(',');
-  const first = await op.client(['reshard', '--nodes', three, '--to', three, '--replicas', REPLICAS]);
-  assert.equal(first.code, 0, first.stdout + first.stderr);
-  const stored = await op.client(['--nodes', three, '--ids', `1-${ids.length}`]);
-  assert.equal(stored.code, 0, stored.stderr);
+  ({ shards, gates, a: op, stop } = await startCluster({ count: 4, ring: 3, replicas: Number(REPLICAS), ids: ids.length }));
 });
 
 let restarted: Server | undefined; // shard 2's server, once a test has restarted it
 
 after(async () => {
   await restarted?.stop();
-  await Promise.all((gates ?? []).map((g) => g.close()));
-  await shards?.stop();
-  await op?.remove();
+  await stop?.();
 });
 
 const nodes = (n: number) => gates.slice(0, n).map((g) => g.node).join(',');

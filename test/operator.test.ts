@@ -8,9 +8,10 @@ import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HashRing } from '../ring.ts';
-import { startGate, type Gate } from './gate.ts';
-import { machine, type Machine } from './machine.ts';
-import { startShards, type Shards } from './shards.ts';
+import { api, startCluster } from './cluster.ts';
+import type { Gate } from './gate.ts';
+import type { Machine } from './machine.ts';
+import type { Shards } from './shards.ts';
 
 let shards: Shards;
 let gates: Gate[];
@@ -19,25 +20,16 @@ let three: string[];
 // Two operators' machines, both with the cluster secret.
 let a: Machine;
 let b: Machine;
+let stop: () => Promise<void>;
 const REPLICAS = '100';
 
 before(async () => {
-  shards = await startShards(4, { map: false });
-  gates = await Promise.all(shards.nodes.map(startGate));
+  ({ shards, gates, a, b, stop } = await startCluster({ count: 4, ring: 3, replicas: Number(REPLICAS), ids: 600 }));
   four = gates.map((g) => g.node);
   three = four.slice(0, 3);
-  [a, b] = await Promise.all([machine(shards.secretFile), machine(shards.secretFile)]);
-  const first = await a.client(['reshard', '--nodes', three.join(','), '--to', three.join(','), '--replicas', REPLICAS]);
-  assert.equal(first.code, 0, first.stdout + first.stderr);
-  const stored = await a.client(['--nodes', three.join(','), '--ids', '1-600']);
-  assert.equal(stored.code, 0, stored.stderr);
 });
 
-after(async () => {
-  await Promise.all((gates ?? []).map((g) => g.close()));
-  await shards?.stop();
-  await Promise.all([a, b].map((m) => m?.remove()));
-});
+after(() => stop?.());
 
 const reshardArgs = (to: string[], ...more: string[]) => ['reshard', '--nodes', three.join(','), '--to', to.join(','), ...more];
 const isStep = (step: string) => (method: string, path: string) => method === 'POST' && path.endsWith(`/${step}`);
@@ -50,11 +42,6 @@ async function settle(nodes: string[]): Promise<void> {
   assert.equal(res.code, 0, `settling on ${nodes.length} nodes:\n${res.stdout}${res.stderr}`);
 }
 
-async function api(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  const res = await fetch(`http://${node}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  return { status: res.status, etag: res.headers.get('etag'), body: text === '' ? undefined : JSON.parse(text) };
-}
 
 const secret = async () => ({ authorization: `Bearer ${(await readFile(shards.secretFile, 'utf8')).trim()}` });
 

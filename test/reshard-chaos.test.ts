@@ -12,10 +12,11 @@ import { expenseFor } from '../ch_client.ts';
 import { discover, send, viewOf, type View } from '../client/cluster.ts';
 import { call, Unreachable } from '../client/http.ts';
 import { HashRing } from '../ring.ts';
-import { startGate, type Gate } from './gate.ts';
-import { machine, type Machine } from './machine.ts';
+import { startCluster } from './cluster.ts';
+import type { Gate } from './gate.ts';
+import type { Machine } from './machine.ts';
 import { random } from './random.ts';
-import { startShards, type Shards } from './shards.ts';
+import type { Shards } from './shards.ts';
 
 const RECORDS = 2000;
 const REPLICAS = 100;
@@ -24,23 +25,13 @@ const SEED = 20161210;
 let shards: Shards;
 let gates: Gate[];
 let operator: Machine;
+let stop: () => Promise<void>;
 
 before(async () => {
-  shards = await startShards(4, { map: false });
-  gates = await Promise.all(shards.nodes.map(startGate));
-  operator = await machine(shards.secretFile);
-  const three = gates.slice(0, 3).map((g) => g.node).join(',');
-  const first = await operator.client(['reshard', '--nodes', three, '--to', three, '--replicas', String(REPLICAS)]);
-  assert.equal(first.code, 0, first.stdout + first.stderr);
-  const stored = await operator.client(['--nodes', three, '--ids', `1-${RECORDS}`]);
-  assert.equal(stored.code, 0, stored.stderr);
+  ({ shards, gates, a: operator, stop } = await startCluster({ count: 4, ring: 3, replicas: REPLICAS, ids: RECORDS }));
 });
 
-after(async () => {
-  await Promise.all((gates ?? []).map((g) => g.close()));
-  await shards?.stop();
-  await operator?.remove();
-});
+after(() => stop?.());
 
 /** What the writers heard acknowledged, per id: the name it now has, or null once deleted. Unsure: a request with no answer. */
 type Ledger = { acked: Map<string, string | null>; unsure: Set<string>; writes: number; refused: number };

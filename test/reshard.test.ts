@@ -14,8 +14,9 @@ import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../ch_client.ts';
 import { HashRing } from '../ring.ts';
-import { startGate, type Gate } from './gate.ts';
-import { machine, type Machine } from './machine.ts';
+import { api, startCluster } from './cluster.ts';
+import type { Gate } from './gate.ts';
+import type { Machine } from './machine.ts';
 import { startShards, type Shards } from './shards.ts';
 
 let shards: Shards;
@@ -23,21 +24,20 @@ let gates: Gate[];
 let five: string[]; // every node, by its gate
 let four: string[];
 let three: string[];
-// Two operators' machines: the first has the cluster secret, as does the second.
+// Two operators' machines, both with the cluster secret.
 let a: Machine;
 let b: Machine;
+let stop: () => Promise<void>;
 const ids = Array.from({ length: 1500 }, (_, i) => String(i + 1));
 // Enough points per node that about a quarter of the records move, whatever
 // ports the gates happen to get.
 const REPLICAS = '100';
 
 before(async () => {
-  shards = await startShards(5, { map: false });
-  gates = await Promise.all(shards.nodes.map(startGate));
+  ({ shards, gates, a, b, stop } = await startCluster({ count: 5, ring: 3, replicas: Number(REPLICAS), ids: ids.length }));
   five = gates.map((g) => g.node);
   four = five.slice(0, 4);
   three = five.slice(0, 3);
-  [a, b] = await Promise.all([machine(shards.secretFile), machine(shards.secretFile)]);
   for (let shard = 1; shard <= 5; shard++) {
     await shards.sql(
       shard,
@@ -47,18 +47,9 @@ before(async () => {
        CREATE TRIGGER audit_delete AFTER DELETE ON expenses FOR EACH ROW INSERT INTO audit (op, id) VALUES ('delete', OLD.id);`,
     );
   }
-  // The shards start with no map: this gives the cluster its first, naming the nodes by their gates.
-  const first = await a.client(['reshard', '--nodes', three.join(','), '--to', three.join(','), '--replicas', REPLICAS]);
-  assert.equal(first.code, 0, first.stdout + first.stderr);
-  const stored = await a.client(['--nodes', three.join(','), '--ids', `1-${ids.length}`]);
-  assert.equal(stored.code, 0, stored.stderr);
 });
 
-after(async () => {
-  await Promise.all((gates ?? []).map((g) => g.close()));
-  await shards?.stop();
-  await Promise.all([a, b].map((m) => m?.remove()));
-});
+after(() => stop?.());
 
 const reshardArgs = (to: string[], ...more: string[]) => ['reshard', '--nodes', three.join(','), '--to', to.join(','), ...more];
 
@@ -102,11 +93,6 @@ function changedOwner(from: string[], to: string[], among = ids): string[] {
   return among.filter((id) => x.get(id) !== y.get(id));
 }
 
-async function api(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  const res = await fetch(`http://${node}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  return { status: res.status, etag: res.headers.get('etag'), body: text === '' ? undefined : JSON.parse(text) };
-}
 
 /** The id in a held "METHOD /v1/expenses/ID[/step]". */
 const heldId = (what: string) => /^\w+ \/v1\/expenses\/([^/?]+)/.exec(what)![1]!;
