@@ -59,7 +59,6 @@ function writers(view: View, prefix: string, count: number) {
   };
 }
 
-
 /**
  * A POST on a connection of its own, answered with its status and body. Not
  * fetch: it may send on a kept-alive connection, which a thawed server closes

@@ -44,7 +44,6 @@ after(async () => {
 
 const reshard = (to: string[], ...more: string[]) => a.client(['reshard', '--nodes', three.join(','), '--to', to.join(','), ...more]);
 
-
 /** Kills a shard's server and MySQL with SIGKILL, and deletes its data: gone for good. */
 async function destroy(shard: number): Promise<void> {
   const pids = [await shards.pid(shard, 'server.pid'), await shards.pid(shard, 'mysqld.pid')];

@@ -42,7 +42,6 @@ async function settle(nodes: string[]): Promise<void> {
   assert.equal(res.code, 0, `settling on ${nodes.length} nodes:\n${res.stdout}${res.stderr}`);
 }
 
-
 const secret = async () => ({ authorization: `Bearer ${(await readFile(shards.secretFile, 'utf8')).trim()}` });
 
 describe('an operator paused within its lease', () => {

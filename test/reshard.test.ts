@@ -93,7 +93,6 @@ function changedOwner(from: string[], to: string[], among = ids): string[] {
   return among.filter((id) => x.get(id) !== y.get(id));
 }
 
-
 /** The id in a held "METHOD /v1/expenses/ID[/step]". */
 const heldId = (what: string) => /^\w+ \/v1\/expenses\/([^/?]+)/.exec(what)![1]!;
 const isStep = (step: string) => (method: string, path: string) => method === 'POST' && path.endsWith(`/${step}`);
