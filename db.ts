@@ -1,25 +1,18 @@
-// db.ts: every SQL statement of the expense service, and what its results mean.
+// db.ts: every SQL statement of the expense API, and what its results mean.
+// Values only ever travel as placeholders; mysql/connections.ts holds the
+// connections the statements travel on.
 //
-// Values only ever travel as placeholders. A record arrives as one JSON
-// object, built by MySQL (see COLUMNS).
-// mysql/connections.ts holds the connections these statements travel on.
+// Plumbing (README, level 1): each row carries a version, its ETag, so that a
+// write can go only over the version a client read. And each statement here
+// reads and writes only rows whose state is 'live': later levels keep other
+// rows of an id in the same table, under the same primary key, so that a
+// shard can never hold two rows of one id.
 
-import { randomBytes } from 'node:crypto';
-import { EDITABLE, type Expense, type Versioned } from './api/expense.ts';
-import { connections, driverOptions, POOL_SIZE, type DbConfig } from './mysql/connections.ts';
-
-export type { DbConfig };
-
-/**
- * A row's part in a reshard (api/cluster-map.ts, rules 3 and 4): only a live
- * row is an expense. An incoming row is a move's copy, not yet committed; a
- * moved row is the original that a move has handed off.
- */
-export type State = 'live' | 'incoming' | 'moved';
-export type Row = Versioned & { state: State };
+import { EDITABLE, newVersion, type Expense, type Versioned } from './api/expense.ts';
+import { asOneColumn, type Query } from './mysql/connections.ts';
 
 // Each stored field, in the order the API writes them.
-const STORED = [...EDITABLE, 'status', 'decision_date'] as const;
+export const STORED = [...EDITABLE, 'status', 'decision_date'] as const;
 
 // The wire writes dates MM-DD-YYYY, no decision date as "", and amounts in
 // their shortest form, "700" or "12.5" (api/expense.ts). MySQL keeps real
@@ -29,112 +22,58 @@ const DATES: ReadonlySet<string> = new Set(['submit_date', 'decision_date']);
 const toMysqlDate = (d: string) => (d === '' ? null : `${d.slice(6)}-${d.slice(0, 2)}-${d.slice(3, 5)}`);
 const fromMysqlDate = (d: string | null) => (d === null ? '' : `${d.slice(5, 7)}-${d.slice(8)}-${d.slice(0, 4)}`);
 const fromMysqlAmount = (a: string) => a.replace(/\.?0+$/, ''); // "700.00" is "700", "12.50" is "12.5"
-const values = (e: Expense) => STORED.map((f) => (DATES.has(f) ? toMysqlDate(e[f]) : e[f]));
+/** A record's stored fields, in STORED's order, as MySQL takes them. */
+export const values = (e: Expense) => STORED.map((f) => (DATES.has(f) ? toMysqlDate(e[f]) : e[f]));
 
-// A record arrives as one column, the JSON object that MySQL builds: the
-// driver decodes six strings describing each column of a result before its
-// rows, and twelve columns cost a GET about 10 µs (docs/performance.md). The
-// amount travels as text: as a JSON number it would be read as a double.
-const COLUMNS = `JSON_OBJECT('id', id, ${STORED.map((f) => `'${f}', ${f === 'estimated_costs' ? 'CAST(estimated_costs AS CHAR)' : f}`).join(', ')}) AS expense, version, state`;
+/** A stored row as MySQL hands it back: the record as one JSON column (mysql/connections.ts says why), and its version. */
+export type StoredRow = { expense: string; version: string };
 
-type Statement = [string, unknown[]];
-
-// The statements' text, written once: a request builds only its values.
-const GET = `SELECT ${COLUMNS} FROM expenses WHERE id = ?`;
-const INSERT = `INSERT INTO expenses (id, ${STORED.join(', ')}, version, state) VALUES (?, ${STORED.map(() => '?').join(', ')}, ?, ?)`;
-const REPLACE = `UPDATE expenses SET ${STORED.map((f) => `${f} = ?`).join(', ')}, version = ? WHERE id = ? AND version = ? AND state = ?`;
-const LIST = `SELECT ${COLUMNS} FROM expenses WHERE id > ? AND state = ? ORDER BY id LIMIT ?`;
-
-/**
- * Every statement the service sends, with its values. createDb runs them;
- * bench/e2e.ts sends the same ones over the bare driver, to show what
- * db.ts costs on top of it.
- */
-export const statements = {
-  get: (id: string): Statement => [GET, [id]],
-  insert: (e: Expense, version: string, state: State = 'live'): Statement => [INSERT, [e.id, ...values(e), version, state]],
-  // Every field at once, only over the version the caller read: the check and
-  // the write are one statement, so no other write can slip in between.
-  replace: (e: Expense, version: string, expected: string, state: State): Statement => [REPLACE, [...values(e), version, e.id, expected, state]],
-  shift: (id: string, version: string, from: State, to: State): Statement => [
-    'UPDATE expenses SET state = ? WHERE id = ? AND version = ? AND state = ?',
-    [to, id, version, from],
-  ],
-  remove: (id: string, state: State, expected?: readonly string[]): Statement =>
-    expected === undefined
-      ? ['DELETE FROM expenses WHERE id = ? AND state = ?', [id, state]]
-      : ['DELETE FROM expenses WHERE id = ? AND state = ? AND version IN (?)', [id, state, expected]],
-  list: (after: string, limit: number, state: State): Statement => [LIST, [after, state, limit]],
-  forgetMoved: (): Statement => ["DELETE FROM expenses WHERE state = 'moved'", []],
-  shard: (): Statement => ['SELECT id FROM shard', []],
-  readMap: (): Statement => ['SELECT epoch, map FROM cluster_map', []],
-  readOnly: (): Statement => ['SELECT @@global.read_only AS readOnly', []], // a standby, or a fenced old primary (rule 8)
-  // The map's compare-and-set: a first map only where there is none, a later
-  // one only over the epoch the caller read.
-  writeMap: (map: string, epoch: number, expected: number | undefined): Statement =>
-    expected === undefined
-      ? ['INSERT INTO cluster_map (epoch, map) VALUES (?, ?)', [epoch, map]]
-      : ['UPDATE cluster_map SET epoch = ?, map = ? WHERE epoch = ?', [epoch, map, expected]],
-};
-
-// Versions come from a pool of random bytes, refilled 8 KiB at a time: one
-// call into the system's generator per thousand writes, not one per write
-// (it was 5% of a server's CPU under load).
-let pool = Buffer.alloc(0);
-let used = 0;
-
-/** A fresh version for a write: 64 random bits, as 16 hex digits. */
-function newVersion(): string {
-  if (used === pool.length) [pool, used] = [randomBytes(8192), 0];
-  used += 8;
-  return pool.toString('hex', used - 8, used);
-}
-
-function row({ expense, version, state }: { expense: string; version: string; state: State }): Row {
+/** A stored row as the API writes it. */
+export function fromRow({ expense, version }: StoredRow): Versioned {
   const e: Expense = JSON.parse(expense);
   e.estimated_costs = fromMysqlAmount(e.estimated_costs);
   e.submit_date = fromMysqlDate(e.submit_date);
   e.decision_date = fromMysqlDate(e.decision_date);
-  return { expense: e, version, state };
+  return { expense: e, version };
 }
 
-type Changed = { affectedRows: number };
+/** What a SELECT of records names: the record, then its version. */
+export const RECORD = `${asOneColumn(['id', ...STORED], ['estimated_costs'])} AS expense, version`;
+
+type Statement = [string, unknown[]];
+
+// The statements' text, written once: a request builds only its values.
+const GET = `SELECT ${RECORD} FROM expenses WHERE id = ? AND state = 'live'`;
+const INSERT = `INSERT INTO expenses (id, ${STORED.join(', ')}, version) VALUES (?, ${STORED.map(() => '?').join(', ')}, ?)`;
+const REPLACE = `UPDATE expenses SET ${STORED.map((f) => `${f} = ?`).join(', ')}, version = ? WHERE id = ? AND version = ? AND state = 'live'`;
+const DELETE = `DELETE FROM expenses WHERE id = ? AND version = ? AND state = 'live'`;
+const LIST = `SELECT ${RECORD} FROM expenses WHERE id > ? AND state = 'live' ORDER BY id LIMIT ?`;
+
+/** Every statement of the API, with its values. bench/e2e.ts sends them over the bare driver too. */
+export const statements = {
+  get: (id: string): Statement => [GET, [id]],
+  insert: (e: Expense, version: string): Statement => [INSERT, [e.id, ...values(e), version]],
+  // Every field at once, only over the version the caller read: the check and
+  // the write are one statement, so no other write can slip in between.
+  replace: (e: Expense, version: string, expected: string): Statement => [REPLACE, [...values(e), version, e.id, expected]],
+  remove: (id: string, expected: string): Statement => [DELETE, [id, expected]],
+  list: (after: string, limit: number): Statement => [LIST, [after, limit]],
+};
 
 export type Db = ReturnType<typeof createDb>;
 
-export function createDb(config: DbConfig) {
-  const query = connections(driverOptions(config), POOL_SIZE);
-  // When a write last failed for lack of disk space, while no write has succeeded since.
-  let outOfDiskAt: number | undefined;
-
-  /** Runs a write, noting whether the disk has room for it; true when it changed a row. */
-  async function write([sql, values]: Statement): Promise<boolean> {
-    try {
-      // affectedRows counts the rows found, changed or not (the driver's FOUND_ROWS flag).
-      const changed = (await query<Changed>(sql, values)).affectedRows > 0;
-      outOfDiskAt = undefined;
-      return changed;
-    } catch (err) {
-      if (isOutOfDisk(err)) outOfDiskAt = Date.now();
-      throw err;
-    }
-  }
-
-  // A delete needs no room on disk: its success says nothing about whether writes would succeed.
-  const remove = async ([sql, values]: Statement) => (await query<Changed>(sql, values)).affectedRows > 0;
-  const rows = async ([sql, values]: Statement) => (await query<Array<{ expense: string; version: string; state: State }>>(sql, values)).map(row);
+export function createDb(query: Query) {
+  const changed = async ([sql, values]: Statement) => (await query<{ affectedRows: number }>(sql, values)).affectedRows > 0;
+  const rows = async ([sql, values]: Statement) => (await query<StoredRow[]>(sql, values)).map(fromRow);
 
   return {
-    /** The row with this id, whatever its state. */
-    get: async (id: string): Promise<Row | undefined> => (await rows(statements.get(id)))[0],
+    get: async (id: string): Promise<Versioned | undefined> => (await rows(statements.get(id)))[0],
 
-    /**
-     * Stores a new row, server fields included: its version, or undefined
-     * when the id has a row already. A copy from another shard keeps its version.
-     */
-    async insert(e: Expense, version = newVersion(), state: State = 'live'): Promise<string | undefined> {
+    /** Stores a new record: its version, or undefined when the id is taken. */
+    async insert(e: Expense): Promise<string | undefined> {
+      const version = newVersion();
       try {
-        await write(statements.insert(e, version, state));
+        await query(...statements.insert(e, version));
         return version;
       } catch (err) {
         if ((err as { code?: string }).code === 'ER_DUP_ENTRY') return undefined;
@@ -142,64 +81,19 @@ export function createDb(config: DbConfig) {
       }
     },
 
-    /** Overwrites every field of a row that is still at version `expected`: its new version, or undefined. */
-    async replace(e: Expense, expected: string, state: State, version = newVersion()): Promise<string | undefined> {
-      return (await write(statements.replace(e, version, expected, state))) ? version : undefined;
+    /** Overwrites a record that is still at version `expected`: its new version, or undefined when it changed. */
+    async replace(e: Expense, expected: string): Promise<string | undefined> {
+      const version = newVersion();
+      return (await changed(statements.replace(e, version, expected))) ? version : undefined;
     },
 
-    /** Moves a row at `version` from one state to another; false when there is no such row. */
-    shift: (id: string, version: string, from: State, to: State): Promise<boolean> => write(statements.shift(id, version, from, to)),
+    /** Deletes a record that is still at version `expected`; false when it changed or is gone. */
+    remove: (id: string, expected: string): Promise<boolean> => changed(statements.remove(id, expected)),
 
-    /** False when there was nothing to delete (with expected versions, nothing at one of them). */
-    remove: (id: string, state: State, expected?: readonly string[]): Promise<boolean> => remove(statements.remove(id, state, expected)),
+    /** Up to `limit` records with ids after `after`, in id order. */
+    list: (after: string, limit: number): Promise<Versioned[]> => rows(statements.list(after, limit)),
 
-    /** Up to `limit` rows in `state` with ids after `after`, in id order. */
-    list: (after: string, limit: number, state: State): Promise<Row[]> => rows(statements.list(after, limit, state)),
-
-    forgetMoved: async (): Promise<void> => void (await remove(statements.forgetMoved())),
-
-    /** The shard's name for itself (schema.sql makes it); a query, so it also proves MySQL answers. */
-    async shard(): Promise<string> {
-      return (await query<Array<{ id: string }>>(...statements.shard()))[0]?.id ?? '';
-    },
-
-    /** True when this MySQL takes the app's writes: it is not read-only (a standby, or a fenced primary). */
-    writable: async (): Promise<boolean> => Number((await query<Array<{ readOnly: string }>>(...statements.readOnly()))[0]?.readOnly) === 0,
-    /** The cluster map this shard holds, as stored JSON beside its epoch column, or undefined. */
-    async readMap(): Promise<{ epoch: number; map: string } | undefined> {
-      const row = (await query<Array<{ epoch: number | string; map: string }>>(...statements.readMap()))[0];
-      return row && { epoch: Number(row.epoch), map: row.map };
-    },
-
-    /** Stores a map at `epoch` if the stored one is still at `expected` (undefined: if there is none). */
-    async writeMap(map: string, epoch: number, expected: number | undefined): Promise<boolean> {
-      try {
-        return await write(statements.writeMap(map, epoch, expected));
-      } catch (err) {
-        if ((err as { code?: string }).code === 'ER_DUP_ENTRY') return false;
-        throw err;
-      }
-    },
-
-    /**
-     * True while writes fail for lack of disk space: the last write failed so,
-     * less than 10 s ago. After that, the next write finds out again, so that
-     * freed space is noticed with no restart.
-     */
-    outOfDisk(): boolean {
-      return outOfDiskAt !== undefined && Date.now() - outOfDiskAt < 10_000;
-    },
-
-    close: query.close,
+    /** A query that proves MySQL answers. */
+    ping: async (): Promise<void> => void (await query('SELECT 1')),
   };
-}
-
-// MySQL's ways of saying that the disk is full: a table that cannot grow, or
-// a write the operating system refused (errno 28, ENOSPC).
-const OUT_OF_DISK = new Set(['ER_RECORD_FILE_FULL', 'ER_DISK_FULL', 'ER_DISK_FULL_NOWAIT']);
-
-/** True when a write failed because MySQL's disk is full: nothing was written, and retrying will not help until space is freed. */
-export function isOutOfDisk(err: unknown): boolean {
-  const e = err as { code?: string; sqlMessage?: string } | null;
-  return OUT_OF_DISK.has(e?.code ?? '') || /errno: 28|No space left/i.test(e?.sqlMessage ?? '');
 }

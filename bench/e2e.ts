@@ -23,7 +23,7 @@ import { eachLimit } from '../client/batch.ts';
 import { call } from '../client/http.ts';
 import mysql from 'mysql';
 import { createDb, statements, type Db } from '../db.ts';
-import { driverOptions, POOL_SIZE } from '../mysql/connections.ts';
+import { connect as connectToMysql, driverOptions, POOL_SIZE } from '../mysql/connections.ts';
 import { HashRing } from '../ring.ts';
 import { startShards, type Shards } from '../test/shards.ts';
 
@@ -42,7 +42,7 @@ type Setup = {
   ring: HashRing;
   servers: number[]; // pids of the shards' servers
   mysqls: number[]; // and of their MariaDBs
-  dbs: Map<string, Db>; // db.ts, one per shard
+  dbs: Map<string, Db & { close(): Promise<void> }>; // db.ts, one per shard, and its connections' close
   bare: Map<string, mysql.Connection[]>; // the bare driver: POOL_SIZE single connections per shard, taken in turn
   agent: http.Agent; // the server tier's keep-alive agent
   bodies: Map<string, string>; // the server tier's bodies, serialised before the clock starts
@@ -81,12 +81,13 @@ try {
 /** Setup: every shard's pids, db.ts and bare driver connections to every shard, and the HTTP agent. */
 async function connect(shards: Shards): Promise<Setup> {
   const pids = (file: 'server.pid' | 'mysqld.pid') => Promise.all(shards.nodes.map((_, i) => shards.pid(i + 1, file)));
-  const dbs = new Map<string, Db>();
+  const dbs: Setup['dbs'] = new Map();
   const bare = new Map<string, mysql.Connection[]>();
   for (const [i, node] of shards.nodes.entries()) {
     const env = await shards.databaseEnv(i + 1);
     const config = { socketPath: env.MYSQL_SOCKET, user: env.MYSQL_USER!, password: env.MYSQL_PASSWORD!, database: 'expenses' };
-    dbs.set(node, createDb(config));
+    const query = connectToMysql(config);
+    dbs.set(node, { ...createDb(query), close: query.close });
     const options = driverOptions(config);
     bare.set(node, Array.from({ length: POOL_SIZE }, () => mysql.createConnection(options)));
   }

@@ -188,7 +188,7 @@ export async function reconsider(): Promise<string[]> {
     [...givenUp.keys()].map(async (node) => {
       const timer = runTimeout(PROBE_MS);
       try {
-        await once(node, 'GET', '/v1/expenses?state=live&limit=1', undefined, {}, timer.signal); // what a walk asks first
+        await once(node, 'GET', '/cluster/rows?state=live&limit=1', undefined, {}, timer.signal); // what a walk asks first
       } catch (err) {
         if (err instanceof NoAnswer) return undefined;
       } finally {

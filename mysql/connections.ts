@@ -1,7 +1,9 @@
 // mysql/connections.ts: the connections from one server to its MySQL, and
 // how the mysql driver is set up. db.ts sends every statement through here.
 
+import { readFileSync } from 'node:fs';
 import mysql from 'mysql';
+import { secretFileProblem } from '../api/secret-file.ts';
 
 export type DbConfig = {
   socketPath?: string;
@@ -16,6 +18,31 @@ export type DbConfig = {
 export type OperatorConfig = { socketPath?: string; host?: string; port?: number; password: string; replPassword?: string; peer?: string };
 
 export const POOL_SIZE = 10;
+
+/** Where a server's MySQL is, and who it is there, from the environment. */
+export function dbConfigFromEnv(env: NodeJS.ProcessEnv): DbConfig {
+  const port = Number(env.MYSQL_PORT ?? 3306);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`MYSQL_PORT must be 1 to 65535, got ${JSON.stringify(env.MYSQL_PORT)}`);
+  return {
+    ...(env.MYSQL_SOCKET ? { socketPath: env.MYSQL_SOCKET } : { host: env.MYSQL_HOST ?? '127.0.0.1', port }),
+    user: env.MYSQL_USER ?? 'root',
+    password: mysqlPassword(env),
+    database: env.MYSQL_DATABASE ?? 'expenses',
+  };
+}
+
+/**
+ * The MySQL password: from MYSQL_PASSWORD_FILE, under the cluster secret's
+ * rule (yours alone), as start-shards.sh passes it, so that it is in no
+ * process's environment (/proc/PID/environ); or from MYSQL_PASSWORD, by hand.
+ */
+export function mysqlPassword(env: NodeJS.ProcessEnv): string {
+  const path = env.MYSQL_PASSWORD_FILE;
+  if (path === undefined || path === '') return env.MYSQL_PASSWORD ?? '';
+  const problem = secretFileProblem(path, 'the MySQL password');
+  if (problem !== undefined) throw new Error(problem);
+  return readFileSync(path, 'utf8').trim();
+}
 
 // Fail fast when MySQL is gone or stuck: the caller gets a 503 in seconds, not a hang.
 const CONNECT_TIMEOUT_MS = 2_000;
@@ -123,6 +150,23 @@ export function connections(options: mysql.ConnectionConfig, size: number) {
   };
 
   return query;
+}
+
+export type Query = ReturnType<typeof connections>;
+
+/** The connections a server's statements travel on, from its settings. */
+export function connect(config: DbConfig): Query {
+  return connections(driverOptions(config), POOL_SIZE);
+}
+
+/**
+ * A SELECT's columns as one JSON object column. The driver decodes six
+ * strings describing each column of a result before its rows: twelve columns
+ * cost a GET about 10 µs, one costs one (docs/performance.md). The columns
+ * named `asText` travel as text: a DECIMAL as a JSON number would be read as a double.
+ */
+export function asOneColumn(columns: readonly string[], asText: readonly string[]): string {
+  return `JSON_OBJECT(${columns.map((c) => `'${c}', ${asText.includes(c) ? `CAST(${c} AS CHAR)` : c}`).join(', ')})`;
 }
 
 // Errors that mean "MySQL cannot be reached or cannot take more work right

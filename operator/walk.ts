@@ -96,7 +96,7 @@ async function* sortPages(holder: string, map: ClusterMap, arrived: Set<string>)
 async function* pages(node: string, state: 'live' | 'incoming' | 'moved'): AsyncGenerator<Versioned[]> {
   let after = '';
   for (;;) {
-    const res = await call(node, 'GET', `/v1/expenses?state=${state}&limit=${PAGE}${after === '' ? '' : `&after=${after}`}`);
+    const res = await call(node, 'GET', `/cluster/rows?state=${state}&limit=${PAGE}${after === '' ? '' : `&after=${after}`}`);
     if (res.status !== 200) throw new Error(problem(res));
     yield res.body.expenses.map((expense: Versioned['expense']) => ({ expense, version: res.body.versions[expense.id] }));
     if (res.body.next === null) return;

@@ -1,5 +1,5 @@
-// shard/http.ts: the HTTP plumbing of a shard. A request becomes a Context (shard/context.ts),
-// a handler answers with a Reply or throws, and every failure takes one path:
+// shard/http.ts: the HTTP plumbing of a shard. A request becomes a Call, a
+// handler answers with a Reply or throws, and every failure takes one path:
 // an HttpError (or a known database error) becomes a JSON answer. Nothing here
 // knows what an expense is.
 
@@ -7,10 +7,14 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { writeSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import { ID_RULE, Invalid, isId, preview } from '../api/expense.ts';
-import { isOutOfDisk } from '../db.ts';
-import { isReadOnly, isUnavailable } from '../mysql/connections.ts';
+import { isUnavailable } from '../mysql/connections.ts';
 
 export type Reply = { status: number; body?: unknown; headers?: Record<string, string> };
+/** A request as a handler sees it: what the server gives every handler (P), and what the client sent. */
+export type Call<P = {}> = P & { req: IncomingMessage; body: Buffer; params: string[]; query: URLSearchParams };
+export type Handler<C> = (c: C) => Promise<Reply>;
+/** A path pattern and the handler of each method it allows. */
+export type Route<C> = [RegExp, Record<string, Handler<C>>];
 
 /** An error that knows its HTTP status. Its message is safe to show the client. */
 export class HttpError extends Error {
@@ -138,27 +142,12 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 // ---------------------------------------------------------------------------
 // Answering.
 
-/** 503 (rule 8): a read-only machine that knows no other address for the owner. */
-export function readOnly(): HttpError {
-  const message = 'this machine is read-only (a standby, or an old primary that was fenced) and knows no other address for this id: read the cluster map from another node, or try again shortly';
-  return new HttpError(503, message, { 'Retry-After': '1' }, { role: 'standby' });
-}
-
-
 /** The one error path: every failure becomes a reply, and every reply is JSON. */
 export function toReply(err: unknown, req: IncomingMessage): Reply {
   if (err instanceof Invalid) {
     return { status: 400, body: { error: err.message, ...(err.fields && { fields: err.fields }) } };
   }
   if (err instanceof HttpError) return { status: err.status, body: { error: err.message, ...err.more }, headers: err.headers };
-  if (isOutOfDisk(err)) {
-    return { status: 507, body: { error: 'this shard is out of disk space, and nothing was written; reads and deletes still work' } };
-  }
-  // Rule 8: MySQL turned read-only under a request (fenced): nothing was written.
-  if (isReadOnly(err)) {
-    const e = readOnly();
-    return { status: e.status, body: { error: e.message, ...e.more }, headers: e.headers };
-  }
   if (isUnavailable(err)) {
     return { status: 503, body: { error: 'the database is unavailable; try again shortly' }, headers: { 'Retry-After': '1' } };
   }

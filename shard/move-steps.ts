@@ -6,7 +6,7 @@
 
 import type { IncomingMessage } from 'node:http';
 import { checkFields, EDITABLE, etag, preview, type Expense } from '../api/expense.ts';
-import type { Row } from '../db.ts';
+import type { Row } from './rows.ts';
 import { HttpError, pathId, readJson, type Reply } from './http.ts';
 import type { Context } from './context.ts';
 import { preconditions } from './preconditions.ts';
@@ -24,20 +24,20 @@ export async function copy(c: Context): Promise<Reply> {
   const { version, ...expense } = fields as Expense & { version: string };
   if (ifNoneMatch === '*') {
     // A moved row (a tombstone) is what is left of a record that lives elsewhere now.
-    await c.db.remove(id, 'moved');
-    if ((await c.db.insert(expense, version, 'incoming')) !== undefined) return { status: 201, body: expense, headers: { ETag: etag(version) } };
-  } else if ((await c.db.replace(expense, replaced!, 'incoming', version)) !== undefined) {
+    await c.rows.remove(id, 'moved');
+    if (await c.rows.insert(expense, version, 'incoming')) return { status: 201, body: expense, headers: { ETag: etag(version) } };
+  } else if (await c.rows.replace(expense, version, replaced!, 'incoming')) {
     return { status: 200, body: expense, headers: { ETag: etag(version) } };
   }
-  throw stepRefused(await c.db.get(id), id);
+  throw stepRefused(await c.rows.get(id), id);
 }
 
 /** Step 2: the old owner hands its record off, if it is still the version that was copied. */
 export async function handoff(c: Context): Promise<Reply> {
   const id = movable(c, 'handoff');
   const version = theVersion(c.req);
-  if (await c.db.shift(id, version, 'live', 'moved')) return { status: 204 };
-  const row = await c.db.get(id);
+  if (await c.rows.shift(id, version, 'live', 'moved')) return { status: 204 };
+  const row = await c.rows.get(id);
   if (row?.state === 'moved' && row.version === version) return { status: 204 }; // handed off before, by a run that died
   throw stepRefused(row, id);
 }
@@ -46,8 +46,8 @@ export async function handoff(c: Context): Promise<Reply> {
 export async function adopt(c: Context): Promise<Reply> {
   const id = movable(c, 'adopt');
   const version = theVersion(c.req);
-  if (await c.db.shift(id, version, 'incoming', 'live')) return { status: 204 };
-  const row = await c.db.get(id);
+  if (await c.rows.shift(id, version, 'incoming', 'live')) return { status: 204 };
+  const row = await c.rows.get(id);
   if (row?.state === 'live' && row.version === version) return { status: 204 }; // adopted before, by a run that died
   throw stepRefused(row, id);
 }
@@ -55,8 +55,8 @@ export async function adopt(c: Context): Promise<Reply> {
 /** Instead of step 3, when a client deleted the original meanwhile: the copy goes too, so nothing deleted comes back. */
 export async function discard(c: Context): Promise<Reply> {
   const id = movable(c, 'discard');
-  if (await c.db.remove(id, 'incoming', [theVersion(c.req)])) return { status: 204 };
-  throw stepRefused(await c.db.get(id), id);
+  if (await c.rows.remove(id, 'incoming', [theVersion(c.req)])) return { status: 204 };
+  throw stepRefused(await c.rows.get(id), id);
 }
 
 type Step = 'copy' | 'handoff' | 'adopt' | 'discard';

@@ -16,9 +16,9 @@ import { createHmac } from 'node:crypto';
 import { derivedKey } from '../api/signing.ts';
 import type { IncomingMessage } from 'node:http';
 import { addressOf, type MapNode } from '../api/cluster-map.ts';
-import type { State } from '../db.ts';
+import type { State } from './rows.ts';
 import type { Held } from './cluster.ts';
-import { HttpError, readOnly } from './http.ts';
+import { HttpError } from './http.ts';
 import { sameSecret } from './secret.ts';
 
 export type Rule = '1' | '2' | '3a' | '3b' | '4' | '8';
@@ -114,6 +114,12 @@ function askingWord(held: Held, secret: string | undefined, id: string): string 
   const epoch = String(held.map!.epoch);
   if (secret === undefined) return epoch;
   return `${epoch}.${createHmac('sha256', derivedKey(secret, 'ask')).update(`${epoch}:${id}`).digest('hex').slice(0, 32)}`;
+}
+
+/** 503 (rule 8): a read-only machine that knows no other address for the owner. */
+export function readOnly(): HttpError {
+  const message = 'this machine is read-only (a standby, or an old primary that was fenced) and knows no other address for this id: read the cluster map from another node, or try again shortly';
+  return new HttpError(503, message, { 'Retry-After': '1' }, { role: 'standby' });
 }
 
 /** 503 (rule 4): neither side serves a record between the hand-off and the adoption of its move. */

@@ -79,15 +79,3 @@ export function sameSecret(sent: string, secret: string): boolean {
   return timingSafeEqual(digest(sent), digest(secret));
 }
 
-/**
- * The MySQL password: from MYSQL_PASSWORD_FILE, under the cluster secret's
- * rule (yours alone), as start-shards.sh passes it, so that it is in no
- * process's environment (/proc/PID/environ); or from MYSQL_PASSWORD, by hand.
- */
-export function mysqlPassword(env: NodeJS.ProcessEnv): string {
-  const path = env.MYSQL_PASSWORD_FILE;
-  if (path === undefined || path === '') return env.MYSQL_PASSWORD ?? '';
-  const problem = secretFileProblem(path, 'the MySQL password');
-  if (problem !== undefined) throw new Error(problem);
-  return readFileSync(path, 'utf8').trim();
-}

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { addressOf, checkMap, placer, ringChange, type ClusterMap } from '../api/cluster-map.ts';
 import { Invalid } from '../api/expense.ts';
 import { derivedKey } from '../api/signing.ts';
-import type { State } from '../db.ts';
+import type { State } from '../shard/rows.ts';
 import type { Held } from '../shard/cluster.ts';
 import { decide, type Verdict } from '../shard/placement.ts';
 import { startShards, type Shards } from './shards.ts';

@@ -692,7 +692,7 @@ describe('moving a record between shards: copy, hand off, adopt', () => {
 
   /** The incoming copies on the shard, by id: each record with its version. */
   async function incoming(): Promise<Map<string, { expense: unknown; version: string }>> {
-    const res = await step('GET', '/v1/expenses?state=incoming&limit=1000');
+    const res = await step('GET', '/cluster/rows?state=incoming&limit=1000');
     assert.equal(res.status, 200);
     return new Map(res.body.expenses.map((e: { id: string }) => [e.id, { expense: e, version: res.body.versions[e.id] }]));
   }

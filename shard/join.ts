@@ -1,0 +1,121 @@
+// shard/join.ts: where the levels above the assignment join a shard, at the
+// one seam in server.ts. They wrap the expense API and add routes beside it:
+//
+//   shard/guard.ts          placement around each expense handler (level 2)
+//   shard/placement.ts      who answers for an id under the cluster map (level 2)
+//   shard/cluster.ts        the map this shard holds, and how it changes (level 2)
+//   shard/map-routes.ts     the map over HTTP, changed by the operator (level 3)
+//   shard/move-steps.ts     this shard's half of moving a record (level 3)
+//   shard/converge.ts       a newer map a client names, fetched from a peer and taken (level 3)
+//   shard/secret.ts         the cluster secret of the operator's routes
+//   shard/replication.ts    this machine's steps of a failover: fence, promote, follow (level 4)
+//   shard/rows.ts           the statements of all these: rows in any state, the map, the role
+//   shard/disk.ts           a full disk, said as such
+
+import { preview } from '../api/expense.ts';
+import type { Db } from '../db.ts';
+import { isReadOnly, type Query } from '../mysql/connections.ts';
+import { brokenMessage, createCluster } from './cluster.ts';
+import type { Context, Handler, Shard } from './context.ts';
+import { createConverge } from './converge.ts';
+import { page, pageAsked, type Api } from './expenses.ts';
+import { guarded } from './guard.ts';
+import { HttpError, log, logLinesDropped, type Reply, type Route } from './http.ts';
+import { readMap, writeMap } from './map-routes.ts';
+import { adopt, copy, discard, handoff } from './move-steps.ts';
+import { readOnly } from './placement.ts';
+import { fence, follow, operatorFromEnv, promote, replication } from './replication.ts';
+import { createRows, type State } from './rows.ts';
+import { secretFor, unauthorized } from './secret.ts';
+import { noteWrite, outOfDisk } from './disk.ts';
+
+/**
+ * The expense API's routes, guarded, with the cluster's beside them. `host`
+ * is where the server listens: off loopback, the operator's routes need a
+ * secret, and the server refuses to start without one. Call listening() with
+ * the address once the server has one (rule 8 compares it with the owner's).
+ */
+export function joinCluster(api: Array<Route<Api>>, db: Db, query: Query, env: NodeJS.ProcessEnv, host: string) {
+  const rows = createRows(query);
+  const cluster = createCluster(rows);
+  const secret = secretFor(host, env.CLUSTER_SECRET_FILE);
+  const shard: Shard = { db, rows, cluster, secret, address: host, operator: operatorFromEnv(env), converge: createConverge(cluster, secret) };
+  const routes: Array<Route<Context>> = [
+    // Before the expense API's: this shard's health says its name and role too.
+    [/^\/healthz$/, { GET: health }],
+    ...api.map(([path, methods]): Route<Context> => [path, mapValues(methods, guarded)]),
+    // The rows a move left incoming or moved, for the reshard and the forget (rules 4 and 6).
+    [/^\/cluster\/rows$/, { GET: rowsInState }],
+    // The three steps of a reshard's move (operator/move.ts), and its map: the operator's routes.
+    [/^\/v1\/expenses\/([^/]+)\/copy$/, { PUT: copy, DELETE: discard }],
+    [/^\/v1\/expenses\/([^/]+)\/handoff$/, { POST: handoff }],
+    [/^\/v1\/expenses\/([^/]+)\/adopt$/, { POST: adopt }],
+    [/^\/cluster\/map$/, { GET: readMap, PUT: writeMap }],
+    // A failover's steps on this machine's MySQL (operator/failover.ts): the operator's routes.
+    [/^\/cluster\/replication$/, { GET: replication }],
+    [/^\/cluster\/fence$/, { POST: fence }],
+    [/^\/cluster\/promote$/, { POST: promote }],
+    [/^\/cluster\/follow$/, { POST: follow }],
+  ];
+  const run = (handler: Handler) => (c: Api) => under(shard, handler, c);
+  return {
+    routes: routes.map(([path, methods]): Route<Api> => [path, mapValues(methods, run)]),
+    listening(address: string): void {
+      shard.address = address;
+      if (secret !== undefined) log('operator routes need the cluster secret');
+    },
+  };
+}
+
+/** A failover's steps (operator/failover.ts): they run under no map, since they may change this machine's role. */
+const FAILOVER: ReadonlySet<Handler> = new Set([replication, fence, promote, follow]);
+/** The routes that change another shard's records or the cluster's shape: they need the cluster secret. */
+const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, writeMap, ...FAILOVER]);
+
+/** One request of the cluster's: its right to its route, and the map it runs under. */
+async function under(shard: Shard, handler: Handler, c: Api): Promise<Reply> {
+  const why = OPERATOR.has(handler) ? unauthorized(c.req, c.body, shard.secret) : undefined;
+  if (why !== undefined) {
+    const path = c.req.url?.split('?')[0];
+    const how = 'sign it with the cluster secret (Authorization: CH-HMAC, api/signing.ts), or by hand send Authorization: Bearer <the cluster secret>';
+    throw new HttpError(401, `${c.req.method} ${path} is an operator's route: ${how} (${why})`, { 'WWW-Authenticate': 'CH-HMAC, Bearer' });
+  }
+  // Rule 9: a client that routes by a newer map says so; this shard fetches it in the background.
+  if (!OPERATOR.has(handler)) shard.converge?.(c.req);
+  const writes = c.req.method !== 'GET' && c.req.method !== 'HEAD';
+  const context = (held: Context['held']): Context => ({ ...c, ...shard, held });
+  try {
+    // Rule 5 (api/cluster-map.ts): a change of map is not a request under a map; it waits for them.
+    const reply = handler === writeMap || FAILOVER.has(handler)
+      ? await handler(context(await shard.cluster.load()))
+      : await shard.cluster.during((held) => {
+          // A stored map that cannot be read: nothing is served by a map this shard does not know, but the map itself is.
+          if (held.broken !== undefined && handler !== readMap) throw new HttpError(503, brokenMessage(held), { 'Retry-After': '10' });
+          return handler(context(held));
+        });
+    if (writes) noteWrite();
+    return reply;
+  } catch (err) {
+    // Rule 8: MySQL turned read-only under a request (fenced): nothing was written.
+    if (isReadOnly(err)) throw readOnly();
+    if (writes) noteWrite(err);
+    throw err;
+  }
+}
+
+const mapValues = <A, B>(methods: Record<string, A>, f: (a: A) => B) => Object.fromEntries(Object.entries(methods).map(([m, h]) => [m, f(h)]));
+
+/** GET /cluster/rows?state=: a page of rows in one state, as GET /v1/expenses pages live ones. */
+async function rowsInState(c: Context): Promise<Reply> {
+  const { after, limit } = pageAsked(c, ['state']);
+  const state = c.query.get('state') ?? 'live';
+  if (state !== 'live' && state !== 'incoming' && state !== 'moved') throw new HttpError(400, `state must be live, incoming or moved, got ${preview(state)}`);
+  return page(await c.rows.list(after, limit + 1, state as State), limit);
+}
+
+async function health(c: Context): Promise<Reply> {
+  const shard = await c.rows.shard();
+  // Up means writes can succeed: a shard out of disk is not up. A standby is up as a standby.
+  const status = outOfDisk() ? 'out of disk space: writes fail, reads work' : 'ok';
+  return { status: status === 'ok' ? 200 : 503, body: { status, shard, role: c.held.writable ? 'primary' : 'standby', logLinesDropped: logLinesDropped() } };
+}
