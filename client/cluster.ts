@@ -15,7 +15,7 @@
 
 import { addressOf, checkMap, describeMap, everyNode, placer, type ClusterMap, type Placement } from '../api/cluster-map.ts';
 import { HashRing } from '../ring.ts';
-import { call, forgive, type Answer } from './http.ts';
+import { call, forgive, shortRun, type Answer } from './http.ts';
 
 /** The map a client routes by. Epoch 0: no shard has one, and the seeds are the ring. */
 export type View = { map: ClusterMap; place: (id: string) => Placement };
@@ -83,6 +83,24 @@ export async function discover(seeds: readonly string[], replicas: number): Prom
     }
   }
   return { view: viewOf(map, seeds, replicas), said };
+}
+
+/**
+ * The cluster as ch_client.ts's job sees it, at its one seam: the nodes and
+ * replicas of the newest map the seeds hold (or of the seeds, where none
+ * holds one), and a send that goes on wherever a shard answers 421.
+ */
+export async function joinCluster(seeds: readonly string[], replicas: number) {
+  shortRun();
+  const { view } = await discover(seeds, replicas);
+  return {
+    // A getter: a 421 can bring a newer map, whose nodes the job's summary then counts.
+    get nodes() {
+      return view.map.nodes.map((n) => n.name);
+    },
+    replicas: view.map.replicas,
+    send: (node: string, id: string, method: string, path: string, body?: unknown) => send(view, id, method, path, body, node),
+  };
 }
 
 /**

@@ -3,6 +3,7 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { MAX_POINTS, MAX_REPLICAS } from '../api/cluster-map.ts';
 import { isId } from '../api/expense.ts';
 import { nodeProblem } from '../api/node.ts';
@@ -167,6 +168,12 @@ export const OPTIONS = {
   verbose: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
+
+/** The command line, parsed: its options by OPTIONS, and the command with its arguments. */
+export function parseCommandLine(args: string[]) {
+  return parseArgs({ args, allowPositionals: true, options: OPTIONS });
+}
+export type Values = ReturnType<typeof parseCommandLine>['values'];
 
 /**
  * The cluster secret for the operator's routes, from its file: the one named,
