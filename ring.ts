@@ -97,16 +97,18 @@ export class HashRing {
   /** Places every node's points, then sorts them once: O(n log n), where inserting one by one is O(n²). */
   #build(nodes: string[]): void {
     const nodeAt = new Map<string, string>(); // the 2012 example's dict: point -> node
-    nodes.forEach((node, i) => {
+    const seen = new Set<string>(); // a Set, not nodes.indexOf: one look per node, not one scan
+    for (const node of nodes) {
       if (typeof node !== 'string' || node === '') throw new TypeError(`a node must be a non-empty string, got ${JSON.stringify(node)}`);
-      if (nodes.indexOf(node) !== i) throw new Error(`node ${JSON.stringify(node)} is already on the ring`);
+      if (seen.has(node)) throw new Error(`node ${JSON.stringify(node)} is already on the ring`);
+      seen.add(node);
       for (const p of pointsOf(node, this.replicas)) {
         // Two points at one spot would leave an arc to chance: an MD5 collision, so say so loudly.
         const other = nodeAt.get(p);
         if (other !== undefined) throw new Error(`node ${JSON.stringify(node)} collides with ${JSON.stringify(other)} at ring position ${p}`);
         nodeAt.set(p, node);
       }
-    });
+    }
     this.#points = [...nodeAt.keys()].sort();
     // The owners in an array beside the points: on every lookup, an index is cheaper than a Map.
     this.#owners = this.#points.map((p) => nodeAt.get(p)!);

@@ -231,7 +231,7 @@ $(tail -n 15 "$d/mysqld.err" 2>/dev/null)"
   die "$name: MySQL did not answer within 30 s; see $d/mysqld.err"
 }
 
-# Applies schema.sql and makes sure the app user exists with the password on
+# Applies schema.sql, then the cluster's tables, and makes sure the app user exists with the password on
 # file. Idempotent, so a start that died half-way is mended by the next one.
 setup_database() {
   local m=${2:-primary} d=$(machine_dir "$1" "${2:-primary}") password auth=''
@@ -242,7 +242,7 @@ setup_database() {
   password=$(cat "$d/password")
   [ "$flavour" = mariadb ] || auth='WITH mysql_native_password'
   # The app may read and write its rows, and nothing else: no DDL, no other schema.
-  sql "$1" "$m" <"$root/schema.sql"
+  cat "$root/schema.sql" "$root/shard/cluster-schema.sql" | sql "$1" "$m"
   sql "$1" "$m" <<SQL
 CREATE USER IF NOT EXISTS 'expenses'@'localhost' IDENTIFIED $auth BY '$password';
 ALTER USER 'expenses'@'localhost' IDENTIFIED $auth BY '$password';

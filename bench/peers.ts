@@ -81,9 +81,9 @@ async function installPeer(): Promise<void> {
   if (installed.code !== 0) throw new Error(`npm install --prefix bench/peers/fastify failed:\n${installed.stdout}${installed.stderr}`);
 }
 
-/** schema.sql again, as another database on the same MariaDB: its own tables, with no map in them. */
+/** schema.sql and the cluster's tables again, as another database on the same MariaDB: its own tables, with no map in them. */
 function schemaAs(database: string): string {
-  const schema = readFileSync(join(ROOT, 'schema.sql'), 'utf8').replace('EXISTS expenses ', `EXISTS ${database} `).replace(/\bexpenses\.(?=\w)/g, `${database}.`);
+  const schema = ['schema.sql', 'shard/cluster-schema.sql'].map((f) => readFileSync(join(ROOT, f), 'utf8')).join('\n').replace('EXISTS expenses ', `EXISTS ${database} `).replace(/\bexpenses\.(?=\w)/g, `${database}.`);
   return `${schema}\nGRANT SELECT, INSERT, UPDATE, DELETE ON ${database}.* TO 'expenses'@'localhost';`;
 }
 
