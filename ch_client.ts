@@ -1,14 +1,10 @@
-// ch_client.ts: the consistent-hashing client.
-//
-// It decides, from an expense's id alone, which node (shard) owns it, stores
-// it there, and reads it back from there: the assignment's five steps, in
-// store() below. The ring (ring.ts) does the deciding.
+// ch_client.ts: the consistent-hashing client. It decides, from an expense's
+// id alone, which node (shard) owns it, stores it there, and reads it back
+// from there: the assignment's five steps, in store(). The ring decides.
 //
 // The levels above the assignment join at one seam, in main(): the cluster
-// map that the shards hold names the nodes and replicas of the ring, and
-// follows a shard that says "not mine" (client/cluster.ts); the other commands
-// (map, balance, compare, reshard, failover, check, get) are one table
-// (cli/commands.ts).
+// map names the ring's nodes (client/cluster.ts). The other commands (map,
+// balance, compare, reshard, failover, check, get) are one table (cli/commands.ts).
 
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -24,11 +20,7 @@ import { commands } from './cli/commands.ts';
 export const IN_FLIGHT = 32;
 
 /** What the job needs of the cluster: the ring's nodes and replicas, and a way to send a node a request about an id. */
-export type Cluster = {
-  readonly nodes: readonly string[];
-  readonly replicas: number;
-  send(node: string, id: string, method: string, path: string, body?: unknown): Promise<Answer & { node: string }>;
-};
+export type Cluster = { readonly nodes: readonly string[]; readonly replicas: number; send(node: string, id: string, method: string, path: string, body?: unknown): Promise<Answer & { node: string }> };
 
 /** The assignment's cluster: the nodes as given, each answering for itself. */
 export function given(nodes: string[], replicas: number): Cluster {
@@ -138,8 +130,8 @@ async function main(args: string[]): Promise<number> {
     return run(nodes, rest, values);
   }
   const replicas = parseReplicas(values.replicas ?? '1', nodes.length);
-  // The seam: the cluster map, where the shards hold one, says which ring.
-  return store(await joinCluster(nodes, replicas), parseIds(values.ids ?? '0-9'), values.verbose);
+  // The seam: where the shards hold a cluster map, it says which ring, and a shard says where an id went.
+  return store(await joinCluster(given(nodes, replicas)), parseIds(values.ids ?? '0-9'), values.verbose);
 }
 
 // Run as a script, and not when a test or a bench imports this file. (Not

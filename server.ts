@@ -1,13 +1,10 @@
-// server.ts: one shard of the expense service. node:http, a hand-written
-// router, and MySQL behind db.ts. The expense API's handlers are in
-// shard/expenses.ts; shard/http.ts is the plumbing (routing, bodies, answers,
-// the one error path).
-//
-// The levels above the assignment (the cluster map, moves, failover) join at
-// one seam, in main(): shard/join.ts wraps these routes and adds its own.
+// server.ts: one shard of the expense service: node:http, a hand-written
+// router, the handlers of shard/expenses.ts, and MySQL behind db.ts. The
+// levels above the assignment (the cluster map, moves, failover) join at one
+// seam, in main(): shard/join.ts wraps these routes and adds its own.
 //
 // Run: MYSQL_SOCKET=… MYSQL_USER=… MYSQL_PASSWORD_FILE=… PORT=3000 node server.ts
-// (MYSQL_PASSWORD=… works too, by hand; a file keeps it out of the process's environment)
+// (or MYSQL_PASSWORD=… by hand; a file keeps it out of the process's environment)
 
 import http, { type IncomingMessage } from 'node:http';
 import { once } from 'node:events';

@@ -85,21 +85,30 @@ export async function discover(seeds: readonly string[], replicas: number): Prom
   return { view: viewOf(map, seeds, replicas), said };
 }
 
+/** What ch_client.ts's job needs of the cluster: the ring's nodes and replicas, and a send about an id to a node. */
+type Job = {
+  readonly nodes: readonly string[];
+  readonly replicas: number;
+  send(node: string, id: string, method: string, path: string, body?: unknown): Promise<Answer & { node: string }>;
+};
+
 /**
- * The cluster as ch_client.ts's job sees it, at its one seam: the nodes and
- * replicas of the newest map the seeds hold (or of the seeds, where none
- * holds one), and a send that goes on wherever a shard answers 421.
+ * The cluster as ch_client.ts's job sees it, at its one seam. Where no seed
+ * holds a map, the nodes as given, as in the assignment. Else the nodes and
+ * replicas of the newest map, and a send that goes on wherever a shard
+ * answers 421 (ask `first` first).
  */
-export async function joinCluster(seeds: readonly string[], replicas: number) {
+export async function joinCluster(given: Job): Promise<Job> {
   shortRun();
-  const { view } = await discover(seeds, replicas);
+  const { view } = await discover(given.nodes, given.replicas);
+  if (view.map.epoch === 0) return given;
   return {
     // A getter: a 421 can bring a newer map, whose nodes the job's summary then counts.
     get nodes() {
       return view.map.nodes.map((n) => n.name);
     },
     replicas: view.map.replicas,
-    send: (node: string, id: string, method: string, path: string, body?: unknown) => send(view, id, method, path, body, node),
+    send: (first: string, id: string, method: string, path: string, body?: unknown) => send(view, id, method, path, body, first),
   };
 }
 
