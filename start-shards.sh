@@ -2,8 +2,9 @@
 # start-shards.sh: run N expense shards on this machine. A shard is its own
 # MySQL server (MariaDB, or Oracle MySQL 8.0/8.4 on a best-effort basis) with
 # its own data directory, and its own server.ts in front of it on loopback.
-# The first start makes the cluster's secret (data/cluster-secret) and gives
-# the shards their first cluster map.
+# The first start makes the cluster's secret (data/cluster-secret). The shards
+# hold no cluster map, as in the assignment, until `ch_client.ts reshard --to`
+# gives them one (README, level 2).
 #
 #   ./start-shards.sh [N]     start shards 1..N (default 3) on ports 3000, 4000, 5000, 6001, 7000 ...
 #   ./start-shards.sh status  one line per shard
@@ -19,7 +20,9 @@
 #   SHARDS_BASE_PORT  shard 1's port                     (default: 3000)
 #   SHARDS_PORT_STEP  the gap between shard ports        (default: 1000)
 #   MYSQLD            the MySQL server binary            (default: mariadbd or mysqld on PATH)
-#   SHARDS_MAP        "none": give no shard a cluster map (default: give one)
+#   SHARDS_MAP        "first": give shards with no map a first one (the started nodes,
+#                     replicas 1); "none": not even a copy of the cluster's (default:
+#                     a shard started next to shards with a map gets a copy of theirs)
 #   SHARDS_STANDBY    1: give each shard a standby (see "Standbys" below; docs/reliability.md)
 #   SHARDS_SEMISYNC_TIMEOUT_MS  how long a primary waits for its standby's ack
 #                     before MariaDB falls back to asynchronous replication
@@ -264,10 +267,10 @@ make_secret() {
 
 # Gives each shard of "$@" that has no cluster map one, straight into its
 # database, before its server starts (api/cluster-map.ts says what a map is).
-# The first start gives the shards it starts the first map: these nodes,
-# replicas 1. A shard started next to a cluster gets a copy of the cluster's
-# newest map, which does not name it: it refuses every id until a reshard
-# makes it a member.
+# A shard started next to a cluster gets a copy of the cluster's newest map,
+# which does not name it: it refuses every id until a reshard makes it a
+# member. With SHARDS_MAP=first, shards with no map anywhere get the first
+# map: these nodes, replicas 1.
 give_maps() {
   local i map='' newest=0 row epoch nodes=()
   [ "${SHARDS_MAP:-}" != none ] || return 0
@@ -277,6 +280,7 @@ give_maps() {
     if [ -n "$row" ] && [ "$epoch" -gt "$newest" ]; then newest=$epoch map=${row#*$'\t'}; fi
   done
   if [ -z "$map" ]; then
+    [ "${SHARDS_MAP:-}" = first ] || return 0
     for i in "$@"; do
       nodes+=("{\"name\":\"$host:$(shard_port "$i")\",\"shard\":\"$(sql "$i" <<<'SELECT id FROM expenses.shard')\"}")
     done

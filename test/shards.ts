@@ -68,7 +68,7 @@ export type Shards = Awaited<ReturnType<typeof startShards>>;
 export async function startShards(count: number, { dir, map = true }: { dir?: string; map?: boolean } = {}) {
   dir ??= await mkdtemp(join(tmpdir(), 'chs-'));
   const basePort = await freePorts(count + 1);
-  const env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', ...(!map && { SHARDS_MAP: 'none' }) };
+  const env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', SHARDS_MAP: map ? 'first' : 'none' };
   const script = (...args: string[]) => run(join(ROOT, 'start-shards.sh'), args, { env });
   const nodeOf = (shard: number) => `127.0.0.1:${basePort + shard - 1}`;
 
@@ -218,7 +218,7 @@ export async function freePairPorts(count: number): Promise<number> {
 export async function startShardPairs(count: number, { map = true }: { map?: boolean } = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'chs-'));
   const basePort = await freePairPorts(count);
-  const env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', SHARDS_STANDBY: '1', ...(!map && { SHARDS_MAP: 'none' }) };
+  const env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', SHARDS_STANDBY: '1', SHARDS_MAP: map ? 'first' : 'none' };
   const script = (...args: string[]) => run(join(ROOT, 'start-shards.sh'), args, { env });
   const started = await script(String(count));
   if (started.code !== 0) {

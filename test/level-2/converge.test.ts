@@ -10,12 +10,12 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { expenseFor } from '../ch_client.ts';
-import { discover, send } from '../client/cluster.ts';
-import { HashRing } from '../ring.ts';
-import { startCluster } from './cluster.ts';
-import type { Gate } from './gate.ts';
-import type { Machine } from './machine.ts';
+import { expenseFor } from '../../ch_client.ts';
+import { discover, send } from '../../client/cluster.ts';
+import { HashRing } from '../../ring.ts';
+import { startCluster } from '../cluster.ts';
+import type { Gate } from '../gate.ts';
+import type { Machine } from '../machine.ts';
 
 let gates: Gate[];
 let five: string[];

@@ -13,10 +13,10 @@ import { rm } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { expenseFor } from '../ch_client.ts';
-import { discover, send, type View } from '../client/cluster.ts';
-import { HashRing } from '../ring.ts';
-import { runNode, startShardPairs, until, waitForExit } from './shards.ts';
+import { expenseFor } from '../../ch_client.ts';
+import { discover, send, type View } from '../../client/cluster.ts';
+import { HashRing } from '../../ring.ts';
+import { runNode, startShardPairs, until, waitForExit } from '../shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 

@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { shares } from '../lab/balance.ts';
-import { HashRing, position } from '../ring.ts';
+import { shares } from '../../lab/balance.ts';
+import { HashRing, position } from '../../ring.ts';
 
 const THREE = ['127.0.0.1:3000', '127.0.0.1:4000', '127.0.0.1:5000'];
 const keys = (n: number) => Array.from({ length: n }, (_, i) => `key-${i}`);

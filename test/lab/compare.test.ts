@@ -4,14 +4,14 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { jump, modN, rendezvous } from '../lab/alternatives.ts';
-import { HashRing } from '../ring.ts';
-import { runNode } from './shards.ts';
+import { jump, modN, rendezvous } from '../../lab/alternatives.ts';
+import { HashRing } from '../../ring.ts';
+import { runNode } from '../shards.ts';
 
 // Made by test/vectors/alternatives.py (Python 3); its jump agrees with the
 // paper's C++ code on all of these keys.
 type Vector = { key: string; modN: number[]; jump: number[]; rendezvous3: string; rendezvous4: string };
-const { nodes, vectors } = JSON.parse(readFileSync(new URL('vectors/alternatives.json', import.meta.url), 'utf8')) as { nodes: string[]; vectors: Vector[] };
+const { nodes, vectors } = JSON.parse(readFileSync(new URL('../vectors/alternatives.json', import.meta.url), 'utf8')) as { nodes: string[]; vectors: Vector[] };
 
 describe('the alternatives to the ring, against Python', () => {
   it('has over 200 vectors, some of them not ASCII', () => {

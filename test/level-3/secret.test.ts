@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { sign, signatureProblem, WINDOW_MS } from '../api/signing.ts';
-import { run, runNode, startServer, startShards, type Shards } from './shards.ts';
+import { sign, signatureProblem, WINDOW_MS } from '../../api/signing.ts';
+import { run, runNode, startServer, startShards, type Shards } from '../shards.ts';
 
 let shards: Shards;
 let node: string;

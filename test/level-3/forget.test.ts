@@ -12,10 +12,10 @@ import assert from 'node:assert/strict';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { api } from './cluster.ts';
-import { startGate, type Gate } from './gate.ts';
-import { machine, type Machine } from './machine.ts';
-import { startShards, waitForExit, type Shards } from './shards.ts';
+import { api } from '../cluster.ts';
+import { startGate, type Gate } from '../gate.ts';
+import { machine, type Machine } from '../machine.ts';
+import { startShards, waitForExit, type Shards } from '../shards.ts';
 
 let shards: Shards;
 let gate: Gate;

@@ -8,15 +8,15 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { expenseFor } from '../ch_client.ts';
-import { discover, send, viewOf, type View } from '../client/cluster.ts';
-import { call, Unreachable } from '../client/http.ts';
-import { HashRing } from '../ring.ts';
-import { startCluster } from './cluster.ts';
-import type { Gate } from './gate.ts';
-import type { Machine } from './machine.ts';
-import { random } from './random.ts';
-import type { Shards } from './shards.ts';
+import { expenseFor } from '../../ch_client.ts';
+import { discover, send, viewOf, type View } from '../../client/cluster.ts';
+import { call, Unreachable } from '../../client/http.ts';
+import { HashRing } from '../../ring.ts';
+import { startCluster } from '../cluster.ts';
+import type { Gate } from '../gate.ts';
+import type { Machine } from '../machine.ts';
+import { random } from '../random.ts';
+import type { Shards } from '../shards.ts';
 
 const RECORDS = 2000;
 const REPLICAS = 100;

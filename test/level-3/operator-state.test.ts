@@ -10,10 +10,10 @@ import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { startCluster } from './cluster.ts';
-import type { Gate } from './gate.ts';
-import type { Machine } from './machine.ts';
-import { startServer, waitForExit, type Server, type Shards } from './shards.ts';
+import { startCluster } from '../cluster.ts';
+import type { Gate } from '../gate.ts';
+import type { Machine } from '../machine.ts';
+import { startServer, waitForExit, type Server, type Shards } from '../shards.ts';
 
 let shards: Shards;
 let gates: Gate[];

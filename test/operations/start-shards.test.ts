@@ -7,9 +7,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { expenseFor } from '../ch_client.ts';
-import { HashRing } from '../ring.ts';
-import { freePorts, ROOT, run, running, startShards, waitForExit, type Shards } from './shards.ts';
+import { expenseFor } from '../../ch_client.ts';
+import { HashRing } from '../../ring.ts';
+import { freePorts, ROOT, run, running, startShards, waitForExit, type Shards } from '../shards.ts';
 
 /** Runs start-shards.sh in a fresh temp dir of its own; the dir is removed afterwards. */
 async function inTempDir<T>(fn: (dir: string, script: (args: string[], env?: NodeJS.ProcessEnv) => ReturnType<typeof run>) => Promise<T>): Promise<T> {

@@ -8,8 +8,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PALETTE } from '../lab/ring-svg.ts';
-import { run, runNode } from './shards.ts';
+import { PALETTE } from '../../lab/ring-svg.ts';
+import { run, runNode } from '../shards.ts';
 
 let dir: string;
 let chromium: string | undefined;

@@ -12,12 +12,12 @@ import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { expenseFor } from '../ch_client.ts';
-import { HashRing } from '../ring.ts';
-import { api, startCluster } from './cluster.ts';
-import type { Gate } from './gate.ts';
-import type { Machine } from './machine.ts';
-import { startShards, type Shards } from './shards.ts';
+import { expenseFor } from '../../ch_client.ts';
+import { HashRing } from '../../ring.ts';
+import { api, startCluster } from '../cluster.ts';
+import type { Gate } from '../gate.ts';
+import type { Machine } from '../machine.ts';
+import { startShards, type Shards } from '../shards.ts';
 
 let shards: Shards;
 let gates: Gate[];

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { runNode } from './shards.ts';
+import { runNode } from '../shards.ts';
 
 describe('entry points', () => {
   it('ch_client.ts runs as a script, also through a path with ./ and ..', async () => {

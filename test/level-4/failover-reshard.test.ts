@@ -10,11 +10,11 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { expenseFor } from '../ch_client.ts';
-import { discover, send, type View } from '../client/cluster.ts';
-import { HashRing } from '../ring.ts';
-import { startGate, type Gate } from './gate.ts';
-import { runNode, startShardPairs, until } from './shards.ts';
+import { expenseFor } from '../../ch_client.ts';
+import { discover, send, type View } from '../../client/cluster.ts';
+import { HashRing } from '../../ring.ts';
+import { startGate, type Gate } from '../gate.ts';
+import { runNode, startShardPairs, until } from '../shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 

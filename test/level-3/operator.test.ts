@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { HashRing } from '../ring.ts';
-import { api, startCluster } from './cluster.ts';
-import type { Gate } from './gate.ts';
-import type { Machine } from './machine.ts';
-import type { Shards } from './shards.ts';
+import { HashRing } from '../../ring.ts';
+import { api, startCluster } from '../cluster.ts';
+import type { Gate } from '../gate.ts';
+import type { Machine } from '../machine.ts';
+import type { Shards } from '../shards.ts';
 
 let shards: Shards;
 let gates: Gate[];

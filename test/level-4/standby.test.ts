@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { expenseFor } from '../ch_client.ts';
-import { ROOT, run, runNode, running, startShardPairs, until, waitForExit } from './shards.ts';
+import { expenseFor } from '../../ch_client.ts';
+import { ROOT, run, runNode, running, startShardPairs, until, waitForExit } from '../shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 

@@ -6,9 +6,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { shares } from '../lab/balance.ts';
-import { HashRing } from '../ring.ts';
-import { ROOT, run, runNode } from './shards.ts';
+import { shares } from '../../lab/balance.ts';
+import { HashRing } from '../../ring.ts';
+import { ROOT, run, runNode } from '../shards.ts';
 
 let dir: string;
 before(async () => {
