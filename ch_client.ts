@@ -19,7 +19,7 @@ import { commands } from './cli/commands.ts';
 // Enough requests in flight to keep three shards busy, few enough to be polite.
 export const IN_FLIGHT = 32;
 
-/** What the job needs of the cluster: the ring's nodes and replicas, and a way to send a node a request about an id. */
+/** What the job needs: the ring's nodes and replicas, and a way to send a node a request about an id; it answers with the node that answered. */
 export type Cluster = { readonly nodes: readonly string[]; readonly replicas: number; send(node: string, id: string, method: string, path: string, body?: unknown): Promise<Answer & { node: string }> };
 
 /** The assignment's cluster: the nodes as given, each answering for itself. */

@@ -16,7 +16,7 @@ import { create, health, list, read, remove, update, type Api } from './shard/ex
 import { answerBroken, findRoute, lastResort, log, readBody, send, toReply, type Reply, type Route } from './shard/http.ts';
 import { joinCluster } from './shard/join.ts';
 
-// Every path, every method, on one screen.
+// The expense API: every path, every method, on one screen. The cluster adds its own at the seam.
 const routes: Array<Route<Api>> = [
   [/^\/v1\/expenses$/, { GET: list, POST: create }],
   [/^\/v1\/expenses\/([^/]+)$/, { GET: read, PUT: update, DELETE: remove }],

@@ -71,11 +71,10 @@ export async function list(c: Api): Promise<Reply> {
   return page(await c.db.list(after, limit + 1), limit);
 }
 
-/** A list's after and limit, checked; `also` names the query parameters a later level adds. */
-export function pageAsked(c: Call, also: readonly string[] = []): { after: string; limit: number } {
-  const known = ['after', 'limit', ...also];
+/** A list's after and limit, checked. */
+export function pageAsked(c: Call): { after: string; limit: number } {
   for (const name of c.query.keys()) {
-    if (!known.includes(name)) throw new HttpError(400, `unknown query parameter ${JSON.stringify(name)}; use ${known.join(', ')}`);
+    if (name !== 'after' && name !== 'limit') throw new HttpError(400, `unknown query parameter ${JSON.stringify(name)}; use after and limit`);
   }
   const after = c.query.get('after') ?? '';
   if (after !== '') rejectBadId(after, 'after');

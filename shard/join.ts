@@ -107,8 +107,9 @@ const mapValues = <A, B>(methods: Record<string, A>, f: (a: A) => B) => Object.f
 
 /** GET /cluster/rows?state=: a page of rows in one state, as GET /v1/expenses pages live ones. */
 async function rowsInState(c: Context): Promise<Reply> {
-  const { after, limit } = pageAsked(c, ['state']);
   const state = c.query.get('state') ?? 'live';
+  c.query.delete('state'); // the rest is a page, as the expense API's list asks for one
+  const { after, limit } = pageAsked(c);
   if (state !== 'live' && state !== 'incoming' && state !== 'moved') throw new HttpError(400, `state must be live, incoming or moved, got ${preview(state)}`);
   return page(await c.rows.list(after, limit + 1, state as State), limit);
 }
