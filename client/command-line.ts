@@ -10,6 +10,9 @@ import { nodeProblem } from '../api/node.ts';
 import { secretFileProblem } from '../api/secret-file.ts';
 
 export const DEFAULT_NODES = '127.0.0.1:3000,127.0.0.1:4000,127.0.0.1:5000';
+// The one rule for where the cluster is: --nodes, else CH_NODES, else the
+// three shards that ./start-shards.sh starts on its default ports.
+const NODES = process.env.CH_NODES || DEFAULT_NODES;
 const DEFAULT_SECRET = fileURLToPath(new URL('../data/cluster-secret', import.meta.url));
 
 export const USAGE = `Usage:
@@ -30,7 +33,7 @@ export const USAGE = `Usage:
   node ch_client.ts get ID [options]                  read one expense from its owner
 
 Options:
-  --nodes a,b,c     the nodes, as host:port (default ${DEFAULT_NODES}). Where the
+  --nodes a,b,c     the nodes, as host:port (default: $CH_NODES, else ${DEFAULT_NODES}). Where the
                     shards hold a cluster map, these are only where to read it
   --replicas N      points per node on the ring (default 1, or the cluster map's;
                     balance: 1,10,100,1000)
@@ -153,7 +156,7 @@ export function parseReplicas(spec: string, nodes: number): number {
 }
 
 export const OPTIONS = {
-  nodes: { type: 'string', default: DEFAULT_NODES },
+  nodes: { type: 'string', default: NODES },
   replicas: { type: 'string' },
   ids: { type: 'string' },
   json: { type: 'boolean', default: false },

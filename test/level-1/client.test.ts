@@ -116,6 +116,12 @@ describe('ch_client.ts', () => {
     }
   });
 
+  it('finds its nodes in CH_NODES when --nodes is not given', async () => {
+    const res = await runNode(['ch_client.ts', '--ids', '40-49'], { ...process.env, CH_NODES: shards.nodes.join(',') });
+    assert.equal(res.code, 0, res.stderr);
+    for (const node of shards.nodes) assert.match(res.stdout, new RegExp(`^${node}: \\d+ stored and read back$`, 'm'));
+  });
+
   it('warns when two names in --nodes reach the same shard', async () => {
     const port = shards.nodes[0]!.split(':')[1];
     const res = await runNode(['ch_client.ts', '--nodes', `${shards.nodes.join(',')},localhost:${port}`, '--ids', '0-4']);

@@ -9,8 +9,8 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { checkFields, EDITABLE, FIELDS, Invalid } from '../../api/expense.ts';
-import { expenseFor } from '../../ch_client.ts';
 import { startServer, startShards, runNode, type Server, type Shards } from '../shards.ts';
+import { at, expense, type Answer } from '../requests.ts';
 
 let shards: Shards;
 let server: Server;
@@ -25,28 +25,9 @@ after(async () => {
   await shards?.stop();
 });
 
-type Answer = { status: number; headers: Headers; body: any };
-
 /** A request to the server under test. */
 function api(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
   return at(server.url, method, path, body, headers);
-}
-
-/** A request to any server, by its base URL; a string or bytes body is sent as it is. */
-async function at(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
-  const res = await fetch(base + path, {
-    method,
-    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
-    body: body === undefined ? undefined : typeof body === 'string' || body instanceof Uint8Array ? Buffer.from(body) : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, body: text === '' ? undefined : JSON.parse(text) };
-}
-
-let counter = 0;
-/** The assignment's expense with a fresh id, as a POST body, with `fields` changed. */
-function expense(fields: Record<string, unknown> = {}): Record<string, any> {
-  return { ...expenseFor(`t${process.pid}-${++counter}`), ...fields };
 }
 
 /** A request exactly as written: no URL normalisation, any headers, any body. */

@@ -6,27 +6,8 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { expenseFor } from '../../ch_client.ts';
 import { startShards, type Shards } from '../shards.ts';
-
-type Answer = { status: number; headers: Headers; body: any };
-
-/** A request to any server, by its base URL; a string or bytes body is sent as it is. */
-async function at(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
-  const res = await fetch(base + path, {
-    method,
-    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
-    body: body === undefined ? undefined : typeof body === 'string' || body instanceof Uint8Array ? Buffer.from(body) : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, body: text === '' ? undefined : JSON.parse(text) };
-}
-
-let counter = 0;
-/** The assignment's expense with a fresh id, as a POST body, with `fields` changed. */
-function expense(fields: Record<string, unknown> = {}): Record<string, any> {
-  return { ...expenseFor(`t${process.pid}-${++counter}`), ...fields };
-}
+import { at, expense } from '../requests.ts';
 
 describe('moving a record between shards: copy, hand off, adopt', () => {
   // A shard of a cluster, with the map and the secret that start-shards.sh
