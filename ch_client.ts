@@ -1,10 +1,8 @@
 // ch_client.ts: the consistent-hashing client. It decides, from an expense's
 // id alone, which node (shard) owns it, stores it there, and reads it back
 // from there: the assignment's five steps, in store(). The ring decides.
-//
-// The levels above the assignment join at one seam, in main(): the cluster
-// map names the ring's nodes (client/cluster.ts). The other commands (map,
-// balance, compare, reshard, failover, check, get) are one table (cli/commands.ts).
+// Later levels join at one seam, in main(): the cluster map names the ring's
+// nodes (client/cluster.ts), and the other commands are one table (cli/commands.ts).
 
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -68,6 +66,11 @@ export async function store(cluster: Cluster, ids: string[], verbose = false): P
   });
   reading.done();
 
+  return report(cluster, ids, owner, stored, failed, verbose);
+}
+
+/** One line per failure reason, one per node, and the total; the exit code: 0 only when every id was stored and read back. */
+function report(cluster: Cluster, ids: string[], owner: Map<string, string>, stored: Map<string, Stored>, failed: Map<string, string>, verbose: boolean): number {
   printFailures(new Map([...failed].map(([id, why]) => [id, ` on ${stored.get(id)?.node ?? owner.get(id)}: ${why}`])), verbose);
   for (const node of cluster.nodes) {
     const ok = ids.filter((id) => stored.get(id)?.node === node && !failed.has(id)).length;

@@ -1,12 +1,10 @@
 // db.ts: every SQL statement of the expense API, and what its results mean.
-// Values only ever travel as placeholders; mysql/connections.ts holds the
-// connections the statements travel on.
+// Values only ever travel as placeholders, on mysql/connections.ts's connections.
 //
-// Plumbing (README, level 1): each row carries a version, its ETag, so that a
-// write can go only over the version a client read. And each statement here
-// reads and writes only rows whose state is 'live': later levels keep other
-// rows of an id in the same table, under the same primary key, so that a
-// shard can never hold two rows of one id.
+// Plumbing (README, level 1): a row's version is its ETag, so that a write can
+// go only over what a client read; and each statement touches only rows whose
+// state is 'live': later levels keep other rows of an id in the same table,
+// under its one primary key, so that a shard never holds two rows of an id.
 
 import { EDITABLE, newVersion, type Expense, type Versioned } from './api/expense.ts';
 import { asOneColumn, type Query } from './mysql/connections.ts';
