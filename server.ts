@@ -31,6 +31,7 @@ import { readMap, writeMap } from './shard/map-routes.ts';
 import { adopt, copy, discard, handoff } from './shard/move-steps.ts';
 import { fence, follow, operatorFromEnv, promote, replication } from './shard/replication.ts';
 import { mysqlPassword, secretFor, unauthorized } from './shard/secret.ts';
+import { pageRoutes } from './page/routes.ts';
 
 // ---------------------------------------------------------------------------
 // Routes: every path, every method, on one screen.
@@ -49,6 +50,7 @@ const routes: Route[] = [
   [/^\/cluster\/promote$/, { POST: promote }],
   [/^\/cluster\/follow$/, { POST: follow }],
   [/^\/healthz$/, { GET: health }],
+  ...pageRoutes, // the live page, GET /, and the read-only routes it draws from (page/routes.ts)
 ];
 
 /** A failover's steps (operator/failover.ts): they run under no map, since they may change this machine's role. */
