@@ -15,6 +15,8 @@ export type Page = {
   eval<T = unknown>(expression: string): Promise<T>;
   /** Polls `expression` until it is true: the ms it took; fails after `timeoutMs`, naming `what`. */
   until(what: string, expression: string, timeoutMs?: number): Promise<number>;
+  /** Loads another URL in this tab, and waits for it. */
+  goto(url: string): Promise<void>;
   /** The page as a person sees it, as a PNG file. */
   screenshot(file: string): Promise<void>;
   /** Console errors, uncaught exceptions and failed loads, as they came. */
@@ -52,9 +54,7 @@ export async function startBrowser(command: string, dir: string): Promise<Browse
       await once(ws, 'open');
       const page = connect(ws);
       await page.send('Emulation.setDeviceMetricsOverride', { ...size, deviceScaleFactor: 1, mobile: false });
-      const loaded = page.next('Page.loadEventFired');
-      await page.send('Page.navigate', { url });
-      await loaded;
+      await page.page.goto(url);
       return page.page;
     },
     async close() {
@@ -103,6 +103,11 @@ function connect(ws: WebSocket) {
   };
   const page: Page = {
     eval: evaluate,
+    async goto(url) {
+      const loaded = next('Page.loadEventFired');
+      await send('Page.navigate', { url });
+      await loaded;
+    },
     async until(what, expression, timeoutMs = 30_000) {
       const start = performance.now();
       while (!(await evaluate<boolean>(`Boolean(${expression})`))) {
