@@ -66,14 +66,6 @@ export const statements = {
       : ['DELETE FROM expenses WHERE id = ? AND state = ? AND version IN (?)', [id, state, expected]],
   list: (after: string, limit: number, state: State): Statement => [LIST, [after, state, limit]],
   forgetMoved: (): Statement => ["DELETE FROM expenses WHERE state = 'moved'", []],
-  // The live page (page/counts.ts): rows by state, read from the state index alone; and, in
-  // one statement so that no move falls between two counts, the moved rows with the live rows
-  // whose MD5(id), ring.ts's position of the id, is in one of the ranges [from, to).
-  countStates: (): Statement => ['SELECT state, COUNT(*) AS n FROM expenses GROUP BY state', []],
-  countHandOff: (ranges: ReadonlyArray<{ from: string; to: string }>): Statement => [
-    `SELECT COUNT(*) AS n FROM expenses WHERE state = 'moved' OR state = 'live' AND (FALSE${ranges.map((r) => (r.from < r.to ? ' OR MD5(id) >= ? AND MD5(id) < ?' : ' OR MD5(id) >= ? OR MD5(id) < ?')).join('')})`,
-    ranges.flatMap((r) => [r.from, r.to]),
-  ],
   shard: (): Statement => ['SELECT id FROM shard', []],
   readMap: (): Statement => ['SELECT epoch, map FROM cluster_map', []],
   readOnly: (): Statement => ['SELECT @@global.read_only AS readOnly', []], // a standby, or a fenced old primary (rule 8)
@@ -166,16 +158,6 @@ export function createDb(config: DbConfig) {
 
     forgetMoved: async (): Promise<void> => void (await remove(statements.forgetMoved())),
 
-    /** How many rows this shard holds in each state. */
-    async countStates(): Promise<Record<State, number>> {
-      const counted = await query<Array<{ state: State; n: number }>>(...statements.countStates());
-      return { live: 0, incoming: 0, moved: 0, ...Object.fromEntries(counted.map((r) => [r.state, Number(r.n)])) };
-    },
-
-    /** The moved rows, and the live rows that hash into the ranges [from, to) (from >= to wraps past 0). */
-    countHandOff: async (ranges: ReadonlyArray<{ from: string; to: string }>): Promise<number> =>
-      Number((await query<Array<{ n: number }>>(...statements.countHandOff(ranges)))[0]?.n ?? 0),
-
     /** The shard's name for itself (schema.sql makes it); a query, so it also proves MySQL answers. */
     async shard(): Promise<string> {
       return (await query<Array<{ id: string }>>(...statements.shard()))[0]?.id ?? '';
@@ -208,6 +190,7 @@ export function createDb(config: DbConfig) {
       return outOfDiskAt !== undefined && Date.now() - outOfDiskAt < 10_000;
     },
 
+    query, // the pool itself, for the statements of later levels' own rooms (page/counts.ts)
     close: query.close,
   };
 }

@@ -9,7 +9,7 @@
 const $ = (id) => document.getElementById(id);
 
 let etag = null; // of the last state shown
-let pollMs = 250; // the shard says how often to ask
+let pollMs = 500; // until the shard says how often to ask
 let state = null; // the last state shown
 let drawn = null; // what the ring on the page shows: the epoch, and the id in the box
 let asked = ''; // the id in the box
