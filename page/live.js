@@ -50,10 +50,7 @@ function show(s) {
   showNodes(s);
   showReshard(s);
   const epoch = s.map === null ? null : s.map.epoch;
-  if (drawn === null || drawn.epoch !== epoch) {
-    drawRing();
-    if (asked !== '') place();
-  }
+  if (drawn === null || drawn.epoch !== epoch) update();
 }
 
 function statusLine(s) {
@@ -109,16 +106,21 @@ function showReshard(s) {
   $('progress-text').dataset.total = String(p.handsOff);
 }
 
-/** The ring of the map shown, with the id in the box walked to its owner. */
-async function drawRing() {
+/** The answer for the id in the box, then the ring with its walk, or without one for an id the shard refused. */
+async function update() {
+  const placed = await place();
+  if (placed !== undefined) await drawRing(placed ? asked : '');
+}
+
+/** The ring of the map shown, with `id` walked to its owner. */
+async function drawRing(id) {
   const mine = ++drawing;
   const epoch = state?.map ? state.map.epoch : null;
   if (epoch === null) {
     $('ring').replaceChildren();
-    drawn = { epoch, id: asked };
+    drawn = { epoch, id };
     return;
   }
-  const id = asked;
   const res = await fetch(`/cluster/ring.svg${id === '' ? '' : `?id=${encodeURIComponent(id)}`}`, { cache: 'no-store' }).catch(() => null);
   if (mine !== drawing || res === null || !res.ok) return;
   const svg = await res.text();
@@ -129,7 +131,7 @@ async function drawRing() {
   $('ring').dataset.id = id;
 }
 
-/** Where the id in the box lives: ring.ts's answer, from the shard. */
+/** Where the id in the box lives: ring.ts's answer, from the shard. True when shown, false when refused, undefined when overtaken. */
 async function place() {
   const mine = ++placing;
   const id = asked;
@@ -137,15 +139,15 @@ async function place() {
   if (id === '') {
     answer.replaceChildren();
     delete answer.dataset.owner;
-    return;
+    return false;
   }
   const res = await fetch(`/cluster/place/${encodeURIComponent(id)}`, { cache: 'no-store' }).catch(() => null);
   const body = res === null ? { error: 'this shard does not answer' } : await res.json().catch(() => ({ error: `HTTP ${res.status}` }));
-  if (mine !== placing) return;
+  if (mine !== placing) return undefined;
   if (res === null || !res.ok) {
     answer.textContent = body.error;
     delete answer.dataset.owner;
-    return;
+    return false;
   }
   const percent = (f) => `${(f * 100).toFixed(2)}%`;
   const owner = body.owner;
@@ -159,6 +161,7 @@ async function place() {
   answer.dataset.owner = owner.name;
   answer.dataset.id = id;
   answer.dataset.epoch = String(body.epoch);
+  return true;
 }
 
 let typing;
@@ -166,8 +169,7 @@ $('id').addEventListener('input', (e) => {
   clearTimeout(typing);
   typing = setTimeout(() => {
     asked = e.target.value.trim();
-    place();
-    drawRing();
+    update();
   }, 120);
 });
 $('find').addEventListener('submit', (e) => e.preventDefault());

@@ -108,6 +108,11 @@ describe('the live page: a reshard from 3 nodes to 4, and the id box', () => {
     assert.ok(texts > 5, `${texts} texts measured`);
     assert.deepEqual(problems, []);
     await page.until('every node answering', three.map((n) => `${row(n, 'answers')} === 'yes'`).join(' && '), 10_000);
+    // What the page reads carries no secret: not the cluster secret, not even the map's MAC under it.
+    const secret = (await readFile(cluster.shards.secretFile, 'utf8')).trim();
+    assert.ok(map.mac !== undefined, 'the map the reshard put is signed');
+    const read = JSON.stringify((await api(three[0]!, 'GET', '/cluster/live')).body);
+    assert.ok(!read.includes(map.mac) && !read.includes(secret), 'GET /cluster/live shows a secret');
   });
 
   it('shows the reshard as it runs: the arcs that change owner, and the records moved of the total', async (t) => {
