@@ -22,7 +22,7 @@ import { HashRing } from '../ring.ts';
 import { chromium, startBrowser, type Page } from '../test/browser.ts';
 import { startShards } from '../test/shards.ts';
 import { expenseFor } from '../ch_client.ts';
-import { measure, median, pooled, target, type Op, type Sample } from './load.ts';
+import { cpuOf, measure, median, pooled, target, type Op, type Sample } from './load.ts';
 
 const REPS = Number(process.env.PAGE_REPS ?? 8);
 const COUNT = Number(process.env.PAGE_COUNT ?? 3_000);
@@ -32,6 +32,7 @@ const OPS: Op[] = ['POST', 'GET'];
 const WARM_UP = 6_000;
 const WATCH_STOPS_MS = 6_500; // page/watch.ts stops 5 s after the last poll, at its next round
 const PAGES_SETTLE_MS = 2_000;
+const IDLE_MS = 10_000; // with no load: how long the server's CPU is counted
 
 type Phase = 'none' | 'pages';
 
@@ -66,10 +67,22 @@ try {
         total = { requests: total.requests + got.requests, seconds: total.seconds + got.seconds, cpuUs: total.cpuUs + got.cpuUs, databaseCpuUs: total.databaseCpuUs + got.databaseCpuUs };
       }
       samples[phase].push(total);
-      console.log(`rep ${rep + 1} ${phase.padEnd(5)}  ${(total.cpuUs / total.requests).toFixed(0).padStart(5)} µs/request  ${(total.requests / total.seconds).toFixed(0).padStart(5)} req/s`);
+      console.log(`rep ${rep + 1} ${phase.padEnd(5)}  ${total.requests} requests  ${(total.cpuUs / total.requests).toFixed(0).padStart(5)} µs/request  ${(total.requests / total.seconds).toFixed(0).padStart(5)} req/s`);
     }
   }
   report(samples);
+  // With no load at all: what the open pages cost the server each second, whatever the rate of requests.
+  const idle: Record<Phase, number[]> = { none: [], pages: [] };
+  for (let rep = 0; rep < 2; rep++) {
+    for (const phase of ['none', 'pages'] as const) {
+      await showPages(tabs, phase === 'pages' ? `http://${node}/` : 'about:blank');
+      const cpu = cpuOf(server.pid);
+      await new Promise((r) => setTimeout(r, IDLE_MS));
+      idle[phase].push(((cpuOf(server.pid) - cpu) / IDLE_MS) * 1000);
+    }
+  }
+  const perSecond = (xs: number[]) => (xs.reduce((a, b) => a + b, 0) / xs.length / 1000).toFixed(1);
+  console.log(`with no load, the server's CPU ms per second: none ${perSecond(idle.none)}, ${TABS} pages ${perSecond(idle.pages)} (${IDLE_MS / 1000} s twice each; /proc counts in 10 ms ticks)`);
 } finally {
   await browser.close();
   await shards.stop();
