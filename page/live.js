@@ -71,7 +71,7 @@ function el(name, attributes = {}, ...children) {
 
 function showNodes(s) {
   const rows = s.nodes.map((n) => {
-    const name = el('td', {}, el('span', { class: 'swatch', style: `background:${n.colour}` }), el('b', {}, n.key), ` ${n.name}`);
+    const name = el('td', { class: 'name' }, el('span', { class: 'swatch', style: `background:${n.colour}` }), el('b', {}, n.key), ` ${n.name}`);
     if (n.place !== 'serves') name.append(el('span', { class: 'quiet' }, n.place === 'joins' ? ' joins' : ' leaves'));
     const moved = n.address !== n.name;
     const address = el('td', { class: `address${moved ? ' moved-address' : ''}`, title: moved ? 'a failover gave this node a new address' : undefined }, n.address);

@@ -80,7 +80,8 @@ async function ask(address: string, shard: string): Promise<Seen> {
     const { role, epoch, live, incoming, moved, handsOff } = body;
     return { address, answers: true, role, epoch, live, incoming, moved, handsOff };
   } catch (err) {
-    return { address, answers: false, why: (err as Error).message };
+    const refused = (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
+    return { address, answers: false, why: refused ? 'connection refused' : (err as Error).message };
   }
 }
 
