@@ -11,30 +11,18 @@
 import { fraction, position, type HashRing } from '../ring.ts';
 import { shares as sharesOf } from './balance.ts';
 import { plural } from '../api/words.ts';
+import { BAND, Canvas, CENTRED, EDGE, FONT, INNER, MARGIN, OUTER, RADIUS, round, tag, TITLE_Y, width, xml } from './ring-canvas.ts';
+import { changes } from './ring-changes.ts';
 
-// The layout, in SVG units. The page, top down: the title, the ring, the
-// legend (a row per node), the notes (a row each).
-const EDGE = 20; // the page's left and right margin
-const TITLE_Y = 30; // the title's baseline
-const TOP = 60; // room for the title, above the ring's margin
-const RADIUS = 260; // the ring's, to the middle of its band
-const BAND = 24; // the width of the coloured ring
-const OUTER = RADIUS + BAND / 2; // the band's outer edge
-const INNER = RADIUS - BAND / 2; // and its inner edge
-const MARGIN = 64; // room outside the ring for point labels and ticks
+// The legend and the notes, under the ring.
 const ROW = 22; // one legend or note row
 const NOTES_GAP = 16; // between the legend and the notes
 const SWATCH = 18; // a legend row's square of colour
 const LEGEND_TEXT_X = EDGE + SWATCH + 8; // a legend row's text, just right of its swatch
 const ROW_MIDDLE = SWATCH / 2; // a row's text is level with the middle of a swatch
-const CENTRED = { 'dominant-baseline': 'middle' }; // text set on its y, not above it
 const NOTE = { ...CENTRED, fill: '#555' }; // a note, quieter than the legend
-const FONT = 13;
 const TITLE_FONT = 17;
 const ID_FONT = 11;
-const EM_WIDTH = 0.7; // a character's width, in ems, generously: see width()
-const LINE_HEIGHT = 1.2; // a line of text, in ems
-const NUDGE = 14; // how far a label may move off its mark to find room
 
 // The marks.
 const INK = '#222';
@@ -48,6 +36,10 @@ const ZERO = { tick: 18, label: RADIUS + 30 }; // at hash 0: half the tick's len
 const ARROW = { radius: RADIUS + 40, from: 0.015, to: 0.06, stroke: 1.5 }; // the clockwise arrow, near 0
 const ARROW_HEAD = 8; // the marker's size
 const ARROW_TAIL = 4; // room kept clear behind the arrow's start
+const MOVING_RADIUS = INNER - 6; // a reshard's arcs that change owner, just inside the band
+const MOVING_WIDTH = 8;
+const WALK_RADIUS = INNER - 16; // an id's walk to its owner's point, inside those
+const WALK_STROKE = 2;
 // Past these counts, marks would merge: points become ticks, ids shrink, and lose labels and lines.
 const MAX_POINT_MARKS = 60;
 const MAX_BIG_IDS = 40;
@@ -59,59 +51,33 @@ const MAX_ID_LINES = 100;
 export const PALETTE = ['#0072B2', '#E69F00', '#009E73', '#CC79A7', '#56B4E9', '#D55E00', '#F0E442', '#000000'];
 
 const READING = 'Hash 0 is at the top; a key belongs to the first node point clockwise from it.';
+const MOVING = 'A reshard runs: the thin inner arcs change owner, to the node of their colour.';
+const WALK = "The arrow inside the band: the id's walk clockwise from its hash to its owner's point.";
 
 /** A node's key on the ring: A ... Z, then AA, AB ... */
 export function key(i: number): string {
   return (i >= 26 ? key(Math.floor(i / 26) - 1) : '') + String.fromCharCode(65 + (i % 26));
 }
 
-type Box = { x: number; y: number; w: number; h: number };
 type Node = { node: string; key: string; colour: string };
 type Owned = { id: string; f: number; point: { position: string; node: string } }; // an id, where it is, and its owner
 
-/** Where things go: the ring's centre, and the labels placed so far. */
-class Canvas {
-  readonly cx = EDGE + MARGIN + RADIUS;
-  readonly cy = TOP + MARGIN + RADIUS;
-  #placed: Box[] = [];
+/**
+ * What else the picture may show: the ring a reshard moves to, whose arcs
+ * that change owner are drawn inside the band; and each id's walk clockwise
+ * from its hash to its owner's point.
+ */
+export type Extras = { next?: HashRing; walk?: boolean };
 
-  /** x, y of fraction f of the way round, clockwise from the top, at radius r. */
-  xy(f: number, r: number): [number, number] {
-    return [round(this.cx + r * Math.sin(f * 2 * Math.PI)), round(this.cy - r * Math.cos(f * 2 * Math.PI))];
-  }
-
-  /** Keeps labels off a mark. */
-  reserve(box: Box): void {
-    this.#placed.push(box);
-  }
-
-  /**
-   * A label centred at the first of `spots` where it overlaps nothing placed
-   * before; undefined where there is no such spot: left out, never printed over.
-   */
-  label(text: string, spots: Array<[number, number]>, size = FONT): string | undefined {
-    const w = width(text, size);
-    for (const [x, y] of spots) {
-      const box = { x: x - w / 2, y: y - size * (LINE_HEIGHT / 2), w, h: size * LINE_HEIGHT };
-      if (this.#placed.some((b) => overlap(b, box))) continue;
-      this.#placed.push(box);
-      const fontSize = size === FONT ? undefined : size;
-      return tag('text', { x, y, 'text-anchor': 'middle', ...CENTRED, 'font-size': fontSize }, xml(text));
-    }
-    return undefined;
-  }
-
-  /** Spots around fraction f at radius r: nearer the centre or further out, and a little to either side. */
-  around(f: number, r: number): Array<[number, number]> {
-    const turn = NUDGE / (2 * Math.PI * r);
-    const moves = [[0, -NUDGE], [0, NUDGE], [-turn, 0], [turn, 0], [-turn, -NUDGE], [turn, -NUDGE]];
-    return moves.map(([df, dr]) => this.xy(f + df!, r + dr!));
-  }
+/** Every node of both rings, in the order they joined: each with its key letter and colour. */
+export function nodesOf(ring: HashRing, next?: HashRing): Node[] {
+  const names = [...new Set([...ring.nodes, ...(next?.nodes ?? [])])];
+  return names.map((node, i) => ({ node, key: key(i), colour: PALETTE[i % PALETTE.length]! }));
 }
 
 /** The picture, drawn in order so that later marks lie on top and labels keep off what came before. */
-export function ringSvg(ring: HashRing, ids: readonly string[]): string {
-  const nodes: Node[] = ring.nodes.map((node, i) => ({ node, key: key(i), colour: PALETTE[i % PALETTE.length]! }));
+export function ringSvg(ring: HashRing, ids: readonly string[], { next, walk = false }: Extras = {}): string {
+  const nodes = nodesOf(ring, next);
   const of = new Map(nodes.map((n) => [n.node, n]));
   const canvas = new Canvas();
   const owned: Owned[] = ids.map((id) => ({ id, f: fraction(position(id)), point: ring.pointOf(id) }));
@@ -119,8 +85,12 @@ export function ringSvg(ring: HashRing, ids: readonly string[]): string {
   const body = [
     ...orientation(canvas),
     ...arcs(ring, of, canvas),
+    ...(next === undefined ? [] : moving(ring, next, of, canvas)),
+    ...(walk ? owned.flatMap((o) => walkOf(o, canvas)) : []),
     ...(owned.length <= MAX_ID_LINES ? links(owned, canvas) : []),
-    ...points(ring, of, canvas, marked),
+    ...points(ring.points, of, canvas, marked),
+    // A node that joins has no arc yet: its points, dashed, show where its arcs will end.
+    ...(next === undefined ? [] : points(next.points.filter((p) => !ring.nodes.includes(p.node)), of, canvas, marked, true)),
     ...owned.map((o) => idDot(o, of.get(o.point.node)!, canvas, owned.length <= MAX_BIG_IDS)),
   ];
   let unlabelled = 0;
@@ -131,17 +101,18 @@ export function ringSvg(ring: HashRing, ids: readonly string[]): string {
       else unlabelled++;
     }
   }
-  return page(ring, nodes, owned.map((o) => o.point.node), body, notes(ring, owned.length, unlabelled), canvas);
+  const notes = [...notesOf(ring, nodes.length, owned.length, unlabelled), ...(next ? [MOVING] : []), ...(walk ? [WALK] : [])];
+  return page(ring, next, nodes, owned.map((o) => o.point.node), body, notes, canvas);
 }
 
 /** Under the legend: how to read the picture, then what it leaves out or repeats. */
-function notes(ring: HashRing, ids: number, unlabelled: number): string[] {
+function notesOf(ring: HashRing, nodes: number, ids: number, unlabelled: number): string[] {
   const out = [READING];
   const points = ring.points.length;
   if (points > MAX_POINT_MARKS) out.push(`Node points are ticks outside the ring (${plural(points, 'point')}).`);
   if (ids > MAX_ID_LABELS) out.push('Ids are dots without labels; hover one for its id and node.');
   else if (unlabelled > 0) out.push(`${plural(unlabelled, 'id label')} left out where labels would overlap.`);
-  if (ring.nodes.length > PALETTE.length) {
+  if (nodes > PALETTE.length) {
     out.push(`Colours repeat past ${PALETTE.length} nodes: the letters tell the nodes apart.`);
   }
   return out;
@@ -187,14 +158,30 @@ function arcs(ring: HashRing, of: Map<string, Node>, canvas: Canvas): string[] {
     const next = points[(start + i + 1) % n]!;
     if (next.node === p.node && i < n - 1) continue;
     const to = fraction(p.position);
-    const large = (to - from + 1) % 1 > 0.5 ? 1 : 0;
-    const [x0, y0] = canvas.xy(from, RADIUS);
-    const [x1, y1] = canvas.xy(to, RADIUS);
-    const d = `M${x0} ${y0}A${RADIUS} ${RADIUS} 0 ${large} 1 ${x1} ${y1}`;
-    out.push(tag('path', { class: 'arc', 'data-node': p.node, d, ...band(p.node) }));
+    out.push(tag('path', { class: 'arc', 'data-node': p.node, d: canvas.arc(from, to, RADIUS), ...band(p.node) }));
     from = to;
   }
   return out;
+}
+
+/** While a reshard runs: a thin arc inside the band on every arc that changes owner, in its new owner's colour. */
+function moving(ring: HashRing, next: HashRing, of: Map<string, Node>, canvas: Canvas): string[] {
+  return changes(ring, next).map(({ from, to, was, now }) => {
+    const d = canvas.arc(fraction(from), fraction(to), MOVING_RADIUS);
+    const stroke = { fill: 'none', stroke: of.get(now)!.colour, 'stroke-width': MOVING_WIDTH };
+    return tag('path', { class: 'moving', 'data-from': was, 'data-to': now, d, ...stroke });
+  });
+}
+
+/** An id's walk: a tick at its hash across the band, and an arrow clockwise from there to its owner's point. */
+function walkOf({ id, f, point }: Owned, canvas: Canvas): string[] {
+  const [x1, y1] = canvas.xy(f, OUTER);
+  const [x2, y2] = canvas.xy(f, INNER);
+  const stroke = { stroke: INK, 'stroke-width': WALK_STROKE };
+  return [
+    tag('line', { class: 'hash', 'data-id': id, x1, y1, x2, y2, ...stroke }),
+    tag('path', { class: 'walk', 'data-id': id, 'data-node': point.node, d: canvas.arc(f, fraction(point.position), WALK_RADIUS), fill: 'none', ...stroke, 'marker-end': 'url(#arrow)' }),
+  ];
 }
 
 /** Lines from ids to the points that own them, for when there are few enough to follow. */
@@ -207,21 +194,22 @@ function links(owned: Owned[], canvas: Canvas): string[] {
 }
 
 /** The node points: circles with their key beside them while few, ticks outside the band when many. */
-function points(ring: HashRing, of: Map<string, Node>, canvas: Canvas, marked: boolean): string[] {
+function points(all: Array<{ position: string; node: string }>, of: Map<string, Node>, canvas: Canvas, marked: boolean, joining = false): string[] {
   const out: string[] = [];
-  for (const p of ring.points) {
+  const dashed = joining ? { 'stroke-dasharray': '2 2' } : {};
+  for (const p of all) {
     const f = fraction(p.position);
     const { key: k, node } = of.get(p.node)!;
     if (!marked) {
       const [x1, y1] = canvas.xy(f, TICK.from);
       const [x2, y2] = canvas.xy(f, TICK.to);
       const tick = { x1, y1, x2, y2, stroke: INK, 'stroke-width': TICK.stroke };
-      out.push(tag('line', { class: 'point', 'data-node': node, ...tick }));
+      out.push(tag('line', { class: joining ? 'joining' : 'point', 'data-node': node, ...tick, ...dashed }));
       continue;
     }
     const [cx, cy] = canvas.xy(f, RADIUS);
-    const circle = { cx, cy, r: POINT.radius, fill: 'white', stroke: INK, 'stroke-width': POINT.stroke };
-    out.push(tag('circle', { class: 'point', 'data-node': node, ...circle }));
+    const circle = { cx, cy, r: POINT.radius, fill: 'white', stroke: INK, 'stroke-width': POINT.stroke, ...dashed };
+    out.push(tag('circle', { class: joining ? 'joining' : 'point', 'data-node': node, ...circle }));
     const text = canvas.label(k, canvas.around(f, KEY_AT));
     if (text) out.push(text);
   }
@@ -241,6 +229,7 @@ function idDot({ id, f }: Owned, { node, colour }: Node, canvas: Canvas, big: bo
 /** The whole picture: title, ring, then under it the legend (one row per node) and the notes. Sized to fit them. */
 function page(
   ring: HashRing,
+  next: HashRing | undefined,
   nodes: Node[],
   owners: string[],
   body: string[],
@@ -248,11 +237,18 @@ function page(
   canvas: Canvas,
 ): string {
   const shares = sharesOf(ring);
-  const percent = (node: string) => `${(shares.get(node)! * 100).toFixed(1)}%`;
-  const count = new Map(ring.nodes.map((n) => [n, 0]));
+  const percent = (node: string, of = shares) => `${((of.get(node) ?? 0) * 100).toFixed(1)}%`;
+  const count = new Map(nodes.map((n) => [n.node, 0]));
   for (const node of owners) count.set(node, count.get(node)! + 1);
   const ids = (node: string) => (owners.length ? ` · ${plural(count.get(node)!, 'id')}` : '');
-  const legend = nodes.map((n) => ({ ...n, rest: `  ${n.node} · ${percent(n.node)} of the ring${ids(n.node)}` }));
+  const after = next && sharesOf(next);
+  // While a reshard runs, each node's share now and after it, or that it joins or leaves.
+  const share = (node: string) => {
+    if (after === undefined) return `${percent(node)} of the ring`;
+    if (!shares.has(node)) return `joins with ${percent(node, after)} of the ring`;
+    return after.has(node) ? `${percent(node)} → ${percent(node, after)} of the ring` : `${percent(node)} of the ring, leaves`;
+  };
+  const legend = nodes.map((n) => ({ ...n, rest: `  ${n.node} · ${share(n.node)}${ids(n.node)}` }));
   const legendTop = canvas.cy + RADIUS + MARGIN;
   const notesTop = legendTop + nodes.length * ROW + NOTES_GAP;
   const height = notesTop + notes.length * ROW;
@@ -261,7 +257,7 @@ function page(
     ...legend.map(({ key: k, rest }) => LEGEND_TEXT_X + width(k + rest, FONT) + EDGE),
     ...notes.map((n) => EDGE + width(n, FONT) + EDGE),
   ));
-  const { title, desc } = heading(ring, nodes, owners.length, percent);
+  const { title, desc } = heading(ring, next, nodes, owners.length, percent);
   const size = { width: w, height, viewBox: `0 0 ${w} ${height}` };
   const font = { 'font-family': 'sans-serif', 'font-size': FONT };
   const content = [
@@ -281,15 +277,18 @@ function page(
 /** The title, and a description that says in words what the picture shows. */
 function heading(
   ring: HashRing,
+  next: HashRing | undefined,
   nodes: Node[],
   ids: number,
   percent: (node: string) => string,
 ): { title: string; desc: string } {
   const ofIds = ids ? `, ${plural(ids, 'id')}` : '';
-  const each = nodes.map(({ node, key: k }) => `${k} ${node} ${percent(node)}`).join(', ');
+  const shape = (r: HashRing) => `${plural(r.nodes.length, 'node')} × ${plural(r.replicas, 'replica')}`;
+  const each = nodes.filter((n) => ring.nodes.includes(n.node)).map(({ node, key: k }) => `${k} ${node} ${percent(node)}`).join(', ');
+  const moving = next === undefined ? '' : ` A reshard moves it to ${shape(next)}.`;
   return {
-    title: `${plural(nodes.length, 'node')} × ${plural(ring.replicas, 'replica')}${ofIds}`,
-    desc: `A consistent-hash ring. ${READING} Each node's share of the ring: ${each}.`,
+    title: `${shape(ring)}${next === undefined ? '' : ` → ${shape(next)}`}${ofIds}`,
+    desc: `A consistent-hash ring. ${READING} Each node's share of the ring: ${each}.${moving}`,
   };
 }
 
@@ -314,30 +313,4 @@ function legendRow({ node, key: k, colour, rest }: Node & { rest: string }, y: n
 /** Ids sit in a band inside the circle, spread by their hash so that close neighbours overlap less. */
 function idRadius(id: string): number {
   return INNER - ID_BAND.inset - ID_BAND.depth * fraction(position(`${id}#r`));
-}
-
-/** A generous estimate of a text's width: the test in a real browser holds us to it. */
-function width(text: string, size: number): number {
-  return [...text].length * size * EM_WIDTH;
-}
-
-function overlap(a: Box, b: Box): boolean {
-  return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
-}
-
-/**
- * An element: attributes in the order given, undefined ones left out, every
- * value escaped; the content is markup already.
- */
-function tag(name: string, attributes: Record<string, string | number | undefined>, content?: string): string {
-  const attrs = Object.entries(attributes).flatMap(([a, v]) => (v === undefined ? [] : [` ${a}="${xml(String(v))}"`]));
-  return content === undefined ? `<${name}${attrs.join('')}/>` : `<${name}${attrs.join('')}>${content}</${name}>`;
-}
-
-function round(n: number): number {
-  return Math.round(n * 10) / 10;
-}
-
-function xml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }

@@ -163,7 +163,8 @@ export const JSON_TYPE = 'application/json; charset=utf-8';
 
 export function send(res: ServerResponse, { status, body, headers }: Reply): void {
   // Stringify before writing the head, so that a throw cannot leave half a response.
-  const text = body === undefined ? '' : JSON.stringify(body);
+  // A string body is a page's file (page/routes.ts), sent as it is under the Content-Type its headers give.
+  const text = body === undefined ? '' : typeof body === 'string' ? body : JSON.stringify(body);
   res.writeHead(status, {
     ...(text && { 'Content-Type': JSON_TYPE, 'Content-Length': Buffer.byteLength(text) }),
     ...headers,

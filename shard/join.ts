@@ -11,6 +11,7 @@
 //   shard/replication.ts    this machine's steps of a failover: fence, promote, follow (level 4)
 //   shard/rows.ts           the statements of all these: rows in any state, the map, the role
 //   shard/disk.ts           a full disk, said as such
+//   page/routes.ts          the live page of the cluster, GET / (read-only)
 
 import { preview } from '../api/expense.ts';
 import type { Db } from '../db.ts';
@@ -28,6 +29,7 @@ import { fence, follow, operatorFromEnv, promote, replication } from './replicat
 import { createRows, type State } from './rows.ts';
 import { secretFor, unauthorized } from './secret.ts';
 import { noteWrite, outOfDisk } from './disk.ts';
+import { pageRoutes } from '../page/routes.ts';
 
 /**
  * The expense API's routes, guarded, with the cluster's beside them. `host`
@@ -39,7 +41,7 @@ export function joinCluster(api: Array<Route<Api>>, db: Db, query: Query, env: N
   const rows = createRows(query);
   const cluster = createCluster(rows);
   const secret = secretFor(host, env.CLUSTER_SECRET_FILE);
-  const shard: Shard = { db, rows, cluster, secret, address: host, operator: operatorFromEnv(env), converge: createConverge(cluster, secret) };
+  const shard: Shard = { db, rows, mysql: query, cluster, secret, address: host, operator: operatorFromEnv(env), converge: createConverge(cluster, secret) };
   const routes: Array<Route<Context>> = [
     // Before the expense API's: this shard's health says its name and role too.
     [/^\/healthz$/, { GET: health }],
@@ -56,6 +58,8 @@ export function joinCluster(api: Array<Route<Api>>, db: Db, query: Query, env: N
     [/^\/cluster\/fence$/, { POST: fence }],
     [/^\/cluster\/promote$/, { POST: promote }],
     [/^\/cluster\/follow$/, { POST: follow }],
+    // The live page, GET /, and the read-only routes it draws from (page/routes.ts).
+    ...pageRoutes,
   ];
   const run = (handler: Handler) => (c: Api) => under(shard, handler, c);
   return {

@@ -27,6 +27,7 @@ const FLOORS: Array<[string, number]> = [
   ['client/', 1],
   ['shard/', 2],
   ['operator/', 2],
+  ['page/', 2],
   ['server.ts', 3],
   ['ch_client.ts', 3],
   ['cli/', 3],
