@@ -29,7 +29,7 @@ import type { Context, Handler, Route, Shard } from './shard/context.ts';
 import { answerBroken, findRoute, HttpError, lastResort, log, readBody, send, toReply, type Reply } from './shard/http.ts';
 import { readMap, writeMap } from './shard/map-routes.ts';
 import { adopt, copy, discard, handoff } from './shard/move-steps.ts';
-import { fence, follow, operatorFromEnv, promote, replication } from './shard/replication.ts';
+import { fence, follow, operatorFromEnv, promote, proofRoutes, replication } from './shard/replication.ts';
 import { mysqlPassword, secretFor, unauthorized } from './shard/secret.ts';
 
 // ---------------------------------------------------------------------------
@@ -48,6 +48,7 @@ const routes: Route[] = [
   [/^\/cluster\/fence$/, { POST: fence }],
   [/^\/cluster\/promote$/, { POST: promote }],
   [/^\/cluster\/follow$/, { POST: follow }],
+  ...proofRoutes,
   [/^\/healthz$/, { GET: health }],
 ];
 
@@ -60,7 +61,7 @@ const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, w
 async function dispatch(shard: Shard, req: IncomingMessage): Promise<Reply> {
   const body = await readBody(req);
   const { handler, path, params, query } = findRoute(routes, req);
-  const why = OPERATOR.has(handler) ? unauthorized(req, body, shard.secret) : undefined;
+  const why = OPERATOR.has(handler) ? unauthorized(req, body, shard.secret, shard.address) : undefined;
   if (why !== undefined) {
     const how = 'sign it with the cluster secret (Authorization: CH-HMAC, api/signing.ts), or by hand send Authorization: Bearer <the cluster secret>';
     throw new HttpError(401, `${req.method} ${path} is an operator's route: ${how} (${why})`, { 'WWW-Authenticate': 'CH-HMAC, Bearer' });
