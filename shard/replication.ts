@@ -103,11 +103,11 @@ function actingFor(c: Context, step: string, asked: { shard?: unknown; epoch?: u
     throw new HttpError(400, `${step} needs {"shard": "<the shard's id>", "epoch": <the map's epoch>}, the shard and the map it acts for (ch_client.ts failover sends them)`);
   }
   if (shard !== c.held.shard) {
-    throw new HttpError(409, `not done: this ${step} is for shard ${shard}, and this machine is shard ${c.held.shard}'s. It was sent to the wrong machine; check the address (ch_client.ts status), then run the failover again`, {}, { shard: c.held.shard, asked: shard });
+    throw new HttpError(409, `not done: this ${step} is for shard ${shard}, and this machine is shard ${c.held.shard}'s. It was sent to the wrong machine, and nothing was done. Check the addresses (./start-shards.sh status lists each shard's machines), then run the failover again`, {}, { shard: c.held.shard, asked: shard });
   }
   const held = c.held.map?.epoch;
   if (held !== undefined && held > (epoch as number)) {
-    throw new HttpError(409, `not done: this ${step} acts under the map at epoch ${epoch}, and this machine holds epoch ${held}: the cluster changed since the operator read it. Run the failover again; it reads the map anew`, {}, { epoch: held, asked: epoch });
+    throw new HttpError(409, `not done: this ${step} acts under the map at epoch ${epoch}, and this machine holds epoch ${held}: the cluster changed since the operator read it. Nothing was done; run the failover again, which reads the map anew`, {}, { epoch: held, asked: epoch });
   }
 }
 
@@ -140,7 +140,7 @@ export async function fence(c: Context): Promise<Reply> {
  * D2 and D3. POST /cluster/promote {"shard", "epoch", "wait_for": "<gtid
  * position>" | null, "timeout_ms"}: applies up to `wait_for` (planned) or up
  * to all it received (null: emergency), then becomes the primary. Idempotent
- * on a primary. One that times out leaves the standby as it found it.
+ * on a primary. One that times out leaves the standby receiving again.
  */
 export async function promote(c: Context): Promise<Reply> {
   const asked = readJson(c) as { shard?: unknown; epoch?: unknown; wait_for?: unknown; timeout_ms?: unknown } | null;

@@ -13,6 +13,7 @@ import { expenseFor } from '../ch_client.ts';
 import { sign } from '../api/signing.ts';
 import { call } from '../client/http.ts';
 import { HashRing } from '../ring.ts';
+import { ownAddresses } from '../shard/secret.ts';
 import { runNode, startShardPairs } from './shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
@@ -140,17 +141,17 @@ describe('a signature is good at one node, and a failover\'s --to proves it hold
       } finally {
         await fake.close();
       }
-      assert.equal(res.code, 1, res.stdout + res.stderr);
-      assert.match(res.stderr, new RegExp(`^refusing: ${fake.address} did not prove that it holds the cluster secret \\(.+\\): it is not a machine of this cluster, or not at that address \\(a typo in --to\\?\\)\\. Nothing was changed\\. Find the standby's address`));
-      // Nothing was sent to it but GETs, and nothing signed.
-      assert.deepEqual(fake.seen.filter((r) => r.method !== 'GET' || r.authorization !== undefined), []);
-      assert.ok(fake.seen.some((r) => r.path.startsWith('/cluster/proof?nonce=')), JSON.stringify(fake.seen));
       // No fence, no promote, no map change: the primary takes writes, its standby follows it.
       assert.equal(await readOnly(2, 'primary'), '0');
       assert.equal(await write(node, `after-stranger-${hostAsSent}`), 201);
       assert.equal(await readOnly(2, 'standby'), '1');
       assert.equal(await receiving(2), 'Yes');
       assert.deepEqual(await maps(), before);
+      // Nothing was sent to it but GETs, and nothing signed.
+      assert.deepEqual(fake.seen.filter((r) => r.method !== 'GET' || r.authorization !== undefined), []);
+      assert.ok(fake.seen.some((r) => r.path.startsWith('/cluster/proof?nonce=')), JSON.stringify(fake.seen));
+      assert.equal(res.code, 1, res.stdout + res.stderr);
+      assert.match(res.stderr, new RegExp(`^refusing: ${fake.address} did not prove that it holds the cluster secret \\(.+\\): it is not a machine of this cluster, or not at that address \\(a typo in --to\\?\\)\\. Nothing was changed\\. Find the standby's address`));
     });
   }
 
