@@ -14,7 +14,7 @@ import { sign } from '../api/signing.ts';
 import { call } from '../client/http.ts';
 import { HashRing } from '../ring.ts';
 import { ownAddresses } from '../shard/secret.ts';
-import { runNode, startShardPairs } from './shards.ts';
+import { runNode, startShardPairs, until } from './shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 
@@ -58,6 +58,17 @@ async function stranger(real: string, hostAsSent: boolean) {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { address: `127.0.0.1:${(server.address() as { port: number }).port}`, seen, close: () => new Promise((resolve) => server.close(resolve)) };
 }
+
+describe('a server\'s own addresses (api/signing.ts, N1-N4)', () => {
+  it('are HOST:PORT, its loopback names, every interface on a wildcard, and CLUSTER_ANNOUNCE, as Host headers write them', () => {
+    assert.deepEqual(ownAddresses('127.0.0.1:4000', ''), ['127.0.0.1:4000', 'localhost:4000', '[::1]:4000']);
+    assert.deepEqual(ownAddresses('::1:4000', ''), ['[::1]:4000', 'localhost:4000', '127.0.0.1:4000']);
+    assert.deepEqual(ownAddresses('127.0.0.2:4000', ''), ['127.0.0.2:4000'], 'another loopback address is another node');
+    assert.deepEqual(ownAddresses('10.0.0.5:4000', 'Shard-A.example:3001, b.example:80'), ['10.0.0.5:4000', 'shard-a.example:3001', 'b.example']);
+    const wildcard = ownAddresses('0.0.0.0:4000', '');
+    assert.ok(['127.0.0.1:4000', 'localhost:4000'].every((a) => wildcard.includes(a)), wildcard.join(', '));
+  });
+});
 
 describe('a signature is good at one node, and a failover\'s --to proves it holds the secret', () => {
   let pairs: Pairs;
@@ -150,10 +161,23 @@ describe('a signature is good at one node, and a failover\'s --to proves it hold
       // Nothing was sent to it but GETs, and nothing signed.
       assert.deepEqual(fake.seen.filter((r) => r.method !== 'GET' || r.authorization !== undefined), []);
       assert.ok(fake.seen.some((r) => r.path.startsWith('/cluster/proof?nonce=')), JSON.stringify(fake.seen));
+      console.log(`the failover to a stranger (Host ${hostAsSent ? 'as sent' : 'rewritten'}) said: ${res.stderr.trim()}`);
       assert.equal(res.code, 1, res.stdout + res.stderr);
       assert.match(res.stderr, new RegExp(`^refusing: ${fake.address} did not prove that it holds the cluster secret \\(.+\\): it is not a machine of this cluster, or not at that address \\(a typo in --to\\?\\)\\. Nothing was changed\\. Find the standby's address`));
     });
   }
+
+  it('refuses a fence under an older map than the machine holds, with a 409 naming both epochs', async () => {
+    const { map } = await (await fetch(`http://${pairs.nodeOf(1)}/cluster/map`)).json();
+    const { mac: _, ...next } = { ...map, epoch: map.epoch + 1 };
+    const put = await call(pairs.nodeOf(1), 'PUT', '/cluster/map', next, { 'if-match': `"${map.epoch}"` }, { secret });
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    // The standby reads the map its primary replicated to it (rule 8), once it has applied it.
+    await until('the standby holds the new map', async () => (await (await fetch(`http://${pairs.standbyOf(1)}/cluster/map`)).json()).map?.epoch === next.epoch);
+    const res = await call(pairs.standbyOf(1), 'POST', '/cluster/fence', { shard: await shard(1), epoch: map.epoch }, {}, { secret });
+    assert.equal(res.status, 409, JSON.stringify(res.body));
+    assert.match(res.body.error, new RegExp(`^not done: this fence acts under the map at epoch ${map.epoch}, and this machine holds epoch ${map.epoch + 1}: the cluster changed since the operator read it`));
+  });
 
   it('a promote that times out leaves the standby receiving from its primary, whose writes go on', async () => {
     await pairs.sql(1, 'standby', 'STOP SLAVE SQL_THREAD');
