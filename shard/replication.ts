@@ -117,7 +117,7 @@ async function proof(c: Context): Promise<Reply> {
   if (!/^[0-9a-f]{32,128}$/.test(nonce)) throw new HttpError(400, 'proof needs ?nonce=<32 to 128 hex digits>, fresh for each question');
   if (c.secret === undefined) throw new HttpError(503, 'this server has no cluster secret, so it cannot prove that it belongs to the cluster: start it with CLUSTER_SECRET_FILE');
   const host = hostOf(c.req.headers.host ?? '') ?? '';
-  const why = misdirected(host, c.address);
+  const why = misdirected(host, c.address, false); // asked by anyone: its addresses are not told
   if (why !== undefined) throw new HttpError(421, `no proof: ${why}`);
   return { status: 200, body: { shard: c.held.shard, host, role: c.held.writable ? 'primary' : 'standby', mac: proofOf(c.secret, nonce, host, c.held.shard) } };
 }

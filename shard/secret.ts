@@ -66,12 +66,16 @@ export function unauthorized(req: IncomingMessage, body: Buffer, secret: string 
   return problem ?? misdirected(host, address);
 }
 
-/** Why a request for `host` is not for this server at `address`, or undefined when it is (api/signing.ts, N1-N4). */
-export function misdirected(host: string, address: string): string | undefined {
+/**
+ * Why a request for `host` is not for this server at `address`, or undefined
+ * when it is (api/signing.ts, N1-N4). Its addresses are named only to whom
+ * `tell`: a holder of the secret.
+ */
+export function misdirected(host: string, address: string, tell = true): string | undefined {
   const own = ownAddresses(address);
   if (own.includes(host)) return undefined;
   return (
-    `the request is for ${host || 'no Host'}, and this server is ${own.join(', ')}: a signature or a proof is good at its one node (api/signing.ts). ` +
+    `the request is for ${host || 'no Host'}, ${tell ? `and this server is ${own.join(', ')}` : 'which is not this server'}: a signature or a proof is good at its one node (api/signing.ts). ` +
     `If ${host || 'that name'} does reach this server (a tunnel, a proxy), start it with CLUSTER_ANNOUNCE=${host || 'host:port'}`
   );
 }
