@@ -68,7 +68,7 @@ export type Shards = Awaited<ReturnType<typeof startShards>>;
 export async function startShards(count: number, { dir, map = true, env: more = {} }: { dir?: string; map?: boolean; env?: NodeJS.ProcessEnv } = {}) {
   dir ??= await mkdtemp(join(tmpdir(), 'chs-'));
   const basePort = await freePorts(count + 1);
-  const env = { ...process.env, ...more, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', ...(!map && { SHARDS_MAP: 'none' }) };
+  const env: NodeJS.ProcessEnv = { ...process.env, ...more, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', ...(!map && { SHARDS_MAP: 'none' }) };
   const script = (...args: string[]) => run(join(ROOT, 'start-shards.sh'), args, { env });
   const nodeOf = (shard: number) => `127.0.0.1:${basePort + shard - 1}`;
 
