@@ -1,7 +1,7 @@
 // client/http.ts: one JSON request to one node, signed when it is an operator's.
 
 import { setFlagsFromString } from 'node:v8';
-import { sign } from '../api/signing.ts';
+import { hostOf, sign } from '../api/signing.ts';
 
 export type Answer = { status: number; body: any; etag: string | undefined };
 
@@ -85,9 +85,9 @@ export async function call(node: string, method: string, path: string, body?: un
   const gone = givenUp.get(node);
   if (gone !== undefined) throw new Unreachable(`skipped: ${node} ${gone}`);
   const sent = body === undefined ? undefined : JSON.stringify(body);
-  // An operator's request is signed, never sent with the secret itself (api/signing.ts).
+  // An operator's request is signed for this node alone, never sent with the secret itself (api/signing.ts).
   const signed: Record<string, string> =
-    secret === undefined ? {} : { authorization: sign(secret, { method, path, epoch: headers['cluster-epoch'], ifMatch: headers['if-match'], ifNoneMatch: headers['if-none-match'], body: sent ?? '' }) };
+    secret === undefined ? {} : { authorization: sign(secret, { method, host: hostOf(node) ?? node, path, epoch: headers['cluster-epoch'], ifMatch: headers['if-match'], ifNoneMatch: headers['if-none-match'], body: sent ?? '' }) };
   const all = { ...(sent === undefined ? headers : { 'content-type': 'application/json', ...headers }), ...signed };
   for (let attempt = 1; ; attempt++) {
     const lostBefore = lostMs();

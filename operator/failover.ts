@@ -3,6 +3,13 @@
 // STANDBY`. As Redis's CLUSTER FAILOVER and Vitess's PlannedReparentShard /
 // EmergencyReparentShard do, in numbered steps, under the map's epoch:
 //
+//   0. PROVE: the standby shows that it holds the cluster secret, at the
+//      address --to names (GET /cluster/proof, shard/replication.ts D0), and
+//      that it is NODE's shard. A typo in --to that reaches a stranger, or
+//      another shard's machine, stops here with nothing changed: it is
+//      fenced nothing, sent no signed step, and written into no map. Every
+//      step after names the shard and the epoch it acts for, and each
+//      request is signed for the one machine it is sent to (api/signing.ts).
 //   1. FENCE the old primary (POST /cluster/fence at NODE's address): it
 //      acknowledges nothing more, and says the last position it wrote. If it
 //      does not answer, this is an emergency: it is fenced all the same,
@@ -31,7 +38,9 @@
 // before it serves, so nothing acknowledged is lost. Run again after a
 // failure, it goes on from where the cluster is (every step is idempotent).
 
+import { randomBytes } from 'node:crypto';
 import { addressOf, describeMap, everyNode, sameMap, type ClusterMap } from '../api/cluster-map.ts';
+import { hostOf, proves } from '../api/signing.ts';
 import { ask, newest, type Said } from '../client/cluster.ts';
 import { call, problem, type Answer, type CallOptions } from '../client/http.ts';
 import { putMap, whereIn } from './reshard.ts';
@@ -51,25 +60,32 @@ export async function failover(o: FailoverOptions): Promise<number> {
   if (typeof map === 'string') return fail(map);
   const from = addressOf(map, o.node);
   const standby = await standbyProblem(o, map);
-  if (standby !== undefined) return fail(standby);
+  if (typeof standby === 'string') return fail(standby);
   console.log(`failover of ${o.node} (shard ${shardOf(map, o.node)}) from ${from} to ${o.to}, the cluster at ${describeMap(map)}`);
+  if (o.secret !== undefined) console.log(`0. ${o.to} proved that it holds the cluster secret, as shard ${standby.shard}'s ${standby.role}`);
+  // What each step acts for: the machine of another shard, or one that holds a newer map, refuses it.
+  const actingFor = { shard: shardOf(map, o.node), epoch: map.epoch };
 
   // 1. Fence.
-  const fenced = from === o.to ? undefined : await tryCall(from, 'POST', '/cluster/fence', {}, { timeoutMs: FENCE_TIMEOUT_MS, secret: o.secret });
+  const fenced = from === o.to ? undefined : await tryCall(from, 'POST', '/cluster/fence', actingFor, { timeoutMs: FENCE_TIMEOUT_MS, secret: o.secret });
+  // An answer that refuses (4xx) is a live machine saying no, not a dead one: no emergency.
+  if (fenced !== undefined && fenced.status >= 400 && fenced.status < 500) {
+    return fail(`1. the old primary at ${from} refused the fence: ${problem(fenced)}. Nothing was changed; fix that, then run the same command again`);
+  }
   const position = fenced?.status === 200 ? String(fenced.body.gtid_binlog_pos) : null;
   if (from === o.to) console.log(`1. fence: ${o.node} is at ${o.to} already; going on from step 2`);
   else if (position !== null) console.log(`1. fenced the old primary at ${from}: read-only, its last write at GTID ${position || '(none)'}`);
   else console.log(`1. the old primary at ${from} cannot be fenced (${fenced === undefined ? 'no answer' : problem(fenced)}): emergency. It cannot acknowledge a write: its standby leaves it in step 3, and it waits for a standby's ack for ever`);
 
   // 2 and 3. Apply, promote.
-  const promoted = await tryCall(o.to, 'POST', '/cluster/promote', { wait_for: position, timeout_ms: APPLY_TIMEOUT_MS }, { timeoutMs: APPLY_TIMEOUT_MS + 10_000, secret: o.secret });
+  const promoted = await tryCall(o.to, 'POST', '/cluster/promote', { ...actingFor, wait_for: position, timeout_ms: APPLY_TIMEOUT_MS }, { timeoutMs: APPLY_TIMEOUT_MS + 10_000, secret: o.secret });
   if (promoted?.status !== 200) {
     return fail(`3. promoting ${o.to} failed: ${promoted === undefined ? 'no answer' : problem(promoted)}. The cluster map is unchanged; fix that, then run the same command again`);
   }
   const p = promoted.body;
   console.log(`2. the standby applied all it received, up to GTID ${p.applied || '(none)'}${position === null ? ' (its Gtid_IO_Pos)' : ' (the fenced primary\'s position)'}`);
   console.log(`3. promoted ${o.to}: ${p.promoted ? 'now' : 'already'} the primary, writable, semi-sync ${p.semisync?.Rpl_semi_sync_master_status ?? '?'}, at GTID ${p.gtid_binlog_pos}`);
-  const follows = position === null ? undefined : await tryCall(from, 'POST', '/cluster/follow', { mysql: p.mysql }, { timeoutMs: 30_000, secret: o.secret });
+  const follows = position === null ? undefined : await tryCall(from, 'POST', '/cluster/follow', { ...actingFor, mysql: p.mysql }, { timeoutMs: 30_000, secret: o.secret });
   if (follows?.status === 200) console.log(`3. the old primary at ${from} follows ${p.mysql} as its standby`);
   else if (position !== null) console.log(`3. the old primary at ${from} could not be made the standby (${follows === undefined ? 'no answer' : problem(follows)}): rejoin it`);
   else console.log(`4. waiting (up to ${STANDBY_WAIT_MS / 1000} s) for a standby to acknowledge the new map: on the shard's host, run ./start-shards.sh rejoin N`);
@@ -104,12 +120,34 @@ async function clusterMap(o: FailoverOptions): Promise<ClusterMap | string> {
   return map;
 }
 
-/** Why `o.to` cannot take over `o.node`: it must answer as the same shard. */
-async function standbyProblem(o: FailoverOptions, map: ClusterMap): Promise<string | undefined> {
-  const answer = (await ask([o.to])).get(o.to)!;
-  if ('why' in answer) return `refusing: the standby ${o.to} cannot say which shard it is (${answer.why}). Nothing was changed.`;
-  if (answer.shard !== shardOf(map, o.node)) return `refusing: ${o.to} is shard ${answer.shard}, not ${o.node}'s shard ${shardOf(map, o.node)}: it is not its standby. Nothing was changed.`;
-  return undefined;
+/**
+ * Step 0: what `o.to` is, or why it cannot take over `o.node`. It must be
+ * the same shard; where the cluster has a secret, it must prove that it
+ * holds it at that address (api/signing.ts, "A PROOF"), since what it says
+ * to a plain GET a stranger can repeat.
+ */
+async function standbyProblem(o: FailoverOptions, map: ClusterMap): Promise<{ shard: string; role: string } | string> {
+  const said = o.secret === undefined ? await shardSaid(o.to) : await shardProved(o.to, o.secret);
+  const next = `Nothing was changed. Find the standby's address (./start-shards.sh status, on the shard's host), then run the failover with it in --to`;
+  if (typeof said === 'string') return `refusing: ${said}. ${next}`;
+  if (said.shard !== shardOf(map, o.node)) return `refusing: ${o.to} is shard ${said.shard}, not ${o.node}'s shard ${shardOf(map, o.node)}: it is not its standby. ${next}`;
+  return said;
+}
+
+async function shardSaid(to: string): Promise<{ shard: string; role: string } | string> {
+  const answer = (await ask([to])).get(to)!;
+  return 'why' in answer ? `the standby ${to} cannot say which shard it is (${answer.why})` : { shard: answer.shard, role: 'standby' };
+}
+
+/** The shard that `to` proves it is, under a fresh nonce, or why it proves nothing. */
+async function shardProved(to: string, secret: string): Promise<{ shard: string; role: string } | string> {
+  const nonce = randomBytes(32).toString('hex');
+  const answer = await tryCall(to, 'GET', `/cluster/proof?nonce=${nonce}`, undefined, {});
+  if (answer === undefined) return `the standby ${to} gave no answer to read (unreachable, or not JSON)`;
+  const { shard, role, mac } = answer.body ?? {};
+  if (answer.status === 200 && typeof shard === 'string' && proves(secret, mac, nonce, hostOf(to) ?? to, shard)) return { shard, role: String(role) };
+  const why = answer.status === 200 ? `its answer is no proof for ${to} under this secret` : problem(answer);
+  return `${to} did not prove that it holds the cluster secret (${why}): it is not a machine of this cluster, or not at that address (a typo in --to?)`;
 }
 
 /** The map at the next epoch with `name` at `address`, in both rings. */
@@ -142,7 +180,7 @@ async function install(next: ClusterMap, secret: string | undefined): Promise<st
 }
 
 /** One request; undefined when the node does not answer at all. */
-async function tryCall(node: string, method: string, path: string, body: unknown, options: CallOptions): Promise<Answer | undefined> {
+async function tryCall(node: string, method: string, path: string, body: unknown, options: CallOptions = {}): Promise<Answer | undefined> {
   try {
     return await call(node, method, path, body, {}, options);
   } catch {

@@ -25,7 +25,7 @@ import { HttpError, log, logLinesDropped, type Reply, type Route } from './http.
 import { readMap, writeMap } from './map-routes.ts';
 import { adopt, copy, discard, handoff } from './move-steps.ts';
 import { readOnly } from './placement.ts';
-import { fence, follow, operatorFromEnv, promote, replication } from './replication.ts';
+import { fence, follow, operatorFromEnv, promote, proofRoutes, replication } from './replication.ts';
 import { createRows, type State } from './rows.ts';
 import { secretFor, unauthorized } from './secret.ts';
 import { noteWrite, outOfDisk } from './disk.ts';
@@ -58,6 +58,8 @@ export function joinCluster(api: Array<Route<Api>>, db: Db, query: Query, env: N
     [/^\/cluster\/fence$/, { POST: fence }],
     [/^\/cluster\/promote$/, { POST: promote }],
     [/^\/cluster\/follow$/, { POST: follow }],
+    // Open to anyone: this machine proves that it holds the secret, at the address it is asked at.
+    ...proofRoutes,
     // The live page, GET /, and the read-only routes it draws from (page/routes.ts).
     ...pageRoutes,
   ];
@@ -78,7 +80,7 @@ const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, w
 
 /** One request of the cluster's: its right to its route, and the map it runs under. */
 async function under(shard: Shard, handler: Handler, c: Api): Promise<Reply> {
-  const why = OPERATOR.has(handler) ? unauthorized(c.req, c.body, shard.secret) : undefined;
+  const why = OPERATOR.has(handler) ? unauthorized(c.req, c.body, shard.secret, shard.address) : undefined;
   if (why !== undefined) {
     const path = c.req.url?.split('?')[0];
     const how = 'sign it with the cluster secret (Authorization: CH-HMAC, api/signing.ts), or by hand send Authorization: Bearer <the cluster secret>';

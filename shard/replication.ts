@@ -7,6 +7,12 @@
 // runs them, and by start-shards.sh's rules S1-S5 (semi-sync AFTER_SYNC, an
 // infinite timeout, every MySQL starting read-only):
 //
+//   D0. PROVE (GET /cluster/proof?nonce=): before anything is fenced, the
+//       standby named by --to shows that it holds the cluster secret, at the
+//       address the operator typed (api/signing.ts, "A PROOF"). Fence,
+//       promote and follow then each name the shard and the map's epoch they
+//       act for, {"shard", "epoch"}, and a machine of another shard, or one
+//       that holds a newer map, refuses them (409) and changes nothing.
 //   D1. FENCE (POST /cluster/fence): read_only on the old primary, which waits
 //       for the commits in flight; its gtid_binlog_pos is then everything it
 //       ever acknowledged. A primary that cannot be reached is fenced by its
@@ -27,11 +33,12 @@
 import { readFileSync } from 'node:fs';
 import mysql from 'mysql';
 import { driverOptions } from '../mysql/connections.ts';
+import { hostOf, proof as proofOf } from '../api/signing.ts';
 import { HttpError, readJson, type Reply } from './http.ts';
 import type { OperatorConfig } from '../mysql/connections.ts';
-import type { Context } from './context.ts';
+import type { Context, Route } from './context.ts';
+import { misdirected } from './secret.ts';
 
-/** How to reach this machine's MySQL as the operator. */
 /** The operator's settings from the environment, or undefined where this server has none. */
 export function operatorFromEnv(env: NodeJS.ProcessEnv): OperatorConfig | undefined {
   const file = env.MYSQL_OPERATOR_PASSWORD_FILE;
@@ -85,8 +92,42 @@ export async function replication(c: Context): Promise<Reply> {
   return { status: 200, body: { ...(await asOperator(c, state)), peer: c.operator?.peer ?? null } };
 }
 
-/** D1. POST /cluster/fence: this machine acknowledges nothing more; answers the position the standby must reach. Idempotent. */
+/**
+ * D0. Refuses a step meant for another shard, or acting under an older map
+ * than this machine holds: `asked` must name {"shard": "<its id>", "epoch":
+ * <the map's epoch the operator read>}. Checked before any statement runs.
+ */
+function actingFor(c: Context, step: string, asked: { shard?: unknown; epoch?: unknown } | null): void {
+  const { shard, epoch } = asked ?? {};
+  if (typeof shard !== 'string' || !Number.isSafeInteger(epoch) || (epoch as number) < 1) {
+    throw new HttpError(400, `${step} needs {"shard": "<the shard's id>", "epoch": <the map's epoch>}, the shard and the map it acts for (ch_client.ts failover sends them)`);
+  }
+  if (shard !== c.held.shard) {
+    throw new HttpError(409, `not done: this ${step} is for shard ${shard}, and this machine is shard ${c.held.shard}'s. It was sent to the wrong machine, and nothing was done. Check the addresses (./start-shards.sh status lists each shard's machines), then run the failover again`, {}, { shard: c.held.shard, asked: shard });
+  }
+  const held = c.held.map?.epoch;
+  if (held !== undefined && held > (epoch as number)) {
+    throw new HttpError(409, `not done: this ${step} acts under the map at epoch ${epoch}, and this machine holds epoch ${held}: the cluster changed since the operator read it. Nothing was done; run the failover again, which reads the map anew`, {}, { epoch: held, asked: epoch });
+  }
+}
+
+/** D0. GET /cluster/proof?nonce=<hex>: this machine's proof that it holds the secret, at the address it was asked at (api/signing.ts). */
+async function proof(c: Context): Promise<Reply> {
+  const nonce = c.query.get('nonce') ?? '';
+  if (!/^[0-9a-f]{32,128}$/.test(nonce)) throw new HttpError(400, 'proof needs ?nonce=<32 to 128 hex digits>, fresh for each question');
+  if (c.secret === undefined) throw new HttpError(503, 'this server has no cluster secret, so it cannot prove that it belongs to the cluster: start it with CLUSTER_SECRET_FILE');
+  const host = hostOf(c.req.headers.host ?? '') ?? '';
+  const why = misdirected(host, c.address, false); // asked by anyone: its addresses are not told
+  if (why !== undefined) throw new HttpError(421, `no proof: ${why}`);
+  return { status: 200, body: { shard: c.held.shard, host, role: c.held.writable ? 'primary' : 'standby', mac: proofOf(c.secret, nonce, host, c.held.shard) } };
+}
+
+/** The route of D0, for server.ts's table: it needs no signature, since it changes nothing. */
+export const proofRoutes: Route[] = [[/^\/cluster\/proof$/, { GET: proof }]];
+
+/** D1. POST /cluster/fence {"shard", "epoch"}: this machine acknowledges nothing more; answers the position the standby must reach. Idempotent. */
 export async function fence(c: Context): Promise<Reply> {
+  actingFor(c, 'fence', readJson(c) as { shard?: unknown; epoch?: unknown } | null);
   const body = await asOperator(c, async (sql) => {
     await sql('SET GLOBAL read_only = 1');
     return state(sql);
@@ -96,12 +137,14 @@ export async function fence(c: Context): Promise<Reply> {
 }
 
 /**
- * D2 and D3. POST /cluster/promote {"wait_for": "<gtid position>" | null,
- * "timeout_ms"}: applies up to `wait_for` (planned) or up to all it received
- * (null: emergency), then becomes the primary. Idempotent on a primary.
+ * D2 and D3. POST /cluster/promote {"shard", "epoch", "wait_for": "<gtid
+ * position>" | null, "timeout_ms"}: applies up to `wait_for` (planned) or up
+ * to all it received (null: emergency), then becomes the primary. Idempotent
+ * on a primary. One that times out leaves the standby receiving again.
  */
 export async function promote(c: Context): Promise<Reply> {
-  const asked = readJson(c) as { wait_for?: unknown; timeout_ms?: unknown } | null;
+  const asked = readJson(c) as { shard?: unknown; epoch?: unknown; wait_for?: unknown; timeout_ms?: unknown } | null;
+  actingFor(c, 'promote', asked);
   const waitFor = asked?.wait_for ?? null;
   const timeoutMs = asked?.timeout_ms ?? 30_000;
   if (waitFor !== null && (typeof waitFor !== 'string' || !/^(\d+-\d+-\d+)?(,\d+-\d+-\d+)*$/.test(waitFor))) throw new HttpError(400, `wait_for must be a GTID position such as "0-11-35", or null; got ${JSON.stringify(waitFor)}`);
@@ -120,6 +163,8 @@ export async function promote(c: Context): Promise<Reply> {
     }
     const [{ reached }] = await sql<any[]>('SELECT MASTER_GTID_WAIT(?, ?) AS reached', [target, (timeoutMs as number) / 1000]);
     if (Number(reached) !== 0) {
+      // Still a standby: it receives again, or its primary's semi-sync would wait for its ack for ever (S3).
+      if (waitFor === null) await sql('START SLAVE IO_THREAD');
       const now = await state(sql);
       throw new HttpError(409, `not promoted: this standby did not apply up to ${target} within ${timeoutMs} ms (it has ${now.gtid_slave_pos}); see GET /cluster/replication, then run the failover again`, {}, now);
     }
@@ -141,7 +186,7 @@ async function mysqlAddress(sql: Sql): Promise<string> {
 }
 
 /**
- * POST /cluster/follow {"mysql": "host:port"}: a fenced old primary becomes
+ * POST /cluster/follow {"shard", "epoch", "mysql": "host:port"}: a fenced old primary becomes
  * the standby of the new one, from its own history (its gtid_slave_pos is
  * empty or old), with no semi-sync of its own, whose waits would stall the
  * events it applies. The replication password is this machine's own file,
@@ -149,7 +194,8 @@ async function mysqlAddress(sql: Sql): Promise<string> {
  * received stops with a GTID error (gtid_strict_mode): rebuild it (rejoin).
  */
 export async function follow(c: Context): Promise<Reply> {
-  const asked = readJson(c) as { mysql?: unknown } | null;
+  const asked = readJson(c) as { shard?: unknown; epoch?: unknown; mysql?: unknown } | null;
+  actingFor(c, 'follow', asked);
   const m = typeof asked?.mysql === 'string' ? /^([\w.-]+):(\d{1,5})$/.exec(asked.mysql) : null;
   if (m === null) throw new HttpError(400, 'follow needs {"mysql": "host:port"}, the new primary\'s MySQL');
   if (c.operator?.replPassword === undefined) throw new HttpError(503, 'this server has no replication password: start it with MYSQL_REPL_PASSWORD_FILE (start-shards.sh does, with SHARDS_STANDBY=1)');

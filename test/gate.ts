@@ -23,14 +23,23 @@ export type Gate = {
   close(): Promise<void>;
 };
 
-export async function startGate(target: string): Promise<Gate> {
-  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
+/**
+ * A gate in front of `target`, or in front of what `target()` names at each
+ * request: a gate may open before its node starts, so that the node can be
+ * told the gate's name (CLUSTER_ANNOUNCE, api/signing.ts N4) as it starts.
+ */
+export async function startGate(target: string | (() => string)): Promise<Gate> {
+  const where = () => {
+    const node = typeof target === 'string' ? target : target();
+    return [node.slice(0, node.lastIndexOf(':')), Number(node.slice(node.lastIndexOf(':') + 1))] as const;
+  };
   let match: ((method: string, path: string, body: string) => boolean) | undefined;
   let held: Held[] = [];
   let waiting: Array<{ count: number; resolve: (what: string[]) => void }> = [];
   const seen: string[] = [];
 
   const forward = (req: http.IncomingMessage, body: Buffer, res: http.ServerResponse) => {
+    const [host, port] = where();
     const out = http.request({ host, port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
       res.writeHead(answer.statusCode!, answer.headers);
       answer.pipe(res);

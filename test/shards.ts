@@ -65,10 +65,10 @@ export type Shards = Awaited<ReturnType<typeof startShards>>;
  * one, with their first cluster map unless `map` is false. Call stop() in an
  * after hook.
  */
-export async function startShards(count: number, { dir, map = true }: { dir?: string; map?: boolean } = {}) {
+export async function startShards(count: number, { dir, map = true, env: more = {} }: { dir?: string; map?: boolean; env?: NodeJS.ProcessEnv } = {}) {
   dir ??= await mkdtemp(join(tmpdir(), 'chs-'));
   const basePort = await freePorts(count + 1);
-  const env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', SHARDS_MAP: map ? 'first' : 'none' };
+  const env: NodeJS.ProcessEnv = { ...process.env, ...more, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', SHARDS_MAP: map ? 'first' : 'none' };
   const script = (...args: string[]) => run(join(ROOT, 'start-shards.sh'), args, { env });
   const nodeOf = (shard: number) => `127.0.0.1:${basePort + shard - 1}`;
 
@@ -215,10 +215,10 @@ export async function freePairPorts(count: number): Promise<number> {
 }
 
 /** Starts `count` shards, each with a standby (SHARDS_STANDBY=1); call stop() in an after hook. */
-export async function startShardPairs(count: number, { map = true }: { map?: boolean } = {}) {
+export async function startShardPairs(count: number, { map = true, env: more = {} }: { map?: boolean; env?: NodeJS.ProcessEnv } = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'chs-'));
   const basePort = await freePairPorts(count);
-  const env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', SHARDS_STANDBY: '1', SHARDS_MAP: map ? 'first' : 'none' };
+  const env = { ...process.env, ...more, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', SHARDS_STANDBY: '1', SHARDS_MAP: map ? 'first' : 'none' };
   const script = (...args: string[]) => run(join(ROOT, 'start-shards.sh'), args, { env });
   const started = await script(String(count));
   if (started.code !== 0) {

@@ -50,7 +50,8 @@ async function restartShard2(): Promise<void> {
     await waitForExit(pid);
   }
   const port = shards.nodes[1]!.split(':')[1]!;
-  restarted = await startServer({ ...(await shards.databaseEnv(2)), PORT: port, CLUSTER_SECRET_FILE: shards.secretFile });
+  // As start-shards.sh started it: knowing the gates' names as its own (api/signing.ts, N4).
+  restarted = await startServer({ ...(await shards.databaseEnv(2)), PORT: port, CLUSTER_SECRET_FILE: shards.secretFile, CLUSTER_ANNOUNCE: shards.env.CLUSTER_ANNOUNCE });
 }
 
 describe('a stored map that cannot be read', () => {

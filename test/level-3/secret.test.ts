@@ -52,7 +52,7 @@ async function call(method: string, path: string, body?: unknown, headers: Recor
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 /** A request's Authorization as the operator's tools sign it (api/signing.ts), under `key`, at `nowMs`. */
 const signed = (key: string, method: string, path: string, body: unknown, nowMs = Date.now(), signedBody = body) => ({
-  authorization: sign(key, { method, path, body: signedBody === undefined ? '' : JSON.stringify(signedBody) }, nowMs),
+  authorization: sign(key, { method, host: node, path, body: signedBody === undefined ? '' : JSON.stringify(signedBody) }, nowMs),
 });
 
 /** Each operator route, with a body it would accept. */
@@ -98,7 +98,7 @@ describe('the cluster secret', () => {
 
   it('takes a signature made up to 60 s either side of the shard\'s clock, and none beyond', () => {
     // Both clocks are given, so the edge is exact: signatures carry whole seconds.
-    const request = { method: 'POST', path: '/v1/expenses/x/adopt', body: '' };
+    const request = { method: 'POST', host: '127.0.0.1:3000', path: '/v1/expenses/x/adopt', body: '' };
     const at = 1_800_000_000_000;
     const header = sign(secret, request, at);
     for (const skew of [-WINDOW_MS, 0, WINDOW_MS]) assert.equal(signatureProblem(secret, request, header, at + skew), undefined, `${skew} ms`);

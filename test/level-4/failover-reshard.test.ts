@@ -51,8 +51,9 @@ describe('(d) a failover while a reshard runs', () => {
   let w: ReturnType<typeof writers> | undefined;
 
   before(async () => {
-    pairs = await startShardPairs(2, { map: false });
-    gates = await Promise.all([pairs.nodeOf(1), pairs.nodeOf(2)].map(startGate));
+    // The gates open first, so that the shards start knowing them as their names (CLUSTER_ANNOUNCE, api/signing.ts N4).
+    gates = await Promise.all([1, 2].map((n) => startGate(() => pairs.nodeOf(n))));
+    pairs = await startShardPairs(2, { map: false, env: { CLUSTER_ANNOUNCE: gates.map((g) => g.node).join(',') } });
   });
   after(async () => {
     await w?.stop();
