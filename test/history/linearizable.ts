@@ -75,9 +75,20 @@ function step(s: State, o: Operation): State | undefined {
 
 const stateKey = (s: State) => (s === null ? '' : `${s.name}\u0000${s.version ?? '?'}`);
 
-/** Operations as the search takes them: reads with no answer left out, unknown outcomes without an end. */
+/**
+ * Operations as the search takes them: unknown outcomes without an end; left
+ * out, the reads with no answer, and the updates with no known outcome whose
+ * name no read saw. Such an update, had it taken effect, was overwritten or
+ * deleted before any read, and changed nothing else that a 409, 202, 204 or
+ * 404 could tell, so "never" explains all that it could (not so beside an
+ * If-Match, which its new version could fail). Each pending operation left in
+ * doubles what the search may have to try.
+ */
 function prepare(ops: readonly Operation[]): Operation[] {
-  return ops.filter((o) => known(o) || o.op.kind !== 'read').map((o) => (known(o) ? o : { ...o, end: Infinity }));
+  const read = new Set(ops.map((o) => (known(o) && o.op.kind === 'read' ? o.result.name : undefined)));
+  const conditional = ops.some((o) => 'ifMatch' in o.op && o.op.ifMatch !== undefined);
+  const needed = (o: Operation) => known(o) || (o.op.kind !== 'read' && (o.op.kind !== 'update' || conditional || read.has(o.op.name)));
+  return ops.filter(needed).map((o) => (known(o) ? o : { ...o, end: Infinity }));
 }
 
 /**
