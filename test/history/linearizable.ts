@@ -25,7 +25,8 @@ export type Op =
 
 /** What came back: a status (with the record's name and version where one came), or no outcome known, and why. */
 export type Answer = { status: number; name?: string; version?: string };
-export type Result = Answer | { unknown: string };
+/** Unknown: no outcome known, and why. `ended`: the operation did end when it says, whatever it did (shortest() makes these). */
+export type Result = Answer | { unknown: string; ended?: true };
 
 /** One operation as a client saw it: times in ms on one clock, from the call to the answer. */
 export type Operation = { id: string; client: number; op: Op; start: number; end: number; result: Result };
@@ -73,6 +74,15 @@ function step(s: State, o: Operation): State | undefined {
   return undefined;
 }
 
+const NOT_NEEDED = 'answer not needed to fail';
+
+/** The states `o` may leave from `s`: one, or none; two for an operation that ended with its outcome unknown (it took effect, or did not). */
+function choicesOf(s: State, o: Operation): State[] {
+  const after = step(s, o);
+  if (!('ended' in o.result && o.result.ended)) return after === undefined ? [] : [after];
+  return after === undefined || stateKey(after) === stateKey(s) ? [s] : [after, s];
+}
+
 const stateKey = (s: State) => (s === null ? '' : `${s.name}\u0000${s.version ?? '?'}`);
 
 /**
@@ -88,7 +98,7 @@ function prepare(ops: readonly Operation[]): Operation[] {
   const read = new Set(ops.map((o) => (known(o) && o.op.kind === 'read' ? o.result.name : undefined)));
   const conditional = ops.some((o) => 'ifMatch' in o.op && o.op.ifMatch !== undefined);
   const needed = (o: Operation) => known(o) || (o.op.kind !== 'read' && (o.op.kind !== 'update' || conditional || read.has(o.op.name)));
-  return ops.filter(needed).map((o) => (known(o) ? o : { ...o, end: Infinity }));
+  return ops.filter(needed).map((o) => (known(o) || ('ended' in o.result && o.result.ended) ? o : { ...o, end: Infinity }));
 }
 
 /**
@@ -124,36 +134,37 @@ export function linearizable(history: readonly Operation[], budget = 2_000_000):
   const done = new Uint32Array(Math.ceil(ops.length / 32));
   const flip = (op: number) => (done[op >>> 5]! ^= 1 << (op & 31));
   const seen = new Set<string>();
-  const stack: Array<{ k: number; state: State }> = [];
+  const stack: Array<{ k: number; state: State; choice: number }> = [];
   let state: State = null;
   let k = next[0]!;
-  while (next[0] !== -1) {
+  let from = 0; // the first of the call's choices to try: past 0 when the search comes back to it
+  search: while (next[0] !== -1) {
     if (--budget < 0) return undefined;
     const entry = entries[k - 1]!;
     if (entry.call) {
-      const after = step(state, ops[entry.op]!);
-      if (after !== undefined) {
+      const choices = choicesOf(state, ops[entry.op]!);
+      for (let choice = from; choice < choices.length; choice++) {
         flip(entry.op);
-        const key = `${done.join(',')}|${stateKey(after)}`;
+        const key = `${done.join(',')}|${stateKey(choices[choice]!)}`;
         if (!seen.has(key)) {
           seen.add(key);
-          stack.push({ k, state });
-          state = after;
+          stack.push({ k, state, choice });
+          state = choices[choice]!;
           lift(k);
-          k = next[0]!;
-          continue;
+          [k, from] = [next[0]!, 0];
+          continue search;
         }
         flip(entry.op);
       }
-      k = next[k]!;
+      [k, from] = [next[k]!, 0];
     } else {
-      // A return whose call could not be placed before it: undo the last choice.
+      // A return whose call could not be placed before it: undo the last choice, and try its next.
       const top = stack.pop();
       if (top === undefined) return false;
       state = top.state;
       flip(entries[top.k - 1]!.op);
       unlift(top.k);
-      k = next[top.k]!;
+      [k, from] = [top.k, top.choice + 1];
     }
   }
   return true;
@@ -187,7 +198,10 @@ function prefix(ops: readonly Operation[], t: number): Operation[] {
  * The shortest part of a failing history that still fails, and so shows why:
  * its shortest failing prefix (by the time of an answer), less every read
  * whose removal leaves it failing (a read only constrains: a history that
- * fails without it fails with it).
+ * fails without it fails with it). Then each write whose answer the failure
+ * does not need is given an unknown outcome, "answer not needed", which only
+ * frees the search: what still fails so fails with the answers as they came.
+ * Those that the search then leaves out (prepare) are left out here too.
  */
 export function shortest(ops: readonly Operation[], budget?: number): Operation[] {
   const fails = (h: Operation[]) => linearizable(h, budget) === false;
@@ -204,12 +218,16 @@ export function shortest(ops: readonly Operation[], budget?: number): Operation[
     const without = part.filter((o) => o !== read);
     if (fails(without)) part = without;
   }
-  return part.sort((a, b) => a.start - b.start);
+  for (const write of part.filter((o) => o.op.kind !== 'read' && known(o))) {
+    const freed = part.map((o): Operation => (o === write ? { ...o, result: { unknown: `${NOT_NEEDED} (it was ${(o.result as Answer).status})`, ended: true } } : o));
+    if (fails(freed)) part = freed;
+  }
+  const kept = new Set(prepare(part).map((o) => `${o.client} ${o.start}`));
+  return part.filter((o) => kept.has(`${o.client} ${o.start}`)).sort((a, b) => a.start - b.start);
 }
 
 /** A history for a person: one line per operation, times from the first call. */
-export function describe(ops: readonly Operation[]): string {
-  const zero = Math.min(...ops.map((o) => o.start));
+export function describe(ops: readonly Operation[], zero = Math.min(...ops.map((o) => o.start))): string {
   const ms = (t: number) => (t === Infinity ? '     never' : `${(t - zero).toFixed(1).padStart(10)}`);
   const what = (op: Op) =>
     op.kind === 'create' ? `POST   name=${op.name}`
@@ -228,7 +246,12 @@ export function report(verdicts: readonly Verdict[]): string {
   const undecided = verdicts.filter((v) => v.ok === undefined);
   const ops = verdicts.reduce((sum, v) => sum + v.ops, 0);
   const lines = [`${verdicts.length} ids, ${ops} operations: ${verdicts.length - bad.length - undecided.length} linearizable, ${bad.length} not, ${undecided.length} undecided within the search's budget`];
-  for (const v of bad) lines.push(`id ${v.id} is not linearizable; its shortest failing history, ${v.shortest.length} of its ${v.ops} operations:`, describe(v.shortest));
+  for (const v of bad) {
+    const needed = v.shortest.filter((o) => !('ended' in o.result));
+    const rest = v.shortest.length - needed.length;
+    lines.push(`id ${v.id} is not linearizable; its shortest failing history, ${v.shortest.length} of its ${v.ops} operations, ${needed.length} of them with the answers that fail:`, describe(needed, Math.min(...v.shortest.map((o) => o.start))));
+    if (rest > 0) lines.push(`  and ${rest} more writes in that time, taken as having ended with any outcome or none (their answers are not needed to fail)`);
+  }
   for (const v of undecided) lines.push(`id ${v.id}: undecided (${v.ops} operations)`);
   return lines.join('\n');
 }
