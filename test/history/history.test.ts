@@ -31,7 +31,7 @@ it('a history under every fault, once each, is linearizable', async () => {
       (n) => n.partition(1, 1_000, 'drop'),
       (n) => n.kill(2),
       (n) => n.reshard(),
-      (n) => n.crash(1, 8),
+      (n) => n.crash(1),
     ],
   });
   console.log(`history: ${outcome.said}`);

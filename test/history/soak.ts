@@ -24,7 +24,7 @@ const draw = (): Fault => {
 };
 
 /** Shard `s` to its other machine: a primary machine killed with its data, or clients cut off it and a failover. */
-const away = (s: number, crash: boolean): Fault[] => (crash ? [(n) => n.crash(s)] : [(n) => n.partition(s, 1_500, 'drop'), (n) => n.failover(s)]);
+const away = (s: number, crash: boolean): Fault[] => (crash ? [(n) => n.crash(s)] : [(n) => n.partition(s, 1_500, 'drop'), (n) => n.failover(s, 2)]);
 
 const started = performance.now();
 console.log(`soak: ${minutes} min, seed ${seed} (SOAK_SEED=${seed} replays the faults)`);
