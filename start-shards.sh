@@ -44,6 +44,12 @@ die() {
   printf 'start-shards: %s\n' "$*" >&2
   exit 1
 }
+# A mode this script does not know would start shards without the standbys
+# asked for (SHARDS_STANDBY=2 once started three shards with none, silently).
+case $standby_mode in
+  0 | 1) ;;
+  *) die "SHARDS_STANDBY=$standby_mode is not a mode this script knows: 0 (no standby, the default) or 1 (one standby per shard). Nothing was done; run it again with SHARDS_STANDBY=0 or 1" ;;
+esac
 
 # --- Where things are -------------------------------------------------------
 
