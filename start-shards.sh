@@ -401,7 +401,7 @@ case ${1:-3} in
     exec "$client" --no-defaults --socket="$(machine_dir "$2" "$m")/mysqld.sock" --user=root expenses "${@:3}"
     ;;
   rejoin) lock -n; rejoin "${2:-}" ;;
-  start-shard) start_shard "$2" ;; # this script's own: one shard, under its caller's lock
+  start-shard) export START_SHARDS_PID="${START_SHARDS_PID:-} $$"; start_shard "$2" ;; # this script's own: one shard, under its caller's lock
   -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
   *) lock -n; start "${1:-3}" ;;
 esac

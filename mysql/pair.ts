@@ -15,14 +15,15 @@
 // The environment: PAIR_SHARD (its number), PAIR_DIR (shard-N), PAIR_MYSQL
 // and PAIR_HTTP (the primary machine's port, then the standby machine's),
 // PAIR_PIDS (server, mysqld of each; - for none), PAIR_CLIENT and PAIR_DUMP
-// (MariaDB's client and dump), PAIR_DIE_AT (tests: a step to die at).
+// (MariaDB's client and dump); for tests, PAIR_DIE_AT and PAIR_PAUSE_AT
+// (mysql/replication.ts, step).
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  connected, copyStatements, follow, mysqldFlags, openPrimary, recordedPrimary, ReplicationError, state, userStatements, wipe,
+  connected, copyStatements, follow, mysqldFlags, openPrimary, recordedPrimary, ReplicationError, state, step, userStatements, wipe,
   type Machine, type Sql, type State,
 } from './replication.ts';
 
@@ -42,11 +43,6 @@ const recordFile = join(shardDir, 'primary');
 /** As root, on a machine's socket. */
 const on = <T>(m: Machine, steps: (sql: Sql) => Promise<T>) => connected({ socketPath: join(dirOf(m), 'mysqld.sock'), user: 'root', password: '' }, steps);
 const hasData = async (sql: Sql) => (await sql<any[]>("SHOW DATABASES LIKE 'expenses'")).length > 0;
-
-/** Tests kill the step here, so that a test, not timing, decides where a kill lands. */
-function step(name: string): void {
-  if (env.PAIR_DIE_AT === name) process.kill(process.pid, 'SIGKILL');
-}
 
 class Refusal extends Error {}
 
@@ -119,7 +115,6 @@ async function copy(pm: Machine, sm: Machine, passwords: { app: string; repl: st
     await on(sm, wipe);
   }
   console.log(`${label(sm)}: copying the primary's data, then following it`);
-  step('copy');
   const { before, after } = copyStatements(passwords);
   const load = spawn(env.PAIR_CLIENT ?? 'mariadb', ['--no-defaults', `--socket=${join(dirOf(sm), 'mysqld.sock')}`, '--user=root'], { stdio: ['pipe', 'ignore', 'pipe'] });
   // --gtid --master-data: the dump ends with SET GLOBAL gtid_slave_pos, the position of its consistent snapshot.
@@ -133,6 +128,7 @@ async function copy(pm: Machine, sm: Machine, passwords: { app: string; repl: st
   load.stdin.end(dumped === 0 ? after : 'SELECT no_such_column_the_dump_failed;\n');
   const loaded = await new Promise<number | null>((resolve) => load.on('close', resolve));
   if (dumped !== 0 || loaded !== 0) throw new Error(`${label(sm)}: copying the primary's data failed: ${errors.trim()}`);
+  step('copied');
 }
 
 /** What a machine holds, into a file, before it is dropped. */

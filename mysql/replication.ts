@@ -82,6 +82,20 @@ export class ReplicationError extends Error {
   }
 }
 
+/**
+ * For tests, so that a test, not timing, decides where a kill or a pause
+ * lands: PAIR_DIE_AT names a step at which this process dies (SIGKILL) with
+ * the start-shards.sh processes that ran it (START_SHARDS_PID), as a kill -9
+ * of the whole command would; PAIR_PAUSE_AT, one at which it stops (SIGSTOP)
+ * until a SIGCONT.
+ */
+export function step(name: string): void {
+  if (process.env.PAIR_PAUSE_AT === name) process.kill(process.pid, 'SIGSTOP');
+  if (process.env.PAIR_DIE_AT !== name) return;
+  for (const pid of (process.env.START_SHARDS_PID ?? '').split(' ').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+  process.kill(process.pid, 'SIGKILL');
+}
+
 // The longest a statement of these steps may wait (MASTER_GTID_WAIT, a fence's commits in flight).
 export const WAIT_MAX_MS = 60_000;
 
@@ -187,6 +201,7 @@ export async function promote(sql: Sql, o: { waitFor: string | null; timeoutMs: 
   // D3.
   await sql('STOP SLAVE');
   o.record();
+  step('promote-recorded');
   await sql('RESET SLAVE ALL');
   return { ...(await open(sql)), promoted: true, applied: target };
 }
