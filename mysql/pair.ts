@@ -23,7 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  connected, copyStatements, follow, mysqldFlags, openPrimary, recordedPrimary, ReplicationError, state, step, userStatements, wipe,
+  connected, copyStatements, follow, missingFrom, mysqldFlags, openPrimary, recordedPrimary, ReplicationError, state, step, userStatements, wipe,
   type Machine, type Sql, type State,
 } from './replication.ts';
 
@@ -85,8 +85,11 @@ async function standby(): Promise<void> {
   step('users');
   const to = { host: HOST, port: mysqlPorts[index(pm)]!, replPassword: passwords.repl };
   const s = await on(sm, async (sql) => ({ data: await hasData(sql), state: await state(sql) }));
+  const missing = s.state.follows === null && s.data ? missingFrom(primaryState, s.state) : [];
   if (s.state.follows !== null) {
     await on(sm, (sql) => follow(sql, to, 'its position'));
+  } else if (missing.length > 0) {
+    return rebuild(`it holds transactions the primary never had (${missing.join(',')}; the primary's gtid_binlog_state ${primaryState.gtid_binlog_state || '(none)'})`);
   } else if (s.data && s.state.gtid_binlog_pos !== '') {
     console.log(`${label(sm)}: was a primary; rejoins as the standby of ${HOST}:${to.port}, from its own history (gtid_binlog_pos ${s.state.gtid_binlog_pos})`);
     await on(sm, (sql) => follow(sql, to, 'own history'));
@@ -99,8 +102,13 @@ async function standby(): Promise<void> {
     await on(pm, (p) => on(sm, (q) => openPrimary(p, q, OPEN_WAIT_MS)));
   } catch (err) {
     if (!(err instanceof ReplicationError && err.code === 'DIVERGED')) throw err;
+    await rebuild(err.message);
+  }
+
+  /** D4: a diverged machine is copied again, what it held kept in a file first. */
+  async function rebuild(why: string): Promise<void> {
     const kept = join(dirOf(sm), `diverged-${new Date().toISOString().replace(/[:.]/g, '-')}.sql`);
-    console.log(`${label(sm)}: DIVERGED: ${err.message}. Never acknowledged (rule D4): rebuilding it from the primary; what it held is kept in ${kept}`);
+    console.log(`${label(sm)}: DIVERGED: ${why}. Never acknowledged (rule D4): rebuilding it from the primary; what it held is kept in ${kept}`);
     await dump(sm, kept);
     await copy(pm, sm, passwords, 'its diverged history');
     await on(sm, (sql) => follow(sql, to, 'its position'));

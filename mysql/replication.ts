@@ -136,7 +136,7 @@ export function userStatements(passwords: { repl: string; operator: string }): A
 
 /** What a machine's MySQL says of its role and replication. */
 export async function state(sql: Sql) {
-  const [v] = await sql<any[]>('SELECT @@global.read_only AS read_only, @@gtid_binlog_pos AS gtid_binlog_pos, @@gtid_slave_pos AS gtid_slave_pos');
+  const [v] = await sql<any[]>('SELECT @@global.read_only AS read_only, @@gtid_binlog_pos AS gtid_binlog_pos, @@gtid_binlog_state AS gtid_binlog_state, @@gtid_slave_pos AS gtid_slave_pos');
   const [slave] = await sql<any[]>('SHOW SLAVE STATUS');
   const status = await sql<any[]>("SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_clients', 'Rpl_semi_sync_master_wait_sessions')");
   const semisync = Object.fromEntries(status.map((r) => [r.Variable_name, r.Value]));
@@ -144,6 +144,7 @@ export async function state(sql: Sql) {
     role: Number(v.read_only) === 0 ? 'primary' : 'standby',
     read_only: Number(v.read_only) === 1,
     gtid_binlog_pos: v.gtid_binlog_pos as string,
+    gtid_binlog_state: v.gtid_binlog_state as string,
     gtid_slave_pos: v.gtid_slave_pos as string,
     follows:
       slave === undefined
@@ -265,6 +266,26 @@ export async function openPrimary(primary: Sql, standby: Sql, waitMs: number): P
   await primary('SET GLOBAL rpl_semi_sync_master_enabled = ON');
   await waitForStandby(primary, standby, waitMs);
   await primary('SET GLOBAL read_only = 0');
+}
+
+/**
+ * D4, before a machine follows from its own history: the GTIDs of its binlog
+ * that `primary` never had. Under gtid_strict_mode sequence numbers only grow
+ * in a domain, so its last GTID d-s-n is missing if the primary's history in
+ * domain d ends below n, or if the primary's last from server s is below n.
+ * Empty when none is known missing (a replica MariaDB refuses later is caught
+ * by waitForStandby, error 1236).
+ */
+export function missingFrom(primary: State, own: State): string[] {
+  const gtids = (list: string) => list.split(',').filter(Boolean).map((g) => g.split('-').map(Number) as [number, number, number]);
+  const theirs = gtids(`${primary.gtid_binlog_state},${primary.gtid_slave_pos}`);
+  return gtids(own.gtid_binlog_pos)
+    .filter(([d, s, n]) => {
+      const top = Math.max(0, ...theirs.filter(([td]) => td === d).map(([, , tn]) => tn));
+      const fromS = primary.gtid_binlog_state.split(',').filter(Boolean).map((g) => g.split('-').map(Number)).find(([td, ts]) => td === d && ts === s);
+      return n > top || (fromS !== undefined && fromS[2]! < n);
+    })
+    .map((g) => g.join('-'));
 }
 
 // MariaDB's errors of a replica whose history the primary does not hold (D4).
