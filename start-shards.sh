@@ -321,7 +321,9 @@ start() {
   for i in $(seq "$n"); do
     d=$(shard_dir "$i")
     [ "$(shard_port "$i")" -le 65535 ] || die "shard $i would need port $(shard_port "$i"); lower SHARDS_BASE_PORT or SHARDS_PORT_STEP"
-    [ ${#d} -le 87 ] || die "the socket path $d/standby/mysqld.sock (with standbys; $d/mysqld.sock without) is over the 107-byte limit of a Unix socket path.
+    d=$d/mysqld.sock
+    [ "$(mode)" != standby ] || d=${d%/*}/standby/mysqld.sock
+    [ ${#d} -le 107 ] || die "the socket path $d is over the 107-byte limit of a Unix socket path.
   Set SHARDS_DIR to a shorter directory."
     local machines=(primary) m up=1
     [ "$(mode)" != standby ] || machines=(primary standby)

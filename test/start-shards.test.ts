@@ -175,7 +175,7 @@ describe('start-shards.sh', () => {
     const joined = await run(process.execPath, ['ch_client.ts', 'reshard', '--nodes', shards.nodes.join(','), '--to', nodes, '--secret-file', shards.secretFile]);
     assert.equal(joined.code, 0, joined.stdout + joined.stderr);
     const its = (await (await fetch(`http://${newcomer}/cluster/map`)).json()).map;
-    assert.equal(its.epoch, cluster.epoch + 1);
+    assert.ok(its.epoch > cluster.epoch, `epoch ${its.epoch} after ${cluster.epoch}`);
     assert.deepEqual(its.nodes.map((n: { name: string }) => n.name), [...shards.nodes, newcomer]);
   });
 });
