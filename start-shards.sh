@@ -41,10 +41,7 @@ host=127.0.0.1
 node=$root/node_modules/.bin/node
 PATH=$PATH:/usr/sbin:/usr/local/sbin # where mysqld lives on Debian and others
 
-die() {
-  printf 'start-shards: %s\n' "$*" >&2
-  exit 1
-}
+die() { printf 'start-shards: %s\n' "$*" >&2; exit 1; }
 
 # --- Where things are -------------------------------------------------------
 
@@ -63,21 +60,14 @@ mode() { cat "$shards_dir/mode" 2>/dev/null || { [ "${SHARDS_STANDBY:-0}" = 1 ] 
 # ports"): a shard there could never be reached by the client. So shard 4 runs
 # on 6001, not X11's 6000.
 fetch_blocked=" $(grep -v '^#' "$root/api/bad-ports.txt" | tr -s ' \n' '  ') "
-unblocked() {
-  local port=$1
-  case $fetch_blocked in *" $port "*) port=$((port + 1)) ;; esac
-  printf '%s' "$port"
-}
+unblocked() { case $fetch_blocked in *" $1 "*) printf '%s' $(($1 + 1)) ;; *) printf '%s' "$1" ;; esac; }
 # Rule S2: a shard's ports are its HTTP port plus 0 (the primary machine's
 # server), 100 (the standby machine's server), 200 and 300 (their MySQLs).
 offset() { case ${2:-primary} in standby) printf "$((100 + ${3:-0}))" ;; *) printf "${3:-0}" ;; esac; }
 shard_port() { unblocked $((base_port + port_step * ($1 - 1) + $(offset "$1" "${2:-primary}"))); }
 mysql_port() { unblocked $((base_port + port_step * ($1 - 1) + $(offset "$1" "${2:-primary}" 200))); }
 
-known_shards() {
-  local d
-  for d in "$shards_dir"/shard-*; do [ -d "$d" ] && printf '%s\n' "${d##*-}"; done | sort -n
-}
+known_shards() { local d; for d in "$shards_dir"/shard-*; do [ -d "$d" ] && printf '%s\n' "${d##*-}"; done | sort -n; }
 
 # True while a process runs. A zombie has ended and only waits to be reaped.
 running() { kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" 2>/dev/null | cut -c 1)" != Z ]; }
@@ -342,10 +332,7 @@ start() {
     d=$(for i in $(seq "$n"); do for m in primary standby; do shard_port "$i" $m; echo; mysql_port "$i" $m; echo; done; done | sort -n | uniq -d | head -n 1)
     [ -z "$d" ] || die "with standbys, SHARDS_PORT_STEP=$port_step makes two machines share port $d; use a step of 1 (up to 99 shards) or of 400 or more"
   fi
-  if [ ${#todo[@]} -eq 0 ]; then
-    echo "all $n shards are already up; nothing to do"
-    return 0
-  fi
+  [ ${#todo[@]} -gt 0 ] || { echo "all $n shards are already up; nothing to do"; return 0; }
   [ -x "$node" ] || { echo "installing dependencies (npm ci)"; (cd "$root" && npm ci --no-audit --no-fund) >&2; }
   [ -s "$shards_dir/mode" ] || printf '%s\n' "$(mode)" >"$shards_dir/mode"
   # 256 random bits, readable by this user alone. Servers get the file's path, never the secret.
