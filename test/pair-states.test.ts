@@ -185,10 +185,13 @@ describe('a pair always has a way out', () => {
     const ended = once(first, 'exit');
     await until('the first start paused at its step', async () => (await stoppedUnder(first.pid!)) !== undefined);
     const paused = (await stoppedUnder(first.pid!))!;
-    const second = await script(['1']);
-    assert.equal(second.code, 1, second.stdout + second.stderr);
-    assert.match(second.stderr, /another \.\/start-shards\.sh start, stop or rejoin runs on \S+ \(pid \d+\); wait for it to end/);
-    process.kill(paused, 'SIGCONT');
+    try {
+      const second = await script(['1']);
+      assert.equal(second.code, 1, second.stdout + second.stderr);
+      assert.match(second.stderr, /another \.\/start-shards\.sh start, stop or rejoin runs on \S+ \(pid \d+\); wait for it to end/);
+    } finally {
+      process.kill(paused, 'SIGCONT'); // a failed assertion must not leave the first start stopped for ever
+    }
     assert.deepEqual(await ended, [0, null]);
     const ours = await Promise.all((['primary', 'standby'] as const).map((m) => pairs.pid(1, m, 'server.pid')));
     assert.deepEqual((await serversIn(pairs.dir)).sort(), ours.sort(), 'one server per machine, each in its pid file');
