@@ -53,8 +53,9 @@ machine_dir() { if [ "${2:-primary}" = standby ]; then printf '%s/standby' "$(sh
 primary_of() { cat "$(shard_dir "$1")/primary" 2>/dev/null || printf 'primary'; }
 other() { if [ "$1" = standby ]; then printf 'primary'; else printf 'standby'; fi; }
 label() { if [ "${2:-primary}" = standby ]; then printf "shard %s's standby machine" "$1"; else printf 'shard %s' "$1"; fi; }
-# The cluster's mode: "standby" (pairs) or "single", as its first start chose.
-mode() { cat "$shards_dir/mode" 2>/dev/null || { [ "${SHARDS_STANDBY:-0}" = 1 ] && printf standby; } || printf single; }
+# The cluster's mode: "standby" (pairs) or "single", as its first start chose
+# (SHARDS_STANDBY=1 gives standbys to a cluster that ran without).
+mode() { { [ "${SHARDS_STANDBY:-}" = 1 ] && printf standby; } || cat "$shards_dir/mode" 2>/dev/null || printf single; }
 
 # fetch() refuses the ports in api/bad-ports.txt (the Fetch standard's "bad
 # ports"): a shard there could never be reached by the client. So shard 4 runs
@@ -302,11 +303,6 @@ start() {
   [[ $n =~ ^[1-9][0-9]?$ ]] || die "the number of shards must be 1 to 99, got '$n'"
   [ "${SHARDS_STANDBY:-}" != 0 ] || [ "$(mode)" != standby ] || die "this cluster runs with standbys ($shards_dir/mode says so): start it without SHARDS_STANDBY=0, or its standbys would fall behind"
   find_mysql
-  if [ "${SHARDS_STANDBY:-}" = 1 ] && [ "$(mode)" = single ]; then
-    # Standbys for a cluster that ran without: its MySQLs must start again, with a binlog (S5).
-    for i in $(known_shards); do ! alive "$(shard_dir "$i")/mysqld.pid" >/dev/null || die "shard $i runs without a standby: stop the shards (./start-shards.sh stop), then start them with SHARDS_STANDBY=1"; done
-    echo standby >"$shards_dir/mode"
-  fi
   # Check everything that can be checked before starting anything.
   for i in $(seq "$n"); do
     d=$(shard_dir "$i")
@@ -331,6 +327,12 @@ start() {
     # S2: no two of the pairs' ports may meet.
     d=$(for i in $(seq "$n"); do for m in primary standby; do shard_port "$i" $m; echo; mysql_port "$i" $m; echo; done; done | sort -n | uniq -d | head -n 1)
     [ -z "$d" ] || die "with standbys, SHARDS_PORT_STEP=$port_step makes two machines share port $d; use a step of 1 (up to 99 shards) or of 400 or more"
+  fi
+  lock -n
+  if [ "$(cat "$shards_dir/mode" 2>/dev/null)" = single ] && [ "$(mode)" = standby ]; then
+    # Standbys for a cluster that ran without: its MySQLs must start again, with a binlog (S5).
+    for i in $(known_shards); do ! alive "$(shard_dir "$i")/mysqld.pid" >/dev/null || die "shard $i runs without a standby: stop the shards (./start-shards.sh stop), then start them with SHARDS_STANDBY=1"; done
+    echo standby >"$shards_dir/mode"
   fi
   [ ${#todo[@]} -gt 0 ] || { echo "all $n shards are already up; nothing to do"; return 0; }
   [ -x "$node" ] || { echo "installing dependencies (npm ci)"; (cd "$root" && npm ci --no-audit --no-fund) >&2; }
@@ -392,5 +394,5 @@ case ${1:-3} in
   rejoin) lock -n; rejoin "${2:-}" ;;
   start-shard) export START_SHARDS_PID="${START_SHARDS_PID:-} $$"; start_shard "$2" ;; # this script's own: one shard, under its caller's lock
   -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-  *) lock -n; start "${1:-3}" ;;
+  *) start "${1:-3}" ;; # it takes the lock once its checks have passed, so that a refused start creates nothing
 esac
