@@ -15,7 +15,7 @@ export type DbConfig = {
 };
 
 /** How a server reaches its own MySQL as the operator, for a failover's steps (shard/replication.ts): never as the app's user. */
-export type OperatorConfig = { socketPath?: string; host?: string; port?: number; password: string; replPassword?: string; peer?: string };
+export type OperatorConfig = { socketPath?: string; host?: string; port?: number; password: string; replPassword?: string; peer?: string; record?: { file: string; machine: 'primary' | 'standby' } };
 
 export const POOL_SIZE = 10;
 

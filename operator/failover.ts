@@ -14,7 +14,7 @@
 //      acknowledges nothing more, and says the last position it wrote. If it
 //      does not answer, this is an emergency: it is fenced all the same,
 //      because its standby is about to leave it and its semi-sync waits for
-//      an ack for ever (start-shards.sh, S3), so it cannot acknowledge a write.
+//      an ack for ever (mysql/replication.ts, S3), so it cannot acknowledge a write.
 //   2. APPLY: the standby applies all it received, up to the fenced
 //      primary's position (planned), or up to all it received (emergency).
 //   3. PROMOTE it: it forgets the old primary, waits for its own standby's
@@ -27,7 +27,7 @@
 //      address (api/cluster-map.ts, rule 7), onto every node by compare-and-
 //      set on the epoch each holds. A reshard under way keeps its `moving`
 //      part: only the address changes. The new primary writes the map only
-//      once a standby acknowledges it (start-shards.sh, S3): in an emergency,
+//      once a standby acknowledges it (mysql/replication.ts, S3): in an emergency,
 //      this step waits for the rejoin, and says so.
 //   5. FOLLOW: clients that meet the old address re-read the map from the
 //      other nodes and go on (client/cluster.ts); the fenced old primary

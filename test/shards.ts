@@ -61,22 +61,32 @@ async function isFree(port: number): Promise<boolean> {
 export type Shards = Awaited<ReturnType<typeof startShards>>;
 
 /**
+ * The first cluster map, as an operator makes it: start-shards.sh gives none,
+ * and a reshard to the started nodes gives them one (epoch 1, replicas 1).
+ */
+export async function firstMap(nodes: string[], secretFile: string): Promise<void> {
+  const made = await runNode(['ch_client.ts', 'reshard', '--nodes', nodes.join(','), '--to', nodes.join(','), '--secret-file', secretFile]);
+  if (made.code !== 0) throw new Error(`the first map failed:\n${made.stdout}${made.stderr}`);
+}
+
+/**
  * Starts `count` shards with start-shards.sh, in `dir` or a fresh temporary
- * one, with their first cluster map unless `map` is false. Call stop() in an
- * after hook.
+ * one, with a first cluster map (firstMap) unless `map` is false. Call stop()
+ * in an after hook.
  */
 export async function startShards(count: number, { dir, map = true, env: more = {} }: { dir?: string; map?: boolean; env?: NodeJS.ProcessEnv } = {}) {
   dir ??= await mkdtemp(join(tmpdir(), 'chs-'));
   const basePort = await freePorts(count + 1);
-  const env: NodeJS.ProcessEnv = { ...process.env, ...more, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', SHARDS_MAP: map ? 'first' : 'none' };
+  const env: NodeJS.ProcessEnv = { ...process.env, ...more, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1' };
   const script = (...args: string[]) => run(join(ROOT, 'start-shards.sh'), args, { env });
   const nodeOf = (shard: number) => `127.0.0.1:${basePort + shard - 1}`;
 
   const started = await script(String(count));
-  if (started.code !== 0) {
+  const mapped = started.code === 0 && map ? await firstMap(Array.from({ length: count }, (_, i) => nodeOf(i + 1)), join(dir, 'cluster-secret')).catch((err: Error) => err) : undefined;
+  if (started.code !== 0 || mapped !== undefined) {
     await script('stop');
     await rm(dir, { recursive: true, force: true });
-    throw new Error(`start-shards.sh failed:\n${started.stdout}${started.stderr}`);
+    throw new Error(started.code !== 0 ? `start-shards.sh failed:\n${started.stdout}${started.stderr}` : String(mapped));
   }
 
   return {
@@ -218,13 +228,15 @@ export async function freePairPorts(count: number): Promise<number> {
 export async function startShardPairs(count: number, { map = true, env: more = {} }: { map?: boolean; env?: NodeJS.ProcessEnv } = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'chs-'));
   const basePort = await freePairPorts(count);
-  const env = { ...process.env, ...more, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1', SHARDS_STANDBY: '1', SHARDS_MAP: map ? 'first' : 'none' };
+  // SHARDS_STANDBY=1 at the first start only: the cluster keeps its mode ($SHARDS_DIR/mode).
+  const env: NodeJS.ProcessEnv = { ...process.env, ...more, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1' };
   const script = (...args: string[]) => run(join(ROOT, 'start-shards.sh'), args, { env });
-  const started = await script(String(count));
-  if (started.code !== 0) {
+  const started = await run(join(ROOT, 'start-shards.sh'), [String(count)], { env: { ...env, SHARDS_STANDBY: '1' } });
+  const mapped = started.code === 0 && map ? await firstMap(Array.from({ length: count }, (_, i) => `127.0.0.1:${basePort + i}`), join(dir, 'cluster-secret')).catch((err: Error) => err) : undefined;
+  if (started.code !== 0 || mapped !== undefined) {
     await script('stop');
     await rm(dir, { recursive: true, force: true });
-    throw new Error(`start-shards.sh failed:\n${started.stdout}${started.stderr}`);
+    throw new Error(started.code !== 0 ? `start-shards.sh failed:\n${started.stdout}${started.stderr}` : String(mapped));
   }
   const machineDir = (shard: number, machine: 'primary' | 'standby') => join(dir, `shard-${shard}`, ...(machine === 'standby' ? ['standby'] : []));
   return {

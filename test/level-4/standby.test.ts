@@ -1,9 +1,9 @@
 // start-shards.sh with SHARDS_STANDBY=1: a standby per shard, on MariaDB's own
 // replication (GTID, semi-synchronous), and the status that shows each pair.
-// Rules S1-S5 are in start-shards.sh.
+// Rules S1-S7 are in mysql/replication.ts.
 
 import assert from 'node:assert/strict';
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../../ch_client.ts';
@@ -149,10 +149,12 @@ describe('start-shards.sh with SHARDS_STANDBY=1', () => {
     assert.doesNotMatch((await pairs.script('status')).stdout, /WARNING/);
   });
 
-  it('refuses to start a shard that has a standby without SHARDS_STANDBY=1', async () => {
+  it('keeps the mode of its first start: a start without SHARDS_STANDBY keeps the standbys, and SHARDS_STANDBY=0 is refused', async () => {
+    assert.equal('SHARDS_STANDBY' in pairs.env, process.env.SHARDS_STANDBY !== undefined);
+    assert.equal((await readFile(join(pairs.dir, 'mode'), 'utf8')).trim(), 'standby');
     const plain = await run(join(ROOT, 'start-shards.sh'), ['1'], { env: { ...pairs.env, SHARDS_STANDBY: '0' } });
     assert.equal(plain.code, 1);
-    assert.match(plain.stderr, /shard 1 has a standby .*start it with SHARDS_STANDBY=1/);
+    assert.match(plain.stderr, /this cluster runs with standbys \(\S+\/mode says so\): start it without SHARDS_STANDBY=0/);
   });
 
   it('stops standbys too, leaving no process behind', async () => {

@@ -165,39 +165,18 @@ describe('start-shards.sh', () => {
     }
   });
 
-  it('gives every shard of a fresh cluster the same first map: epoch 1, the started nodes, replicas 1', async () => {
-    const identities = await Promise.all(shards.nodes.map(async (node) => (await (await fetch(`http://${node}/healthz`)).json()).shard));
-    const first = { epoch: 1, nodes: shards.nodes.map((name, i) => ({ name, shard: identities[i] })), replicas: 1 };
-    for (const node of shards.nodes) {
-      const res = await fetch(`http://${node}/cluster/map`);
-      assert.equal(res.status, 200);
-      // An earlier test repaired a map with the operator's tool, which signs what it puts (rule 9).
-      assert.deepEqual(unsigned((await res.json()).map), first, node);
-    }
-  });
-
-  it("gives a shard started next to a running cluster a copy of the cluster's map, under which it owns no id: a POST is a 421 naming the owner", async () => {
+  it('gives a shard started next to a running cluster no map; the reshard to every node makes it a member', async () => {
     const cluster = (await (await fetch(`http://${shards.nodes[0]}/cluster/map`)).json()).map;
     const res = await shards.script('3');
     assert.equal(res.code, 0, res.stderr);
     const newcomer = shards.nodeOf(3);
-    const its = await (await fetch(`http://${newcomer}/cluster/map`)).json();
-    assert.deepEqual(its.map, cluster);
-    assert.equal(cluster.nodes.some((n: { shard: string }) => n.shard === its.shard), false, 'the map does not name it');
-
-    const ring = new HashRing(cluster.nodes.map((n: { name: string }) => n.name), cluster.replicas);
-    for (const id of ['0', '1', '2', 'a', 'b', 'c', 'x-42', 'Z.9']) {
-      const post = await fetch(`http://${newcomer}/v1/expenses`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ id, name: 'n', email: 'a@b.co', category: 'c', description: '', link: '', estimated_costs: '1', submit_date: '01-01-2020' }),
-      });
-      assert.equal(post.status, 421, id);
-      const body = await post.json();
-      assert.equal(body.owner, ring.get(id), id);
-      assert.equal(body.epoch, cluster.epoch, id);
-    }
-    assert.deepEqual(await shards.ids(3), []);
+    assert.equal((await (await fetch(`http://${newcomer}/cluster/map`)).json()).map, null);
+    const nodes = [...shards.nodes, newcomer].join(',');
+    const joined = await run(process.execPath, ['ch_client.ts', 'reshard', '--nodes', shards.nodes.join(','), '--to', nodes, '--secret-file', shards.secretFile]);
+    assert.equal(joined.code, 0, joined.stdout + joined.stderr);
+    const its = (await (await fetch(`http://${newcomer}/cluster/map`)).json()).map;
+    assert.ok(its.epoch > cluster.epoch, `epoch ${its.epoch} after ${cluster.epoch}`);
+    assert.deepEqual(its.nodes.map((n: { name: string }) => n.name), [...shards.nodes, newcomer]);
   });
 });
 
@@ -226,7 +205,7 @@ describe('start-shards.sh failures', () => {
     });
   });
 
-  it('names a port already in use and its holder, and starts nothing; a port taken after the maps went in leaves no map behind, and a start with other ports serves', async () => {
+  it('names a port already in use and its holder, and starts nothing; a port taken late fails that shard alone, and a start with other ports serves', async () => {
     await inTempDir(async (dir, script) => {
       const blocker = createServer();
       await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
@@ -239,7 +218,7 @@ describe('start-shards.sh failures', () => {
       } finally {
         blocker.close();
       }
-      // Taken after the check, once the maps are written: shard 2's server cannot listen.
+      // Taken after the check, once shard 2's MySQL runs: its server cannot listen.
       const base = await freePorts(2);
       const late = createServer();
       const failed = script(['2'], { SHARDS_BASE_PORT: String(base) });
@@ -249,20 +228,20 @@ describe('start-shards.sh failures', () => {
         const res = await failed;
         assert.equal(res.code, 1, res.stdout + res.stderr);
         assert.match(res.stderr, /shard 2: the server stopped while starting/);
-        assert.deepEqual(await processesIn(dir), []);
+        assert.match(res.stderr, /shard\(s\) 2 did not start \(see above\); the others are up/);
+        assert.deepEqual(await processesIn(join(dir, 'shard-2')), []);
+        assert.equal((await fetch(`http://127.0.0.1:${base}/healthz`)).status, 200, 'shard 1 stays up');
       } finally {
         late.close();
       }
-      // Then a start with other ports works and serves: no map of the failed ports is left behind.
+      assert.equal((await script(['stop'])).code, 0);
+      // Then a start with other ports works and serves.
       const other = await freePorts(2);
       const started = await script(['2'], { SHARDS_BASE_PORT: String(other) });
       assert.equal(started.code, 0, started.stdout + started.stderr);
-      const res = await fetch(`http://127.0.0.1:${other}/cluster/map`);
-      assert.equal(res.status, 200);
-      const { map } = (await res.json()) as { map: { nodes: Array<{ name: string }> } };
-      assert.deepEqual(map.nodes.map((n) => n.name), [`127.0.0.1:${other}`, `127.0.0.1:${other + 1}`]);
-      const owner = new HashRing(map.nodes.map((n) => n.name), 1).get('late-1');
-      const stored = await fetch(`http://${owner}/v1/expenses`, { method: 'POST', body: JSON.stringify(expenseFor('late-1')) });
+      // With no map (the operator's reshard makes the first one), each shard serves every id: level 1.
+      assert.equal((await (await fetch(`http://127.0.0.1:${other}/cluster/map`)).json()).map, null);
+      const stored = await fetch(`http://127.0.0.1:${other + 1}/v1/expenses`, { method: 'POST', body: JSON.stringify(expenseFor('late-1')) });
       assert.equal(stored.status, 201);
     });
   });
@@ -276,7 +255,7 @@ describe('start-shards.sh failures', () => {
     await assert.rejects(stat(deep));
   });
 
-  it('shows the end of the error log when MySQL dies on start, and stops what it started', async () => {
+  it('shows the end of the error log when MySQL dies on start, and stops what it started for that shard', async () => {
     await inTempDir(async (dir, script) => {
       // An empty data directory looks initialised, but MySQL cannot run on it.
       await mkdir(join(dir, 'shard-2', 'mysql'), { recursive: true });
@@ -285,7 +264,8 @@ describe('start-shards.sh failures', () => {
       assert.match(res.stderr, /shard 2: MySQL stopped while starting\. The end of .*mysqld\.err:/);
       assert.match(res.stderr, /\[ERROR\]/);
       assert.match(res.stderr, /stopping what this run started/);
-      assert.deepEqual(await processesIn(dir), []);
+      assert.match(res.stderr, /shard\(s\) 2 did not start/);
+      assert.deepEqual(await processesIn(join(dir, 'shard-2')), []);
     });
   });
 });

@@ -1,0 +1,214 @@
+// mysql/pair.ts: start-shards.sh's steps for one shard's pair, run as
+// `node mysql/pair.ts STEP` with the shard in the environment. The statements
+// and their rules (S1-S7, D1-D4) are mysql/replication.ts's; this file
+// decides which of them a machine needs, from what its MySQL says.
+//
+//   flags DIR PORT ID  the mysqld options of a machine (S1-S5), one a line
+//   primary            which machine is the primary (S6), printed; a promotion
+//                      killed after its record is finished (D3). Writes to no
+//                      other machine; refuses when the primary's data is gone
+//   standby            make the other machine its standby: keep following,
+//                      rejoin from its own history, or get a copy; a diverged
+//                      one is rebuilt (D4); then open the primary (S4)
+//   status             the pair's lines of `./start-shards.sh status`
+//
+// The environment: PAIR_SHARD (its number), PAIR_DIR (shard-N), PAIR_MYSQL
+// and PAIR_HTTP (the primary machine's port, then the standby machine's),
+// PAIR_PIDS (server, mysqld of each; - for none), PAIR_CLIENT and PAIR_DUMP
+// (MariaDB's client and dump); for tests, PAIR_DIE_AT and PAIR_PAUSE_AT
+// (mysql/replication.ts, step).
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  connected, copyStatements, follow, missingFrom, mysqldFlags, openPrimary, recordedPrimary, ReplicationError, state, step, userStatements, wipe,
+  type Machine, type Sql, type State,
+} from './replication.ts';
+
+const env = process.env;
+const shard = env.PAIR_SHARD ?? '?';
+const shardDir = env.PAIR_DIR ?? '.';
+const [mysqlPorts, httpPorts] = [env.PAIR_MYSQL, env.PAIR_HTTP].map((s) => (s ?? '').split(' ').map(Number)) as [number[], number[]];
+const HOST = '127.0.0.1';
+const OPEN_WAIT_MS = 30_000;
+
+const dirOf = (m: Machine) => (m === 'standby' ? join(shardDir, 'standby') : shardDir);
+const other = (m: Machine): Machine => (m === 'standby' ? 'primary' : 'standby');
+const index = (m: Machine) => (m === 'standby' ? 1 : 0);
+const label = (m: Machine) => (m === 'standby' ? `shard ${shard}'s standby machine` : `shard ${shard}'s primary machine`);
+const recordFile = join(shardDir, 'primary');
+
+/** As root, on a machine's socket. */
+const on = <T>(m: Machine, steps: (sql: Sql) => Promise<T>) => connected({ socketPath: join(dirOf(m), 'mysqld.sock'), user: 'root', password: '' }, steps);
+const hasData = async (sql: Sql) => (await sql<any[]>("SHOW DATABASES LIKE 'expenses'")).length > 0;
+
+class Refusal extends Error {}
+
+/** A machine's password file, made once (0600). */
+function secretFile(m: Machine, name: string): string {
+  const file = join(dirOf(m), name);
+  if (!existsSync(file)) writeFileSync(file, randomBytes(16).toString('hex'), { mode: 0o600 });
+  return readFileSync(file, 'utf8').trim();
+}
+
+async function primary(): Promise<void> {
+  const pm = recordedPrimary(recordFile);
+  const sm = other(pm);
+  const [pmData, pmState] = await on(pm, async (sql) => [await hasData(sql), await state(sql)] as const);
+  if (!pmData && existsSync(join(dirOf(sm), 'mysql')) && (await on(sm, hasData).catch(() => false))) {
+    throw new Refusal(`shard ${shard}: not started: its primary (${dirOf(pm)}, ${recordFile}) holds no data, and its standby does. Nothing was written. Promote the standby, then rebuild this machine:
+  node ch_client.ts failover ${HOST}:${httpPorts[0]} --to ${HOST}:${httpPorts[index(sm)]}
+  ./start-shards.sh rejoin ${shard}`);
+  }
+  if (pmState.follows !== null) {
+    // D3: the record names this machine, so its promotion passed D2; finish it.
+    await on(pm, async (sql) => {
+      await sql('STOP SLAVE');
+      await sql('RESET SLAVE ALL');
+    });
+    console.error(`${label(pm)}: its promotion was cut short after its record (${recordFile}); finished: it follows no one`);
+  }
+  console.log(pm);
+}
+
+async function standby(): Promise<void> {
+  const pm = recordedPrimary(recordFile);
+  const sm = other(pm);
+  const passwords = { app: secretFile(pm, 'password'), repl: secretFile(pm, 'repl-password'), operator: secretFile(pm, 'operator-password') };
+  // S2: the machine's own copies, so that it runs, and is promoted, without the other's disk.
+  for (const name of ['password', 'repl-password', 'operator-password']) copyFileSync(join(dirOf(pm), name), join(dirOf(sm), name));
+  const [haveUsers, primaryState] = await on(pm, async (sql) => [(await sql<any[]>("SELECT 1 FROM mysql.user WHERE (user, host) IN (('repl', '127.0.0.1'), ('operator', 'localhost'))")).length === 2, await state(sql)] as const);
+  // Only a primary not yet open takes them: an open one would wait for a standby's ack (S3), and this is its standby.
+  if (!haveUsers || primaryState.read_only) await on(pm, async (sql) => { for (const [s, values] of userStatements(passwords)) await sql(s, values); });
+  step('users');
+  const to = { host: HOST, port: mysqlPorts[index(pm)]!, replPassword: passwords.repl };
+  const s = await on(sm, async (sql) => ({ data: await hasData(sql), state: await state(sql) }));
+  const missing = s.state.follows === null && s.data ? missingFrom(primaryState, s.state) : [];
+  if (s.state.follows !== null) {
+    await on(sm, (sql) => follow(sql, to, 'its position'));
+  } else if (missing.length > 0) {
+    return rebuild(`it holds transactions the primary never had (${missing.join(',')}; the primary's gtid_binlog_state ${primaryState.gtid_binlog_state || '(none)'})`);
+  } else if (s.data && s.state.gtid_binlog_pos !== '') {
+    console.log(`${label(sm)}: was a primary; rejoins as the standby of ${HOST}:${to.port}, from its own history (gtid_binlog_pos ${s.state.gtid_binlog_pos})`);
+    await on(sm, (sql) => follow(sql, to, 'own history'));
+  } else {
+    await copy(pm, sm, passwords, s.data ? 'a copy that never finished' : undefined);
+    await on(sm, (sql) => follow(sql, to, 'its position'));
+  }
+  step('followed');
+  try {
+    await on(pm, (p) => on(sm, (q) => openPrimary(p, q, OPEN_WAIT_MS)));
+  } catch (err) {
+    if (!(err instanceof ReplicationError && err.code === 'DIVERGED')) throw err;
+    await rebuild(err.message);
+  }
+
+  /** D4: a diverged machine is copied again, what it held kept in a file first. */
+  async function rebuild(why: string): Promise<void> {
+    const kept = join(dirOf(sm), `diverged-${new Date().toISOString().replace(/[:.]/g, '-')}.sql`);
+    console.log(`${label(sm)}: DIVERGED: ${why}. Never acknowledged (rule D4): rebuilding it from the primary; what it held is kept in ${kept}`);
+    await dump(sm, kept);
+    await copy(pm, sm, passwords, 'its diverged history');
+    await on(sm, (sql) => follow(sql, to, 'its position'));
+    await on(pm, (p) => on(sm, (q) => openPrimary(p, q, OPEN_WAIT_MS)));
+  }
+}
+
+/** S5: a copy of the primary's data and users, taken at one GTID position, loaded unlogged. */
+async function copy(pm: Machine, sm: Machine, passwords: { app: string; repl: string; operator: string }, replacing?: string): Promise<void> {
+  if (replacing !== undefined) {
+    console.log(`${label(sm)}: dropping ${replacing}`);
+    await on(sm, wipe);
+  }
+  console.log(`${label(sm)}: copying the primary's data, then following it`);
+  const { before, after } = copyStatements(passwords);
+  const load = spawn(env.PAIR_CLIENT ?? 'mariadb', ['--no-defaults', `--socket=${join(dirOf(sm), 'mysqld.sock')}`, '--user=root'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  // --gtid --master-data: the dump ends with SET GLOBAL gtid_slave_pos, the position of its consistent snapshot.
+  const source = spawn(env.PAIR_DUMP ?? 'mariadb-dump', ['--no-defaults', `--socket=${join(dirOf(pm), 'mysqld.sock')}`, '--user=root', '--single-transaction', '--gtid', '--master-data=1', '--databases', 'expenses', '--skip-dump-date'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let errors = '';
+  load.stderr.on('data', (c) => (errors += c));
+  source.stderr.on('data', (c) => (errors += c));
+  load.stdin.write(before);
+  source.stdout.pipe(load.stdin, { end: false });
+  const dumped = await new Promise<number | null>((resolve) => source.on('close', resolve));
+  load.stdin.end(dumped === 0 ? after : 'SELECT no_such_column_the_dump_failed;\n');
+  const loaded = await new Promise<number | null>((resolve) => load.on('close', resolve));
+  if (dumped !== 0 || loaded !== 0) throw new Error(`${label(sm)}: copying the primary's data failed: ${errors.trim()}`);
+  step('copied');
+}
+
+/** What a machine holds, into a file, before it is dropped. */
+async function dump(m: Machine, file: string): Promise<void> {
+  const out = spawn(env.PAIR_DUMP ?? 'mariadb-dump', ['--no-defaults', `--socket=${join(dirOf(m), 'mysqld.sock')}`, '--user=root', '--single-transaction', '--databases', 'expenses'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let text = '';
+  out.stdout.on('data', (c) => (text += c));
+  if ((await new Promise((resolve) => out.on('close', resolve))) !== 0) throw new Error(`${label(m)}: could not keep what it held in ${file}; nothing was dropped`);
+  writeFileSync(file, text, { mode: 0o600 });
+}
+
+/** The lines of `status` for the pair: each machine's role and replication, and a WARNING with the command to run. */
+async function status(): Promise<void> {
+  const pids = (env.PAIR_PIDS ?? '- - - -').split(' ');
+  const pm = recordedPrimary(recordFile);
+  const warn: string[] = [];
+  const down: Machine[] = [];
+  for (const m of ['primary', 'standby'] as const) {
+    const [server, mysqld] = [pids[index(m) * 2]!, pids[index(m) * 2 + 1]!];
+    const http = `http://${HOST}:${httpPorts[index(m)]}`;
+    const head = `  ${m.padEnd(7)}  ${http}  ${(await health(http)).padEnd(8)}  server pid ${server.padEnd(7)}  mysql pid ${mysqld.padEnd(7)}`;
+    const s: State | undefined = mysqld === '-' ? undefined : await on(m, state).catch(() => undefined);
+    if (s === undefined) {
+      console.log(`${head}  mysql down`);
+      down.push(m);
+      continue;
+    }
+    let role: string;
+    if (s.follows !== null) {
+      const f = s.follows;
+      role = `follows ${f.master}  Slave_IO_Running ${f.io}  Slave_SQL_Running ${f.sql}  Gtid_IO_Pos ${f.gtid_io_pos || 'none'}  gtid_slave_pos ${s.gtid_slave_pos}`;
+      if (f.io !== 'Yes' || f.sql !== 'Yes') warn.push(`the ${m} does not replicate (IO ${f.io}, SQL ${f.sql}${f.error ? `: ${f.error}` : ''})`);
+    } else {
+      const { Rpl_semi_sync_master_status: on_, Rpl_semi_sync_master_clients: clients, Rpl_semi_sync_master_wait_sessions: waiting } = s.semisync;
+      role = `Rpl_semi_sync_master_status ${on_ ?? '?'}  Rpl_semi_sync_master_clients ${clients ?? '?'}${s.read_only ? '  (read-only: fenced)' : ''}`;
+      if (m === pm) {
+        if (!(Number(clients) >= 1)) warn.push(`no standby is connected to the ${m}`);
+        if (Number(waiting ?? 0) > 0) warn.push(`${waiting} write(s) on the ${m} wait for a standby's ack`);
+        if (on_ !== 'ON') warn.push(`semi-sync is off on the ${m}: acknowledged writes exist once`);
+      } else warn.push(`the ${m} machine follows no primary (an old primary)`);
+    }
+    console.log(`${head}  mysql ${HOST}:${mysqlPorts[index(m)]}  read_only ${s.read_only ? 'ON' : 'OFF'}  gtid_binlog_pos ${s.gtid_binlog_pos || 'none'}  ${role}  ${dirOf(m)}`);
+  }
+  if (pm === 'standby') console.log(`  shard ${shard}: the primary is the standby machine since a failover (${recordFile})`);
+  if (down.length === 2) return console.log(`  shard ${shard}: stopped; start it: ./start-shards.sh`);
+  const sm = other(pm);
+  if (down.includes(pm)) {
+    return console.log(`  WARNING: shard ${shard}'s primary (${HOST}:${httpPorts[index(pm)]}) is down. Start it again (./start-shards.sh), or if its machine is lost, promote the standby:
+    node ch_client.ts failover ${HOST}:${httpPorts[0]} --to ${HOST}:${httpPorts[index(sm)]}`);
+  }
+  if (down.includes(sm)) warn.unshift(`the ${sm}'s MySQL is down`);
+  if (warn.length > 0) console.log(`  WARNING: shard ${shard} runs without its standby: ${warn.join('; ')}. Make it a standby again: ./start-shards.sh rejoin ${shard}`);
+}
+
+async function health(url: string): Promise<string> {
+  try {
+    const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5_000) });
+    await res.arrayBuffer();
+    return res.status === 200 ? 'up' : res.status === 503 ? 'degraded' : `http-${res.status}`;
+  } catch {
+    return 'down';
+  }
+}
+
+const [command, ...args] = process.argv.slice(2);
+try {
+  if (command === 'flags') console.log(mysqldFlags(args[0]!, Number(args[1]), Number(args[2]), env.SHARDS_SEMISYNC_TIMEOUT_MS || '4294967295').join('\n'));
+  else if (command === 'primary') await primary();
+  else if (command === 'standby') await standby();
+  else if (command === 'status') await status();
+  else throw new Refusal('usage: node mysql/pair.ts flags DIR PORT ID | primary | standby | status (start-shards.sh runs it)');
+} catch (err) {
+  console.error(err instanceof Refusal ? err.message : err instanceof ReplicationError ? `${label(other(recordedPrimary(recordFile)))}: ${err.message}. Run ./start-shards.sh rejoin ${shard} once that is fixed` : err);
+  process.exitCode = 1;
+}
