@@ -5,10 +5,11 @@
 //
 // The guard decides before the handler, as if the id's row were live (a
 // read or a write) or absent (a POST): the common case, at the cost of no
-// query. The handler's statements touch live rows only (db.ts), so a record
-// it serves was live when it read it. Only when the handler found no record,
-// or a taken id, or a record that changed under it, does the guard read the
-// row in any state and decide again: a row mid-move waits (rule 4), a row
+// query. Where that guess says anything but "serve", it reads the row in any
+// state and decides by it. The handler's statements touch live rows only
+// (db.ts), so a record it serves was live when it read it. When the handler
+// found no record, or a taken id, or a record that changed under it, the
+// guard reads the row and decides again: a row mid-move waits (rule 4), a row
 // handed off sends the client on (rule 3a).
 
 import { checkFields, EDITABLE } from '../api/expense.ts';
@@ -25,7 +26,9 @@ export function guarded(handler: Handler<Api>): Handler<Context> {
     const id = creates ? idInBody(c) : pathId(c.params);
     if (id === undefined) return handler(c); // a body with no valid id: the handler says what is wrong with it
     const request = { asking: askingOf(c.req), creates };
-    obey(c, id, decide(c, id, creates ? undefined : 'live', request));
+    // Any other answer than to serve depends on the row as it is: a POST of an
+    // id whose row the old owner holds live mid-move is a 409 here, not an ASK.
+    if (decide(c, id, creates ? undefined : 'live', request).answer !== 'serve') obey(c, id, decide(c, id, (await c.rows.get(id))?.state, request));
     const run = () => handler(c).catch(async (err) => {
       if (!(err instanceof HttpError) || !AFTER_A_LOOK.has(err.status)) throw err;
       obey(c, id, decide(c, id, (await c.rows.get(id))?.state, request));

@@ -215,5 +215,13 @@ describe('moving a record between shards: copy, hand off, adopt', () => {
     assert.equal(post.body.fields.version, 'is set by the server');
     assert.notEqual((await step('GET', `/v1/expenses/${copy.id}`)).status, 200);
   });
-});
 
+  it('answers a POST of an id its old owner still holds live mid-move with 409, never an ASK that would make it twice', async () => {
+    await moving(here, elsewhere);
+    const record = expense();
+    await cluster.sql(1, `INSERT INTO expenses (id, name, email, category, description, link, estimated_costs, submit_date, version) VALUES ('${record.id}', 'n', 'e@x.co', 'c', 'd', '', 1, '2016-12-10', '0123456789abcdef')`);
+    const again = await step('POST', '/v1/expenses', record);
+    assert.equal(again.status, 409, JSON.stringify(again.body));
+    assert.equal(again.body.asking, undefined);
+  });
+});
