@@ -21,7 +21,7 @@ import { idsOn, isClean, printProblems, total, walk } from './walk.ts';
 export async function check(seeds: string[], known?: Map<string, Said>, secret?: string): Promise<number> {
   // A reader that closed the pipe (check | head -1) wants no more: the rest is not written, and check still ends with its code.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EPIPE') throw err;
+    if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
   });
   const said = known ?? (await readCluster(seeds));
   const forgot = newest(said)?.forgot ?? [];
@@ -31,7 +31,9 @@ export async function check(seeds: string[], known?: Map<string, Said>, secret?:
     console.error(`check: no node of ${seeds.join(',')} holds a cluster map; give the cluster one with: node ch_client.ts reshard --from ${seeds.join(',')} --to ${seeds.join(',')}`);
     return 1;
   }
-  const repair = `node ch_client.ts reshard --to ${map.nodes.map((n) => n.name).join(',')}`;
+  // The command that puts the cluster's map on every node: with a reshard under way, it finishes that one once its operator is gone.
+  const ring = map.moving ?? map;
+  const repair = `node ch_client.ts reshard --to ${ring.nodes.map((n) => n.name).join(',')}${map.moving === undefined ? '' : ` --replicas ${ring.replicas}`}`;
   // Two maps at one epoch: two operators collided; clients may disagree until the cluster's map goes on every node.
   const split = [...said].filter(([, a]) => 'map' in a && a.map?.epoch === map.epoch && !sameMap(a.map, map));
   for (const [node] of split) console.error(`SPLIT ${node} holds another map at epoch ${map.epoch}; put the cluster's map on every node with: ${repair}`);

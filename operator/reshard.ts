@@ -45,7 +45,7 @@ import { account } from './forget.ts';
 import { renewLease, type Lease } from './lease.ts';
 import { install, lockNode, putMap, whereIn } from './maps.ts';
 import { carried, decide, namedIn, readCluster, type ReshardOptions } from './plan.ts';
-import { isClean, printProblems, report, total, walk } from './walk.ts';
+import { isClean, printProblems, report, total, uncounted, walk } from './walk.ts';
 
 export type { ReshardOptions } from './plan.ts';
 
@@ -122,7 +122,7 @@ async function moveAndAudit(o: ReshardOptions, lease: Lease, moved: { count: num
     const last = await walk(lease.map(), auth);
     moved.count += last.moved;
     const out = total(last.misplaced);
-    console.log(`audit ${audit}: ${last.records} records on ${last.nodes} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}`);
+    console.log(`audit ${audit}: ${last.records} records on ${last.nodes} nodes, ${out} out of place${out > 0 ? `, moved ${last.moved}` : ''}${uncounted(last)}`);
     if (isClean(last)) return true;
     printProblems(last, o.verbose);
   }

@@ -12,7 +12,7 @@ import { modN } from '../lab/alternatives.ts';
 import { shares } from '../lab/balance.ts';
 import { eachLimit, printFailures, progress } from '../client/batch.ts';
 import { call, problem } from '../client/http.ts';
-import { finish, move, type Credentials, type Moved } from './move.ts';
+import { finish, move, reasonOf, type Credentials, type Moved } from './move.ts';
 
 const PAGE = 1000;
 const IN_FLIGHT = 16;
@@ -57,7 +57,7 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined, expec
         if (auth !== undefined) await moveAll(w, page, auth, arrived);
       }
     } catch (err) {
-      w.unlisted.set(holder, (err as Error).message);
+      w.unlisted.set(holder, reasonOf(err));
     }
   }
   counter.done();
@@ -151,7 +151,7 @@ export function report(w: Walk, map: ClusterMap, what: 'plan' | 'reshard'): void
   const to = map.moving!;
   const toMove = total(w.misplaced);
   const pct = (n: number) => (w.records === 0 ? '0.0%' : `${((n / w.records) * 100).toFixed(1)}%`);
-  console.log(`${what}: ${map.nodes.length} nodes -> ${to.nodes.length} nodes, replicas ${to.replicas}, ${w.records} records`);
+  console.log(`${what}: ${map.nodes.length} nodes -> ${to.nodes.length} nodes, replicas ${to.replicas}, ${w.records} records${uncounted(w)}`);
   for (const [route, n] of [...w.misplaced].sort()) console.log(`  ${route}: ${n}`);
   console.log(`  to move: ${toMove} of ${w.records} (${pct(toMove)}); hash mod N would move ${w.movedByModN} (${pct(w.movedByModN)})`);
   if (w.halfMoved > 0) console.log(`  of these, ${w.halfMoved} half-way: a run that died left them copied, and they are finished first`);
@@ -171,6 +171,9 @@ export function printProblems(w: Walk, verbose: boolean): void {
   printFailures(new Map([...w.failed].map(([id, why]) => [id, `: ${why}`])), verbose);
   for (const [node, why] of w.unlisted) console.error(`FAILED to list the records on ${node}: ${why}`);
 }
+
+/** ", not counting 127.0.0.1:4000, which could not be listed", or nothing: a count never passes a node off as empty. */
+export const uncounted = (w: Walk) => (w.unlisted.size === 0 ? '' : `, not counting ${[...w.unlisted.keys()].join(', ')}, which could not be listed`);
 
 export const total = (counts: Map<string, number>) => [...counts.values()].reduce((a, b) => a + b, 0);
 

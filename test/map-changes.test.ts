@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startGate, type Gate } from './gate.ts';
-import { runNode, startShardPairs } from './shards.ts';
+import { run, runNode, startShardPairs } from './shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 
@@ -53,6 +53,10 @@ describe('map changes that meet', () => {
     assert.equal(read.code, 0, read.stdout + read.stderr);
     const check = await client('check', '--nodes', g2);
     assert.equal(check.code, 0, check.stdout + check.stderr);
+    // A reader that closes the pipe early: check goes on to its own exit code, with no EPIPE.
+    const piped = await run('bash', ['-c', `"$0" ch_client.ts check --nodes ${g2} --secret-file "$1" | head -1; echo "check exited $\{PIPESTATUS[0]}"`, process.execPath, secret]);
+    assert.match(piped.stdout, /^check: 300 records on 1 nodes, .*\ncheck exited 0\n$/, piped.stdout + piped.stderr);
+    assert.doesNotMatch(piped.stderr, /EPIPE/);
   });
 
   it('(f) a failover racing a reshard\'s end: both exit 0, one map on every node, and check exits 0', async () => {
