@@ -48,6 +48,8 @@ import { carried, decide, namedIn, readCluster, type ReshardOptions } from './pl
 import { isClean, printProblems, report, total, uncounted, walk } from './walk.ts';
 
 export type { ReshardOptions } from './plan.ts';
+// ch_client.ts finds both operator commands of the reshard's family here.
+export { check } from './check.ts';
 
 // Audits after the move. Each one that still finds records out of place
 // moves them; one that finds none ends the reshard.
