@@ -27,6 +27,11 @@ export async function check(seeds: string[], known?: Map<string, Said>, secret?:
   const forgot = newest(said)?.forgot ?? [];
   for (const [node, answer] of await ask(forgot.map((f) => f.name).filter((n) => !said.has(n)), whereIn(newest(said)))) said.set(node, answer);
   const map = newest(said);
+  if (![...said.values()].some((a) => 'shard' in a)) {
+    const why = [...said].map(([node, a]) => `${node}: ${'why' in a ? a.why : ''}`).join('; ');
+    console.error(`check: no node of ${seeds.join(',')} answers (${why}). Are the shards running (./start-shards.sh starts them), and are these their addresses (--nodes)?`);
+    return 1;
+  }
   if (map === undefined) {
     console.error(`check: no node of ${seeds.join(',')} holds a cluster map; give the cluster one with: node ch_client.ts reshard --from ${seeds.join(',')} --to ${seeds.join(',')}`);
     return 1;
