@@ -9,12 +9,14 @@
 //       held at the next; the failover reads, fences, promotes and is held at
 //       its first map; then the end goes on, then the failover. Both exit 0,
 //       every node holds one map, and check exits 0, with no rerun.
+//   (g) The machine behind a node dies: check says which, and prints the
+//       failover to its standby, with its address.
 
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startGate, type Gate } from './gate.ts';
-import { run, runNode, startShardPairs } from './shards.ts';
+import { run, runNode, startShardPairs, waitForExit } from './shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 
@@ -91,5 +93,20 @@ describe('map changes that meet', () => {
     const check = await client('check', '--nodes', g1);
     assert.equal(check.code, 0, check.stdout + check.stderr);
     console.log(`(f) reshard:\n${res.stdout}${res.stderr}\nfailover:\n${fo.stdout}${fo.stderr}`);
+  });
+
+  it('(g) during an outage, check names the machine that is gone, counts nothing as 0, and prints the failover to its standby', async () => {
+    const [g1, , s1] = gates.map((g) => g.node) as [string, string, string];
+    // Since (f), g1 answers at its standby's machine; the old primary follows it. The machine that serves g1 dies.
+    const server = await pairs.pid(1, 'standby', 'server.pid');
+    process.kill(server, 'SIGKILL');
+    await waitForExit(server);
+    const check = await client('check', '--nodes', `${g1},${pairs.nodeOf(1)}`);
+    assert.equal(check.code, 1, check.stdout + check.stderr);
+    const at = (s: string) => s.replace(/\./g, '\\.');
+    assert.match(check.stderr, new RegExp(`^DOWN shard \\S+ \\(${at(g1)} at ${at(s1)}\\): its machine does not answer \\(.+\\); its records are not counted`, 'm'));
+    assert.match(check.stderr, new RegExp(`^  its standby ${at(pairs.nodeOf(1))} answers as shard \\S+: make it the primary with: node ch_client\\.ts failover ${at(g1)} --to ${at(pairs.nodeOf(1))} --nodes ${at(g1)}$`, 'm'));
+    assert.match(check.stdout, new RegExp(`^check: 0 records on 0 nodes, .*\\(1 node of 1 could not be counted: ${at(g1)}; their records are not in these numbers\\)$`, 'm'));
+    assert.doesNotMatch(check.stderr, /run the reshard again/);
   });
 });
