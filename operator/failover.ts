@@ -132,7 +132,7 @@ async function installMoved(o: FailoverOptions, found: ClusterMap): Promise<Clus
   let map = found;
   for (let tries = 1; ; tries++) {
     const next = addressOf(map, o.node) === o.to ? map : moved(map, o.node, o.to);
-    const done = await install(next, map, { secret: o.secret, waitMs: STANDBY_WAIT_MS });
+    const done = await install(next, map, { secret: o.secret, wait: { node: o.node, ms: STANDBY_WAIT_MS } });
     if (done.ok) return next;
     if (done.passed) return `${done.why}. The new map is on ${lockNode(map, next)} and ${o.to} is the primary; run the same command again to finish`;
     const now = done.now === undefined ? undefined : newest(await readCluster(everyNode(done.now).map((n) => n.name)));

@@ -48,8 +48,8 @@ export type InstallOptions = {
   first?: string[];
   /** Nodes beyond both maps' rings that must get it too (those a reshard read, the removed ones of an earlier map). */
   also?: string[];
-  /** How long a node may answer 503 or not at all before the install gives up on it (a new primary waits for its standby's ack). */
-  waitMs?: number;
+  /** A node that may answer 503, or not at all, for a while before the install gives up on it: a new primary waits for its standby's ack (S3). */
+  wait?: { node: string; ms: number };
   /** Each node this install gave the map to, with the epoch it had ("127.0.0.1:4000 (was at epoch 3)"). */
   put?: string[];
 };
@@ -114,7 +114,8 @@ async function putOne(node: string, next: ClusterMap, over: ClusterMap | undefin
       const retry = res instanceof Error || res.status === 412 || res.status === 503;
       if (!retry) return { why: `${node} refused the map: ${why}` };
     }
-    if (ran() >= (o.waitMs ?? 0) && tries >= 2) return { why: `${node} did not take the map${o.waitMs ? ` within ${Math.round(o.waitMs / 1000)} s` : ''}: ${why}` };
+    const waitMs = o.wait?.node === node ? o.wait.ms : 0;
+    if (ran() >= waitMs && tries >= 2) return { why: `${node} did not take the map${waitMs > 0 ? ` within ${Math.round(waitMs / 1000)} s of this run` : ''}: ${why}` };
     await new Promise((r) => setTimeout(r, RETRY_MS));
   }
 }
