@@ -106,7 +106,7 @@ async function putOne(node: string, next: ClusterMap, over: ClusterMap | undefin
     else {
       const res = await putMap(node, next, epoch, o.secret, where).catch((err: Error) => err);
       if (!(res instanceof Error) && res.status === 200) {
-        if (epoch !== next.epoch) o.put?.push(`${node} (${epoch === undefined ? 'had no map' : `was at epoch ${epoch}`})`);
+        o.put?.push(`${node} (${epoch === undefined ? 'had no map' : `was at epoch ${epoch}`})`);
         return undefined;
       }
       // 412: it changed under us; read it again. 503 or no answer: a new primary waits for its standby (S3), or a node restarts.
