@@ -64,6 +64,7 @@ export type InstallOptions = {
 export type Installed = { ok: true } | { ok: false; passed: false; why: string; now?: ClusterMap } | { ok: false; passed: true; why: string; node: string };
 
 const RETRY_MS = 500;
+const TRIES_412 = 5;
 
 /** `next` onto every node, over `over` (undefined: no node has a map yet), by rules 10 and 13. */
 export async function install(next: ClusterMap, over: ClusterMap | undefined, o: InstallOptions): Promise<Installed> {
@@ -100,22 +101,23 @@ async function putOne(node: string, next: ClusterMap, over: ClusterMap | undefin
     const behind = epoch === undefined || (over !== undefined && (epoch < over.epoch || (epoch === over.epoch && (held === undefined || sameMap(held, over)))));
     if (isLock && !('why' in said) && !behind) return { why: `${node} holds ${held === undefined ? 'a map' : `epoch ${held.epoch}`}, not the map this run read (epoch ${over?.epoch ?? 'none'}): another operator changed the cluster meanwhile`, now: held };
     if (!isLock && held !== undefined && held.epoch === next.epoch) return { why: `${node} holds another map at epoch ${next.epoch}: another operator changed the cluster meanwhile` };
-    let why: string;
-    if ('why' in said && said.status === undefined && forgotten.has(node)) return undefined; // gone, as the map says
-    if ('why' in said && said.status === undefined) why = `cannot be reached at ${where(node)} (${said.why})`;
-    else {
+    // Only the node the install waits for (a new primary waiting for its standby's ack, S3) is asked again when it does not answer.
+    const waitMs = o.wait?.node === node ? o.wait.ms : 0;
+    const waited = waitMs > 0 ? ` (waited ${Math.round(ran() / 1000)} s of this run)` : '';
+    if ('why' in said && said.status === undefined) {
+      if (forgotten.has(node)) return undefined; // gone, as the map says
+      if (ran() >= waitMs) return { why: `${node} cannot be reached at ${where(node)} (${said.why})${waited}` };
+    } else {
       const res = await putMap(node, next, epoch, o.secret, where).catch((err: Error) => err);
       if (!(res instanceof Error) && res.status === 200) {
         o.put?.push(`${node} (${epoch === undefined ? 'had no map' : `was at epoch ${epoch}`})`);
         return undefined;
       }
-      // 412: it changed under us; read it again. 503 or no answer: a new primary waits for its standby (S3), or a node restarts.
-      why = res instanceof Error ? res.message : problem(res);
-      const retry = res instanceof Error || res.status === 412 || res.status === 503;
-      if (!retry) return { why: `${node} refused the map: ${why}` };
+      // 412: it changed under us: read it again, and try over what it holds now.
+      const changed = !(res instanceof Error) && res.status === 412 && tries < TRIES_412;
+      const slow = (res instanceof Error || res.status === 503) && ran() < waitMs;
+      if (!changed && !slow) return { why: `${node} did not take the map: ${res instanceof Error ? res.message : problem(res)}${waited}` };
     }
-    const waitMs = o.wait?.node === node ? o.wait.ms : 0;
-    if (ran() >= waitMs && tries >= 2) return { why: `${node} did not take the map${waitMs > 0 ? ` within ${Math.round(waitMs / 1000)} s of this run` : ''}: ${why}` };
     await new Promise((r) => setTimeout(r, RETRY_MS));
   }
 }
