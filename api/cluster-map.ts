@@ -85,6 +85,9 @@
 //      read. After the lock node, every other node gets the new map over the
 //      older one it holds; a node that holds a newer one keeps it: only a
 //      change that passed the lock node after this one can have put it there.
+//      While the lock node cannot be reached, the only changes that can pass
+//      are its own failover (which reaches it at its new address) and its
+//      forget (which makes the next node the lock node).
 //   11. The lease. While a reshard runs, its map's `moving.by` and
 //      `moving.leaseMs` are the cluster's lease: the holder puts the same map
 //      again on every node, every third of it. No other reshard, and no

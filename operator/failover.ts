@@ -136,6 +136,8 @@ async function installMoved(o: FailoverOptions, found: ClusterMap): Promise<Clus
     if (done.ok) return next;
     if (done.passed) return `${done.why}. The new map is on ${lockNode(map, next)} and ${o.to} is the primary; run the same command again to finish`;
     const now = done.now === undefined ? undefined : newest(await readCluster(everyNode(done.now).map((n) => n.name)));
+    const lock = lockNode(map, next);
+    if (done.now === undefined && lock !== o.node) return `${done.why}. No node has the new map; ${o.to} is the primary. ${lock} is the lock node of every change of the map (rule 10): fail it over, or forget it if it is gone for good, then run the same command again`;
     if (now === undefined || tries >= MAP_TRIES) return `${done.why}. No node has the new map; ${o.to} is the primary; run the same command again`;
     console.log(`4. the cluster's map moved on to ${describeMap(now)} meanwhile: ${o.node} at ${o.to} goes into that map`);
     map = now;
