@@ -7,7 +7,7 @@ import { addressOf, describeMap, everyNode, sameMap, type ClusterMap, type MapNo
 import { ask, newest, type Said } from '../client/cluster.ts';
 import { call, problem } from '../client/http.ts';
 import { plural } from '../api/words.ts';
-import { brokenOn, epochOf, whereIn } from './maps.ts';
+import { brokenOn, epochOf, lockNode, whereIn } from './maps.ts';
 import { readCluster } from './plan.ts';
 import { idsOn, isClean, printProblems, total, walk } from './walk.ts';
 
@@ -81,6 +81,7 @@ async function outage(map: ClusterMap, said: Map<string, Said>, seeds: string[])
     if (standby !== undefined) console.error(`  its standby ${standby} answers as shard ${n.shard}: make it the primary with: node ch_client.ts failover ${n.name} --to ${standby} --nodes ${list}`);
     else console.error(`  if it has a standby, make that the primary with: node ch_client.ts failover ${n.name} --to <the standby's HOST:PORT> --nodes ${list}`);
     console.error(`  if it is gone for good, with no standby, forget it and the records that lived only on it with: node ch_client.ts reshard --to ${others} --forget ${n.name}`);
+    if (lockNode(map, map) === n.name) console.error(`  it is the lock node (rule 10): until it is failed over or forgotten, no other change of the map can pass`);
   }
   return down;
 }
