@@ -64,6 +64,7 @@ export type InstallOptions = {
 export type Installed = { ok: true } | { ok: false; passed: false; why: string; now?: ClusterMap } | { ok: false; passed: true; why: string; node: string };
 
 const RETRY_MS = 500;
+// A node that keeps changing under an install (412 each time) is another operator's: give up after this many.
 const TRIES_412 = 5;
 
 /** `next` onto every node, over `over` (undefined: no node has a map yet), by rules 10 and 13. */
@@ -91,7 +92,7 @@ export async function install(next: ClusterMap, over: ClusterMap | undefined, o:
 async function putOne(node: string, next: ClusterMap, over: ClusterMap | undefined, isLock: boolean, where: (node: string) => string, o: InstallOptions): Promise<{ why: string; now?: ClusterMap } | undefined> {
   const ran = runClock();
   const forgotten = new Set([...(next.forgot ?? []), ...(over?.forgot ?? [])].map((f) => f.name));
-  for (let tries = 1; ; tries++) {
+  for (let changes = 0; ; ) {
     const said = (await ask([node], where)).get(node)!;
     const held = 'map' in said ? said.map : undefined;
     const epoch = epochOf(said);
@@ -114,7 +115,7 @@ async function putOne(node: string, next: ClusterMap, over: ClusterMap | undefin
         return undefined;
       }
       // 412: it changed under us: read it again, and try over what it holds now.
-      const changed = !(res instanceof Error) && res.status === 412 && tries < TRIES_412;
+      const changed = !(res instanceof Error) && res.status === 412 && ++changes < TRIES_412;
       const slow = (res instanceof Error || res.status === 503) && ran() < waitMs;
       if (!changed && !slow) return { why: `${node} did not take the map: ${res instanceof Error ? res.message : problem(res)}${waited}` };
     }
