@@ -52,6 +52,8 @@ export type InstallOptions = {
   wait?: { node: string; ms: number };
   /** Each node this install gave the map to, with the epoch it had ("127.0.0.1:4000 (was at epoch 3)"). */
   put?: string[];
+  /** The newer maps that nodes after the lock node held, and kept (rule 10): a take must know whether one is not its own reshard's. */
+  newer?: Array<{ node: string; map: ClusterMap }>;
 };
 
 /**
@@ -97,7 +99,10 @@ async function putOne(node: string, next: ClusterMap, over: ClusterMap | undefin
     const held = 'map' in said ? said.map : undefined;
     const epoch = epochOf(said);
     if (held !== undefined && sameMap(held, next)) return undefined;
-    if (held !== undefined && held.epoch > next.epoch && !isLock) return undefined; // rule 10: a later change's map
+    if (held !== undefined && held.epoch > next.epoch && !isLock) {
+      o.newer?.push({ node, map: held }); // rule 10: a later change's map
+      return undefined;
+    }
     // Rule 10: the lock node must hold the replaced map, or one before it (an install that gave up, rule 13).
     const behind = epoch === undefined || (over !== undefined && (epoch < over.epoch || (epoch === over.epoch && (held === undefined || sameMap(held, over)))));
     if (isLock && !('why' in said) && !behind) return { why: `${node} holds ${held === undefined ? 'a map' : `epoch ${held.epoch}`}, not the map this run read (epoch ${over?.epoch ?? 'none'}): another operator changed the cluster meanwhile`, now: held };

@@ -42,7 +42,7 @@ import { problem, reconsider } from '../client/http.ts';
 import { plural } from '../api/words.ts';
 import { check } from './check.ts';
 import { account } from './forget.ts';
-import { renewLease, type Lease } from './lease.ts';
+import { renewLease, sameReshard, type Lease } from './lease.ts';
 import { install, lockNode, putMap, whereIn } from './maps.ts';
 import { carried, decide, namedIn, readCluster, type ReshardOptions } from './plan.ts';
 import { isClean, printProblems, report, total, uncounted, walk } from './walk.ts';
@@ -187,7 +187,14 @@ async function take(map: ClusterMap, next: ClusterMap, said: Map<string, Said>, 
     if (res.status !== 412) return `refusing: ${node} will not take this reshard's map (${problem(res)}). Nothing was changed.`;
   }
   const over = map.epoch === 0 ? undefined : map;
-  const done = await install(next, over, { secret });
+  const [put, newer] = [[] as string[], [] as Array<{ node: string; map: ClusterMap }>];
+  const done = await install(next, over, { secret, put, newer });
+  // A node past the lock node holds a newer map that is not this reshard's with an address changed (rule 12): this run stood still, and was taken over.
+  const other = newer.find((n) => !sameReshard(next, n.map));
+  if (other !== undefined) {
+    const now = newest(await readCluster(known(said, next))) ?? other.map;
+    return takenOverNow(now, next, `${other.node} is at epoch ${other.map.epoch}; this run had put it on ${plural(put.length, 'node')} of ${everyNode(next).length}, and moved no record`);
+  }
   if (done.ok) return undefined;
   const lock = lockNode(over, next);
   if (!done.passed) {
@@ -231,11 +238,14 @@ async function end(lease: Lease, said: Map<string, Said>, secret: string | undef
  * has moved": the operator that took over may have moved every record.
  */
 async function takenOver(said: Map<string, Said>, mine: ClusterMap, why: string, did: string): Promise<string> {
-  const now = newest(await readCluster(known(said, mine))) ?? mine;
+  return takenOverNow(newest(await readCluster(known(said, mine))) ?? mine, mine, `${why}; ${did}`);
+}
+
+function takenOverNow(now: ClusterMap, mine: ClusterMap, what: string): string {
   const by = now.moving === undefined ? '' : `, under way by pid ${now.moving.by.pid} on ${now.moving.by.host}, started ${now.moving.by.started}`;
   const nodes = everyNode(now).map((n) => n.name).join(',');
   return (
-    `this reshard (epoch ${mine.epoch}) was taken over: its lease lapsed while it stood still, and another operator went on with the cluster. ${why}; ${did}.\n` +
+    `this reshard (epoch ${mine.epoch}) was taken over: its lease lapsed while it stood still, and another operator went on with the cluster. ${what}.\n` +
     `  The cluster is at ${describeMap(now)}${by}; records that reshard moved are on their new owners, and nothing of this run is left to undo.\n` +
     `  To see where every record is: node ch_client.ts check --nodes ${nodes}`
   );
