@@ -12,7 +12,7 @@
 // the code cites by number where it enforces them (rules 1-4 and 8 in
 // shard/placement.ts, rules 5 and 6 in shard/cluster.ts, rule 7 here and
 // wherever a request is sent: client/cluster.ts, operator/; rule 9 in
-// shard/converge.ts, and where the operator signs a map, operator/reshard.ts):
+// shard/converge.ts, and where the operator signs a map, operator/maps.ts):
 //
 //   1. A shard with no map serves every id: one server, no cluster.
 //   2. A shard with a map serves an id only where the map places it. Any
@@ -70,6 +70,45 @@
 //      it forged. It takes it by the one path the operator's maps take, so
 //      rules 5 and 6 hold as for any other.
 //
+// THE OPERATOR'S LOCK. Every change of the map by an operator (a reshard's
+// take, renewal and end, a failover, a forget, a repair) keeps four more
+// rules, which operator/maps.ts and operator/lease.ts cite:
+//
+//   10. One installer, one order. A change is a compare-and-set install of a
+//      new map over the map it replaces (operator/maps.ts). It goes first to
+//      that map's LOCK NODE: the first node of its `nodes` that the new map
+//      does not forget, at its address in the new map. Of two changes over
+//      one map, exactly one passes the lock node; the other has changed
+//      nothing, reads the cluster again, and builds on what it finds. The
+//      lock node is the replaced map's, so two operators who finish one dead
+//      reshard, forward or back, meet at the same node, whatever else each
+//      read. After the lock node, every other node gets the new map over the
+//      older one it holds; a node that holds a newer one keeps it: only a
+//      change that passed the lock node after this one can have put it there.
+//      While the lock node cannot be reached, the only changes that can pass
+//      are its own failover (which reaches it at its new address) and its
+//      forget (which makes the next node the lock node).
+//   11. The lease. While a reshard runs, its map's `moving.by` and
+//      `moving.leaseMs` are the cluster's lease: the holder puts the same map
+//      again on every node, every third of it. No other reshard, and no
+//      forget, starts until the lease has run out on every node, or the
+//      holder's process is seen dead on its own machine; then either may take
+//      the lease over, through the lock node (rule 10).
+//   12. A failover joins a reshard, never waits for it: it moves no record
+//      and changes one address (rule 7), and a machine's loss cannot wait. Its
+//      map is the map it found at the next epoch, with the one address
+//      changed and everything else kept, the reshard's `moving` and lease
+//      included. The holder adopts it (operator/lease.ts) at its next
+//      renewal, or when its end loses the lock node to it, and ends over it.
+//      A failover that loses the lock node (to a reshard's take or end, a
+//      forget, or another failover) reads again and puts its address into
+//      the map it found.
+//   13. Give-up. An install that stops after the lock node has left the new
+//      map on the lock node, where the next reader finds it as the newest, so
+//      the same command run again (or any later change) brings the other
+//      nodes up to it. Waits count only the time the operator ran
+//      (client/http.ts, lostMs): a stopped operator blames no node.
+//
 // Redis Cluster works the same way: a config epoch, -MOVED for a key on the
 // wrong node, and during a slot migration -ASK from the source for a key it no
 // longer has, which the target accepts only after ASKING.
@@ -88,7 +127,7 @@ import { nodeProblem } from './node.ts';
 export type MapNode = { name: string; shard: string; address?: string };
 
 /**
- * Who runs a reshard (operator/reshard.ts): its host, for people; its machine,
+ * Who holds a reshard's lease (rule 11, operator/lease.ts): its host, for people; its machine,
  * which tells whether its pid can be checked from here ('' where it cannot);
  * its process and start time.
  */

@@ -12,14 +12,17 @@ export async function eachLimit<T>(items: readonly T[], limit: number, fn: (item
 const EVERY_MS = 5_000;
 
 /**
- * A count of work done, on stderr. On a terminal it is one line that keeps
- * changing; in a log it is a line every few seconds, so that a run that has
- * stalled shows it. Short runs print nothing.
+ * A count of work done, of its total when known, and its rate, on stderr. On
+ * a terminal it is one line that keeps changing; in a log it is a line every
+ * few seconds, so that a run that has stalled shows it. Short runs print
+ * nothing.
  */
 export function progress(what: string, total?: number): { tick(count?: number): void; done(): void } {
   if (total !== undefined && total < 100) return { tick() {}, done() {} };
   let n = 0;
-  const line = () => `${what} ${n}${total === undefined ? '' : `/${total}`}`;
+  const started = performance.now();
+  const rate = () => `, ${Math.round(n / Math.max((performance.now() - started) / 1000, 0.001))}/s`;
+  const line = () => `${what} ${n}${total === undefined ? '' : `/${total}`}${rate()}`;
   if (process.stderr.isTTY) {
     return {
       tick(count = 1) {

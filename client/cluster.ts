@@ -20,8 +20,8 @@ import { call, forgive, shortRun, type Answer } from './http.ts';
 /** The map a client routes by. Epoch 0: no shard has one, and the seeds are the ring. */
 export type View = { map: ClusterMap; place: (id: string) => Placement };
 
-/** A node's answer: its identity and map (or none); or, where its stored map cannot be read, that map's epoch column and why; or why it said nothing (and its HTTP status, if it answered at all). */
-export type Said = { shard: string; map?: ClusterMap; leaseLeftMs?: number; broken?: { epoch: number; problem: string } } | { why: string; status?: number };
+/** A node's answer: its identity, role (rule 8) and map (or none); or, where its stored map cannot be read, that map's epoch column and why; or why it said nothing (and its HTTP status, if it answered at all). */
+export type Said = { shard: string; role?: string; map?: ClusterMap; leaseLeftMs?: number; broken?: { epoch: number; problem: string } } | { why: string; status?: number };
 
 /** Asks each node, at its address, for its identity and its map (GET /cluster/map), all at once. */
 export async function ask(nodes: readonly string[], where: (node: string) => string = (node) => node): Promise<Map<string, Said>> {
@@ -35,7 +35,8 @@ export async function ask(nodes: readonly string[], where: (node: string) => str
           return { shard, broken: { epoch: broken.epoch, problem: broken.problem } };
         }
         if (res.status !== 200 || typeof shard !== 'string' || shard === '') return { why: `GET /cluster/map answered HTTP ${res.status} with no shard id`, status: res.status };
-        return { shard, map: res.body.map === null ? undefined : checkMap(res.body.map), leaseLeftMs: res.body.leaseLeftMs ?? undefined };
+        const role = typeof res.body.role === 'string' ? { role: res.body.role as string } : {};
+        return { shard, ...role, map: res.body.map === null ? undefined : checkMap(res.body.map), leaseLeftMs: res.body.leaseLeftMs ?? undefined };
       } catch (err) {
         return { why: (err as Error).message };
       }

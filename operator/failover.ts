@@ -24,11 +24,14 @@
 //      as Vitess's PlannedReparentShard does; a dead one is rebuilt later by
 //      `./start-shards.sh rejoin N` on its host.
 //   4. MAP: the cluster's map at the next epoch, NODE at the standby's
-//      address (api/cluster-map.ts, rule 7), onto every node by compare-and-
-//      set on the epoch each holds. A reshard under way keeps its `moving`
-//      part: only the address changes. The new primary writes the map only
-//      once a standby acknowledges it (mysql/replication.ts, S3): in an emergency,
-//      this step waits for the rejoin, and says so.
+//      address (api/cluster-map.ts, rule 7), onto every node by the one
+//      installer (operator/maps.ts, rules 10 and 13). A reshard under way
+//      keeps its `moving` part and its lease: the failover joins it (rule
+//      12), and only the address changes. A failover that loses the lock
+//      node to another change reads the cluster again and puts its address
+//      into the map it finds. The new primary writes the map only once a
+//      standby acknowledges it (mysql/replication.ts, S3): in an emergency, this
+//      step waits for the rejoin, and says so.
 //   5. FOLLOW: clients that meet the old address re-read the map from the
 //      other nodes and go on (client/cluster.ts); the fenced old primary
 //      names no other address and answers 503 (rule 8) until it rejoins.
@@ -39,11 +42,12 @@
 // failure, it goes on from where the cluster is (every step is idempotent).
 
 import { randomBytes } from 'node:crypto';
-import { addressOf, describeMap, everyNode, sameMap, type ClusterMap } from '../api/cluster-map.ts';
+import { addressOf, describeMap, everyNode, type ClusterMap } from '../api/cluster-map.ts';
 import { hostOf, proves } from '../api/signing.ts';
-import { ask, newest, type Said } from '../client/cluster.ts';
+import { ask, newest } from '../client/cluster.ts';
 import { call, problem, type Answer, type CallOptions } from '../client/http.ts';
-import { putMap, whereIn } from './reshard.ts';
+import { install, lockNode } from './maps.ts';
+import { readCluster } from './plan.ts';
 
 export type FailoverOptions = { seeds: string[]; node: string; to: string; secret: string | undefined };
 
@@ -51,8 +55,10 @@ export type FailoverOptions = { seeds: string[]; node: string; to: string; secre
 const FENCE_TIMEOUT_MS = 3_000;
 // How long the standby may take to apply what it received.
 const APPLY_TIMEOUT_MS = 30_000;
-// How long step 4 waits for the new primary to have a standby that acknowledges its writes.
+// How long step 4 waits for the new primary to have a standby that acknowledges its writes (time this process ran).
 const STANDBY_WAIT_MS = 180_000;
+// How often step 4 reads the cluster again after losing the lock node to another change (rule 12).
+const MAP_TRIES = 5;
 
 /** Moves `o.node` to its standby at `o.to`. Resolves to the exit code. */
 export async function failover(o: FailoverOptions): Promise<number> {
@@ -86,20 +92,19 @@ export async function failover(o: FailoverOptions): Promise<number> {
   console.log(`2. the standby applied all it received, up to GTID ${p.applied || '(none)'}${position === null ? ' (its Gtid_IO_Pos)' : ' (the fenced primary\'s position)'}`);
   console.log(`3. promoted ${o.to}: ${p.promoted ? 'now' : 'already'} the primary, writable, semi-sync ${p.semisync?.Rpl_semi_sync_master_status ?? '?'}, at GTID ${p.gtid_binlog_pos}`);
   const follows = position === null ? undefined : await tryCall(from, 'POST', '/cluster/follow', { ...actingFor, mysql: p.mysql }, { timeoutMs: 30_000, secret: o.secret });
-  if (follows?.status === 200) console.log(`3. the old primary at ${from} follows ${p.mysql} as its standby`);
-  else if (position !== null) console.log(`3. the old primary at ${from} could not be made the standby (${follows === undefined ? 'no answer' : problem(follows)}): rejoin it`);
-  else console.log(`4. waiting (up to ${STANDBY_WAIT_MS / 1000} s) for a standby to acknowledge the new map: on the shard's host, run ./start-shards.sh rejoin N`);
+  const rejoin = `./start-shards.sh rejoin N, N being the number start-shards.sh gave shard ${shardOf(map, o.node)} (./start-shards.sh status lists them; it rebuilds the old machine from ${o.to} if its data is gone)`;
+  if (follows?.status === 200) console.log(`   the old primary at ${from} follows ${p.mysql}: it is the shard's standby now`);
+  else if (position !== null) console.log(`   the old primary at ${from} could not be made the standby (${follows === undefined ? 'no answer' : problem(follows)}): rejoin it, on its host: ${rejoin}`);
+  else console.log(`4. waiting (up to ${STANDBY_WAIT_MS / 1000} s of this run) for a standby to acknowledge the new map: on the shard's host, run ${rejoin}`);
 
   // 4. The map.
-  const next = moved(map, o.node, o.to);
-  const why = await install(next, o.secret);
-  if (why !== undefined) return fail(`4. ${why}. ${o.to} is the primary; run the same command again to finish`);
-  console.log(`4. the cluster is at ${describeMap(next)}, ${o.node} at ${o.to}, on every node`);
+  const put = await installMoved(o, map);
+  if (typeof put === 'string') return fail(`4. ${put}`);
+  console.log(`4. the cluster is at ${describeMap(put)}, ${o.node} at ${o.to}, on every node`);
 
   // 5. Clients follow.
   console.log(`5. clients follow: a request to ${from} fails or meets a fenced machine, and the client reads the map again`);
-  console.log(`shard ${shardOf(map, o.node)} now runs without a standby, and its writes wait for one (S3). Make the old machine its standby, on its host:`);
-  console.log(`  ./start-shards.sh rejoin N   (N: the shard's number there; rebuilds it from ${o.to} if its data is gone)`);
+  if (follows?.status !== 200) console.log(`shard ${shardOf(map, o.node)} now runs without a standby, and its writes wait for one (S3). Make the old machine its standby, on its host: ${rejoin}`);
   return 0;
 }
 
@@ -110,11 +115,9 @@ function fail(why: string): number {
 
 const shardOf = (map: ClusterMap, name: string) => everyNode(map).find((n) => n.name === name)?.shard;
 
-/** The newest map of the cluster, read from the seeds and every node they name; or why there is none to fail over in. */
+/** The newest map of the cluster, read from the seeds and every node they name, at its address (rule 7); or why there is none to fail over in. */
 async function clusterMap(o: FailoverOptions): Promise<ClusterMap | string> {
-  const said = await ask(o.seeds);
-  let map = newest(said);
-  if (map !== undefined) map = newest(new Map([...said, ...(await ask(everyNode(map).map((n) => n.name), whereIn(map)))])) ?? map;
+  const map = newest(await readCluster(o.seeds));
   if (map === undefined) return `refusing: no node of ${o.seeds.join(',')} holds a cluster map; a failover changes a node's address in it. Nothing was changed.`;
   if (!everyNode(map).some((n) => n.name === o.node)) return `refusing: ${o.node} is not a node of the cluster (${describeMap(map)}: ${everyNode(map).map((n) => n.name).join(',')}). Nothing was changed.`;
   return map;
@@ -156,27 +159,27 @@ function moved(map: ClusterMap, name: string, address: string): ClusterMap {
   return { ...map, epoch: map.epoch + 1, nodes: at(map.nodes), ...(map.moving && { moving: { ...map.moving, nodes: at(map.moving.nodes) } }) };
 }
 
-/** Step 4: `next` onto every node, over the epoch each holds. Undefined when every node has it, or why not. */
-async function install(next: ClusterMap, secret: string | undefined): Promise<string | undefined> {
-  const names = everyNode(next).map((n) => n.name);
-  const said = await ask(names, whereIn(next));
-  for (const name of names) {
-    const answer = said.get(name)!;
-    if ('why' in answer) return `${name} at ${addressOf(next, name)} cannot be reached (${answer.why}), and does not have the new map`;
-    if (answer.map?.epoch !== undefined && answer.map.epoch >= next.epoch) return `${name} holds epoch ${answer.map.epoch} already: another operator changed the cluster meanwhile`;
-    const deadline = Date.now() + STANDBY_WAIT_MS;
-    let res = await putMap(name, next, answer.map?.epoch, secret);
-    // 503: its writes wait for a standby's ack (S3), and server.ts gave up after 5 s; the write
-    // lands once a standby acks it, and the next put then meets it (412). Either way: read, and try again.
-    while (res.status !== 200 && Date.now() < deadline) {
-      const now = (await ask([name], whereIn(next))).get(name)!;
-      if ('map' in now && now.map !== undefined && sameMap(now.map, next)) break;
-      if (res.status !== 503 && res.status !== 412) return `${name} refused the new map: ${problem(res)}`;
-      res = await putMap(name, next, 'map' in now ? now.map?.epoch : answer.map?.epoch, secret);
-    }
-    if (Date.now() >= deadline) return `${name} did not take the new map within ${STANDBY_WAIT_MS / 1000} s (${problem(res)}): has the shard a standby again?`;
+/**
+ * Step 4: the map found, NODE at the standby's address, at the next epoch,
+ * onto every node by the one installer. Rule 12: after losing the lock node
+ * to another change, it reads the cluster again and builds on what it finds;
+ * run again after a give-up, it finds its own map and brings the nodes behind
+ * up to it (rule 13). The map now on every node, or why not.
+ */
+async function installMoved(o: FailoverOptions, found: ClusterMap): Promise<ClusterMap | string> {
+  let map = found;
+  for (let tries = 1; ; tries++) {
+    const next = addressOf(map, o.node) === o.to ? map : moved(map, o.node, o.to);
+    const done = await install(next, map, { secret: o.secret, wait: { node: o.node, ms: STANDBY_WAIT_MS } });
+    if (done.ok) return next;
+    if (done.passed) return `${done.why}. The new map is on ${lockNode(map, next)} and ${o.to} is the primary; run the same command again to finish`;
+    const now = done.now === undefined ? undefined : newest(await readCluster(everyNode(done.now).map((n) => n.name)));
+    const lock = lockNode(map, next);
+    if (done.now === undefined && lock !== o.node) return `${done.why}. No node has the new map; ${o.to} is the primary. ${lock} is the lock node of every change of the map (rule 10): fail it over, or forget it if it is gone for good, then run the same command again`;
+    if (now === undefined || tries >= MAP_TRIES) return `${done.why}. No node has the new map; ${o.to} is the primary; run the same command again`;
+    console.log(`4. the cluster's map moved on to ${describeMap(now)} meanwhile: ${o.node} at ${o.to} goes into that map`);
+    map = now;
   }
-  return undefined;
 }
 
 /** One request; undefined when the node does not answer at all. */

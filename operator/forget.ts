@@ -18,7 +18,7 @@
 // under way, to the ring of --to; with one whose node died, finishing it or
 // reversing it, which loses nothing that lived on the other nodes.
 
-import { everyNode, placer, type ClusterMap, type MapNode } from '../api/cluster-map.ts';
+import { addressOf, everyNode, placer, type ClusterMap, type MapNode } from '../api/cluster-map.ts';
 import { plural } from '../api/words.ts';
 import type { Said } from '../client/cluster.ts';
 import { shares } from '../lab/balance.ts';
@@ -92,24 +92,38 @@ export async function account(map: ClusterMap, forget: string[]): Promise<string
   return lines;
 }
 
+/** Each survivor's rows in one state, asked at its address (rule 7); one that cannot be asked is left out and named. */
+async function survivorsIds(map: ClusterMap, survivors: string[], state: 'live' | 'moved'): Promise<{ ids: string[]; unasked: string[] }> {
+  const got = await Promise.all(survivors.map((s) => idsOn(addressOf(map, s), state).catch((err: Error) => err)));
+  const unasked = survivors.flatMap((s, i) => {
+    const g = got[i]!;
+    return g instanceof Error ? [`${s} (${g.message})`] : [];
+  });
+  return { ids: got.flatMap((g) => (g instanceof Error ? [] : g)), unasked };
+}
+
+/** "; not counted: NODE (why)", for survivors that could not be asked: their share is unknown, not 0. */
+const notCounted = (unasked: string[]) => (unasked.length === 0 ? '' : `; not counted, as they could not be asked: ${unasked.join(', ')}`);
+
 /** What a node of the current ring held: known nowhere, so estimated from its share of the ring. */
 async function ownRecords(map: ClusterMap, node: string, survivors: string[]): Promise<string> {
   const share = shares(new HashRing(map.nodes.map((n) => n.name), map.replicas)).get(node) ?? 0;
   const ringSurvivors = survivors.filter((s) => map.nodes.some((n) => n.name === s));
-  const held = (await Promise.all(ringSurvivors.map((s) => idsOn(s, 'live').catch(() => [])))).reduce((sum, ids) => sum + ids.length, 0);
-  const estimate = share >= 1 ? '?' : String(Math.round((held * share) / (1 - share)));
+  const { ids, unasked } = await survivorsIds(map, ringSurvivors, 'live');
+  const estimate = share >= 1 || unasked.length > 0 ? 'an unknown number' : `about ${Math.round((ids.length * share) / (1 - share))}`;
   return (
     `how many is not known: no node keeps a count of another's records, and ${node} cannot be asked. ` +
-    `It owned ${pct(share)} of the ring, so about ${estimate}, if it held as many per share as the survivors, who hold ${plural(held, 'record')}.`
+    `It owned ${pct(share)} of the ring, so ${estimate}, if it held as many per share as the survivors, who hold ${plural(ids.length, 'record')}${notCounted(unasked)}.`
   );
 }
 
 /** What a reshard had moved to a node that then died: its old owners' moved rows count it. */
 async function handedOff(map: ClusterMap, node: string, survivors: string[]): Promise<string> {
   const place = placer(map);
-  let count = 0;
-  for (const s of survivors) count += (await idsOn(s, 'moved').catch(() => [])).filter((id) => place(id).target?.name === node).length;
-  return `the reshard had moved ${plural(count, 'record')} to it (counted from the moved rows their old owners keep), and clients may have written new ids to it meanwhile: how many is not known, as it cannot be asked.`;
+  const { ids, unasked } = await survivorsIds(map, survivors, 'moved');
+  const count = ids.filter((id) => place(id).target?.name === node).length;
+  const counted = unasked.length === 0 ? plural(count, 'record') : `at least ${plural(count, 'record')}`;
+  return `the reshard had moved ${counted} to it (counted from the moved rows their old owners keep${notCounted(unasked)}), and clients may have written new ids to it meanwhile: how many is not known, as it cannot be asked.`;
 }
 
 /** "127.0.0.1:3000 (12.0% of the ring), …": who takes the forgotten nodes' arcs of the current ring. */

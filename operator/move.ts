@@ -25,7 +25,7 @@
 //     reshard ends.
 
 import { etag, sameExpense, type Versioned } from '../api/expense.ts';
-import { call, problem, type Answer } from '../client/http.ts';
+import { call, problem, Unreachable, type Answer } from '../client/http.ts';
 
 export type Moved =
   | { ok: true; deleted: boolean } // deleted: a client deleted it during the move, and it stays deleted
@@ -55,8 +55,18 @@ export async function move(listed: Versioned, from: string, to: string, auth: Cr
     if (replaced.status !== 200) return failed(`copy to ${to} failed: ${problem(replaced)}`);
     return await finish(listed, from, to, auth);
   } catch (err) {
-    return failed((err as Error).message);
+    return failed(reasonOf(err));
   }
+}
+
+/**
+ * Why a step failed, for the report: the message of an error that says what
+ * happened (a node unreachable, a copy that differs); the stack of any other
+ * (a TypeError is a defect here, and its stack is where to look).
+ */
+export function reasonOf(err: unknown): string {
+  if (err instanceof Error && (err.constructor === Error || err instanceof Unreachable)) return err.message;
+  return err instanceof Error ? (err.stack ?? String(err)) : String(err);
 }
 
 /** Steps 2 and 3, for a copy that is incoming on `to`: the rest of a move, or of one that a dead run left. */
@@ -83,7 +93,7 @@ export async function finish(copied: Versioned, from: string, to: string, auth: 
     }
     return failed(`it changed on ${from} ${ROUNDS} times during the move; run the reshard again`);
   } catch (err) {
-    return failed((err as Error).message);
+    return failed(reasonOf(err));
   }
 }
 

@@ -12,7 +12,7 @@ import { modN } from '../lab/alternatives.ts';
 import { shares } from '../lab/balance.ts';
 import { eachLimit, printFailures, progress } from '../client/batch.ts';
 import { call, problem } from '../client/http.ts';
-import { finish, move, type Credentials, type Moved } from './move.ts';
+import { finish, move, reasonOf, type Credentials, type Moved } from './move.ts';
 
 const PAGE = 1000;
 const IN_FLIGHT = 16;
@@ -37,9 +37,10 @@ type Sorted = { holder: string; staying: string[]; movedByModN: number; out: Arr
 /**
  * Walks every node of both rings. With credentials it moves what is out of
  * place (finishing first the moves a dead run left incoming); without, it
- * only counts.
+ * only counts. `expected`: how many records a walk before this one counted,
+ * for its progress.
  */
-export async function walk(map: ClusterMap, auth: Credentials | undefined): Promise<Walk> {
+export async function walk(map: ClusterMap, auth: Credentials | undefined, expected?: number): Promise<Walk> {
   const nodes = everyNode(map).map((n) => n.name);
   const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map() };
   // A record moved to a node that this walk lists later is met twice: count it once.
@@ -47,7 +48,7 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined): Prom
   // An id is one record, however many rows of it the walk meets: a copy a dead run left
   // incoming on one node and its original still live on another are counted once.
   const counted = new Set<string>();
-  const counter = progress(auth === undefined ? 'records walked' : 'records walked and moved as needed');
+  const counter = progress(auth === undefined ? 'records walked' : 'records walked and moved as needed', expected);
   for (const holder of nodes) {
     try {
       for await (const page of sortPages(holder, map, arrived)) {
@@ -56,7 +57,7 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined): Prom
         if (auth !== undefined) await moveAll(w, page, auth, arrived);
       }
     } catch (err) {
-      w.unlisted.set(holder, (err as Error).message);
+      w.unlisted.set(holder, reasonOf(err));
     }
   }
   counter.done();
@@ -145,12 +146,12 @@ export const isClean = (w: Walk) => [w.misplaced, w.strays, w.conflicts, w.faile
 // What a walk reports.
 
 
-/** The summary of the first walk: what moved where, against what hash mod N and the ring predict. */
+/** The plan, from a walk that counted: what moves where, against what hash mod N and the ring predict. */
 export function report(w: Walk, map: ClusterMap, what: 'plan' | 'reshard'): void {
   const to = map.moving!;
   const toMove = total(w.misplaced);
   const pct = (n: number) => (w.records === 0 ? '0.0%' : `${((n / w.records) * 100).toFixed(1)}%`);
-  console.log(`${what}: ${map.nodes.length} nodes -> ${to.nodes.length} nodes, replicas ${to.replicas}, ${w.records} records`);
+  console.log(`${what}: ${map.nodes.length} nodes -> ${to.nodes.length} nodes, replicas ${to.replicas}, ${w.records} records${uncounted(w)}`);
   for (const [route, n] of [...w.misplaced].sort()) console.log(`  ${route}: ${n}`);
   console.log(`  to move: ${toMove} of ${w.records} (${pct(toMove)}); hash mod N would move ${w.movedByModN} (${pct(w.movedByModN)})`);
   if (w.halfMoved > 0) console.log(`  of these, ${w.halfMoved} half-way: a run that died left them copied, and they are finished first`);
@@ -159,10 +160,6 @@ export function report(w: Walk, map: ClusterMap, what: 'plan' | 'reshard'): void
   if (map.replicas === to.replicas) {
     const predicted = predictedShare(ring(map.nodes, map.replicas), ring(to.nodes, to.replicas));
     console.log(`  the ring predicts ${(predicted * 100).toFixed(1)}%${theory(map.nodes.length, to.nodes.length)}`);
-  }
-  if (what === 'reshard') {
-    const meanwhile = w.deletedMeanwhile > 0 ? `, deleted by clients meanwhile ${w.deletedMeanwhile}` : '';
-    console.log(`  moved ${w.moved}, left in place ${w.records - toMove}${meanwhile}, conflicts ${w.conflicts.size}, failed ${w.failed.size}`);
   }
   printProblems(w, false);
 }
@@ -174,6 +171,9 @@ export function printProblems(w: Walk, verbose: boolean): void {
   printFailures(new Map([...w.failed].map(([id, why]) => [id, `: ${why}`])), verbose);
   for (const [node, why] of w.unlisted) console.error(`FAILED to list the records on ${node}: ${why}`);
 }
+
+/** ", not counting 127.0.0.1:4000, which could not be listed", or nothing: a count never passes a node off as empty. */
+export const uncounted = (w: Walk) => (w.unlisted.size === 0 ? '' : `, not counting ${[...w.unlisted.keys()].join(', ')}, which could not be listed`);
 
 export const total = (counts: Map<string, number>) => [...counts.values()].reduce((a, b) => a + b, 0);
 

@@ -379,7 +379,7 @@ describe('who may write where', () => {
     }
     const split = await b.client(['check', '--nodes', three.join(',')]);
     assert.equal(split.code, 1);
-    assert.match(split.stderr, new RegExp(`^SPLIT \\S+ holds another map at epoch ${map.epoch + 1}; run the reshard again to settle it$`, 'm'));
+    assert.match(split.stderr, new RegExp(`^SPLIT \\S+ holds another map at epoch ${map.epoch + 1}; put the cluster's map on every node with: node ch_client\\.ts reshard --to ${four.join(',')} --replicas ${REPLICAS}$`, 'm'));
     const settled = await b.client(reshardArgs(four));
     assert.equal(settled.code, 0, settled.stdout + settled.stderr);
     assert.match(settled.stdout, /^taking over the unfinished reshard of pid 1 on elsewhere/m);
@@ -496,7 +496,7 @@ describe('one reshard at a time, across machines', () => {
     gates[3]!.drop();
     const check = await b.client(['check', '--nodes', three.join(',')]);
     assert.equal(check.code, 1);
-    assert.match(check.stderr, new RegExp(`^BEHIND ${four[3]} holds epoch \\d+; run the reshard again`, 'm'));
+    assert.match(check.stderr, new RegExp(`^BEHIND ${four[3]} holds epoch \\d+; give it epoch \\d+ with: node ch_client\\.ts reshard --to ${four.join(',')}$`, 'm'));
     const rerun = await b.client(reshardArgs(four));
     assert.equal(rerun.code, 0, rerun.stdout + rerun.stderr);
     assert.match(rerun.stdout, new RegExp(`^finished the end of an earlier reshard: .*${four[3]!.replace(/\./g, '\\.')} \\(was at epoch \\d+\\)`, 'm'));
