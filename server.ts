@@ -29,6 +29,8 @@ import type { Context, Handler, Route, Shard } from './shard/context.ts';
 import { answerBroken, findRoute, HttpError, lastResort, log, readBody, send, toReply, type Reply } from './shard/http.ts';
 import { readMap, writeMap } from './shard/map-routes.ts';
 import { adopt, copy, discard, handoff } from './shard/move-steps.ts';
+import { MOVE_STEPS, moveRoutes } from './shard/move-pages.ts';
+import { createMoves } from './mysql/moves.ts';
 import { fence, follow, operatorFromEnv, promote, replication } from './shard/replication.ts';
 import { mysqlPassword, secretFor, unauthorized } from './shard/secret.ts';
 
@@ -42,6 +44,7 @@ const routes: Route[] = [
   [/^\/v1\/expenses\/([^/]+)\/copy$/, { PUT: copy, DELETE: discard }],
   [/^\/v1\/expenses\/([^/]+)\/handoff$/, { POST: handoff }],
   [/^\/v1\/expenses\/([^/]+)\/adopt$/, { POST: adopt }],
+  ...moveRoutes, // the same steps a page at a time (shard/move-pages.ts)
   [/^\/cluster\/map$/, { GET: readMap, PUT: writeMap }],
   // A failover's steps on this machine's MySQL (operator/failover.ts): the operator's routes.
   [/^\/cluster\/replication$/, { GET: replication }],
@@ -54,7 +57,7 @@ const routes: Route[] = [
 /** A failover's steps (operator/failover.ts): they run under no map, since they may change this machine's role. */
 const FAILOVER: ReadonlySet<Handler> = new Set([replication, fence, promote, follow]);
 /** The routes that change another shard's records or the cluster's shape: they need the cluster secret. */
-const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, writeMap, ...FAILOVER]);
+const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, ...MOVE_STEPS, writeMap, ...FAILOVER]);
 
 /** One request, start to finish: its route, its right to it, and the map it runs under. */
 async function dispatch(shard: Shard, req: IncomingMessage): Promise<Reply> {
@@ -134,8 +137,9 @@ function configFromEnv(env: NodeJS.ProcessEnv): Config {
 async function main(): Promise<void> {
   const config = configFromEnv(process.env);
   const db = createDb(config.db);
+  const moves = createMoves(config.db);
   const cluster = createCluster(db);
-  const shard = { db, cluster, secret: config.secret, address: `${config.host}:${config.port}`, operator: operatorFromEnv(process.env), converge: createConverge(cluster, config.secret) };
+  const shard = { db, moves, cluster, secret: config.secret, address: `${config.host}:${config.port}`, operator: operatorFromEnv(process.env), converge: createConverge(cluster, config.secret) };
   const server = createServer(shard);
   // Stop taking connections, let requests in flight finish, then close the
   // pool. Set before listening: a signal that comes early still shuts down cleanly.
@@ -143,7 +147,7 @@ async function main(): Promise<void> {
     log(`${signal}: shutting down`);
     // Idle keep-alive connections close now; busy ones after their response,
     // or after 10 s at most.
-    server.close(() => db.close().catch((err: Error) => log(`closing the pool: ${err.message}`, 'stderr')));
+    server.close(() => Promise.all([db.close(), moves.close()]).catch((err: Error) => log(`closing the pool: ${err.message}`, 'stderr')));
     setTimeout(() => server.closeAllConnections(), 10_000).unref();
   };
   process.once('SIGTERM', stop);
