@@ -18,6 +18,7 @@ import { shares } from '../lab/balance.ts';
 import { eachLimit, printFailures, progress } from '../client/batch.ts';
 import { call, problem } from '../client/http.ts';
 import { finishPage, movePage, type Credentials, type Moved } from './move.ts';
+import { createThrottle, type Throttle } from './throttle.ts';
 
 const PAGE = 1000;
 // Pages of moves in flight: one per new owner of a listed page, at most this many.
@@ -58,6 +59,7 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined): Prom
   // incoming on one node and its original still live on another are counted once.
   const counted = new Set<string>();
   const counter = progress(auth === undefined ? 'records walked' : 'records walked and moved as needed');
+  const throttle = createThrottle();
   for (const holder of nodes) {
     try {
       for await (const page of sortPages(holder, map, byArc)) {
@@ -65,7 +67,7 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined): Prom
         if (page.live !== undefined) w.records += page.live - [...arrived.values()].filter((to) => to === holder).length;
         tally(w, page, counted, byArc);
         counter.tick(page.staying.length + page.out.length);
-        if (auth !== undefined) await moveAll(w, page, auth, arrived);
+        if (auth !== undefined) await moveAll(w, page, auth, arrived, throttle);
       }
     } catch (err) {
       w.unlisted.set(holder, (err as Error).message);
@@ -146,7 +148,7 @@ function tally(w: Walk, page: Sorted, counted: Set<string>, byArc: boolean): voi
   for (const stray of page.strays) w.strays.set(stray.expense.id, `on ${page.holder}, where neither ring puts it (written there without the cluster map?): move or delete it by hand`);
 }
 
-async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<string, string>): Promise<void> {
+async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<string, string>, throttle: Throttle): Promise<void> {
   // A copy finished here lands before this node is counted; a record moved from here, where it was counted.
   const count = (moved: Map<string, Moved>, to?: string) => {
     for (const [id, m] of moved) {
@@ -159,9 +161,16 @@ async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<st
     }
   };
   const finishing = batches(page.incoming, (i) => i.from, (i) => i.copy);
-  await eachLimit(finishing, IN_FLIGHT, async ([from, copies]) => count(await finishPage(copies, from, page.holder, auth)));
+  const polite = (other: string) => throttle.before([auth.where(page.holder), auth.where(other)]);
+  await eachLimit(finishing, IN_FLIGHT, async ([from, copies]) => {
+    await polite(from);
+    count(await finishPage(copies, from, page.holder, auth));
+  });
   const moving = batches(page.out, (o) => o.to, (o) => o.record);
-  await eachLimit(moving, IN_FLIGHT, async ([to, records]) => count(await movePage(records, page.holder, to, auth), to));
+  await eachLimit(moving, IN_FLIGHT, async ([to, records]) => {
+    await polite(to);
+    count(await movePage(records, page.holder, to, auth), to);
+  });
 }
 
 /** Records grouped by the node at the other end of their move, and cut into pages that fit a request's body. */

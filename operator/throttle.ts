@@ -1,0 +1,71 @@
+// operator/throttle.ts: a reshard's moves give way to live traffic. Before a
+// page moves, the throttle times one light request to each node of the move
+// (GET /healthz: the node's event loop and a query to its MySQL, as a
+// client's request meets them) and compares it with the same request timed
+// before the walk moved anything. While a node answers slower than
+// SLOWER times that, plus a little for jitter, the page waits, longer each time; when
+// it answers as before, the waits shrink again; a node slow for its own
+// reasons holds a page back 10 s at most. Vitess's tablet throttler
+// does the same with replication lag; here the latency is the signal.
+//
+// RESHARD_THROTTLE=0 turns it off (bench/reshard.ts measures both).
+
+import { call } from '../client/http.ts';
+
+const SLOWER = 1.5;
+const JITTER_MS = 1;
+const PROBES = 5;
+const MAX_WAIT_MS = 1_000;
+const FIRST_WAIT_MS = 10;
+// A node that stays slow for its own reasons must not stop the reshard: a page goes after this long.
+const PAGE_WAIT_MS = 10_000;
+
+export type Throttle = {
+  /** Resolves when every one of these nodes (addresses) answers about as fast as before the moves. */
+  before(addresses: string[]): Promise<void>;
+  /** How long the moves waited, in all. */
+  waitedMs(): number;
+};
+
+export function createThrottle(enabled = process.env.RESHARD_THROTTLE !== '0'): Throttle {
+  const baseline = new Map<string, Promise<number>>();
+  let wait = 0;
+  let waited = 0;
+
+  const probe = async (address: string): Promise<number> => {
+    const started = performance.now();
+    await call(address, 'GET', '/healthz');
+    return performance.now() - started;
+  };
+  // The median of a few probes, one after another, taken the first time a node is moved to or from.
+  const usual = (address: string): Promise<number> => {
+    let known = baseline.get(address);
+    if (known === undefined) {
+      known = (async () => {
+        const times: number[] = [];
+        for (let i = 0; i < PROBES; i++) times.push(await probe(address));
+        return times.sort((a, b) => a - b)[PROBES >> 1]!;
+      })();
+      baseline.set(address, known);
+    }
+    return known;
+  };
+  const slow = async (address: string) => (await probe(address)) > (await usual(address)) * SLOWER + JITTER_MS;
+
+  return {
+    async before(addresses) {
+      if (!enabled) return;
+      for (let paged = 0; paged < PAGE_WAIT_MS; paged += wait) {
+        const busy = (await Promise.all(addresses.map(slow))).some(Boolean);
+        if (!busy) {
+          wait = Math.floor(wait / 2);
+          return;
+        }
+        wait = Math.min(MAX_WAIT_MS, Math.max(FIRST_WAIT_MS, wait * 2));
+        waited += wait;
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    },
+    waitedMs: () => waited,
+  };
+}
