@@ -20,8 +20,8 @@ import { ROOT, run, startShardPairs, startShards } from '../test/shards.ts';
 const SIZES = (process.argv[2] ?? '20000,200000').split(',').map(Number);
 const STANDBYS = (process.argv[3] ?? '0,1').split(',').map((s) => s === '1');
 const REPLICAS = 100;
-const JOB_RATE = 200; // requests a second
-const JOB_WORKERS = 8;
+const JOB_RATE = 100; // requests a second
+const JOB_WORKERS = 4;
 const BASELINE_MS = 5_000;
 
 type Cluster = { dir: string; env: NodeJS.ProcessEnv; nodes: string[]; stop(): Promise<void> };
@@ -141,8 +141,8 @@ function job(nodes: string[], ids: string[]) {
 
 const p99 = (xs: number[] = []) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.99)] ?? NaN;
 
-async function reshard(c: Cluster, from: string[], to: string[], env: NodeJS.ProcessEnv = {}): Promise<{ seconds: number; out: string }> {
-  const args = ['ch_client.ts', 'reshard', '--nodes', from.join(','), '--to', to.join(','), '--replicas', String(REPLICAS), '--secret-file', join(c.dir, 'cluster-secret')];
+async function reshard(c: Cluster, from: string[], to: string[], env: NodeJS.ProcessEnv = {}, more: string[] = []): Promise<{ seconds: number; out: string }> {
+  const args = ['ch_client.ts', 'reshard', '--nodes', from.join(','), '--to', to.join(','), '--replicas', String(REPLICAS), '--secret-file', join(c.dir, 'cluster-secret'), ...more];
   const started = performance.now();
   const res = await run(process.execPath, args, { env: { ...process.env, ...env } });
   if (res.code !== 0) throw new Error(`reshard failed:\n${res.stdout}${res.stderr}`);
@@ -162,6 +162,8 @@ for (const standby of STANDBYS) {
       const moving = [0, 1, 2].map((i) => ids.filter((id) => ring3.get(id) === three[i] && ring4.get(id) === four[3]));
       const moved = moving.flat().length;
       const bulkSeconds = await bulk(c, moving);
+      // What listing every record would cost: the plan of a dry run lists them all, as every walk did before.
+      const plan = await reshard(c, three, four, {}, ['--dry-run']);
       const clients = job(three, ids);
       await new Promise((r) => setTimeout(r, BASELINE_MS));
       clients.phase('throttled');
@@ -172,12 +174,14 @@ for (const standby of STANDBYS) {
       const unthrottled = await reshard(c, three, three, { RESHARD_THROTTLE: '0' });
       const { latencies, failures } = await clients.stop();
       const rate = (s: number) => Math.round(moved / s);
+      const split = (out: string) => /listing what moves took (\S+ s), moving it (\S+ s)/.exec(out)?.slice(1).join(' listing, ') + ' moving';
       const line =
         `${standby ? 'standbys' : 'no standby'}, ${records} records, ${moved} move: bulk copy ${bulkSeconds.toFixed(2)} s (${rate(bulkSeconds)}/s); ` +
         `reshard throttled ${throttled.seconds.toFixed(2)} s (${rate(throttled.seconds)}/s, ${(throttled.seconds / bulkSeconds).toFixed(2)}x the bulk copy), ` +
         `unthrottled ${unthrottled.seconds.toFixed(2)} s (${rate(unthrottled.seconds)}/s, ${(unthrottled.seconds / bulkSeconds).toFixed(2)}x); ` +
         `job p99 before ${p99(latencies.get('before')).toFixed(1)} ms, throttled ${p99(latencies.get('throttled')).toFixed(1)} ms, ` +
-        `between ${p99(latencies.get('between')).toFixed(1)} ms, unthrottled ${p99(latencies.get('unthrottled')).toFixed(1)} ms; job failures ${failures}`;
+        `between ${p99(latencies.get('between')).toFixed(1)} ms, unthrottled ${p99(latencies.get('unthrottled')).toFixed(1)} ms; job failures ${failures}; ` +
+        `first walk: throttled ${split(throttled.out)}, unthrottled ${split(unthrottled.out)}; a dry run listing every record ${plan.seconds.toFixed(2)} s`;
       console.log(line);
       rows.push(line);
       if (process.env.BENCH_VERBOSE === '1') console.log(throttled.out, unthrottled.out);

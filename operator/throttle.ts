@@ -1,9 +1,9 @@
 // operator/throttle.ts: a reshard's moves give way to live traffic. Before a
 // page moves, the throttle times one light request to each node of the move
 // (GET /healthz: the node's event loop and a query to its MySQL, as a
-// client's request meets them) and compares it with the same request timed
-// before the walk moved anything. While a node answers slower than
-// SLOWER times that, plus a little for jitter, the page waits, longer each time; when
+// client's request meets them) and compares the last few with the same
+// request timed before the walk moved anything. While a node answers slower
+// than SLOWER times that, plus a little for jitter, the page waits, longer each time; when
 // it answers as before, the waits shrink again; a node slow for its own
 // reasons holds a page back 10 s at most. Vitess's tablet throttler
 // does the same with replication lag; here the latency is the signal.
@@ -12,8 +12,10 @@
 
 import { call } from '../client/http.ts';
 
-const SLOWER = 1.5;
-const JITTER_MS = 1;
+const SLOWER = 2;
+const JITTER_MS = 2;
+// One probe is noise: a node is slow when the median of its last few is.
+const RECENT = 3;
 const PROBES = 5;
 const MAX_WAIT_MS = 1_000;
 const FIRST_WAIT_MS = 10;
@@ -50,7 +52,12 @@ export function createThrottle(enabled = process.env.RESHARD_THROTTLE !== '0'): 
     }
     return known;
   };
-  const slow = async (address: string) => (await probe(address)) > (await usual(address)) * SLOWER + JITTER_MS;
+  const recent = new Map<string, number[]>();
+  const slow = async (address: string) => {
+    const times = [...(recent.get(address) ?? []), await probe(address)].slice(-RECENT);
+    recent.set(address, times);
+    return [...times].sort((a, b) => a - b)[times.length >> 1]! > (await usual(address)) * SLOWER + JITTER_MS;
+  };
 
   return {
     async before(addresses) {

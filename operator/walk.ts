@@ -38,6 +38,8 @@ export type Walk = {
   conflicts: Map<string, string>; // id: why
   failed: Map<string, string>; // id: why
   unlisted: Map<string, string>; // node: why its records could not be listed
+  listingMs: number; // spent waiting for pages of the listing
+  movingMs: number; // spent moving what they held
 };
 
 /** A page of one node's rows, sorted into what stays and what must move. */
@@ -52,7 +54,7 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined): Prom
   const nodes = everyNode(map).map((n) => n.name);
   // A reshard lists only what is out of place on each node, and counts the rest.
   const byArc = auth !== undefined && map.moving !== undefined;
-  const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: byArc ? undefined : 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map() };
+  const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: byArc ? undefined : 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map(), listingMs: 0, movingMs: 0 };
   // A record moved to a node that this walk counts later is in two counts: it is taken off the second.
   const arrived = new Map<string, string>(); // id: the node it moved to
   // An id is one record, however many rows of it the walk meets: a copy a dead run left
@@ -61,13 +63,18 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined): Prom
   const counter = progress(auth === undefined ? 'records walked' : 'records walked and moved as needed');
   const throttle = createThrottle();
   for (const holder of nodes) {
+    let since = performance.now();
     try {
       for await (const page of sortPages(holder, map, byArc)) {
+        w.listingMs += performance.now() - since;
         // A count is taken before this node's own moves out: less what this walk moved in before it.
         if (page.live !== undefined) w.records += page.live - [...arrived.values()].filter((to) => to === holder).length;
         tally(w, page, counted, byArc);
         counter.tick(page.staying.length + page.out.length);
+        since = performance.now();
         if (auth !== undefined) await moveAll(w, page, auth, arrived, throttle);
+        w.movingMs += performance.now() - since;
+        since = performance.now();
       }
     } catch (err) {
       w.unlisted.set(holder, (err as Error).message);
@@ -218,6 +225,7 @@ export function report(w: Walk, map: ClusterMap, what: 'plan' | 'reshard'): void
   if (what === 'reshard') {
     const meanwhile = w.deletedMeanwhile > 0 ? `, deleted by clients meanwhile ${w.deletedMeanwhile}` : '';
     console.log(`  moved ${w.moved}, left in place ${w.records - toMove}${meanwhile}, conflicts ${w.conflicts.size}, failed ${w.failed.size}`);
+    console.log(`  listing what moves took ${(w.listingMs / 1000).toFixed(2)} s, moving it ${(w.movingMs / 1000).toFixed(2)} s`);
   }
   printProblems(w, false);
 }
