@@ -5,7 +5,7 @@
 // request timed before the walk moved anything. While a node answers slower
 // than SLOWER times that, plus a little for jitter, the page waits, longer each time; when
 // it answers as before, the waits shrink again; a node slow for its own
-// reasons holds a page back 10 s at most. Vitess's tablet throttler
+// reasons holds a page back 2 s at most. Vitess's tablet throttler
 // does the same with replication lag; here the latency is the signal.
 //
 // RESHARD_THROTTLE=0 turns it off (bench/reshard.ts measures both).
@@ -20,7 +20,7 @@ const PROBES = 5;
 const MAX_WAIT_MS = 1_000;
 const FIRST_WAIT_MS = 10;
 // A node that stays slow for its own reasons must not stop the reshard: a page goes after this long.
-const PAGE_WAIT_MS = 10_000;
+const PAGE_WAIT_MS = 2_000;
 
 export type Throttle = {
   /** Resolves when every one of these nodes (addresses) answers about as fast as before the moves. */
