@@ -76,10 +76,12 @@ export function createMoves(config: DbConfig) {
       await query(COPY, [rows]);
       return found(rows.map((r) => r[0] as string));
     },
-    /** Step 2 over a page; what each id's row is after it. */
-    async handOff(page: Versioned[]): Promise<Map<string, Found>> {
+    /** Step 2 over a page; what each id's row was before it, and is after it. */
+    async handOff(page: Versioned[]): Promise<{ before: Map<string, Found>; after: Map<string, Found> }> {
+      const ids = page.map((r) => r.expense.id);
+      const before = await found(ids);
       await query(HAND_OFF, pairs(page));
-      return found(page.map((r) => r.expense.id));
+      return { before, after: await found(ids) };
     },
     /** Step 3 over a page; what each id's row is after it. */
     async adopt(page: Versioned[]): Promise<Map<string, Found>> {

@@ -44,7 +44,8 @@ import type { Versioned } from '../api/expense.ts';
 import { call, problem, type Answer } from '../client/http.ts';
 
 export type Moved =
-  | { ok: true; deleted: boolean } // deleted: a client deleted it during the move, and it stays deleted
+  // deleted: a client deleted it during the move, and it stays deleted; before: a run that died had handed it off
+  | { ok: true; deleted: boolean; before?: boolean }
   | { ok: false; conflict: boolean; why: string };
 
 /**
@@ -81,11 +82,12 @@ export async function finishPage(copied: Versioned[], from: string, to: string, 
     for (let round = 0; round < ROUNDS && copied.length > 0; round++) {
       // Step 2.
       const handed = await step(from, 'POST', '/v1/moves/handoff', copied, auth);
-      const { handedOff, gone, changed, refused } = handed.body as { handedOff: string[]; gone: string[]; changed: Versioned[]; refused: Record<string, string> };
+      const { handedOff, already, gone, changed, refused } = handed.body as { handedOff: string[]; already: string[]; gone: string[]; changed: Versioned[]; refused: Record<string, string> };
       for (const [id, why] of Object.entries(refused)) result.set(id, failed(`the handoff on ${from} failed: the row is ${why}`));
       const byId = new Map(copied.map((r) => [r.expense.id, r]));
       // Step 3, and for what a client deleted meanwhile, the discard.
       await adopt(to, handedOff.map((id) => byId.get(id)!), auth, result);
+      for (const id of already) if (result.get(id)?.ok) result.set(id, { ok: true, deleted: false, before: true });
       await discard(from, to, gone.map((id) => byId.get(id)!), auth, result);
       // Changed on the old owner since it was copied: step 1 again, with the newer versions over ours.
       copied = changed.length === 0 ? [] : await copy(to, changed, auth, result);

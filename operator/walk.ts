@@ -57,6 +57,7 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined): Prom
   const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: byArc ? undefined : 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map(), listingMs: 0, movingMs: 0 };
   // A record moved to a node that this walk counts later is in two counts: it is taken off the second.
   const arrived = new Map<string, string>(); // id: the node it moved to
+  const countedNodes = new Set<string>();
   // An id is one record, however many rows of it the walk meets: a copy a dead run left
   // incoming on one node and its original still live on another are counted once.
   const counted = new Set<string>();
@@ -68,11 +69,14 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined): Prom
       for await (const page of sortPages(holder, map, byArc)) {
         w.listingMs += performance.now() - since;
         // A count is taken before this node's own moves out: less what this walk moved in before it.
-        if (page.live !== undefined) w.records += page.live - [...arrived.values()].filter((to) => to === holder).length;
+        if (page.live !== undefined) {
+          w.records += page.live - [...arrived.values()].filter((to) => to === holder).length;
+          countedNodes.add(holder);
+        }
         tally(w, page, counted, byArc);
         counter.tick(page.staying.length + page.out.length);
         since = performance.now();
-        if (auth !== undefined) await moveAll(w, page, auth, arrived, throttle);
+        if (auth !== undefined) await moveAll(w, page, auth, arrived, countedNodes, throttle);
         w.movingMs += performance.now() - since;
         since = performance.now();
       }
@@ -155,15 +159,17 @@ function tally(w: Walk, page: Sorted, counted: Set<string>, byArc: boolean): voi
   for (const stray of page.strays) w.strays.set(stray.expense.id, `on ${page.holder}, where neither ring puts it (written there without the cluster map?): move or delete it by hand`);
 }
 
-async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<string, string>, throttle: Throttle): Promise<void> {
-  // A copy finished here lands before this node is counted; a record moved from here, where it was counted.
-  const count = (moved: Map<string, Moved>, to?: string) => {
+async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<string, string>, counted: ReadonlySet<string>, throttle: Throttle): Promise<void> {
+  // A record that arrives at a node before it is counted was counted already where it came from, if
+  // that node was counted before and the record still live there: each one moved from here; a copy
+  // finished here only if its original was handed off now (not by a run that died) on a node counted before.
+  const count = (moved: Map<string, Moved>, to: string, countedThere: boolean) => {
     for (const [id, m] of moved) {
       if (!m.ok) (m.conflict ? w.conflicts : w.failed).set(id, m.why);
       else if (m.deleted) w.deletedMeanwhile++;
       else {
         w.moved++;
-        if (to !== undefined) arrived.set(id, to);
+        if (countedThere && !m.before) arrived.set(id, to);
       }
     }
   };
@@ -171,12 +177,12 @@ async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<st
   const polite = (other: string) => throttle.before([auth.where(page.holder), auth.where(other)]);
   await eachLimit(finishing, IN_FLIGHT, async ([from, copies]) => {
     await polite(from);
-    count(await finishPage(copies, from, page.holder, auth));
+    count(await finishPage(copies, from, page.holder, auth), page.holder, counted.has(from));
   });
   const moving = batches(page.out, (o) => o.to, (o) => o.record);
   await eachLimit(moving, IN_FLIGHT, async ([to, records]) => {
     await polite(to);
-    count(await movePage(records, page.holder, to, auth), to);
+    count(await movePage(records, page.holder, to, auth), to, true);
   });
 }
 

@@ -34,14 +34,15 @@ export async function copyPage(c: Context): Promise<Reply> {
  */
 export async function handOffPage(c: Context): Promise<Reply> {
   const page = records(c, 'handoff');
-  const after = await c.moves.handOff(page);
+  const { before, after } = await c.moves.handOff(page);
   const reply = answer(page, after, (r, found) => {
     if (found === undefined) return 'gone';
     if (found.state === 'moved' && found.version === r.version) return 'handedOff'; // now, or by a run that died
     return found.state === 'live' ? 'changed' : undefined;
   });
-  const changed = reply.body.changed;
-  return { status: 200, body: { ...reply.body, changed: await c.moves.live(changed) } };
+  // Those a run that died had handed off already: a walk counts where a record was live when it looked.
+  const already = reply.body.handedOff.filter((id) => before.get(id)?.state === 'moved');
+  return { status: 200, body: { ...reply.body, already, changed: await c.moves.live(reply.body.changed) } };
 }
 
 /** Step 3 over a page: each copy becomes live, its original handed off at that version. */
@@ -71,15 +72,16 @@ export async function misplaced(c: Context): Promise<Reply> {
   const map = c.held.map;
   if (map === undefined) throw new HttpError(409, 'this shard has no cluster map, so every record here is in place');
   const after = c.query.get('after') ?? '';
-  const [at, id] = after === '' ? ['', ''] : after.split('.');
-  if (after !== '' && (!/^[0-9a-f]{32}$/.test(at!) || id === undefined || !isId(id))) {
+  // An id may hold dots; a position is 32 hex digits, and the first dot ends it.
+  const [at, id] = after === '' ? ['', ''] : [after.slice(0, 32), after.slice(33)];
+  if (after !== '' && (!/^[0-9a-f]{32}\.$/.test(after.slice(0, 33)) || !isId(id))) {
     throw new HttpError(400, `after must be a position and an id, "<32 hex digits>.<id>", as the last page's next, got ${preview(after)}`);
   }
   const limit = c.query.get('limit') ?? '100';
   if (!/^\d{1,4}$/.test(limit) || +limit < 1 || +limit > PAGE_MAX) throw new HttpError(400, `limit must be a whole number from 1 to ${PAGE_MAX}, got ${JSON.stringify(limit)}`);
   const { nodes, replicas } = map.moving ?? map;
   const me = nodes.find((n) => n.shard === c.held.shard)?.name ?? '';
-  const rows = await c.moves.inArcs(othersArcs(new HashRing(nodes.map((n) => n.name), replicas), me), { at: at!, id: id! }, +limit + 1);
+  const rows = await c.moves.inArcs(othersArcs(new HashRing(nodes.map((n) => n.name), replicas), me), { at, id }, +limit + 1);
   const page = rows.slice(0, +limit);
   const last = page[page.length - 1];
   const next = rows.length > page.length ? `${last!.at}.${last!.expense.id}` : null;
