@@ -59,12 +59,7 @@ export type Credentials = { epoch: number; secret: string | undefined; where: (n
 // changing this often is left for the next walk.
 const ROUNDS = 5;
 
-/** Moves one record listed live on `from` to `to`: a page of one. */
-export async function move(listed: Versioned, from: string, to: string, auth: Credentials): Promise<Moved> {
-  return (await movePage([listed], from, to, auth)).get(listed.expense.id)!;
-}
-
-/** Moves records listed live on `from` to `to`; what became of each, by id. */
+/** Moves records listed live on `from` to `to` (one record is a page of one); what became of each, by id. */
 export async function movePage(listed: Versioned[], from: string, to: string, auth: Credentials): Promise<Map<string, Moved>> {
   const result = new Map<string, Moved>();
   try {
