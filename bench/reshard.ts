@@ -27,8 +27,22 @@ const BASELINE_MS = 5_000;
 type Cluster = { dir: string; env: NodeJS.ProcessEnv; nodes: string[]; stop(): Promise<void> };
 
 async function cluster(standby: boolean): Promise<Cluster> {
-  const s = standby ? await startShardPairs(4, { map: false }) : await startShards(4, { map: false });
-  return { dir: s.dir, env: s.env, nodes: [1, 2, 3, 4].map((i) => s.nodeOf(i)), stop: () => s.stop() };
+  return retried(async () => {
+    const s = standby ? await startShardPairs(4, { map: false }) : await startShards(4, { map: false });
+    return { dir: s.dir, env: s.env, nodes: [1, 2, 3, 4].map((i) => s.nodeOf(i)), stop: () => s.stop() };
+  });
+}
+
+/** On a loaded machine, initialising a MariaDB now and then fails (mariadb-install-db): start afresh, twice at most. */
+async function retried<T>(start: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start();
+    } catch (err) {
+      if (attempt === 3) throw err;
+      console.error(`starting the shards failed, starting again: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
 }
 
 /** Runs a mariadb client on shard i's primary, reading SQL from `input`. */
