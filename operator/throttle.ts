@@ -40,13 +40,13 @@ export function createThrottle(enabled = process.env.RESHARD_THROTTLE !== '0'): 
     await call(address, 'GET', '/healthz');
     return performance.now() - started;
   };
-  // The median of a few probes, one after another, taken the first time a node is moved to or from.
+  // The median of a few probes sent at once, the first time a node is moved to or from. At once, so
+  // that a node frozen from the start is given up after one timeout (client/http.ts), as a burst of moves would.
   const usual = (address: string): Promise<number> => {
     let known = baseline.get(address);
     if (known === undefined) {
       known = (async () => {
-        const times: number[] = [];
-        for (let i = 0; i < PROBES; i++) times.push(await probe(address));
+        const times = await Promise.all(Array.from({ length: PROBES }, () => probe(address)));
         return times.sort((a, b) => a - b)[PROBES >> 1]!;
       })();
       baseline.set(address, known);
