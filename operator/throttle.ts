@@ -55,9 +55,10 @@ export function createThrottle(enabled = process.env.RESHARD_THROTTLE !== '0'): 
   };
   const recent = new Map<string, number[]>();
   const slow = async (address: string) => {
+    const before = await usual(address);
     const times = [...(recent.get(address) ?? []), await probe(address)].slice(-RECENT);
     recent.set(address, times);
-    return [...times].sort((a, b) => a - b)[times.length >> 1]! > (await usual(address)) * SLOWER + JITTER_MS;
+    return [...times].sort((a, b) => a - b)[times.length >> 1]! > before * SLOWER + JITTER_MS;
   };
 
   return {
