@@ -1,6 +1,8 @@
-// operator/move.ts: moving one record from its old owner to its new one while
-// clients keep writing, without ever making a second live record
-// (api/cluster-map.ts, rule 4). server.ts serves each step.
+// operator/move.ts: moving records from their old owner to their new one
+// while clients keep writing, without ever making a second live record
+// (api/cluster-map.ts, rule 4). Read it first for ONE record; a page of them
+// is the same three steps, each sent once for the whole page
+// (shard/move-pages.ts serves them; shard/move-steps.ts is the one-record form).
 //
 //   1. COPY the record, version and all, to the new owner, where it arrives
 //      as incoming: no client can see or change it there.
@@ -23,12 +25,27 @@
 //     since the old owner remembers the handoff; step 3 follows.
 //   - after step 3: moved. The old owner's moved row is forgotten when the
 //     reshard ends.
+//
+// HOW A PAGE KEEPS RULE 4. Each step over a page is one statement on one
+// shard, so one transaction, and its WHERE names each record's state and
+// version: it does to each record exactly what that record's one-record step
+// would, and nothing to a record whose row is not as named. The hand-off's
+// statement makes every original of the page stop being live at its commit;
+// a record a client changed since its copy is not in the page's (id,
+// version) pairs, so it stays live where it is, and its stale copy stays
+// incoming, unseen: it goes round again with its newer version, alone in a
+// smaller page. So at every instant each id has at most one live row; a kill
+// lands before or after a statement's commit, never inside one; and what the
+// kill leaves is, per record, one of the four states above, which the next
+// run finishes as it would finish one record. A page widens only the window
+// of step 2 to 3: the page's ids answer 503 together, for one round trip.
 
-import { etag, sameExpense, type Versioned } from '../api/expense.ts';
+import type { Versioned } from '../api/expense.ts';
 import { call, problem, Unreachable, type Answer } from '../client/http.ts';
 
 export type Moved =
-  | { ok: true; deleted: boolean } // deleted: a client deleted it during the move, and it stays deleted
+  // deleted: a client deleted it during the move, and it stays deleted; before: a run that died had handed it off
+  | { ok: true; deleted: boolean; before?: boolean }
   | { ok: false; conflict: boolean; why: string };
 
 /**
@@ -42,20 +59,15 @@ export type Credentials = { epoch: number; secret: string | undefined; where: (n
 // changing this often is left for the next walk.
 const ROUNDS = 5;
 
-/** Moves a record listed live on `from` to `to`. */
-export async function move(listed: Versioned, from: string, to: string, auth: Credentials): Promise<Moved> {
+/** Moves records listed live on `from` to `to` (one record is a page of one); what became of each, by id. */
+export async function movePage(listed: Versioned[], from: string, to: string, auth: Credentials): Promise<Map<string, Moved>> {
+  const result = new Map<string, Moved>();
   try {
     // Step 1.
-    const created = await copy(to, listed, { 'if-none-match': '*' }, auth);
-    if (created.status === 201) return await finish(listed, from, to, auth);
-    if (created.status !== 412) return failed(`copy to ${to} failed: ${problem(created)}`);
-    if (created.body?.state === 'live') return conflict(`a different record with this id is live on ${to} too`);
-    // An incoming copy of ours from a run that died: bring it up to date, and go on from there.
-    const replaced = await copy(to, listed, { 'if-match': created.etag! }, auth);
-    if (replaced.status !== 200) return failed(`copy to ${to} failed: ${problem(replaced)}`);
-    return await finish(listed, from, to, auth);
+    const copied = await copy(to, listed, auth, result);
+    return await finishPage(copied, from, to, auth, result);
   } catch (err) {
-    return failed(reasonOf(err));
+    return failAll(listed, reasonOf(err), result);
   }
 }
 
@@ -69,63 +81,74 @@ export function reasonOf(err: unknown): string {
   return err instanceof Error ? (err.stack ?? String(err)) : String(err);
 }
 
-/** Steps 2 and 3, for a copy that is incoming on `to`: the rest of a move, or of one that a dead run left. */
-export async function finish(copied: Versioned, from: string, to: string, auth: Credentials): Promise<Moved> {
-  const id = copied.expense.id;
+/** Steps 2 and 3, for copies that are incoming on `to`: the rest of a move, or of one that a dead run left. */
+export async function finishPage(copied: Versioned[], from: string, to: string, auth: Credentials, result = new Map<string, Moved>()): Promise<Map<string, Moved>> {
   try {
-    for (let round = 0; round < ROUNDS; round++) {
+    for (let round = 0; round < ROUNDS && copied.length > 0; round++) {
       // Step 2.
-      const handed = await step(from, 'POST', `/v1/expenses/${id}/handoff`, copied, auth);
-      if (handed.status === 404) return await discard(copied, from, to, auth);
-      if (handed.status === 204) {
-        // Step 3.
-        const adopted = await step(to, 'POST', `/v1/expenses/${id}/adopt`, copied, auth);
-        return adopted.status === 204 ? { ok: true, deleted: false } : failed(`handed off, but adopting on ${to} failed: ${problem(adopted)}; run the reshard again`);
-      }
-      if (handed.status !== 412 || handed.body?.state !== 'live') return failed(`the handoff on ${from} failed: ${problem(handed)}`);
-
-      // Changed on the old owner since it was copied: step 1 again, with the newer version over ours.
-      const newer = await read(from, id, auth.where);
-      if (newer === undefined) continue; // deleted just now: the next handoff says 404
-      const replaced = await copy(to, newer, { 'if-match': etag(copied.version) }, auth);
-      if (replaced.status !== 200) return failed(`copy of a newer version to ${to} failed: ${problem(replaced)}`);
-      copied = newer;
+      const handed = await step(from, 'POST', '/v1/moves/handoff', copied, auth);
+      const { handedOff, already, gone, changed, refused } = handed.body as { handedOff: string[]; already: string[]; gone: string[]; changed: Versioned[]; refused: Record<string, string> };
+      for (const [id, why] of Object.entries(refused)) result.set(id, failed(`the handoff on ${from} failed: the row is ${why}`));
+      const byId = new Map(copied.map((r) => [r.expense.id, r]));
+      // Step 3, and for what a client deleted meanwhile, the discard.
+      await adopt(to, handedOff.map((id) => byId.get(id)!), auth, result);
+      for (const id of already) if (result.get(id)?.ok) result.set(id, { ok: true, deleted: false, before: true });
+      await discard(from, to, gone.map((id) => byId.get(id)!), auth, result);
+      // Changed on the old owner since it was copied: step 1 again, with the newer versions over ours.
+      copied = changed.length === 0 ? [] : await copy(to, changed, auth, result);
     }
-    return failed(`it changed on ${from} ${ROUNDS} times during the move; run the reshard again`);
+    const why = `it changed on ${from} ${ROUNDS} times during the move; run the reshard again`;
+    for (const r of copied) result.set(r.expense.id, failed(why));
+    return result;
   } catch (err) {
-    return failed(reasonOf(err));
+    return failAll(copied, reasonOf(err), result);
   }
 }
 
 const conflict = (why: string): Moved => ({ ok: false, conflict: true, why });
 const failed = (why: string): Moved => ({ ok: false, conflict: false, why });
 
-function headers(auth: Credentials, condition: Record<string, string>): Record<string, string> {
-  return { ...condition, 'cluster-epoch': String(auth.epoch) };
+/** Marks every record of a page not yet settled as failed, for why. */
+function failAll(page: Versioned[], why: string, result: Map<string, Moved>): Map<string, Moved> {
+  for (const r of page) if (!result.has(r.expense.id)) result.set(r.expense.id, failed(why));
+  return result;
 }
 
-async function copy(to: string, record: Versioned, condition: Record<string, string>, auth: Credentials): Promise<Answer> {
-  const res = await call(auth.where(to), 'PUT', `/v1/expenses/${record.expense.id}/copy`, { ...record.expense, version: record.version }, headers(auth, condition), { secret: auth.secret });
-  // The owner answers with what it stored: it must be the record, in canonical form.
-  if (res.status < 300 && !sameExpense(res.body, record.expense)) throw new Error(`the copy on ${to} differs from the original; the original is kept`);
+/** Step 1 over a page: the records now incoming on `to`. */
+async function copy(to: string, page: Versioned[], auth: Credentials, result: Map<string, Moved>): Promise<Versioned[]> {
+  const res = await send(to, 'PUT', '/v1/moves/copy', page.map((r) => ({ ...r.expense, version: r.version })), auth);
+  if (res.status !== 200) throw new Error(`copy to ${to} failed: ${problem(res)}`);
+  const { copied, conflict: live, refused } = res.body as { copied: string[]; conflict: string[]; refused: Record<string, string> };
+  for (const id of live) result.set(id, conflict(`a different record with this id is live on ${to} too`));
+  for (const [id, why] of Object.entries(refused)) result.set(id, failed(`copy to ${to} failed: the row is ${why}`));
+  const made = new Set(copied);
+  return page.filter((r) => made.has(r.expense.id));
+}
+
+async function adopt(to: string, page: Versioned[], auth: Credentials, result: Map<string, Moved>): Promise<void> {
+  if (page.length === 0) return;
+  const res = await step(to, 'POST', '/v1/moves/adopt', page, auth);
+  const { adopted, refused } = res.body as { adopted: string[]; refused: Record<string, string> };
+  for (const id of adopted) result.set(id, { ok: true, deleted: false });
+  for (const [id, why] of Object.entries(refused)) result.set(id, failed(`handed off, but adopting on ${to} failed: the row is ${why}; run the reshard again`));
+}
+
+/** The originals were deleted during the move: their copies go too. */
+async function discard(from: string, to: string, page: Versioned[], auth: Credentials, result: Map<string, Moved>): Promise<void> {
+  if (page.length === 0) return;
+  const res = await step(to, 'DELETE', '/v1/moves/copy', page, auth);
+  const { discarded, refused } = res.body as { discarded: string[]; refused: Record<string, string> };
+  for (const id of discarded) result.set(id, { ok: true, deleted: true });
+  for (const [id, why] of Object.entries(refused)) result.set(id, failed(`it was deleted on ${from} during the move, but discarding the copy on ${to} failed: the row is ${why}`));
+}
+
+/** A step over a page that names each record by id and version; its answer, which must be a 200. */
+async function step(node: string, method: string, path: string, page: Versioned[], auth: Credentials): Promise<Answer> {
+  const res = await send(node, method, path, page.map((r) => ({ id: r.expense.id, version: r.version })), auth);
+  if (res.status !== 200) throw new Error(`${path.slice(path.lastIndexOf('/') + 1)} on ${node} failed: ${problem(res)}`);
   return res;
 }
 
-function step(node: string, method: string, path: string, copied: Versioned, auth: Credentials): Promise<Answer> {
-  return call(auth.where(node), method, path, undefined, headers(auth, { 'if-match': etag(copied.version) }), { secret: auth.secret });
-}
-
-/** The live record on a node, or undefined when it has none (gone, or mid-move). */
-async function read(node: string, id: string, where: (node: string) => string): Promise<Versioned | undefined> {
-  const res = await call(where(node), 'GET', `/v1/expenses/${id}`);
-  if (res.status === 200 && res.etag !== undefined) return { expense: res.body, version: res.etag.slice(1, -1) };
-  if (res.status === 404 || res.status === 421 || res.status === 503) return undefined;
-  throw new Error(`read from ${node} failed: ${problem(res)}`);
-}
-
-/** The original was deleted during the move: the copy goes too. */
-async function discard(copied: Versioned, from: string, to: string, auth: Credentials): Promise<Moved> {
-  const gone = await step(to, 'DELETE', `/v1/expenses/${copied.expense.id}/copy`, copied, auth);
-  if (gone.status === 204 || gone.status === 404) return { ok: true, deleted: true };
-  return failed(`it was deleted on ${from} during the move, but discarding the copy on ${to} failed: ${problem(gone)}`);
+async function send(node: string, method: string, path: string, records: unknown[], auth: Credentials): Promise<Answer> {
+  return call(auth.where(node), method, path, { records }, { 'cluster-epoch': String(auth.epoch) }, { secret: auth.secret });
 }

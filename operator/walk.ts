@@ -1,9 +1,14 @@
 // operator/walk.ts: one walk over a cluster's nodes, as a reshard and check
-// make it. First the plan: every record is listed, a page at a time, and
-// sorted into those on their owner (never touched), those that must move, and
-// the copies that a run which died left half-way. Then, for a reshard, the
-// move: each of those goes by operator/move.ts. The walk counts what it found
-// and did, and reports it.
+// make it. First the plan: records are listed, a page at a time, and sorted
+// into those on their owner (never touched), those that must move, and the
+// copies that a run which died left half-way. Then, for a reshard, the move:
+// those go by operator/move.ts, a page to each new owner at a time. The walk
+// counts what it found and did, and reports it.
+//
+// A check or a dry run lists every record, to count them all. A reshard lists
+// on each node only the records whose home is elsewhere, by their position on
+// the circle (GET /v1/moves/misplaced, shard/move-pages.ts), and counts the
+// rest: its cost is what moves, not what is stored.
 
 import { addressOf, everyNode, placer, type ClusterMap, type MapNode } from '../api/cluster-map.ts';
 import type { Versioned } from '../api/expense.ts';
@@ -12,27 +17,33 @@ import { modN } from '../lab/alternatives.ts';
 import { shares } from '../lab/balance.ts';
 import { eachLimit, printFailures, progress } from '../client/batch.ts';
 import { call, problem } from '../client/http.ts';
-import { finish, move, reasonOf, type Credentials, type Moved } from './move.ts';
+import { finishPage, movePage, reasonOf, type Credentials, type Moved } from './move.ts';
+import { createThrottle, type Throttle } from './throttle.ts';
 
 const PAGE = 1000;
-const IN_FLIGHT = 16;
+// Pages of moves in flight: one per new owner of a listed page, at most this many.
+const IN_FLIGHT = 4;
+// A page of copies is a request's body, which a shard reads up to 64 KiB (shard/http.ts).
+const COPY_BYTES = 60_000;
 /** What one walk over the nodes found and did. */
 export type Walk = {
   nodes: number;
   records: number;
   misplaced: Map<string, number>; // "holder -> owner": how many records
   halfMoved: number; // of those, copies a run that died left incoming
-  movedByModN: number;
+  movedByModN: number | undefined; // undefined where the walk listed only what is out of place
   moved: number;
   deletedMeanwhile: number;
   strays: Map<string, string>; // id: where it is, though neither ring puts it there
   conflicts: Map<string, string>; // id: why
   failed: Map<string, string>; // id: why
   unlisted: Map<string, string>; // node: why its records could not be listed
+  listingMs: number; // spent waiting for pages of the listing
+  movingMs: number; // spent moving what they held
 };
 
 /** A page of one node's rows, sorted into what stays and what must move. */
-type Sorted = { holder: string; staying: string[]; movedByModN: number; out: Array<{ record: Versioned; to: string }>; incoming: Array<{ copy: Versioned; from: string }>; strays: Versioned[] };
+type Sorted = { holder: string; live?: number; staying: string[]; movedByModN: number; out: Array<{ record: Versioned; to: string }>; incoming: Array<{ copy: Versioned; from: string }>; strays: Versioned[] };
 
 /**
  * Walks every node of both rings. With credentials it moves what is out of
@@ -42,19 +53,33 @@ type Sorted = { holder: string; staying: string[]; movedByModN: number; out: Arr
  */
 export async function walk(map: ClusterMap, auth: Credentials | undefined, expected?: number): Promise<Walk> {
   const nodes = everyNode(map).map((n) => n.name);
-  const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map() };
-  // A record moved to a node that this walk lists later is met twice: count it once.
-  const arrived = new Set<string>();
+  // A reshard lists only what is out of place on each node, and counts the rest.
+  const byArc = auth !== undefined && map.moving !== undefined;
+  const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: byArc ? undefined : 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map(), listingMs: 0, movingMs: 0 };
+  // A record moved to a node that this walk counts later is in two counts: it is taken off the second.
+  const arrived = new Map<string, string>(); // id: the node it moved to
+  const countedNodes = new Set<string>();
   // An id is one record, however many rows of it the walk meets: a copy a dead run left
   // incoming on one node and its original still live on another are counted once.
   const counted = new Set<string>();
   const counter = progress(auth === undefined ? 'records walked' : 'records walked and moved as needed', expected);
+  const throttle = createThrottle();
   for (const holder of nodes) {
+    let since = performance.now();
     try {
-      for await (const page of sortPages(holder, map, arrived)) {
-        tally(w, page, counted);
+      for await (const page of sortPages(holder, map, byArc)) {
+        w.listingMs += performance.now() - since;
+        // A count is taken before this node's own moves out: less what this walk moved in before it.
+        if (page.live !== undefined) {
+          w.records += page.live - [...arrived.values()].filter((to) => to === holder).length;
+          countedNodes.add(holder);
+        }
+        tally(w, page, counted, byArc);
         counter.tick(page.staying.length + page.out.length);
-        if (auth !== undefined) await moveAll(w, page, auth, arrived);
+        since = performance.now();
+        if (auth !== undefined) await moveAll(w, page, auth, arrived, countedNodes, throttle);
+        w.movingMs += performance.now() - since;
+        since = performance.now();
       }
     } catch (err) {
       w.unlisted.set(holder, reasonOf(err));
@@ -65,7 +90,7 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined, expec
 }
 
 /** The rows on one node, a page at a time, sorted: the incoming copies first, then the live records. */
-async function* sortPages(holder: string, map: ClusterMap, arrived: Set<string>): AsyncGenerator<Sorted> {
+async function* sortPages(holder: string, map: ClusterMap, byArc: boolean): AsyncGenerator<Sorted> {
   const place = placer(map);
   const [from, to] = [map.nodes, map.moving?.nodes ?? map.nodes].map((nodes) => nodes.map((n) => n.name));
   const at = addressOf(map, holder);
@@ -79,9 +104,9 @@ async function* sortPages(holder: string, map: ClusterMap, arrived: Set<string>)
     }
     yield page;
   }
-  for await (const records of pages(at, 'live')) {
-    const page: Sorted = { holder, staying: [], movedByModN: 0, out: [], incoming: [], strays: [] };
-    for (const record of records.filter((r) => !arrived.has(r.expense.id))) {
+  for await (const records of pages(at, byArc ? 'misplaced' : 'live')) {
+    const page: Sorted = { holder, live: records.live, staying: [], movedByModN: 0, out: [], incoming: [], strays: [] };
+    for (const record of records) {
       if (modN(record.expense.id, from!) !== modN(record.expense.id, to!)) page.movedByModN++;
       const { owner, target } = place(record.expense.id);
       const home = (target ?? owner).name;
@@ -93,15 +118,22 @@ async function* sortPages(holder: string, map: ClusterMap, arrived: Set<string>)
   }
 }
 
-/** Every row on a node (at its address) in one state, with its version, a page at a time, by keyset paging. */
-async function* pages(node: string, state: 'live' | 'incoming' | 'moved'): AsyncGenerator<Versioned[]> {
+/**
+ * Every row on a node (at its address) in one state, with its version, a page
+ * at a time, by keyset paging; or its live rows whose home is elsewhere
+ * ('misplaced'), the first page with the count of all its live rows.
+ */
+async function* pages(node: string, state: 'live' | 'incoming' | 'moved' | 'misplaced'): AsyncGenerator<Versioned[] & { live?: number }> {
   let after = '';
+  const path = state === 'misplaced' ? `/v1/moves/misplaced?limit=${PAGE}` : `/cluster/rows?state=${state}&limit=${PAGE}`;
   for (;;) {
-    const res = await call(node, 'GET', `/cluster/rows?state=${state}&limit=${PAGE}${after === '' ? '' : `&after=${after}`}`);
+    const res = await call(node, 'GET', `${path}${after === '' ? '' : `&after=${after}`}`);
     if (res.status !== 200) throw new Error(problem(res));
-    yield res.body.expenses.map((expense: Versioned['expense']) => ({ expense, version: res.body.versions[expense.id] }));
+    const page: Versioned[] & { live?: number } = res.body.expenses.map((expense: Versioned['expense']) => ({ expense, version: res.body.versions[expense.id] }));
+    page.live = res.body.live;
+    yield page;
     if (res.body.next === null) return;
-    // Paging by id stays correct while records we have seen move away.
+    // Paging by id (or position) stays correct while records we have seen move away.
     after = res.body.next;
   }
 }
@@ -113,31 +145,66 @@ export async function idsOn(node: string, state: 'live' | 'incoming' | 'moved'):
   return ids;
 }
 
-function tally(w: Walk, page: Sorted, counted: Set<string>): void {
+function tally(w: Walk, page: Sorted, counted: Set<string>, byArc: boolean): void {
   // A copy a dead run left incoming is a record on its way: counted once, where it comes from.
-  for (const id of [...page.staying, ...page.out.map((o) => o.record.expense.id), ...page.incoming.map((i) => i.copy.expense.id)]) {
+  // Listed by arc, a record is counted where it is live (Sorted.live), and its copy is finished before that count.
+  for (const id of byArc ? [] : [...page.staying, ...page.out.map((o) => o.record.expense.id), ...page.incoming.map((i) => i.copy.expense.id)]) {
     if (counted.has(id)) continue;
     counted.add(id);
     w.records++;
   }
   w.halfMoved += page.incoming.length;
-  w.movedByModN += page.movedByModN;
+  if (w.movedByModN !== undefined) w.movedByModN += page.movedByModN;
   const routes = [...page.out.map(({ to }) => `${page.holder} -> ${to}`), ...page.incoming.map(({ from }) => `${from} -> ${page.holder}`)];
   for (const route of routes) w.misplaced.set(route, (w.misplaced.get(route) ?? 0) + 1);
   for (const stray of page.strays) w.strays.set(stray.expense.id, `on ${page.holder}, where neither ring puts it (written there without the cluster map?): move or delete it by hand`);
 }
 
-async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Set<string>): Promise<void> {
-  const count = (id: string, moved: Moved) => {
-    if (!moved.ok) (moved.conflict ? w.conflicts : w.failed).set(id, moved.why);
-    else if (moved.deleted) w.deletedMeanwhile++;
-    else {
-      w.moved++;
-      arrived.add(id);
+async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<string, string>, counted: ReadonlySet<string>, throttle: Throttle): Promise<void> {
+  // A record that arrives at a node before it is counted was counted already where it came from, if
+  // that node was counted before and the record still live there: each one moved from here; a copy
+  // finished here only if its original was handed off now (not by a run that died) on a node counted before.
+  const count = (moved: Map<string, Moved>, to: string, countedThere: boolean) => {
+    for (const [id, m] of moved) {
+      if (!m.ok) (m.conflict ? w.conflicts : w.failed).set(id, m.why);
+      else if (m.deleted) w.deletedMeanwhile++;
+      else {
+        w.moved++;
+        if (countedThere && !m.before) arrived.set(id, to);
+      }
     }
   };
-  await eachLimit(page.incoming, IN_FLIGHT, async ({ copy, from }) => count(copy.expense.id, await finish(copy, from, page.holder, auth)));
-  await eachLimit(page.out, IN_FLIGHT, async ({ record, to }) => count(record.expense.id, await move(record, page.holder, to, auth)));
+  const finishing = batches(page.incoming, (i) => i.from, (i) => i.copy);
+  const polite = (other: string) => throttle.before([auth.where(page.holder), auth.where(other)]);
+  await eachLimit(finishing, IN_FLIGHT, async ([from, copies]) => {
+    await polite(from);
+    count(await finishPage(copies, from, page.holder, auth), page.holder, counted.has(from));
+  });
+  const moving = batches(page.out, (o) => o.to, (o) => o.record);
+  await eachLimit(moving, IN_FLIGHT, async ([to, records]) => {
+    await polite(to);
+    count(await movePage(records, page.holder, to, auth), to, true);
+  });
+}
+
+/** Records grouped by the node at the other end of their move, and cut into pages that fit a request's body. */
+function batches<T>(items: T[], node: (item: T) => string, record: (item: T) => Versioned): Array<[string, Versioned[]]> {
+  const open = new Map<string, { records: Versioned[]; bytes: number }>();
+  const full: Array<[string, Versioned[]]> = [];
+  for (const item of items) {
+    const r = record(item);
+    const bytes = Buffer.byteLength(JSON.stringify(r.expense)) + 40; // with its version, quoted, and a comma
+    const at = node(item);
+    let batch = open.get(at);
+    if (batch !== undefined && batch.bytes + bytes > COPY_BYTES) {
+      full.push([at, batch.records]);
+      batch = undefined;
+    }
+    if (batch === undefined) open.set(at, (batch = { records: [], bytes: 0 }));
+    batch.records.push(r);
+    batch.bytes += bytes;
+  }
+  return [...full, ...[...open].map(([at, b]): [string, Versioned[]] => [at, b.records])];
 }
 
 export const isClean = (w: Walk) => [w.misplaced, w.strays, w.conflicts, w.failed, w.unlisted].every((m) => m.size === 0);
@@ -153,13 +220,19 @@ export function report(w: Walk, map: ClusterMap, what: 'plan' | 'reshard'): void
   const pct = (n: number) => (w.records === 0 ? '0.0%' : `${((n / w.records) * 100).toFixed(1)}%`);
   console.log(`${what}: ${map.nodes.length} nodes -> ${to.nodes.length} nodes, replicas ${to.replicas}, ${w.records} records${uncounted(w)}`);
   for (const [route, n] of [...w.misplaced].sort()) console.log(`  ${route}: ${n}`);
-  console.log(`  to move: ${toMove} of ${w.records} (${pct(toMove)}); hash mod N would move ${w.movedByModN} (${pct(w.movedByModN)})`);
+  const modN = w.movedByModN === undefined ? '' : `; hash mod N would move ${w.movedByModN} (${pct(w.movedByModN)})`;
+  console.log(`  to move: ${toMove} of ${w.records} (${pct(toMove)})${modN}`);
   if (w.halfMoved > 0) console.log(`  of these, ${w.halfMoved} half-way: a run that died left them copied, and they are finished first`);
   const ring = (nodes: MapNode[], replicas: number) => new HashRing(nodes.map((n) => n.name), replicas);
   // Between rings of the same replicas, only the arcs of nodes that come or go change owner.
   if (map.replicas === to.replicas) {
     const predicted = predictedShare(ring(map.nodes, map.replicas), ring(to.nodes, to.replicas));
     console.log(`  the ring predicts ${(predicted * 100).toFixed(1)}%${theory(map.nodes.length, to.nodes.length)}`);
+  }
+  if (what === 'reshard') {
+    const meanwhile = w.deletedMeanwhile > 0 ? `, deleted by clients meanwhile ${w.deletedMeanwhile}` : '';
+    console.log(`  moved ${w.moved}, left in place ${w.records - toMove}${meanwhile}, conflicts ${w.conflicts.size}, failed ${w.failed.size}`);
+    console.log(`  listing what moves took ${(w.listingMs / 1000).toFixed(2)} s, moving it ${(w.movingMs / 1000).toFixed(2)} s`);
   }
   printProblems(w, false);
 }

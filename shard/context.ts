@@ -4,6 +4,7 @@
 
 import type { Db } from '../db.ts';
 import type { OperatorConfig, Query } from '../mysql/connections.ts';
+import type { Moves } from '../mysql/moves.ts';
 import type { Cluster, Held } from './cluster.ts';
 import type { Converge } from './converge.ts';
 import type { Call, Reply } from './http.ts';
@@ -11,11 +12,12 @@ import type { Rows } from './rows.ts';
 
 /**
  * What every request may use: the expense API's database, the rows in any
- * state, the connections for a room's own statements (page/counts.ts), the map this shard holds, the cluster secret, the address this
- * server answers at (set once it listens), and its MySQL as the operator
- * (shard/replication.ts; undefined without one).
+ * state, the statements of a reshard's batched moves, the connections for a
+ * room's own statements (page/counts.ts), the map this shard holds, the
+ * cluster secret, the address this server answers at (set once it listens),
+ * and its MySQL as the operator (shard/replication.ts; undefined without one).
  */
-export type Shard = { db: Db; rows: Rows; mysql: Query; cluster: Cluster; secret: string | undefined; address: string; operator: OperatorConfig | undefined; converge?: Converge };
+export type Shard = { db: Db; rows: Rows; moves: Moves; mysql: Query; cluster: Cluster; secret: string | undefined; address: string; operator: OperatorConfig | undefined; converge?: Converge };
 /** A request as a handler sees it: the shard, the map it runs under, and what the client sent. */
 export type Context = Call<Shard & { held: Held }>;
 export type Handler = (c: Context) => Promise<Reply>;

@@ -6,6 +6,7 @@
 //   shard/cluster.ts        the map this shard holds, and how it changes (level 2)
 //   shard/map-routes.ts     the map over HTTP, changed by the operator (level 3)
 //   shard/move-steps.ts     this shard's half of moving a record (level 3)
+//   shard/move-pages.ts     the same, a page of records at a time
 //   shard/converge.ts       a newer map a client names, fetched from a peer and taken (level 3)
 //   shard/secret.ts         the cluster secret of the operator's routes
 //   shard/replication.ts    this machine's steps of a failover: fence, promote, follow (level 4)
@@ -24,6 +25,8 @@ import { guarded } from './guard.ts';
 import { HttpError, log, logLinesDropped, type Reply, type Route } from './http.ts';
 import { readMap, writeMap } from './map-routes.ts';
 import { adopt, copy, discard, handoff } from './move-steps.ts';
+import { MOVE_STEPS, moveRoutes } from './move-pages.ts';
+import { createMoves } from '../mysql/moves.ts';
 import { readOnly } from './placement.ts';
 import { fence, follow, operatorFromEnv, promote, proofRoutes, replication } from './replication.ts';
 import { createRows, type State } from './rows.ts';
@@ -41,7 +44,7 @@ export function joinCluster(api: Array<Route<Api>>, db: Db, query: Query, env: N
   const rows = createRows(query);
   const cluster = createCluster(rows);
   const secret = secretFor(host, env.CLUSTER_SECRET_FILE);
-  const shard: Shard = { db, rows, mysql: query, cluster, secret, address: host, operator: operatorFromEnv(env), converge: createConverge(cluster, secret) };
+  const shard: Shard = { db, rows, moves: createMoves(query), mysql: query, cluster, secret, address: host, operator: operatorFromEnv(env), converge: createConverge(cluster, secret) };
   const routes: Array<Route<Context>> = [
     // Before the expense API's: this shard's health says its name and role too.
     [/^\/healthz$/, { GET: health }],
@@ -52,6 +55,8 @@ export function joinCluster(api: Array<Route<Api>>, db: Db, query: Query, env: N
     [/^\/v1\/expenses\/([^/]+)\/copy$/, { PUT: copy, DELETE: discard }],
     [/^\/v1\/expenses\/([^/]+)\/handoff$/, { POST: handoff }],
     [/^\/v1\/expenses\/([^/]+)\/adopt$/, { POST: adopt }],
+    // The same steps a page at a time (shard/move-pages.ts).
+    ...moveRoutes,
     [/^\/cluster\/map$/, { GET: readMap, PUT: writeMap }],
     // A failover's steps on this machine's MySQL (operator/failover.ts): the operator's routes.
     [/^\/cluster\/replication$/, { GET: replication }],
@@ -76,7 +81,7 @@ export function joinCluster(api: Array<Route<Api>>, db: Db, query: Query, env: N
 /** A failover's steps (operator/failover.ts): they run under no map, since they may change this machine's role. */
 const FAILOVER: ReadonlySet<Handler> = new Set([replication, fence, promote, follow]);
 /** The routes that change another shard's records or the cluster's shape: they need the cluster secret. */
-const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, writeMap, ...FAILOVER]);
+const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, ...MOVE_STEPS, writeMap, ...FAILOVER]);
 
 /** One request of the cluster's: its right to its route, and the map it runs under. */
 async function under(shard: Shard, handler: Handler, c: Api): Promise<Reply> {

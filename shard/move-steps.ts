@@ -59,30 +59,38 @@ export async function discard(c: Context): Promise<Reply> {
   throw stepRefused(await c.rows.get(id), id);
 }
 
-type Step = 'copy' | 'handoff' | 'adopt' | 'discard';
+export type Step = 'copy' | 'handoff' | 'adopt' | 'discard';
 
-/**
- * The id of a move step, which only the reshard holding this shard's epoch
- * may send (a reshard that was taken over is fenced off by its old epoch),
- * and only to one of the id's two homes. A copy is taken only on the new
- * owner: it creates, and on the old owner it would delete the moved row, the
- * tombstone that sends clients on to the new one. The other steps change a
- * row only in the exact state and version they name, so they are taken on
- * either home: a reversal finishes a dead run's move in its old direction,
- * from the home that is now the target back to the one that is now the owner.
- */
+/** The id of a one-record move step, if it may be taken here (movableHere). */
 function movable(c: Context, step: Step): string {
   const id = pathId(c.params);
+  movableHere(c, [id], step);
+  return id;
+}
+
+/**
+ * Throws unless these ids may take a move step here. Only the reshard holding
+ * this shard's epoch may send one (a reshard that was taken over is fenced off
+ * by its old epoch), and only to one of each id's two homes. A copy is taken
+ * only on the new owner: it creates, and on the old owner it would delete the
+ * moved row, the tombstone that sends clients on to the new one. The other
+ * steps change a row only in the exact state and version they name, so they
+ * are taken on either home: a reversal finishes a dead run's move in its old
+ * direction, from the home that is now the target back to the one that is now
+ * the owner.
+ */
+export function movableHere(c: Context, ids: readonly string[], step: Step): void {
   const map = c.held.map;
   if (map?.moving === undefined) throw new HttpError(409, 'no reshard is under way in this shard\'s cluster map, so no record moves here');
   if (c.req.headers['cluster-epoch'] !== String(map.epoch)) {
     throw new HttpError(409, `this shard is at epoch ${map.epoch}, and takes move steps only with Cluster-Epoch: ${map.epoch}`);
   }
-  const { owner, target } = c.held.place!(id);
-  if (target === undefined) throw new HttpError(409, `${JSON.stringify(id)} does not move in this reshard: it stays on ${owner.name}`);
-  if (step === 'copy' && target.shard !== c.held.shard) throw new HttpError(409, `a copy of ${JSON.stringify(id)} is taken only on its new owner, ${target.name}; send it there`);
-  if (owner.shard !== c.held.shard && target.shard !== c.held.shard) throw new HttpError(409, `${JSON.stringify(id)} neither lives here nor moves here`);
-  return id;
+  for (const id of ids) {
+    const { owner, target } = c.held.place!(id);
+    if (target === undefined) throw new HttpError(409, `${JSON.stringify(id)} does not move in this reshard: it stays on ${owner.name}`);
+    if (step === 'copy' && target.shard !== c.held.shard) throw new HttpError(409, `a copy of ${JSON.stringify(id)} is taken only on its new owner, ${target.name}; send it there`);
+    if (owner.shard !== c.held.shard && target.shard !== c.held.shard) throw new HttpError(409, `${JSON.stringify(id)} neither lives here nor moves here`);
+  }
 }
 
 /** Why a move step found something else than it expected: another version (412), or nothing (404). */

@@ -5,7 +5,7 @@
 import http from 'node:http';
 import { once } from 'node:events';
 
-type Held = { what: string; go: () => void; drop: () => void };
+type Held = { what: string; body: string; go: () => void; drop: () => void };
 
 export type Gate = {
   /** The name clients use for the node behind the gate. */
@@ -14,6 +14,8 @@ export type Gate = {
   hold(match: (method: string, path: string, body: string) => boolean): void;
   /** Resolves once at least `count` requests are held, with their "METHOD path". */
   held(count: number): Promise<string[]>;
+  /** The bodies of the requests held now, as they came. */
+  heldBodies(): string[];
   /** Stops holding, and forwards what was held. */
   release(): void;
   /** Stops holding, and answers nothing to what was held: the node never sees it. */
@@ -54,7 +56,7 @@ export async function startGate(target: string | (() => string)): Promise<Gate> 
     const body = Buffer.concat(chunks);
     seen.push(`${req.method} ${req.url}\n${req.rawHeaders.join('\n')}\n\n${body}`);
     if (match === undefined || !match(req.method!, req.url!, body.toString())) return forward(req, body, res);
-    held.push({ what: `${req.method} ${req.url}`, go: () => forward(req, body, res), drop: () => res.destroy() });
+    held.push({ what: `${req.method} ${req.url}`, body: body.toString(), go: () => forward(req, body, res), drop: () => res.destroy() });
     waiting = waiting.filter((w) => (held.length >= w.count ? (w.resolve(held.map((h) => h.what)), false) : true));
   });
   // Longer than fetch's own 4 s keep-alive, as a shard's is: a shorter one
@@ -78,6 +80,7 @@ export async function startGate(target: string | (() => string)): Promise<Gate> 
       if (held.length >= count) return Promise.resolve(held.map((h) => h.what));
       return new Promise((resolve) => waiting.push({ count, resolve }));
     },
+    heldBodies: () => held.map((h) => h.body),
     release: () => letGo('go'),
     drop: () => letGo('drop'),
     seen: () => seen,

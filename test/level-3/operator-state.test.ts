@@ -141,7 +141,7 @@ describe('the secret through the gates', () => {
   it('no request of any reshard above, map or move step, carried the secret through a gate', async () => {
     const secret = (await readFile(shards.secretFile, 'utf8')).trim();
     const seen = gates.flatMap((g) => g.seen());
-    assert.ok(seen.some((r) => /^POST \/v1\/expenses\/[^/]+\/handoff\n/.test(r) && /\nauthorization\nCH-HMAC /i.test(r)), 'signed move steps went through the gates');
+    assert.ok(seen.some((r) => /^POST \/v1\/moves\/handoff\n/.test(r) && /\nauthorization\nCH-HMAC /i.test(r)), 'signed move steps went through the gates');
     assert.deepEqual(seen.filter((r) => r.includes(secret)), []);
   });
 });

@@ -1,0 +1,119 @@
+// mysql/moves.ts: the SQL of a reshard's batched moves (shard/move-pages.ts
+// serves them; operator/move.ts sends them), over the expenses table and its
+// state and version columns (schema.sql). Each write is ONE statement over a
+// whole page of records, so one transaction: it changes each row only in the
+// state, and at the version, that the page names for it (api/cluster-map.ts,
+// rule 4). What each row became is read back after, by id: a row a step has
+// changed does not change again within the epoch except by the next step.
+//
+// Dates and amounts cross between the wire's form (api/expense.ts) and
+// MySQL's here as db.ts converts them for the expense API: MM-DD-YYYY and ""
+// against DATE and NULL, "12.5" against DECIMAL's "12.50".
+
+import type { Arc } from '../api/arcs.ts';
+import type { Expense, Versioned } from '../api/expense.ts';
+import type { Query } from './connections.ts';
+
+export type Found = { state: 'live' | 'incoming' | 'moved'; version: string };
+
+const STORED = ['name', 'email', 'category', 'description', 'link', 'estimated_costs', 'submit_date', 'status', 'decision_date'] as const;
+const toMysqlDate = (d: string) => (d === '' ? null : `${d.slice(6)}-${d.slice(0, 2)}-${d.slice(3, 5)}`);
+const DATE = (column: string) => `IFNULL(DATE_FORMAT(${column}, '%m-%d-%Y'), '')`;
+// DECIMAL(12,2) reads back with two decimals: "700.00" is "700", "12.50" is "12.5".
+const AMOUNT = "TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM CAST(estimated_costs AS CHAR)))";
+const RECORD = `JSON_OBJECT('id', id, ${STORED.map((f) => `'${f}', ${f === 'estimated_costs' ? AMOUNT : f.endsWith('_date') ? DATE(f) : f}`).join(', ')})`;
+
+// Step 1. A page of copies arrives as incoming. Where a row of the id is
+// already there, only a live one is kept (a different record: a conflict);
+// an incoming copy from a run that died, or a moved row (the tombstone of a
+// record that lives elsewhere now), is replaced by the copy. Every column is
+// assigned on the condition of the row's state before the statement, so
+// `state` is assigned last.
+const keepLive = (column: string) => `${column} = IF(state = 'live', ${column}, VALUES(${column}))`;
+const COPY =
+  `INSERT INTO expenses (id, ${STORED.join(', ')}, version, state) VALUES ? ` +
+  `ON DUPLICATE KEY UPDATE ${[...STORED, 'version'].map(keepLive).join(', ')}, state = IF(state = 'live', 'live', 'incoming')`;
+// Step 2: each original stops being live, if it is still the version copied.
+const HAND_OFF = "UPDATE expenses SET state = 'moved' WHERE id IN (?) AND state = 'live' AND (id, version) IN (?)";
+// Step 3: each copy becomes live, at the version handed off.
+const ADOPT = "UPDATE expenses SET state = 'live' WHERE id IN (?) AND state = 'incoming' AND (id, version) IN (?)";
+// Instead of step 3, for originals a client deleted meanwhile: their copies go.
+const DISCARD = "DELETE FROM expenses WHERE id IN (?) AND state = 'incoming' AND (id, version) IN (?)";
+const FOUND = 'SELECT id, state, version FROM expenses WHERE id IN (?)';
+const LIVE_RECORDS = `SELECT ${RECORD} AS expense, version FROM expenses WHERE id IN (?) AND state = 'live'`;
+
+// The live rows in some arcs of the circle, in ring order after a point
+// (keyset paging on ring_position, then id). ARCS arcs per statement, so that
+// its text is one whatever the map; unused places get an empty arc.
+export const ARCS = 32;
+const ARC = '(ring_position >= ? AND ring_position < ?)';
+const IN_ARCS =
+  `SELECT ${RECORD} AS expense, version, ring_position AS at FROM expenses ` +
+  `WHERE state = 'live' AND (${Array.from({ length: ARCS }, () => ARC).join(' OR ')}) ` +
+  'AND (ring_position > ? OR (ring_position = ? AND id > ?)) ORDER BY ring_position, id LIMIT ?';
+const LIVE_COUNT = "SELECT COUNT(*) AS n FROM expenses WHERE state = 'live'";
+
+const END = 'g'; // after every hex digit: the end of the circle
+
+export type Moves = ReturnType<typeof createMoves>;
+
+/** The moves' statements, on the shard's own connections. */
+export function createMoves(query: Query) {
+  const pairs = (page: Versioned[]) => [page.map((r) => r.expense.id), page.map((r) => [r.expense.id, r.version])];
+
+  async function found(ids: string[]): Promise<Map<string, Found>> {
+    const rows = await query<Array<Found & { id: string }>>(FOUND, [ids]);
+    return new Map(rows.map(({ id, state, version }) => [id, { state, version }]));
+  }
+
+  return {
+    /** Step 1 over a page; what each id's row is after it. */
+    async copy(page: Versioned[]): Promise<Map<string, Found>> {
+      const rows = page.map(({ expense: e, version }) => [e.id, ...STORED.map((f) => (f.endsWith('_date') ? toMysqlDate(e[f]) : e[f])), version, 'incoming']);
+      await query(COPY, [rows]);
+      return found(rows.map((r) => r[0] as string));
+    },
+    /** Step 2 over a page; what each id's row was before it, and is after it. */
+    async handOff(page: Versioned[]): Promise<{ before: Map<string, Found>; after: Map<string, Found> }> {
+      const ids = page.map((r) => r.expense.id);
+      const before = await found(ids);
+      await query(HAND_OFF, pairs(page));
+      return { before, after: await found(ids) };
+    },
+    /** Step 3 over a page; what each id's row is after it. */
+    async adopt(page: Versioned[]): Promise<Map<string, Found>> {
+      await query(ADOPT, pairs(page));
+      return found(page.map((r) => r.expense.id));
+    },
+    /** Discards the copies of a page; what each id's row is after it. */
+    async discard(page: Versioned[]): Promise<Map<string, Found>> {
+      await query(DISCARD, pairs(page));
+      return found(page.map((r) => r.expense.id));
+    },
+    /** The live records of these ids, as the expense API would answer them. */
+    async live(ids: string[]): Promise<Versioned[]> {
+      if (ids.length === 0) return [];
+      const rows = await query<Array<{ expense: string; version: string }>>(LIVE_RECORDS, [ids]);
+      return rows.map((r) => ({ expense: JSON.parse(r.expense) as Expense, version: r.version }));
+    },
+    /**
+     * Up to `limit` live records in `arcs` (in ring order), after the point
+     * `after` (its position and id), with the position of each.
+     */
+    async inArcs(arcs: Arc[], after: { at: string; id: string }, limit: number): Promise<Array<Versioned & { at: string }>> {
+      const out: Array<Versioned & { at: string }> = [];
+      const ahead = arcs.filter(([, to]) => to === undefined || to > after.at);
+      for (let i = 0; i < ahead.length && out.length < limit; i += ARCS) {
+        const chunk = ahead.slice(i, i + ARCS);
+        const bounds = Array.from({ length: ARCS }, (_, j) => chunk[j] ?? ['', '']).flatMap(([from, to]) => [from, to ?? END]);
+        const rows = await query<Array<{ expense: string; version: string; at: string }>>(IN_ARCS, [...bounds, after.at, after.at, after.id, limit - out.length]);
+        for (const r of rows) out.push({ expense: JSON.parse(r.expense) as Expense, version: r.version, at: r.at });
+      }
+      return out;
+    },
+    /** How many live records this shard holds. */
+    async liveCount(): Promise<number> {
+      return Number((await query<Array<{ n: number | string }>>(LIVE_COUNT))[0]!.n);
+    },
+  };
+}

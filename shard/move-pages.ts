@@ -1,0 +1,151 @@
+// shard/move-pages.ts: a shard's half of moving records a page at a time: the
+// three steps of shard/move-steps.ts, each over many records in one request
+// and one statement (mysql/moves.ts), and the listing of what must move.
+// Each record in a page is changed only in the state and at the version the
+// page names for it, exactly as its one-record step would change it, so every
+// guarantee of those steps holds per record (api/cluster-map.ts, rule 4); a
+// step sent again after a crash answers the same. operator/move.ts sends them.
+
+import { othersArcs } from '../api/arcs.ts';
+import { checkFields, EDITABLE, etag, isId, preview, type Expense, type Versioned } from '../api/expense.ts';
+import type { Found } from '../mysql/moves.ts';
+import { HashRing } from '../ring.ts';
+import type { Context, Route } from './context.ts';
+import { HttpError, readJson, type Reply } from './http.ts';
+import { movableHere, type Step } from './move-steps.ts';
+
+/** The most records a page carries (a shard reads a body of 64 KiB at most, which bounds it first for copies). */
+export const PAGE_MAX = 1000;
+
+/** Step 1 over a page: each record arrives as incoming, unless a live row of its id is here (a conflict: left alone). */
+export async function copyPage(c: Context): Promise<Reply> {
+  const page = records(c, 'copy', (r) => {
+    const { version, ...expense } = checkFields(r, ['id', ...EDITABLE, 'status', 'decision_date', 'version'], true) as Expense & { version: string };
+    return { expense, version };
+  });
+  const after = await retried(() => c.moves.copy(page));
+  return answer(page, after, (r, found) => (found?.state === 'live' ? 'conflict' : found?.state === 'incoming' && found.version === r.version ? 'copied' : undefined));
+}
+
+/**
+ * Step 2 over a page: each original stops being live if it is still the
+ * version copied. The newer version of one that changed comes back with the
+ * answer, so that the operator copies it again without asking.
+ */
+export async function handOffPage(c: Context): Promise<Reply> {
+  const page = records(c, 'handoff');
+  const { before, after } = await c.moves.handOff(page);
+  const reply = answer(page, after, (r, found) => {
+    if (found === undefined) return 'gone';
+    if (found.state === 'moved' && found.version === r.version) return 'handedOff'; // now, or by a run that died
+    return found.state === 'live' ? 'changed' : undefined;
+  });
+  // Those a run that died had handed off already: a walk counts where a record was live when it looked.
+  const already = reply.body.handedOff.filter((id) => before.get(id)?.state === 'moved');
+  return { status: 200, body: { ...reply.body, already, changed: await c.moves.live(reply.body.changed) } };
+}
+
+/** Step 3 over a page: each copy becomes live, its original handed off at that version. */
+export async function adoptPage(c: Context): Promise<Reply> {
+  const page = records(c, 'adopt');
+  const after = await c.moves.adopt(page);
+  return answer(page, after, (r, found) => (found?.state === 'live' && found.version === r.version ? 'adopted' : undefined));
+}
+
+/** Instead of step 3, for originals a client deleted during the move: their copies go too, so nothing deleted comes back. */
+export async function discardPage(c: Context): Promise<Reply> {
+  const page = records(c, 'discard');
+  const after = await c.moves.discard(page);
+  return answer(page, after, (_, found) => (found === undefined ? 'discarded' : undefined));
+}
+
+/**
+ * The live records here whose home is another node: under the ring a reshard
+ * moves to, or the map's ring when none runs. Listed by position on the
+ * circle, an arc at a time, so the cost is what must move, not what is
+ * stored. The first page also counts every live record here.
+ */
+export async function misplaced(c: Context): Promise<Reply> {
+  for (const name of c.query.keys()) {
+    if (name !== 'after' && name !== 'limit') throw new HttpError(400, `unknown query parameter ${JSON.stringify(name)}; use after and limit`);
+  }
+  const map = c.held.map;
+  if (map === undefined) throw new HttpError(409, 'this shard has no cluster map, so every record here is in place');
+  const after = c.query.get('after') ?? '';
+  // An id may hold dots; a position is 32 hex digits, and the first dot ends it.
+  const [at, id] = after === '' ? ['', ''] : [after.slice(0, 32), after.slice(33)];
+  if (after !== '' && (!/^[0-9a-f]{32}\.$/.test(after.slice(0, 33)) || !isId(id))) {
+    throw new HttpError(400, `after must be a position and an id, "<32 hex digits>.<id>", as the last page's next, got ${preview(after)}`);
+  }
+  const limit = c.query.get('limit') ?? '100';
+  if (!/^\d{1,4}$/.test(limit) || +limit < 1 || +limit > PAGE_MAX) throw new HttpError(400, `limit must be a whole number from 1 to ${PAGE_MAX}, got ${JSON.stringify(limit)}`);
+  const { nodes, replicas } = map.moving ?? map;
+  const me = nodes.find((n) => n.shard === c.held.shard)?.name ?? '';
+  const rows = await c.moves.inArcs(othersArcs(new HashRing(nodes.map((n) => n.name), replicas), me), { at, id }, +limit + 1);
+  const page = rows.slice(0, +limit);
+  const last = page[page.length - 1];
+  const next = rows.length > page.length ? `${last!.at}.${last!.expense.id}` : null;
+  const versions = Object.fromEntries(page.map((r) => [r.expense.id, r.version]));
+  const live = after === '' ? { live: await c.moves.liveCount() } : {};
+  return { status: 200, body: { ...live, expenses: page.map((r) => r.expense), versions, next } };
+}
+
+export const moveRoutes: Route[] = [
+  [/^\/v1\/moves\/copy$/, { PUT: copyPage, DELETE: discardPage }],
+  [/^\/v1\/moves\/handoff$/, { POST: handOffPage }],
+  [/^\/v1\/moves\/adopt$/, { POST: adoptPage }],
+  [/^\/v1\/moves\/misplaced$/, { GET: misplaced }],
+];
+
+/** The routes that change records: the operator's alone (the cluster secret). */
+export const MOVE_STEPS = [copyPage, discardPage, handOffPage, adoptPage];
+
+/** A page's records, `{"records": [...]}`, checked: ids each once, each may take this step here. */
+function records(c: Context, step: Step, check: (r: unknown) => Versioned = idAndVersion): Versioned[] {
+  const body = readJson(c) as { records?: unknown } | null;
+  const list = body?.records;
+  if (!Array.isArray(list) || list.length === 0 || list.length > PAGE_MAX) {
+    throw new HttpError(400, `the body must be {"records": [...]} with 1 to ${PAGE_MAX} records`);
+  }
+  const page = list.map(check);
+  const ids = page.map((r) => r.expense.id);
+  if (new Set(ids).size !== ids.length) throw new HttpError(400, 'a page names each id once');
+  movableHere(c, ids, step);
+  return page;
+}
+
+function idAndVersion(r: unknown): Versioned {
+  const { id, version } = (r ?? {}) as { id?: unknown; version?: unknown };
+  if (typeof id !== 'string' || !isId(id)) throw new HttpError(400, `each record needs an id, got ${preview(id)}`);
+  if (typeof version !== 'string' || !/^[0-9a-f]{16}$/.test(version)) throw new HttpError(400, `${JSON.stringify(id)} needs its version, 16 hex digits, got ${preview(version)}`);
+  return { expense: { id } as Expense, version };
+}
+
+type Outcome = 'copied' | 'conflict' | 'handedOff' | 'changed' | 'gone' | 'adopted' | 'discarded';
+
+/**
+ * Each id under the outcome its step gave it; one the step left alone is
+ * `refused`, with what its row is instead (a step that finds something else
+ * than it expected, as a one-record step's 412 or 404 says).
+ */
+function answer(page: Versioned[], after: Map<string, Found>, outcome: (r: Versioned, found: Found | undefined) => Outcome | undefined) {
+  const body: Record<Outcome, string[]> & { refused: Record<string, string> } = { copied: [], conflict: [], handedOff: [], changed: [], gone: [], adopted: [], discarded: [], refused: {} };
+  for (const r of page) {
+    const found = after.get(r.expense.id);
+    const o = outcome(r, found);
+    if (o !== undefined) body[o].push(r.expense.id);
+    else body.refused[r.expense.id] = found === undefined ? 'no row' : `${found.state} at version ${etag(found.version)}`;
+  }
+  return { status: 200, body };
+}
+
+/** Concurrent pages into one table may deadlock on its gaps; MySQL then undoes the statement whole, so it is sent again. */
+async function retried<T>(statement: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await statement();
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ER_LOCK_DEADLOCK' || attempt === 3) throw err;
+    }
+  }
+}

@@ -1,0 +1,107 @@
+// Batched moves killed at each step: the reshard is held at its first page of
+// one step (test/gate.ts), killed there, and the page is then either dropped
+// (the step never lands) or let through (it lands, and no one reads the
+// answer). Meanwhile a client deletes or changes a record of that page. At
+// that instant no id is live twice and none is lost; a rerun from another
+// machine finishes, and then every record is live once, on its owner, as it
+// was or as the client last wrote it, and the deleted one stays deleted.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { HashRing } from '../../ring.ts';
+import { api, startCluster, type Cluster } from '../cluster.ts';
+import type { Gate } from '../gate.ts';
+
+const REPLICAS = 100;
+const ids = Array.from({ length: 1200 }, (_, i) => String(i + 1));
+let cluster: Cluster;
+let three: string[];
+let four: string[];
+
+before(async () => {
+  cluster = await startCluster({ count: 4, ring: 3, replicas: REPLICAS, ids: ids.length });
+  four = cluster.gates.map((g) => g.node);
+  three = four.slice(0, 3);
+});
+after(() => cluster?.stop());
+
+const reshardArgs = (to: string[]) => ['reshard', '--nodes', three.join(','), '--to', to.join(','), '--replicas', String(REPLICAS)];
+
+/** Every row of the test's ids on every shard: id, state, version, name. */
+async function rows(): Promise<Array<{ shard: number; id: string; state: string; version: string; name: string }>> {
+  const all = await Promise.all([1, 2, 3, 4].map(async (shard) => (await cluster.shards.sql(shard, 'SELECT id, state, version, name FROM expenses')).map(([id, state, version, name]) => ({ shard, id: id!, state: state!, version: version!, name: name! }))));
+  return all.flat();
+}
+
+/** The ids in the first page a gate holds. */
+const heldPage = (gate: Gate) => (JSON.parse(gate.heldBodies()[0]!) as { records: Array<{ id: string }> }).records.map((r) => r.id);
+
+const steps = [
+  { method: 'PUT', step: 'copy' },
+  { method: 'POST', step: 'handoff' },
+  { method: 'POST', step: 'adopt' },
+] as const;
+
+describe('a batched move killed at each step, its page dropped or landed', () => {
+  it('never has an id live twice or nowhere, and a rerun finishes with every write kept and every delete kept', async () => {
+    const expected = new Map((await rows()).filter((r) => r.state === 'live').map((r) => [r.id, r.name]));
+    let to = four;
+    for (const { method, step } of steps) {
+      for (const fate of ['dropped', 'landed'] as const) {
+        const what = `killed at ${step}, ${fate}`;
+        const from = to === four ? three : four;
+        for (const gate of cluster.gates) gate.hold((m, path) => m === method && path === `/v1/moves/${step}`);
+        const killed = cluster.a.start(reshardArgs(to));
+        const gate = await Promise.race(cluster.gates.map((g) => g.held(1).then(() => g)));
+        killed.kill('SIGKILL');
+        await killed.exited;
+        const page = heldPage(gate);
+        for (const g of cluster.gates) (fate === 'landed' && g === gate ? g.release() : g.drop());
+        if (fate === 'landed') {
+          // The step reaches MySQL though no one waits for its answer: wait until it has.
+          const landed = { copy: 'incoming', handoff: 'moved', adopt: 'live' }[step];
+          const target = new HashRing(step === 'handoff' ? from : to, REPLICAS).get(page[0]!);
+          const shard = four.indexOf(target) + 1;
+          for (;;) {
+            const [row] = await cluster.shards.sql(shard, `SELECT state FROM expenses WHERE id = '${page[0]}' AND state = '${landed}'`);
+            if (row !== undefined) break;
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        }
+
+        // A client meanwhile: while the originals are still live (before a hand-off lands), one is changed and one deleted.
+        const stillLive = step === 'copy' || (step === 'handoff' && fate === 'dropped');
+        if (stillLive) {
+          const owner = new HashRing(from, REPLICAS).get(page[0]!);
+          const [changed, deleted] = [page[0]!, page[1]!];
+          const put = await api(owner, 'PUT', `/v1/expenses/${changed}`, { name: `Changed ${what}` });
+          assert.equal(put.status, 202, `${what}: ${JSON.stringify(put.body)}`);
+          expected.set(changed, `Changed ${what}`);
+          const ownerOfDeleted = new HashRing(from, REPLICAS).get(deleted);
+          assert.equal((await api(ownerOfDeleted, 'DELETE', `/v1/expenses/${deleted}`)).status, 204, what);
+          expected.delete(deleted);
+        }
+
+        // At this instant: no id live twice, and every record live somewhere or incoming where it is going.
+        const now = await rows();
+        const live = now.filter((r) => r.state === 'live').map((r) => r.id);
+        assert.equal(new Set(live).size, live.length, `${what}: an id is live on two shards`);
+        const kept = new Set(now.filter((r) => r.state !== 'moved').map((r) => r.id));
+        assert.deepEqual([...expected.keys()].filter((id) => !kept.has(id)), [], `${what}: records lost`);
+
+        const rerun = await cluster.b.client(reshardArgs(to));
+        assert.equal(rerun.code, 0, `${what}:\n${rerun.stdout}${rerun.stderr}`);
+        assert.match(rerun.stdout, /^taking over the unfinished reshard of pid \d+ .*\(no longer running\)$/m, what);
+
+        // Finished: each record live once, on its owner, with its last write; nothing deleted came back; no other row remains.
+        const ring = new HashRing(to, REPLICAS);
+        const end = await rows();
+        assert.deepEqual(end.filter((r) => r.state !== 'live'), [], `${what}: rows left that are not live`);
+        assert.deepEqual(new Map(end.map((r) => [r.id, r.name])), expected, `${what}: the records differ from what clients wrote`);
+        assert.equal(end.length, expected.size, `${what}: an id is on two shards`);
+        for (const r of end) assert.equal(four[r.shard - 1], ring.get(r.id), `${what}: ${r.id} is on shard ${r.shard}, not its owner`);
+        to = to === four ? three : four;
+      }
+    }
+  });
+});
