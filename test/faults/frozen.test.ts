@@ -6,21 +6,24 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { IN_FLIGHT } from '../../ch_client.ts';
 import { HashRing } from '../../ring.ts';
-import { startGate } from '../gate.ts';
+import { startGate, type Gate } from '../gate.ts';
 import { runNode, startShards, type Shards } from '../shards.ts';
 
 let shards: Shards;
+let gate: Gate; // before the fourth shard, which knows its name (CLUSTER_ANNOUNCE, api/signing.ts N4)
 const REPLICAS = '100';
 
 // Four shards with no cluster map: the first three are the cluster, the ring
 // of --nodes with 100 points per node, and the fourth is the one a reshard adds.
 before(async () => {
-  shards = await startShards(4, { map: false });
+  gate = await startGate(() => shards.nodes[3]!);
+  shards = await startShards(4, { map: false, env: { CLUSTER_ANNOUNCE: gate.node } });
   const stored = await runNode(['ch_client.ts', '--nodes', shards.nodes.slice(0, 3).join(','), '--replicas', REPLICAS, '--ids', '1-600']);
   assert.equal(stored.code, 0, stored.stderr);
 });
 
 after(async () => {
+  await gate?.close();
   for (let shard = 1; shard <= 4; shard++) process.kill(await shards.pid(shard, 'server.pid'), 'SIGCONT');
   await shards?.stop();
 });
@@ -71,7 +74,6 @@ describe('a frozen node', () => {
   it('costs the reshard one timeout when it freezes mid-move, and leaves every record where it was', async (t) => {
     const three = shards.nodes.slice(0, 3);
     // The new node says who it is and takes the reshard's map, and answers nothing more.
-    const gate = await startGate(shards.nodes[3]!);
     try {
       gate.hold((_method, path) => path !== '/cluster/map');
       const four = [...three, gate.node];
@@ -91,7 +93,7 @@ describe('a frozen node', () => {
       assert.equal(rerun.code, 0, rerun.stderr);
       t.diagnostic(`frozen node, reshard of 1,200 records: given up once, exit 1 after ${took.toFixed(1)} s, nothing deleted; the rerun after thawing: exit 0`);
     } finally {
-      await gate.close();
+      gate.drop();
     }
   });
 });
