@@ -1,7 +1,7 @@
 // server.ts: one shard of the expense service: node:http, a hand-written
 // router, the handlers of shard/expenses.ts, and MySQL behind db.ts. The
 // levels above the assignment (the cluster map, moves, failover) join at one
-// seam, in main(): shard/join.ts wraps these routes and adds its own.
+// seam, in main(): cluster/join.ts wraps these routes and adds its own.
 //
 // Run: MYSQL_SOCKET=… MYSQL_USER=… MYSQL_PASSWORD_FILE=… PORT=3000 node server.ts
 // (or MYSQL_PASSWORD=… by hand; a file keeps it out of the process's environment)
@@ -14,7 +14,7 @@ import { createDb } from './db.ts';
 import { connect, dbConfigFromEnv } from './mysql/connections.ts';
 import { create, health, list, read, remove, update, type Api } from './shard/expenses.ts';
 import { answerBroken, findRoute, lastResort, log, readBody, send, toReply, type Reply, type Route } from './shard/http.ts';
-import { joinCluster } from './shard/join.ts';
+import { joinCluster } from './cluster/join.ts';
 
 // The expense API: every path, every method, on one screen. The cluster adds its own at the seam.
 const routes: Array<Route<Api>> = [

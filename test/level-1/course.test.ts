@@ -28,6 +28,7 @@ const FLOORS: Array<[string, number]> = [
   ['shard/', 2],
   ['operator/', 2],
   ['page/', 2],
+  ['cluster/', 3],
   ['server.ts', 3],
   ['ch_client.ts', 3],
   ['cli/', 3],
@@ -51,9 +52,8 @@ describe('the README as a course', () => {
   });
 
   const level1 = course.slice(course.indexOf('**Level 1'), course.indexOf('**Level 2'));
-  const table = level1.slice(0, level1.indexOf('Plumbing'));
-  const level1Files = linked(table);
-  const plumbing = linked(level1.slice(level1.indexOf('Plumbing')));
+  const level1Files = linked(level1);
+  const plumbing = linked(course.slice(course.indexOf('**The plumbing**'), course.indexOf('\n\n', course.indexOf('**The plumbing**'))));
   const entries = ['ch_client.ts', 'server.ts'];
   const importsOf = (file: string) =>
     [...readFileSync(join(ROOT, file), 'utf8').matchAll(/^import [^;]*? from '(\.[^']+)'/gm)].map(([, spec]) => join(file, '..', spec!).replace(/^\.\//, ''));

@@ -1,4 +1,4 @@
-// shard/join.ts: where the levels above the assignment join a shard, at the
+// cluster/join.ts: where the levels above the assignment join a shard, at the
 // one seam in server.ts. They wrap the expense API and add routes beside it:
 //
 //   shard/guard.ts          placement around each expense handler (level 2)
@@ -17,21 +17,21 @@
 import { preview } from '../api/expense.ts';
 import type { Db } from '../db.ts';
 import { isReadOnly, type Query } from '../mysql/connections.ts';
-import { brokenMessage, createCluster } from './cluster.ts';
-import type { Context, Handler, Shard } from './context.ts';
-import { createConverge } from './converge.ts';
-import { page, pageAsked, type Api } from './expenses.ts';
-import { guarded } from './guard.ts';
-import { HttpError, log, logLinesDropped, type Reply, type Route } from './http.ts';
-import { readMap, writeMap } from './map-routes.ts';
-import { adopt, copy, discard, handoff } from './move-steps.ts';
-import { MOVE_STEPS, moveRoutes } from './move-pages.ts';
+import { brokenMessage, createCluster } from '../shard/cluster.ts';
+import type { Context, Handler, Shard } from '../shard/context.ts';
+import { createConverge } from '../shard/converge.ts';
+import { page, pageAsked, type Api } from '../shard/expenses.ts';
+import { guarded } from '../shard/guard.ts';
+import { HttpError, log, logLinesDropped, type Reply, type Route } from '../shard/http.ts';
+import { readMap, writeMap } from '../shard/map-routes.ts';
+import { adopt, copy, discard, handoff } from '../shard/move-steps.ts';
+import { MOVE_STEPS, moveRoutes } from '../shard/move-pages.ts';
 import { createMoves } from '../mysql/moves.ts';
-import { readOnly } from './placement.ts';
-import { fence, follow, operatorFromEnv, promote, proofRoutes, replication } from './replication.ts';
-import { createRows, type State } from './rows.ts';
-import { secretFor, unauthorized } from './secret.ts';
-import { noteWrite, outOfDisk } from './disk.ts';
+import { readOnly } from '../shard/placement.ts';
+import { fence, follow, operatorFromEnv, promote, proofRoutes, replication } from '../shard/replication.ts';
+import { createRows, type State } from '../shard/rows.ts';
+import { secretFor, unauthorized } from '../shard/secret.ts';
+import { noteWrite, outOfDisk } from '../shard/disk.ts';
 import { pageRoutes } from '../page/routes.ts';
 
 /**
