@@ -102,7 +102,8 @@ export class HashRing {
       if (typeof node !== 'string' || node === '') throw new TypeError(`a node must be a non-empty string, got ${JSON.stringify(node)}`);
       if (seen.has(node)) throw new Error(`node ${JSON.stringify(node)} is already on the ring`);
       seen.add(node);
-      for (const p of pointsOf(node, this.replicas)) {
+      for (let i = 0; i < this.replicas; i++) {
+        const p = position(`${node}:${i}`); // a node's points: MD5 of "node:0", "node:1", ...
         // Two points at one spot would leave an arc to chance: an MD5 collision, so say so loudly.
         const other = nodeAt.get(p);
         if (other !== undefined) throw new Error(`node ${JSON.stringify(node)} collides with ${JSON.stringify(other)} at ring position ${p}`);
@@ -114,9 +115,4 @@ export class HashRing {
     this.#owners = this.#points.map((p) => nodeAt.get(p)!);
     this.#nodes = nodes;
   }
-}
-
-/** The positions of a node's points: MD5 of "node:0", "node:1", ... */
-function pointsOf(node: string, replicas: number): string[] {
-  return Array.from({ length: replicas }, (_, i) => position(`${node}:${i}`));
 }
