@@ -18,6 +18,10 @@ import { reconsider } from '../../client/http.ts';
 import { ROOT, run, runNode, startShardPairs, until, waitForExit } from '../shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
+// A bound on each wait, not a guess at its length: an emergency failover with
+// its rebuild took 31 s on a quiet machine, and over 60 s with the whole suite
+// beside it, which left the next tests' shared pair without its promotion.
+const WAIT_MS = 240_000;
 type Machine = 'primary' | 'standby';
 
 describe('a pair always has a way out', () => {
@@ -58,7 +62,7 @@ describe('a pair always has a way out', () => {
   /** The end of every test: writes go through again, `check` exits 0, and every acknowledged id reads back whole. */
   async function wayOut(w: ReturnType<typeof writers>): Promise<void> {
     const before = w.acked.size;
-    await until('a write acknowledged after the way out', () => w.acked.size > before + 5, 60_000);
+    await until('a write acknowledged after the way out', () => w.acked.size > before + 5, WAIT_MS);
     await w.stop();
     view = (await discover(seeds().split(','), 1)).view;
     // The node's name only: check counts every address it is given, and a standby's copies are outside the ring.
@@ -90,7 +94,7 @@ describe('a pair always has a way out', () => {
 
   it('a stop and start before a failover: the killed primary comes back by ./start-shards.sh', async () => {
     const w = writers('before');
-    await until('writes', () => w.acked.size >= 20);
+    await until('writes', () => w.acked.size >= 20, WAIT_MS);
     await kill('primary');
     const started = await script(['1']);
     assert.equal(started.code, 0, started.stdout + started.stderr);
@@ -99,7 +103,7 @@ describe('a pair always has a way out', () => {
 
   it('a promotion killed after its record: ./start-shards.sh finishes it, and the same failover then ends', async () => {
     const w = writers('promote');
-    await until('writes', () => w.acked.size >= 20);
+    await until('writes', () => w.acked.size >= 20, WAIT_MS);
     // The standby machine's server, started again with the kill at D3's record.
     const server = await pairs.pid(1, 'standby', 'server.pid');
     process.kill(server, 'SIGTERM');
@@ -120,10 +124,10 @@ describe('a pair always has a way out', () => {
 
   it('an emergency failover, with a stop and start while it waits and before the rejoin: the start rejoins the old primary, and the failover run again ends', async () => {
     const w = writers('emergency');
-    await until('writes', () => w.acked.size >= 20);
+    await until('writes', () => w.acked.size >= 20, WAIT_MS);
     await kill('standby'); // the primary since the last test
     const failing = failover('primary');
-    await until('the primary machine promoted', async () => (await role('primary')) === 'primary');
+    await until('the primary machine promoted', async () => (await role('primary')) === 'primary', WAIT_MS);
     assert.equal(await recorded(), 'primary');
     assert.equal((await script(['stop'])).code, 0);
     const started = await script(['1']);
@@ -138,11 +142,11 @@ describe('a pair always has a way out', () => {
 
   it('a rejoin killed after its copy, then after it followed, run again: each rerun goes on, and the last ends', async () => {
     const w = writers('rejoin');
-    await until('writes', () => w.acked.size >= 20);
+    await until('writes', () => w.acked.size >= 20, WAIT_MS);
     await kill('primary');
     await rm(join(pairs.machineDir(1, 'primary'), 'mysql'), { recursive: true, force: true });
     const failing = failover('standby');
-    await until('the standby machine promoted', async () => (await role('standby')) === 'primary');
+    await until('the standby machine promoted', async () => (await role('standby')) === 'primary', WAIT_MS);
     const copied = await script(['rejoin', '1'], { PAIR_DIE_AT: 'copied' });
     assert.notEqual(copied.code, 0);
     const followed = await script(['rejoin', '1'], { PAIR_DIE_AT: 'followed' });
@@ -157,13 +161,13 @@ describe('a pair always has a way out', () => {
 
   it('an old primary that diverged is rebuilt by the rejoin, which says so and keeps what it held', async () => {
     const w = writers('diverged');
-    await until('writes', () => w.acked.size >= 20);
+    await until('writes', () => w.acked.size >= 20, WAIT_MS);
     // Unacknowledged writes in the primary's binlog that its standby never receives (AFTER_SYNC's window): the writers' next ones.
     await pairs.sql(1, 'primary', 'STOP SLAVE IO_THREAD');
-    await until('a write waiting for an ack', async () => Number((await pairs.sql(1, 'standby', "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'"))[0]![1]) > 0);
+    await until('a write waiting for an ack', async () => Number((await pairs.sql(1, 'standby', "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'"))[0]![1]) > 0, WAIT_MS);
     await kill('standby');
     const failing = failover('primary');
-    await until('the primary machine promoted', async () => (await role('primary')) === 'primary');
+    await until('the primary machine promoted', async () => (await role('primary')) === 'primary', WAIT_MS);
     // An earlier kill may have left such a write too, and its own file: this rejoin's is the new one.
     const before = new Set(await readdir(pairs.machineDir(1, 'standby')));
     const rejoined = await script(['rejoin', '1']);
@@ -181,11 +185,11 @@ describe('a pair always has a way out', () => {
 
   it('two starts at once: the second is refused while the first runs, and the first ends with one server per machine', async () => {
     const w = writers('twice');
-    await until('writes', () => w.acked.size >= 20);
+    await until('writes', () => w.acked.size >= 20, WAIT_MS);
     assert.equal((await script(['stop'])).code, 0);
     const first = spawn(join(ROOT, 'start-shards.sh'), ['1'], { env: { ...pairs.env, PAIR_PAUSE_AT: 'users' }, stdio: 'ignore' });
     const ended = once(first, 'exit');
-    await until('the first start paused at its step', async () => (await stoppedUnder(first.pid!)) !== undefined);
+    await until('the first start paused at its step', async () => (await stoppedUnder(first.pid!)) !== undefined, WAIT_MS);
     const paused = (await stoppedUnder(first.pid!))!;
     try {
       const second = await script(['1']);
