@@ -205,8 +205,9 @@ async function hop(view: View, id: string, method: string, path: string, body: u
       if (await moved(view, node, address)) continue;
       throw err;
     }
-    // A standby, or a fenced old primary, that knows no better than its own address (rule 8).
-    if (res.status === 503 && res.body?.role === 'standby' && !askedOthers) {
+    // A standby, or a fenced old primary, that knows no better than its own address (rule 8), or a
+    // primary without its lease, which may have been replaced (election/rules.ts, E1).
+    if (res.status === 503 && (res.body?.role === 'standby' || res.body?.lease === false) && !askedOthers) {
       askedOthers = true;
       if (await moved(view, node, address)) continue;
     }

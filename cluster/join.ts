@@ -13,6 +13,7 @@
 //   shard/rows.ts           the statements of all these: rows in any state, the map, the role
 //   shard/disk.ts           a full disk, said as such
 //   page/routes.ts          the live page of the cluster, GET / (read-only)
+//   election/group.ts       a primary's lease, and a standby's election in its place (level 5)
 
 import { preview } from '../api/expense.ts';
 import type { Db } from '../db.ts';
@@ -33,6 +34,7 @@ import { createRows, type State } from '../shard/rows.ts';
 import { secretFor, unauthorized } from '../shard/secret.ts';
 import { noteWrite, outOfDisk } from '../shard/disk.ts';
 import { pageRoutes } from '../page/routes.ts';
+import { joinGroup } from '../election/group.ts';
 
 /**
  * The expense API's routes, guarded, with the cluster's beside them. `host`
@@ -45,10 +47,16 @@ export function joinCluster(api: Array<Route<Api>>, db: Db, query: Query, env: N
   const cluster = createCluster(rows);
   const secret = secretFor(host, env.CLUSTER_SECRET_FILE);
   const shard: Shard = { db, rows, moves: createMoves(query), mysql: query, cluster, secret, address: host, operator: operatorFromEnv(env), converge: createConverge(cluster, secret) };
+  // Level 5: a machine with standbys serves only under its lease, and is promoted only by a vote.
+  const group = joinGroup(env, shard);
+  const leased = group?.leased ?? ((h: Handler) => h);
+  const promoteStep = group?.rising(promote) ?? promote;
+  const steps: Steps = { failover: new Set([replication, fence, promoteStep, follow]), operator: new Set([copy, discard, handoff, adopt, ...MOVE_STEPS, writeMap]) };
+  for (const step of steps.failover) steps.operator.add(step);
   const routes: Array<Route<Context>> = [
     // Before the expense API's: this shard's health says its name and role too.
     [/^\/healthz$/, { GET: health }],
-    ...api.map(([path, methods]): Route<Context> => [path, mapValues(methods, guarded)]),
+    ...api.map(([path, methods]): Route<Context> => [path, mapValues(methods, (h) => leased(guarded(h)))]),
     // The rows a move left incoming or moved, for the reshard and the forget (rules 4 and 6).
     [/^\/cluster\/rows$/, { GET: rowsInState }],
     // The three steps of a reshard's move (operator/move.ts), and its map: the operator's routes.
@@ -61,16 +69,20 @@ export function joinCluster(api: Array<Route<Api>>, db: Db, query: Query, env: N
     // A failover's steps on this machine's MySQL (operator/failover.ts): the operator's routes.
     [/^\/cluster\/replication$/, { GET: replication }],
     [/^\/cluster\/fence$/, { POST: fence }],
-    [/^\/cluster\/promote$/, { POST: promote }],
+    [/^\/cluster\/promote$/, { POST: promoteStep }],
     [/^\/cluster\/follow$/, { POST: follow }],
     // Open to anyone: this machine proves that it holds the secret, at the address it is asked at.
     ...proofRoutes,
     // The live page, GET /, and the read-only routes it draws from (page/routes.ts).
     ...pageRoutes,
   ];
-  const run = (handler: Handler) => (c: Api) => under(shard, handler, c);
+  const run = (handler: Handler) => (c: Api) => under(shard, steps, handler, c);
   return {
-    routes: routes.map(([path, methods]): Route<Api> => [path, mapValues(methods, run)]),
+    routes: [
+      ...routes.map(([path, methods]): Route<Api> => [path, mapValues(methods, run)]),
+      // A primary's lease, and a standby's vote (election/rules.ts): signed, and nothing else.
+      ...(group?.routes ?? []).map(([path, methods]): Route<Api> => [path, mapValues(methods, (h) => async (c: Api) => (authorize(shard, c), h(c)))]),
+    ],
     listening(address: string): void {
       shard.address = address;
       if (secret !== undefined) log('operator routes need the cluster secret');
@@ -78,26 +90,24 @@ export function joinCluster(api: Array<Route<Api>>, db: Db, query: Query, env: N
   };
 }
 
-/** A failover's steps (operator/failover.ts): they run under no map, since they may change this machine's role. */
-const FAILOVER: ReadonlySet<Handler> = new Set([replication, fence, promote, follow]);
-/** The routes that change another shard's records or the cluster's shape: they need the cluster secret. */
-const OPERATOR: ReadonlySet<Handler> = new Set([copy, discard, handoff, adopt, ...MOVE_STEPS, writeMap, ...FAILOVER]);
+/**
+ * `failover`: a failover's and an election's steps, which run under no map,
+ * since they may change this machine's role. `operator`: those, and the
+ * routes that change another shard's records or the cluster's shape: they
+ * need the cluster secret.
+ */
+type Steps = { failover: Set<Handler>; operator: Set<Handler> };
 
 /** One request of the cluster's: its right to its route, and the map it runs under. */
-async function under(shard: Shard, handler: Handler, c: Api): Promise<Reply> {
-  const why = OPERATOR.has(handler) ? unauthorized(c.req, c.body, shard.secret, shard.address) : undefined;
-  if (why !== undefined) {
-    const path = c.req.url?.split('?')[0];
-    const how = 'sign it with the cluster secret (Authorization: CH-HMAC, api/signing.ts), or by hand send Authorization: Bearer <the cluster secret>';
-    throw new HttpError(401, `${c.req.method} ${path} is an operator's route: ${how} (${why})`, { 'WWW-Authenticate': 'CH-HMAC, Bearer' });
-  }
+async function under(shard: Shard, { failover, operator }: Steps, handler: Handler, c: Api): Promise<Reply> {
   // Rule 9: a client that routes by a newer map says so; this shard fetches it in the background.
-  if (!OPERATOR.has(handler)) shard.converge?.(c.req);
+  if (operator.has(handler)) authorize(shard, c);
+  else shard.converge?.(c.req);
   const writes = c.req.method !== 'GET' && c.req.method !== 'HEAD';
   const context = (held: Context['held']): Context => ({ ...c, ...shard, held });
   try {
     // Rule 5 (api/cluster-map.ts): a change of map is not a request under a map; it waits for them.
-    const reply = handler === writeMap || FAILOVER.has(handler)
+    const reply = handler === writeMap || failover.has(handler)
       ? await handler(context(await shard.cluster.load()))
       : await shard.cluster.during((held) => {
           // A stored map that cannot be read: nothing is served by a map this shard does not know, but the map itself is.
@@ -112,6 +122,15 @@ async function under(shard: Shard, handler: Handler, c: Api): Promise<Reply> {
     if (writes) noteWrite(err);
     throw err;
   }
+}
+
+/** An operator's route: refused unless signed with the cluster secret (or, on loopback with no secret, open). */
+function authorize(shard: Shard, c: Api): void {
+  const why = unauthorized(c.req, c.body, shard.secret, shard.address);
+  if (why === undefined) return;
+  const path = c.req.url?.split('?')[0];
+  const how = 'sign it with the cluster secret (Authorization: CH-HMAC, api/signing.ts), or by hand send Authorization: Bearer <the cluster secret>';
+  throw new HttpError(401, `${c.req.method} ${path} is an operator's route: ${how} (${why})`, { 'WWW-Authenticate': 'CH-HMAC, Bearer' });
 }
 
 const mapValues = <A, B>(methods: Record<string, A>, f: (a: A) => B) => Object.fromEntries(Object.entries(methods).map(([m, h]) => [m, f(h)]));

@@ -311,3 +311,8 @@ export async function waitForStandby(primary: Sql, standby: Sql, waitMs: number)
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** A voter in an election stops receiving from the primary it voted to replace (election/rules.ts, E4). */
+export async function stopReceiving(sql: Sql): Promise<void> {
+  await sql('STOP SLAVE IO_THREAD');
+}

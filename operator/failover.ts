@@ -166,7 +166,7 @@ function moved(map: ClusterMap, name: string, address: string): ClusterMap {
  * run again after a give-up, it finds its own map and brings the nodes behind
  * up to it (rule 13). The map now on every node, or why not.
  */
-async function installMoved(o: FailoverOptions, found: ClusterMap): Promise<ClusterMap | string> {
+export async function installMoved(o: FailoverOptions, found: ClusterMap): Promise<ClusterMap | string> {
   let map = found;
   for (let tries = 1; ; tries++) {
     const next = addressOf(map, o.node) === o.to ? map : moved(map, o.node, o.to);

@@ -15,9 +15,9 @@
 import { readFileSync } from 'node:fs';
 import { HttpError, readJson, type Reply } from './http.ts';
 import type { OperatorConfig } from '../mysql/connections.ts';
-import { connected, fence as fenceMysql, follow as followMysql, mysqlAddress, promote as promoteMysql, recordedPrimary, recordPrimary, ReplicationError, state, WAIT_MAX_MS, type Sql } from '../mysql/replication.ts';
+import { connected, stopReceiving, fence as fenceMysql, follow as followMysql, mysqlAddress, promote as promoteMysql, recordedPrimary, recordPrimary, ReplicationError, state, WAIT_MAX_MS, type Sql } from '../mysql/replication.ts';
 import { hostOf, proof as proofOf } from '../api/signing.ts';
-import type { Context, Route } from './context.ts';
+import type { Context, Route, Shard } from './context.ts';
 import { misdirected } from './secret.ts';
 
 /** The operator's settings from the environment, or undefined where this server has none. */
@@ -35,7 +35,7 @@ export function operatorFromEnv(env: NodeJS.ProcessEnv): OperatorConfig | undefi
 }
 
 /** Runs `steps` on this machine's MySQL as the operator (S7); a refusal of mysql/replication.ts is a 409. */
-async function asOperator<T>(c: Context, steps: (sql: Sql) => Promise<T>): Promise<T> {
+async function asOperator<T>(c: Pick<Shard, 'operator'>, steps: (sql: Sql) => Promise<T>): Promise<T> {
   if (c.operator === undefined) {
     throw new HttpError(503, 'this server has no MySQL operator user: start it with MYSQL_OPERATOR_PASSWORD_FILE (start-shards.sh does, with SHARDS_STANDBY=1)');
   }
@@ -89,9 +89,14 @@ export const proofRoutes: Route[] = [[/^\/cluster\/proof$/, { GET: proof }]];
 /** D1. POST /cluster/fence {"shard", "epoch"}: this machine acknowledges nothing more; answers the position the standby must reach. Idempotent. */
 export async function fence(c: Context): Promise<Reply> {
   actingFor(c, 'fence', readJson(c) as { shard?: unknown; epoch?: unknown } | null);
-  const body = await asOperator(c, fenceMysql);
-  c.cluster.forget();
-  return { status: 200, body };
+  return { status: 200, body: await fenceHere(c) };
+}
+
+/** D1 on this machine: the operator's fence, and a primary's own when it learns that it was replaced (election/rules.ts, E3). */
+export async function fenceHere(shard: Shard) {
+  const body = await asOperator(shard, fenceMysql);
+  shard.cluster.forget();
+  return body;
 }
 
 /**
@@ -106,18 +111,28 @@ export async function promote(c: Context): Promise<Reply> {
   const timeoutMs = asked?.timeout_ms ?? 30_000;
   if (waitFor !== null && (typeof waitFor !== 'string' || !/^(\d+-\d+-\d+)?(,\d+-\d+-\d+)*$/.test(waitFor))) throw new HttpError(400, `wait_for must be a GTID position such as "0-11-35", or null; got ${JSON.stringify(waitFor)}`);
   if (!Number.isSafeInteger(timeoutMs) || (timeoutMs as number) < 1 || (timeoutMs as number) > WAIT_MAX_MS) throw new HttpError(400, `timeout_ms must be 1 to ${WAIT_MAX_MS}`);
-  const record = c.operator?.record;
-  const body = await asOperator(c, (sql) =>
+  return { status: 200, body: await promoteHere(c, waitFor as string | null, timeoutMs as number) };
+}
+
+/** D2 and D3 on this machine, for the operator's promote and for an election's winner (election/takeover.ts). */
+export async function promoteHere(shard: Shard, waitFor: string | null, timeoutMs: number) {
+  const record = shard.operator?.record;
+  const body = await asOperator(shard, (sql) =>
     promoteMysql(sql, {
-      waitFor: waitFor as string | null,
-      timeoutMs: timeoutMs as number,
+      waitFor,
+      timeoutMs,
       recorded: record !== undefined && recordedPrimary(record.file) === record.machine,
       record: () => record && recordPrimary(record.file, record.machine),
     }),
   );
-  c.cluster.forget();
-  return { status: 200, body: { ...body, mysql: await asOperator(c, mysqlAddress) } };
+  shard.cluster.forget();
+  return { ...body, mysql: await asOperator(shard, mysqlAddress) };
 }
+
+/** This machine's replication state (GET /cluster/replication's), for an election's positions (E4). */
+export const replicationHere = (shard: Shard) => asOperator(shard, state);
+/** A voter's, once it voted: it takes nothing more from the primary it voted to replace (E4). */
+export const stopReceivingHere = (shard: Shard) => asOperator(shard, stopReceiving);
 
 /**
  * D4. POST /cluster/follow {"shard", "epoch", "mysql": "host:port"}: a fenced old primary becomes

@@ -29,6 +29,7 @@ const FLOORS: Array<[string, number]> = [
   ['operator/', 2],
   ['page/', 2],
   ['cluster/', 3],
+  ['election/', 3],
   ['server.ts', 3],
   ['ch_client.ts', 3],
   ['cli/', 3],
