@@ -11,6 +11,7 @@ import { problem, shortRun } from '../client/http.ts';
 import { balanceTable } from '../lab/balance.ts';
 import { compareTable, lookupSpeeds } from '../lab/compare.ts';
 import { ringSvg } from '../lab/ring-svg.ts';
+import { automatic } from '../operator/automatic.ts';
 import { failover } from '../operator/failover.ts';
 import { check, reshard } from '../operator/reshard.ts';
 import type { HashRing } from '../ring.ts';
@@ -34,7 +35,11 @@ export const commands: Record<string, Command> = {
   },
 
   reshard: async (nodes, _rest, values) => (shortRun(), reshard(parseReshard(nodes, values))),
-  failover: async (nodes, rest, values) => (shortRun(), failover(parseFailover(nodes, rest, values))),
+  async failover(nodes, rest, values) {
+    shortRun();
+    const o = parseFailover(nodes, rest, values);
+    return o.to === undefined ? automatic(o) : failover(o);
+  },
   check: async (nodes, _rest, values) => (shortRun(), check(nodes, undefined, readSecret(values['secret-file'] ?? process.env.CLUSTER_SECRET_FILE))),
 
   /** Reads one expense from its owner, wherever the cluster says that is. */

@@ -28,6 +28,8 @@ export const USAGE = `Usage:
   node ch_client.ts failover NODE --to HOST:PORT [--nodes ...]
                                                       give NODE's name its standby at HOST:PORT:
                                                       fence, apply, promote, new map (operator/failover.ts)
+  node ch_client.ts failover NODE --automatic off|on  whether NODE's shard replaces its primary by itself
+                                                      (SHARDS_STANDBY=2; election/rules.ts, E5)
   node ch_client.ts check [--nodes ...]               is every record on its owner, and has every shard
                                                       its standby? (reads only)
   node ch_client.ts get ID [options]                  read one expense from its owner
@@ -45,6 +47,7 @@ Options:
   --from a,b,c      reshard: the nodes it moves from; by default the cluster map's,
                     and refused when it is not
   --to HOST:PORT    failover: the standby's server, which takes over NODE's name
+  --automatic off|on  failover: turn NODE's shard's automatic failover off or on, on each machine
   --secret-file F   reshard, failover, check: the cluster secret (default data/cluster-secret, or the
                     file that CLUSTER_SECRET_FILE names)
   --forget NODE     reshard: a node of the map that is gone for good (it must not answer):
@@ -55,13 +58,19 @@ Options:
   -h, --help        this text`;
 export class UsageError extends Error {}
 
-/** failover NODE --to HOST:PORT, checked (operator/failover.ts). */
-export function parseFailover(seeds: string[], rest: string[], values: { to?: string; 'secret-file'?: string }) {
+/** failover NODE --to HOST:PORT, or failover NODE --automatic off|on, checked (operator/failover.ts, operator/automatic.ts). */
+export function parseFailover(seeds: string[], rest: string[], values: { to?: string; automatic?: string; 'secret-file'?: string }) {
   if (rest.length !== 1) throw new UsageError('failover takes exactly one NODE: the name, as the cluster map has it, of the node whose machine is replaced');
   const [node] = parseNodes(rest[0]!, 'NODE');
+  const secret = readSecret(values['secret-file'] ?? process.env.CLUSTER_SECRET_FILE);
+  if (values.automatic !== undefined) {
+    if (values.automatic !== 'on' && values.automatic !== 'off') throw new UsageError(`--automatic takes on or off, got ${JSON.stringify(values.automatic)}`);
+    if (values.to !== undefined) throw new UsageError('failover takes --to or --automatic, not both: --automatic replaces no machine, it says whether the shard may do so by itself');
+    return { seeds, node: node!, automatic: values.automatic === 'on', secret };
+  }
   const to = values.to === undefined ? [] : parseNodes(values.to, '--to');
-  if (to.length !== 1) throw new UsageError('failover needs --to HOST:PORT, the server of the standby that takes over');
-  return { seeds, node: node!, to: to[0]!, secret: readSecret(values['secret-file'] ?? process.env.CLUSTER_SECRET_FILE) };
+  if (to.length !== 1) throw new UsageError('failover needs --to HOST:PORT, the server of the standby that takes over (or --automatic off|on)');
+  return { seeds, node: node!, to: to[0]!, secret };
 }
 
 /** The flags of reshard, as parseArgs gives them. */
@@ -164,6 +173,7 @@ export const OPTIONS = {
   keys: { type: 'string', default: '100000' },
   from: { type: 'string' },
   to: { type: 'string' },
+  automatic: { type: 'string' },
   'dry-run': { type: 'boolean', default: false },
   'secret-file': { type: 'string' },
   lease: { type: 'string', default: '15' },

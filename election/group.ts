@@ -1,13 +1,13 @@
 // election/group.ts: where the election joins a shard's server
-// (cluster/join.ts): its two routes, the tick that renews a primary's lease
+// (cluster/join.ts): its routes (a lease, a vote, the operator's switch), the tick that renews a primary's lease
 // or watches for its loss, the lease's check around every request for an id
 // (E2), and the vote that comes before the operator's promote (E7).
 
 import type { Context, Handler, Shard } from '../shard/context.ts';
-import { HttpError, log, type Call, type Reply, type Route } from '../shard/http.ts';
+import { HttpError, log, readJson, type Call, type Reply, type Route } from '../shard/http.ts';
 import { grant, holds, renew } from './lease.ts';
 import { LEASE_MS, RENEW_MS } from './rules.ts';
-import { createSeat, remember, type Seat } from './seat.ts';
+import { createSeat, remember, shardId, type Seat } from './seat.ts';
 import { watch } from './takeover.ts';
 import { stand, vote } from './vote.ts';
 
@@ -28,7 +28,11 @@ export function joinGroup(env: NodeJS.ProcessEnv, shard: Shard): Group | undefin
   if (seat === undefined) return undefined;
   tick(seat);
   return {
-    routes: [[/^\/cluster\/lease$/, { POST: (c) => grant(seat, c) }], [/^\/cluster\/vote$/, { POST: (c) => vote(seat, c) }]],
+    routes: [
+      [/^\/cluster\/lease$/, { POST: (c) => grant(seat, c) }],
+      [/^\/cluster\/vote$/, { POST: (c) => vote(seat, c) }],
+      [/^\/cluster\/automatic$/, { POST: (c) => setAutomatic(seat, c) }],
+    ],
     leased: (handler) => async (c) => {
       if (!c.held.writable) return handler(c); // a standby answers 421 or 503 by rule 8
       if (!(await heldWithin(seat, LEASE_MS))) throw noLease(c);
@@ -54,6 +58,16 @@ function tick(seat: Seat): void {
     .finally(next);
 }
 
+/** POST /cluster/automatic {"shard", "automatic": bool} (operator/automatic.ts): whether this machine may stand by itself (E5). */
+async function setAutomatic(seat: Seat, c: Call): Promise<Reply> {
+  const { shard, automatic } = (readJson(c) ?? {}) as { shard?: unknown; automatic?: unknown };
+  if (typeof automatic !== 'boolean' || typeof shard !== 'string') throw new HttpError(400, 'automatic needs {"shard": "<the shard\'s id>", "automatic": true or false}');
+  const mine = await shardId(seat);
+  if (shard !== mine) throw new HttpError(409, `not changed: this machine is shard ${mine}'s, not ${shard}'s`);
+  remember(seat, { ...seat.standing, automatic });
+  return { status: 200, body: { automatic, term: seat.standing.term, peers: seat.peers } };
+}
+
 async function heldWithin(seat: Seat, ms: number): Promise<boolean> {
   for (const end = performance.now() + ms; !holds(seat); await sleep(20)) if (performance.now() > end) return false;
   return true;
@@ -71,7 +85,7 @@ async function rise(seat: Seat, c: Context, promote: Handler): Promise<Reply> {
   try {
     const left = (seat.granted?.until ?? 0) - performance.now();
     if (left > 0) await sleep(left);
-    if (seat.peers.length < 2) remember(seat, { term: seat.standing.term + 1, votedFor: seat.shard.address });
+    if (seat.peers.length < 2) remember(seat, { ...seat.standing, term: seat.standing.term + 1, votedFor: seat.shard.address });
     else {
       const { won, term, votes } = await stand(seat, c.held.shard);
       if (!won) throw new HttpError(409, `not promoted: in term ${term} only ${votes.length + 1} of ${seat.peers.length + 1} machines voted for it (E4): another standby holds more, or the primary still renews its lease. See GET /cluster/replication on each machine, then run the failover again`);

@@ -38,7 +38,7 @@ async function deposed(seat: Seat, peer: string, term: number): Promise<void> {
   if (term <= seat.standing.term) return;
   seat.leaseUntil = 0;
   seat.grants.clear();
-  remember(seat, { term, votedFor: null });
+  remember(seat, { ...seat.standing, term, votedFor: null });
   log(`election: ${peer} knows term ${term}, above this primary's: another machine was elected. Fencing this one (D1); it serves nothing until it rejoins as a standby: ./start-shards.sh rejoin N on its host`);
   await fenceHere(seat.shard).catch((err) => log(`election: the fence failed (${(err as Error).message}); this machine still serves nothing, having no lease`, 'stderr'));
 }
@@ -64,7 +64,7 @@ export async function grant(seat: Seat, c: Call): Promise<Reply> {
   if (await seat.shard.rows.writable().catch(() => false)) return refuse('this machine is a primary: it grants no lease');
   const now = performance.now();
   if (seat.granted !== undefined && seat.granted.to !== from && seat.granted.until > now && seat.granted.term === term) return refuse(`its lease is ${seat.granted.to}'s`);
-  if ((term as number) > seat.standing.term) remember(seat, { term: term as number, votedFor: null });
+  if ((term as number) > seat.standing.term) remember(seat, { ...seat.standing, term: term as number, votedFor: null });
   seat.granted = { to: from, term: term as number, until: now + LEASE_MS };
   seat.sawPrimary = true;
   return { status: 200, body: { granted: true, term, ms: LEASE_MS } };

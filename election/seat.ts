@@ -11,8 +11,12 @@ import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } f
 import { dirname, join } from 'node:path';
 import type { Shard } from '../shard/context.ts';
 
-/** The highest term this machine knows (0: the launcher's first primary), and whom it voted for in it. */
-export type Standing = { term: number; votedFor: string | null };
+/**
+ * The highest term this machine knows (0: the launcher's first primary), whom
+ * it voted for in it, and whether it may stand by itself (E5; the operator's
+ * `failover NODE --automatic off|on`).
+ */
+export type Standing = { term: number; votedFor: string | null; automatic: boolean };
 
 export type Seat = {
   shard: Shard;
@@ -72,10 +76,10 @@ function readStanding(file: string): Standing {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') return { term: 0, votedFor: null };
+    if ((err as { code?: string }).code === 'ENOENT') return { term: 0, votedFor: null, automatic: true };
     throw err;
   }
-  const { term, votedFor } = JSON.parse(text);
-  if (Number.isSafeInteger(term) && term >= 0 && (votedFor === null || typeof votedFor === 'string')) return { term, votedFor };
+  const { term, votedFor, automatic } = JSON.parse(text);
+  if (Number.isSafeInteger(term) && term >= 0 && (votedFor === null || typeof votedFor === 'string') && typeof automatic === 'boolean') return { term, votedFor, automatic };
   throw new Error(`${file} holds no term and vote (${text.slice(0, 80)}): it is this machine's vote (election/rules.ts, E4). Restore it, or remove the machine's directory and rejoin it`);
 }

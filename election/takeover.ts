@@ -27,8 +27,8 @@ export async function watch(seat: Seat): Promise<void> {
   const now = performance.now();
   if (now - seat.lastWatch > STALL_MS && seat.granted !== undefined) seat.granted.until = Math.max(seat.granted.until, now + LEASE_MS);
   seat.lastWatch = now;
-  // E7: a pair never stands by itself; and a start, before any primary was seen, is no failure.
-  if (seat.peers.length < 2 || !seat.sawPrimary || !lapsed(seat)) return;
+  // E7: a pair never stands by itself; nor a machine the operator turned off; and a start, before any primary was seen, is no failure.
+  if (seat.peers.length < 2 || !seat.standing.automatic || !seat.sawPrimary || !lapsed(seat)) return;
   const held = await seat.shard.cluster.load();
   // With no map, no client could find the winner: the operator's first reshard makes one.
   const node = held.map && everyNode(held.map).find((n) => n.shard === held.shard);

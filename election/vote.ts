@@ -40,7 +40,7 @@ export async function vote(seat: Seat, c: Call): Promise<Reply> {
   const had = await received(seat.shard);
   if (!covers(theirs as string, had)) return refuse(`it received ${had}, more than the candidate's ${theirs}`);
   if (pre !== true) {
-    remember(seat, { term: term as number, votedFor: candidate });
+    remember(seat, { ...seat.standing, term: term as number, votedFor: candidate });
     // What the old primary sends after this vote would make this machine diverge from the winner.
     await stopReceivingHere(seat.shard);
   }
@@ -57,6 +57,6 @@ export async function stand(seat: Seat, shard: string): Promise<{ won: boolean; 
   };
   const pre = await round(true);
   if (!pre.won) return pre;
-  remember(seat, { term: seat.standing.term + 1, votedFor: seat.shard.address });
+  remember(seat, { ...seat.standing, term: seat.standing.term + 1, votedFor: seat.shard.address });
   return round(false);
 }
