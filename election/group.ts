@@ -49,11 +49,7 @@ function tick(seat: Seat): void {
   const next = () => setTimeout(() => tick(seat), RENEW_MS).unref();
   seat.shard.rows
     .writable()
-    // A standby's takeover runs on its own: the new primary's renewals must not wait for the map.
-    .then((writable) => {
-      if (writable) return renew(seat);
-      if (!seat.rising) void watch(seat);
-    })
+    .then((writable) => (writable ? renew(seat) : seat.rising ? undefined : watch(seat)))
     .catch((err) => log(`election: ${(err as Error).message}`, 'stderr'))
     .finally(next);
 }

@@ -32,9 +32,10 @@
 //   E4. ONE VOTE PER TERM, on disk before it is told (election/standing.ts),
 //       as Redis Cluster's masters grant one failover vote per epoch. A
 //       machine votes for a candidate in a higher term only if (a) its own
-//       grant has run out, (b) it is not a primary that serves, and (c) the
-//       candidate has received everything it received (a GTID position that
-//       covers its own), so that the winner holds every acknowledged write.
+//       grant has run out, (b) it is not a primary, nor a winner being
+//       promoted, and (c) the candidate has received everything it
+//       received (a GTID position that covers its own), so that the winner
+//       holds every acknowledged write.
 //       Once it voted, it receives nothing more from the old primary (which
 //       would make it diverge from the winner). A refusal changes nothing,
 //       not even the term it knows, and a candidate asks first without
@@ -47,11 +48,15 @@
 //       own (it gives its primary a fresh LEASE_MS), after a random wait (so
 //       that two standbys rarely stand at once), in the next term, voting
 //       for itself.
-//       With votes from a majority it is the only winner of its term.
+//       With votes from a majority it is the only winner of its term,
+//       unless it voted meanwhile for another in a higher term: then it
+//       lost.
 //   E6. THE TAKEOVER. The winner applies all it received (D2), promotes
 //       (D3), makes the group's other standbys follow it (D4), holds a lease
 //       in its term (E1), and puts the map at the next epoch with the shard's
-//       node at its address, by the one installer (rules 10 and 12). By E1
+//       node at its address, by the one installer (rules 10 and 12), for as
+//       long as it is still the primary of its term: one deposed meanwhile
+//       (E3) puts no map. By E1
 //       and E4 the old primary's lease ran out before the winner's first
 //       write: each grant it needed came from a majority, and a majority
 //       voted only once their grants had run out.

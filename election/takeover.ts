@@ -3,24 +3,29 @@
 // and the winner runs the failover's steps on itself (operator/failover.ts),
 // as Vitess's VTOrc runs EmergencyReparentShard.
 
-import { everyNode, type ClusterMap } from '../api/cluster-map.ts';
-import { installMoved } from '../operator/failover.ts';
+import { addressOf, everyNode, type ClusterMap } from '../api/cluster-map.ts';
+import { newest } from '../client/cluster.ts';
+import { moved } from '../operator/failover.ts';
+import { install } from '../operator/maps.ts';
+import { readCluster } from '../operator/plan.ts';
 import { log } from '../shard/http.ts';
 import { promoteHere } from '../shard/replication.ts';
 import { ask } from './ask.ts';
 import { LEASE_MS, RENEW_MS, STAND_JITTER_MS } from './rules.ts';
-import type { Seat } from './seat.ts';
+import { shardId, type Seat } from './seat.ts';
 import { stand } from './vote.ts';
 
 // D2: how long the winner may take to apply what it received.
 const APPLY_MS = 30_000;
+// How often the winner reads the cluster again to put its address into the map it finds (rule 12).
+const MAP_TRIES = 10;
 // A gap between two watches longer than this is this process's stall, not its primary's silence.
 const STALL_MS = 3 * RENEW_MS;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const lapsed = (seat: Seat) => seat.granted !== undefined && seat.granted.until <= performance.now();
 
-/** E5: on a standby, at each tick: stands when its primary stopped renewing, and takes over if it wins. */
+/** E5: on a standby, at each tick: stands when its primary stopped renewing, and if it wins, is promoted and takes over. */
 export async function watch(seat: Seat): Promise<void> {
   // A standby that was stopped itself (a stall, SIGSTOP) cannot tell its primary's silence from its own:
   // it gives the primary a fresh LEASE_MS. A longer promise is always safe (E1).
@@ -33,34 +38,47 @@ export async function watch(seat: Seat): Promise<void> {
   // With no map, no client could find the winner: the operator's first reshard makes one.
   const node = held.map && everyNode(held.map).find((n) => n.shard === held.shard);
   if (held.map === undefined || node === undefined) return;
-  seat.rising = true;
+  // A random wait first, so that two standbys that lost one primary rarely stand at once (E5).
+  await sleep(Math.random() * STAND_JITTER_MS);
+  if (!lapsed(seat)) return; // a renewal came meanwhile: the primary is back
+  const won = await stand(seat, held.shard).catch((err: Error) => log(`election: standing for ${node.name} failed (${err.message}); this standby tries again at its next tick`, 'stderr'));
+  if (!won?.won) return;
+  log(`election: ${node.name}'s primary stopped renewing its lease; this standby won term ${won.term} (votes: itself, ${won.votes.join(', ')}) and takes over`);
+  let promoted: Awaited<ReturnType<typeof promoteHere>>;
+  seat.rising = true; // E4 (b): until promoted, this machine votes for no other and grants no lease
   try {
-    await sleep(Math.random() * STAND_JITTER_MS);
-    if (!lapsed(seat)) return; // a renewal came meanwhile: the primary is back
-    const { won, term, votes } = await stand(seat, held.shard);
-    if (!won) return;
-    log(`election: ${node.name}'s primary stopped renewing its lease; this standby won term ${term} (votes: itself, ${votes.join(', ')}) and takes over`);
-    await takeOver(seat, held.map, node.name);
+    promoted = await promoteHere(seat.shard, null, APPLY_MS);
+    seat.grants.clear();
+    seat.leaseUntil = 0;
   } catch (err) {
-    log(`election: standing for ${node.name} failed (${(err as Error).message}); this standby tries again at its next tick`, 'stderr');
+    log(`election: the promotion failed (${(err as Error).message}); this machine stays a standby, and stands again at its next tick`, 'stderr');
+    return;
   } finally {
     seat.rising = false;
   }
+  log(`election: promoted, at GTID ${promoted.gtid_binlog_pos}; semi-sync ${promoted.semisync?.Rpl_semi_sync_master_status ?? '?'}`);
+  // The rest runs on its own: the new primary's lease must not wait for the map (E6).
+  void takeOver(seat, won.term, held.map, node.name, promoted.mysql).catch((err) => log(`election: the takeover stopped (${(err as Error).message})`, 'stderr'));
 }
 
-/** E6: apply, promote, make the other standbys follow, and put the map with this machine at the shard's node. */
-async function takeOver(seat: Seat, map: ClusterMap, name: string): Promise<void> {
+/** E6, after the promotion: the other standbys follow this machine, and the map puts the shard's node at its address. */
+async function takeOver(seat: Seat, term: number, found: ClusterMap, name: string, mysql: string): Promise<void> {
   const { shard } = seat;
-  const promoted = await promoteHere(shard, null, APPLY_MS);
-  log(`election: promoted, at GTID ${promoted.gtid_binlog_pos}; semi-sync ${promoted.semisync?.Rpl_semi_sync_master_status ?? '?'}`);
-  const acting = { shard: await shard.rows.shard(), epoch: map.epoch, mysql: promoted.mysql };
+  const acting = { shard: await shardId(seat), epoch: found.epoch, mysql };
   await Promise.all(
     seat.peers.map(async (peer) => {
       const heard = await ask(peer, '/cluster/follow', acting, shard.secret, APPLY_MS);
-      log(`election: ${peer} ${heard?.status === 200 ? `follows ${promoted.mysql}` : `does not follow yet (${heard === undefined ? 'no answer' : heard.body?.error ?? heard.status}): ./start-shards.sh rejoin N on its host makes it a standby`}`);
+      log(`election: ${peer} ${heard?.status === 200 ? `follows ${mysql}` : `does not follow yet (${heard === undefined ? 'no answer' : heard.body?.error ?? heard.status}): ./start-shards.sh rejoin N on its host makes it a standby`}`);
     }),
   );
-  const seeds = everyNode(map).map((n) => n.name);
-  const put = await installMoved({ seeds, node: name, to: shard.address, secret: shard.secret }, map);
-  log(typeof put === 'string' ? `election: the map was not put everywhere: ${put}` : `election: the cluster's map is at epoch ${put.epoch}, ${name} at ${shard.address}`);
+  // Rules 10 and 12: the map found, this address in it, over whatever map the cluster holds by then; only while this machine still rules (E3).
+  const seeds = everyNode(found).map((n) => n.name);
+  for (let map: ClusterMap | undefined = found, tries = 0; map !== undefined && tries < MAP_TRIES; tries++) {
+    if (seat.standing.term !== term || !(await shard.rows.writable())) return log(`election: deposed before the map was put (E3): it puts none`);
+    if (addressOf(map, name) === shard.address) return log(`election: the cluster's map is at epoch ${map.epoch}, ${name} at ${shard.address}`);
+    const done = await install(moved(map, name, shard.address), map, { secret: shard.secret, wait: { node: name, ms: APPLY_MS } });
+    if (!done.ok) log(`election: the map was not put everywhere (${done.why}); reading the cluster again`);
+    map = newest(await readCluster(seeds));
+  }
+  log(`election: the cluster's map does not name this machine yet; to finish, run: node ch_client.ts failover ${name} --to ${shard.address}`, 'stderr');
 }

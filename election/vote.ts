@@ -36,6 +36,7 @@ export async function vote(seat: Seat, c: Call): Promise<Reply> {
   if (shard !== mine) return refuse(`this machine is shard ${mine}'s, not ${shard}'s`);
   if ((term as number) < known || ((term as number) === known && votedFor !== candidate)) return refuse(`this machine voted in term ${known} already${votedFor === null ? '' : `, for ${votedFor}`}`);
   if (seat.granted !== undefined && seat.granted.until > performance.now()) return refuse(`its lease to the primary ${seat.granted.to} has not run out`);
+  if (seat.rising) return refuse('this machine won an election and is being promoted');
   if (await seat.shard.rows.writable().catch(() => false)) return refuse('this machine is a primary');
   const had = await received(seat.shard);
   if (!covers(theirs as string, had)) return refuse(`it received ${had}, more than the candidate's ${theirs}`);
@@ -58,5 +59,8 @@ export async function stand(seat: Seat, shard: string): Promise<{ won: boolean; 
   const pre = await round(true);
   if (!pre.won) return pre;
   remember(seat, { ...seat.standing, term: seat.standing.term + 1, votedFor: seat.shard.address });
-  return round(false);
+  const real = await round(false);
+  // A vote this machine gave meanwhile, in a higher term, ended its own candidacy (E4).
+  const still = seat.standing.term === real.term && seat.standing.votedFor === seat.shard.address;
+  return { ...real, won: real.won && still };
 }
