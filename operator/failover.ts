@@ -154,7 +154,7 @@ async function shardProved(to: string, secret: string): Promise<{ shard: string;
 }
 
 /** The map at the next epoch with `name` at `address`, in both rings. */
-function moved(map: ClusterMap, name: string, address: string): ClusterMap {
+export function moved(map: ClusterMap, name: string, address: string): ClusterMap {
   const at = (nodes: ClusterMap['nodes']) => nodes.map((n) => (n.name === name ? { ...n, address } : n));
   return { ...map, epoch: map.epoch + 1, nodes: at(map.nodes), ...(map.moving && { moving: { ...map.moving, nodes: at(map.moving.nodes) } }) };
 }
@@ -166,7 +166,7 @@ function moved(map: ClusterMap, name: string, address: string): ClusterMap {
  * run again after a give-up, it finds its own map and brings the nodes behind
  * up to it (rule 13). The map now on every node, or why not.
  */
-export async function installMoved(o: FailoverOptions, found: ClusterMap): Promise<ClusterMap | string> {
+async function installMoved(o: FailoverOptions, found: ClusterMap): Promise<ClusterMap | string> {
   let map = found;
   for (let tries = 1; ; tries++) {
     const next = addressOf(map, o.node) === o.to ? map : moved(map, o.node, o.to);
