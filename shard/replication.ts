@@ -15,7 +15,7 @@
 import { readFileSync } from 'node:fs';
 import { HttpError, readJson, type Reply } from './http.ts';
 import type { OperatorConfig } from '../mysql/connections.ts';
-import { connected, fence as fenceMysql, follow as followMysql, mysqlAddress, promote as promoteMysql, recordedPrimary, recordPrimary, ReplicationError, state, WAIT_MAX_MS, type Sql } from '../mysql/replication.ts';
+import { connected, fence as fenceMysql, follow as followMysql, mysqlAddress, promote as promoteMysql, recordedPrimary, recordPrimary, rejoinCommand, ReplicationError, shardNumber, state, WAIT_MAX_MS, type Sql } from '../mysql/replication.ts';
 import { hostOf, proof as proofOf } from '../api/signing.ts';
 import type { Context, Route } from './context.ts';
 import { misdirected } from './secret.ts';
@@ -48,9 +48,12 @@ async function asOperator<T>(c: Context, steps: (sql: Sql) => Promise<T>): Promi
   }
 }
 
-/** GET /cluster/replication: role, positions, replication and semi-sync state, and the pair's other machine (its server), if known. */
+/** The launcher's number of this machine's pair (shard-N), for `./start-shards.sh rejoin N`; null where start-shards.sh did not start it. */
+const numberOf = (c: Context) => (c.operator?.record === undefined ? null : shardNumber(c.operator.record.file));
+
+/** GET /cluster/replication: role, positions, replication and semi-sync state, the pair's other machine (its server), if known, and the launcher's number of the pair. */
 export async function replication(c: Context): Promise<Reply> {
-  return { status: 200, body: { ...(await asOperator(c, state)), peer: c.operator?.peer ?? null } };
+  return { status: 200, body: { ...(await asOperator(c, state)), peer: c.operator?.peer ?? null, shard_number: numberOf(c) } };
 }
 
 /**
@@ -97,7 +100,8 @@ export async function fence(c: Context): Promise<Reply> {
 /**
  * D2 and D3. POST /cluster/promote {"shard", "epoch", "wait_for": "<gtid position>" | null,
  * "timeout_ms"}: applies up to `wait_for` (planned) or up to all it received
- * (null: emergency), then becomes the primary. Idempotent on a primary.
+ * (null: emergency), then becomes the primary. Idempotent on a primary. The
+ * answer names the pair's launcher number, for the rejoin the operator runs.
  */
 export async function promote(c: Context): Promise<Reply> {
   const asked = readJson(c) as { shard?: unknown; epoch?: unknown; wait_for?: unknown; timeout_ms?: unknown } | null;
@@ -113,10 +117,11 @@ export async function promote(c: Context): Promise<Reply> {
       timeoutMs: timeoutMs as number,
       recorded: record !== undefined && recordedPrimary(record.file) === record.machine,
       record: () => record && recordPrimary(record.file, record.machine),
+      rejoin: rejoinCommand(numberOf(c), c.held.shard),
     }),
   );
   c.cluster.forget();
-  return { status: 200, body: { ...body, mysql: await asOperator(c, mysqlAddress) } };
+  return { status: 200, body: { ...body, mysql: await asOperator(c, mysqlAddress), shard_number: numberOf(c) } };
 }
 
 /**
