@@ -74,6 +74,8 @@ try {
     const killed = performance.now();
     await Promise.all(pids.map((pid) => waitForExit(pid)));
     await rm(join(pairs.machineDir(1, primary), 'mysql'), { recursive: true, force: true });
+    // A 201 read after this is the new primary's: one in flight at the kill may still arrive before it.
+    const gone = performance.now();
     let rejoin: Promise<{ code: number; out: string }> | undefined;
     const failover = await stamped('failover', process.execPath, ['ch_client.ts', 'failover', node, '--to', to, '--nodes', seeds, '--secret-file', secret], killed, (line) => {
       const asked = /run (\.\/start-shards\.sh rejoin (\d+))/.exec(line);
@@ -81,8 +83,8 @@ try {
     });
     const rejoined = await rejoin;
     if (failover.code !== 0 || rejoined?.code !== 0) throw new Error(`round ${round}: failover exit ${failover.code}, rejoin exit ${rejoined?.code ?? 'never asked for'}`);
-    while (!acked.some((t) => t > killed)) await new Promise((r) => setTimeout(r, 20));
-    const first = (acked.find((t) => t > killed)! - killed) / 1000;
+    while (!acked.some((t) => t > gone)) await new Promise((r) => setTimeout(r, 20));
+    const first = (acked.find((t) => t > gone)! - killed) / 1000;
     figures.push(`round ${round}: the arc's first 201 ${first.toFixed(1)} s after the kill (load average before ${load}, after ${loadavg().map((l) => l.toFixed(2)).join(' ')})`);
     console.log(figures.at(-1));
     primary = standby;
