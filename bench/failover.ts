@@ -8,7 +8,7 @@
 // time is seen where it goes; then the first 201 on shard 1's arc. Last, a
 // planned switchover back. The load average is printed with each round.
 //
-//   node bench/failover.ts [ROUNDS=3]
+//   node bench/failover.ts [ROUNDS=3]    (npm run bench:failover)
 
 import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
