@@ -47,7 +47,7 @@ export async function watch(seat: Seat): Promise<void> {
   let promoted: Awaited<ReturnType<typeof promoteHere>>;
   seat.rising = true; // E4 (b): until promoted, this machine votes for no other and grants no lease
   try {
-    promoted = await promoteHere(seat.shard, null, APPLY_MS);
+    promoted = await promoteHere(seat.shard, held.shard, null, APPLY_MS);
     seat.grants.clear();
     seat.leaseUntil = 0;
   } catch (err) {

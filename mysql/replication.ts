@@ -164,6 +164,17 @@ export function recordedPrimary(file: string): Machine {
   }
 }
 
+/** S6: the launcher's number N of the pair whose record is `file` (start-shards.sh keeps it at shard-N/primary), or null. */
+export function shardNumber(file: string): number | null {
+  const n = /(?:^|\/)shard-(\d+)\/primary$/.exec(file)?.[1];
+  return n === undefined ? null : Number(n);
+}
+
+/** D4, as the operator runs it on the pair's host: the launcher's rejoin of shard N, or how to find N where it is not known. */
+export function rejoinCommand(number: number | null, shard: string | undefined): string {
+  return number !== null ? `./start-shards.sh rejoin ${number}` : `./start-shards.sh rejoin N, N being the number start-shards.sh gave shard ${shard ?? '?'} (./start-shards.sh status lists them)`;
+}
+
 /** S6, written whole or not at all: a kill leaves the old record or the new one. */
 export function recordPrimary(file: string, machine: Machine): void {
   writeFileSync(`${file}.new`, `${machine}\n`, { mode: 0o600 });
@@ -182,13 +193,14 @@ export type Promoted = State & { promoted: boolean; applied: string };
  * D2 and D3: applies up to `waitFor` (planned) or all it received (null:
  * emergency), then becomes the primary, recorded by `record` (S6). `recorded`
  * says whether the record names this machine already: a promotion killed
- * after its record is finished by the rerun. Idempotent on a primary.
+ * after its record is finished by the rerun; `rejoin`, the command that makes
+ * a fenced old primary a standby. Idempotent on a primary.
  */
-export async function promote(sql: Sql, o: { waitFor: string | null; timeoutMs: number; recorded: boolean; record: () => void }): Promise<Promoted> {
+export async function promote(sql: Sql, o: { waitFor: string | null; timeoutMs: number; recorded: boolean; record: () => void; rejoin: string }): Promise<Promoted> {
   const before = await state(sql);
   if (before.follows === null) {
     if (!before.read_only) return { ...before, promoted: false, applied: before.gtid_binlog_pos };
-    if (!o.recorded) throw new ReplicationError('NOTHING_TO_PROMOTE', 'this machine follows no primary and is read-only (a fenced old primary): there is nothing to promote it from. Promote its standby, or make it one: ./start-shards.sh rejoin N', before);
+    if (!o.recorded) throw new ReplicationError('NOTHING_TO_PROMOTE', `this machine follows no primary and is read-only (a fenced old primary): there is nothing to promote it from. Promote its standby, or make it one: ${o.rejoin}`, before);
     return { ...(await open(sql)), promoted: true, applied: before.gtid_binlog_pos };
   }
   // D2.

@@ -7,6 +7,7 @@ import { addressOf, describeMap, everyNode, sameMap, type ClusterMap, type MapNo
 import { ask, newest, type Said } from '../client/cluster.ts';
 import { call, problem } from '../client/http.ts';
 import { plural } from '../api/words.ts';
+import { rejoinCommand } from '../mysql/replication.ts';
 import { brokenOn, epochOf, lockNode, whereIn } from './maps.ts';
 import { readCluster } from './plan.ts';
 import { idsOn, isClean, printProblems, total, walk } from './walk.ts';
@@ -101,7 +102,7 @@ async function standbyOf(node: MapNode, at: string, said: Map<string, Said>, see
 }
 
 /** What GET /cluster/replication says of one machine (shard/replication.ts), or why it said nothing. */
-type Replication = { role: string; gtid_binlog_pos: string; gtid_slave_pos: string; follows: { master: string; io: string; sql: string } | null; semisync: Record<string, string>; peer: string | null };
+type Replication = { role: string; gtid_binlog_pos: string; gtid_slave_pos: string; follows: { master: string; io: string; sql: string } | null; semisync: Record<string, string>; peer: string | null; shard_number?: number | null };
 
 async function replicationAt(address: string, secret: string | undefined): Promise<Replication | { why: string; status?: number }> {
   try {
@@ -143,7 +144,8 @@ async function standbys(map: ClusterMap, secret: string | undefined, down: Set<s
     const p = primaries[i]!;
     const at = addressOf(map, n.name);
     const without = (why: string) => {
-      console.error(`WITHOUT STANDBY shard ${n.shard} (${n.name} at ${at}): ${why}; its writes wait for a standby's ack. Give it one: on its host, ./start-shards.sh rejoin N, N being the number start-shards.sh gave this shard (./start-shards.sh status lists them)`);
+      const rejoin = rejoinCommand('why' in p ? null : (p.shard_number ?? null), n.shard);
+      console.error(`WITHOUT STANDBY shard ${n.shard} (${n.name} at ${at}): ${why}; its writes wait for a standby's ack. Give it one: on its host, ${rejoin}`);
       ok = false;
     };
     if ('why' in p) {

@@ -22,7 +22,8 @@
 //      POST /cluster/promote; shard/replication.ts, D2-D3). A fenced old
 //      primary that answers is made its standby at once (POST /cluster/follow),
 //      as Vitess's PlannedReparentShard does; a dead one is rebuilt later by
-//      `./start-shards.sh rejoin N` on its host.
+//      `./start-shards.sh rejoin N` on its host, N the launcher's number that
+//      the promoted machine answers (its shard-N), printed as it is.
 //   4. MAP: the cluster's map at the next epoch, NODE at the standby's
 //      address (api/cluster-map.ts, rule 7), onto every node by the one
 //      installer (operator/maps.ts, rules 10 and 13). A reshard under way
@@ -46,6 +47,7 @@ import { addressOf, describeMap, everyNode, type ClusterMap } from '../api/clust
 import { hostOf, proves } from '../api/signing.ts';
 import { ask, newest } from '../client/cluster.ts';
 import { call, problem, type Answer, type CallOptions } from '../client/http.ts';
+import { rejoinCommand } from '../mysql/replication.ts';
 import { install, lockNode } from './maps.ts';
 import { readCluster } from './plan.ts';
 
@@ -92,9 +94,10 @@ export async function failover(o: FailoverOptions): Promise<number> {
   console.log(`2. the standby applied all it received, up to GTID ${p.applied || '(none)'}${position === null ? ' (its Gtid_IO_Pos)' : ' (the fenced primary\'s position)'}`);
   console.log(`3. promoted ${o.to}: ${p.promoted ? 'now' : 'already'} the primary, writable, semi-sync ${p.semisync?.Rpl_semi_sync_master_status ?? '?'}, at GTID ${p.gtid_binlog_pos}`);
   const follows = position === null ? undefined : await tryCall(from, 'POST', '/cluster/follow', { ...actingFor, mysql: p.mysql }, { timeoutMs: 30_000, secret: o.secret });
-  const rejoin = `./start-shards.sh rejoin N, N being the number start-shards.sh gave shard ${shardOf(map, o.node)} (./start-shards.sh status lists them; it rebuilds the old machine from ${o.to} if its data is gone)`;
+  // The launcher's number of the pair, as the promoted machine knows it (its shard-N), not the shard's id.
+  const rejoin = `${rejoinCommand(p.shard_number ?? null, shardOf(map, o.node))}: it makes the old machine the standby of ${o.to}, rebuilt from it if its data is gone or diverged`;
   if (follows?.status === 200) console.log(`   the old primary at ${from} follows ${p.mysql}: it is the shard's standby now`);
-  else if (position !== null) console.log(`   the old primary at ${from} could not be made the standby (${follows === undefined ? 'no answer' : problem(follows)}): rejoin it, on its host: ${rejoin}`);
+  else if (position !== null) console.log(`   the old primary at ${from} could not be made the standby (${follows === undefined ? 'no answer' : problem(follows)}): on the shard's host, run ${rejoin}`);
   else console.log(`4. waiting (up to ${STANDBY_WAIT_MS / 1000} s of this run) for a standby to acknowledge the new map: on the shard's host, run ${rejoin}`);
 
   // 4. The map.
@@ -104,7 +107,11 @@ export async function failover(o: FailoverOptions): Promise<number> {
 
   // 5. Clients follow.
   console.log(`5. clients follow: a request to ${from} fails or meets a fenced machine, and the client reads the map again`);
-  if (follows?.status !== 200) console.log(`shard ${shardOf(map, o.node)} now runs without a standby, and its writes wait for one (S3). Make the old machine its standby, on its host: ${rejoin}`);
+  // The map went in only once a standby acknowledged it (S3); what the new primary says now is the truth to print.
+  const now = await tryCall(o.to, 'GET', '/cluster/replication', undefined, { timeoutMs: 5_000, secret: o.secret });
+  const standbys = now?.status === 200 ? Number(now.body.semisync?.Rpl_semi_sync_master_clients ?? 0) : undefined;
+  if (standbys === 0) console.log(`shard ${shardOf(map, o.node)} now runs without a standby, and its writes wait for one (S3). Make the old machine its standby: on the shard's host, run ${rejoin}`);
+  else if (standbys !== undefined) console.log(`shard ${shardOf(map, o.node)}: ${o.to} is its primary, with ${standbys} standby${standbys === 1 ? '' : 's'} acknowledging its writes`);
   return 0;
 }
 
@@ -115,9 +122,16 @@ function fail(why: string): number {
 
 const shardOf = (map: ClusterMap, name: string) => everyNode(map).find((n) => n.name === name)?.shard;
 
-/** The newest map of the cluster, read from the seeds and every node they name, at its address (rule 7); or why there is none to fail over in. */
+/**
+ * The newest map of the cluster, read from the seeds and every node they name,
+ * at its address (rule 7); or why there is none to fail over in. What a seed
+ * holds at the address given counts too: failing a node back to the machine at
+ * its name, that machine (a standby, its map replicated) may be the only one
+ * left holding a map, while the node's address in it is the dead machine.
+ */
 async function clusterMap(o: FailoverOptions): Promise<ClusterMap | string> {
-  const map = newest(await readCluster(o.seeds));
+  const [seeded, read] = await Promise.all([ask(o.seeds), readCluster(o.seeds)]);
+  const map = newest(new Map([...[...seeded].map(([seed, said]) => [`seed ${seed}`, said] as const), ...read]));
   if (map === undefined) return `refusing: no node of ${o.seeds.join(',')} holds a cluster map; a failover changes a node's address in it. Nothing was changed.`;
   if (!everyNode(map).some((n) => n.name === o.node)) return `refusing: ${o.node} is not a node of the cluster (${describeMap(map)}: ${everyNode(map).map((n) => n.name).join(',')}). Nothing was changed.`;
   return map;

@@ -6,7 +6,7 @@
 
 import { addressOf, everyNode, sameMap, signMap, type ClusterMap } from '../api/cluster-map.ts';
 import { ask, type Said } from '../client/cluster.ts';
-import { call, lostMs, problem, type Answer } from '../client/http.ts';
+import { call, forgive, lostMs, problem, type Answer } from '../client/http.ts';
 
 /** Rule 7: where a node answers, by the first of `maps` that names it; a name no map knows is its own address. */
 export function whereIn(...maps: Array<ClusterMap | undefined>): (node: string) => string {
@@ -94,7 +94,11 @@ export async function install(next: ClusterMap, over: ClusterMap | undefined, o:
 async function putOne(node: string, next: ClusterMap, over: ClusterMap | undefined, isLock: boolean, where: (node: string) => string, o: InstallOptions): Promise<{ why: string; now?: ClusterMap } | undefined> {
   const ran = runClock();
   const forgotten = new Set([...(next.forgot ?? []), ...(over?.forgot ?? [])].map((f) => f.name));
+  // Only the node the install waits for (a new primary waiting for its standby's ack, S3) is asked again when it does not answer.
+  const waitMs = o.wait?.node === node ? o.wait.ms : 0;
   for (let changes = 0; ; ) {
+    // Asked again on purpose: a stop and start of it on the way (three misses) must not leave it given up for the rest of the wait.
+    if (waitMs > 0) forgive([where(node)]);
     const said = (await ask([node], where)).get(node)!;
     const held = 'map' in said ? said.map : undefined;
     const epoch = epochOf(said);
@@ -107,8 +111,6 @@ async function putOne(node: string, next: ClusterMap, over: ClusterMap | undefin
     const behind = epoch === undefined || (over !== undefined && (epoch < over.epoch || (epoch === over.epoch && (held === undefined || sameMap(held, over)))));
     if (isLock && !('why' in said) && !behind) return { why: `${node} holds ${held === undefined ? 'a map' : `epoch ${held.epoch}`}, not the map this run read (epoch ${over?.epoch ?? 'none'}): another operator changed the cluster meanwhile`, now: held };
     if (!isLock && held !== undefined && held.epoch === next.epoch) return { why: `${node} holds another map at epoch ${next.epoch}: another operator changed the cluster meanwhile` };
-    // Only the node the install waits for (a new primary waiting for its standby's ack, S3) is asked again when it does not answer.
-    const waitMs = o.wait?.node === node ? o.wait.ms : 0;
     const waited = waitMs > 0 ? ` (waited ${Math.round(ran() / 1000)} s of this run)` : '';
     if ('why' in said && said.status === undefined) {
       if (forgotten.has(node)) return undefined; // gone, as the map says

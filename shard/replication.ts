@@ -15,7 +15,7 @@
 import { readFileSync } from 'node:fs';
 import { HttpError, readJson, type Reply } from './http.ts';
 import type { OperatorConfig } from '../mysql/connections.ts';
-import { connected, stopReceiving, fence as fenceMysql, follow as followMysql, mysqlAddress, promote as promoteMysql, recordedPrimary, recordPrimary, ReplicationError, state, WAIT_MAX_MS, type Sql } from '../mysql/replication.ts';
+import { connected, stopReceiving, fence as fenceMysql, follow as followMysql, mysqlAddress, promote as promoteMysql, recordedPrimary, recordPrimary, rejoinCommand, ReplicationError, shardNumber, state, WAIT_MAX_MS, type Sql } from '../mysql/replication.ts';
 import { hostOf, proof as proofOf } from '../api/signing.ts';
 import type { Context, Route, Shard } from './context.ts';
 import { misdirected } from './secret.ts';
@@ -48,9 +48,12 @@ async function asOperator<T>(c: Pick<Shard, 'operator'>, steps: (sql: Sql) => Pr
   }
 }
 
-/** GET /cluster/replication: role, positions, replication and semi-sync state, and the pair's other machine (its server), if known. */
+/** The launcher's number of this machine's pair (shard-N), for `./start-shards.sh rejoin N`; null where start-shards.sh did not start it. */
+const numberOf = (c: Pick<Shard, 'operator'>) => (c.operator?.record === undefined ? null : shardNumber(c.operator.record.file));
+
+/** GET /cluster/replication: role, positions, replication and semi-sync state, the pair's other machine (its server), if known, and the launcher's number of the pair. */
 export async function replication(c: Context): Promise<Reply> {
-  return { status: 200, body: { ...(await asOperator(c, state)), peer: c.operator?.peer ?? null } };
+  return { status: 200, body: { ...(await asOperator(c, state)), peer: c.operator?.peer ?? null, shard_number: numberOf(c) } };
 }
 
 /**
@@ -102,7 +105,8 @@ export async function fenceHere(shard: Shard) {
 /**
  * D2 and D3. POST /cluster/promote {"shard", "epoch", "wait_for": "<gtid position>" | null,
  * "timeout_ms"}: applies up to `wait_for` (planned) or up to all it received
- * (null: emergency), then becomes the primary. Idempotent on a primary.
+ * (null: emergency), then becomes the primary. Idempotent on a primary. The
+ * answer names the pair's launcher number, for the rejoin the operator runs.
  */
 export async function promote(c: Context): Promise<Reply> {
   const asked = readJson(c) as { shard?: unknown; epoch?: unknown; wait_for?: unknown; timeout_ms?: unknown } | null;
@@ -111,11 +115,11 @@ export async function promote(c: Context): Promise<Reply> {
   const timeoutMs = asked?.timeout_ms ?? 30_000;
   if (waitFor !== null && (typeof waitFor !== 'string' || !/^(\d+-\d+-\d+)?(,\d+-\d+-\d+)*$/.test(waitFor))) throw new HttpError(400, `wait_for must be a GTID position such as "0-11-35", or null; got ${JSON.stringify(waitFor)}`);
   if (!Number.isSafeInteger(timeoutMs) || (timeoutMs as number) < 1 || (timeoutMs as number) > WAIT_MAX_MS) throw new HttpError(400, `timeout_ms must be 1 to ${WAIT_MAX_MS}`);
-  return { status: 200, body: await promoteHere(c, waitFor as string | null, timeoutMs as number) };
+  return { status: 200, body: await promoteHere(c, c.held.shard, waitFor as string | null, timeoutMs as number) };
 }
 
 /** D2 and D3 on this machine, for the operator's promote and for an election's winner (election/takeover.ts). */
-export async function promoteHere(shard: Shard, waitFor: string | null, timeoutMs: number) {
+export async function promoteHere(shard: Shard, id: string, waitFor: string | null, timeoutMs: number) {
   const record = shard.operator?.record;
   const body = await asOperator(shard, (sql) =>
     promoteMysql(sql, {
@@ -123,10 +127,11 @@ export async function promoteHere(shard: Shard, waitFor: string | null, timeoutM
       timeoutMs,
       recorded: record !== undefined && recordedPrimary(record.file) === record.machine,
       record: () => record && recordPrimary(record.file, record.machine),
+      rejoin: rejoinCommand(numberOf(shard), id),
     }),
   );
   shard.cluster.forget();
-  return { ...body, mysql: await asOperator(shard, mysqlAddress) };
+  return { ...body, mysql: await asOperator(shard, mysqlAddress), shard_number: numberOf(shard) };
 }
 
 /** This machine's replication state (GET /cluster/replication's), for an election's positions (E4). */

@@ -32,6 +32,33 @@ export function run(command: string, args: string[], options: { env?: NodeJS.Pro
   });
 }
 
+/**
+ * `node ARGS` started, as an operator's command in a terminal: `said(re)`
+ * resolves with the first line of its stdout that matches, so that a test acts
+ * when the command says so, never after a guessed time; it rejects, with the
+ * output, if the command ends first. `exited` resolves as run's does.
+ */
+export function startNode(args: string[], env?: NodeJS.ProcessEnv): { said(re: RegExp): Promise<RegExpMatchArray>; exited: Promise<Run> } {
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let [stdout, stderr] = ['', ''];
+  const heard = new Set<() => void>();
+  child.stdout.on('data', (c) => ((stdout += c), heard.forEach((f) => f())));
+  child.stderr.on('data', (c) => (stderr += c));
+  const exited = new Promise<Run>((resolve) => child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr })));
+  const said = (re: RegExp) =>
+    new Promise<RegExpMatchArray>((resolve, reject) => {
+      const look = () => {
+        const whole = stdout.split('\n').slice(0, -1); // a line counts once it has ended
+        const m = whole.map((line) => line.match(re)).find((found) => found !== null);
+        if (m) (heard.delete(look), resolve(m));
+      };
+      heard.add(look);
+      look();
+      void exited.then((r) => (look(), heard.has(look) && reject(new Error(`the command ended (${r.code}) without saying ${re}:\n${r.stdout}${r.stderr}`))));
+    });
+  return { said, exited };
+}
+
 /** `node` as the tests run it: the project's pinned Node. */
 export function runNode(args: string[], env?: NodeJS.ProcessEnv): Promise<Run> {
   return run(process.execPath, args, { env });

@@ -132,6 +132,8 @@ describe('start-shards.sh with SHARDS_STANDBY=1', () => {
     const checked = await check();
     assert.equal(checked.code, 1, checked.stdout + checked.stderr);
     assert.match(checked.stderr, /WITHOUT STANDBY shard \S+ \(\S+ at \S+\): (no standby is connected to its primary|its standby \S+ does not replicate)/);
+    // The launcher's number of the shard (its shard-N), not the shard's id, in the command to run.
+    assert.match(checked.stderr, /Give it one: on its host, \.\/start-shards\.sh rejoin 1$/m);
 
     // S3: no ack, no 201. server.ts gives up after its 5 s query timeout.
     const started = Date.now();
