@@ -98,7 +98,9 @@ async function standby(pm: Machine, sm: Machine, primaryState: State, passwords:
   const to = { host: HOST, port: mysqlPorts[index(pm)]!, replPassword: passwords.repl };
   const s = await on(sm, async (sql) => ({ data: await hasData(sql), state: await state(sql) }));
   const missing = s.state.follows === null && s.data ? missingFrom(primaryState, s.state) : [];
-  if (s.state.follows !== null) {
+  if (s.state.follows?.master === `${HOST}:${to.port}` && s.state.follows.io === 'Yes' && s.state.follows.sql === 'Yes') {
+    // Keeps following, untouched: a restart of its replication would hold the primary's writes meanwhile.
+  } else if (s.state.follows !== null) {
     await on(sm, (sql) => follow(sql, to, 'its position'));
   } else if (missing.length > 0) {
     return rebuild(`it holds transactions the primary never had (${missing.join(',')}; the primary's gtid_binlog_state ${primaryState.gtid_binlog_state || '(none)'})`);
