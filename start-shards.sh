@@ -154,8 +154,8 @@ pair() {
     pids+=("$(alive "$(machine_dir "$i" $m)/server.pid" || printf -)" "$(alive "$(machine_dir "$i" $m)/mysqld.pid" || printf -)")
     mysqls+=("$(mysql_port "$i" $m)") https+=("$(shard_port "$i" $m)")
   done
-  PAIR_SHARD=$i PAIR_DIR=$(shard_dir "$i") PAIR_MACHINES="$(machines)" PAIR_MYSQL="${mysqls[*]}" PAIR_HTTP="${https[*]}" \
-    PAIR_PIDS="${pids[*]}" PAIR_CLIENT=$client PAIR_DUMP=$dump "$node" "$root/mysql/pair.ts" "$1" "${@:3}" 9>&-
+  PAIR_SHARD=$i PAIR_DIR=$(shard_dir "$i") PAIR_MACHINES="$(machines)" PAIR_MYSQL="${mysqls[*]}" PAIR_HTTP="${https[*]}" PAIR_PIDS="${pids[*]}" \
+    PAIR_CLIENT=${client:-} PAIR_DUMP=${dump:-} PAIR_FLAVOUR=${flavour:-} "$node" "$root/mysql/pair.ts" "$1" "${@:3}" 9>&-
 }
 
 start_mysql() {
@@ -189,28 +189,15 @@ $(tail -n 15 "$d/mysqld.err" 2>/dev/null)"
   die "$(label "$1" "$m"): MySQL did not answer within 30 s; see $d/mysqld.err"
 }
 
-# schema.sql and the cluster's tables (shard/cluster-schema.sql), and the app user with the password on file, on the shard's
-# primary only. Idempotent, so a start that died half-way is mended by the next.
-setup_database() {
-  local d=$(machine_dir "$1" "$2") auth=''
-  [ -s "$d/password" ] || od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$d/password"
-  [ "$flavour" = mariadb ] || auth='WITH mysql_native_password'
-  # The app may read and write its rows, and nothing else: no DDL, no other schema.
-  cat "$root/schema.sql" "$root/shard/cluster-schema.sql" | sql "$1" "$2"
-  sql "$1" "$2" <<SQL
-CREATE USER IF NOT EXISTS 'expenses'@'localhost' IDENTIFIED $auth BY '$(cat "$d/password")';
-ALTER USER 'expenses'@'localhost' IDENTIFIED $auth BY '$(cat "$d/password")';
-GRANT SELECT, INSERT, UPDATE, DELETE ON expenses.* TO 'expenses'@'localhost';
-SQL
-}
+# Waits up to $2 tenths of a second for process $1 to end, then kills it.
+reap() { local i; for i in $(seq "$2"); do running "$1" || return 0; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; }
 
 stop_mysql() {
-  local d=$(machine_dir "$1" "${2:-primary}") pid i
+  local d=$(machine_dir "$1" "${2:-primary}") pid
   pid=$(alive "$d/mysqld.pid") || return 0
   # A clean shutdown flushes InnoDB; a kill would leave crash recovery to the next start.
   "$admin" --no-defaults --socket="$d/mysqld.sock" --user=root shutdown >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
-  for i in $(seq 300); do running "$pid" || return 0; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
+  reap "$pid" 300
 }
 
 # A smaller young generation kept a server's private memory at 58 MB instead
@@ -249,11 +236,10 @@ $(tail -n 15 "$d/server.log")"
 }
 
 stop_server() {
-  local pid i
+  local pid
   pid=$(alive "$(machine_dir "$1" "${2:-primary}")/server.pid") || return 0
   kill "$pid" 2>/dev/null || return 0 # SIGTERM lets requests in flight finish
-  for i in $(seq 150); do running "$pid" || return 0; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
+  reap "$pid" 150
 }
 
 # --- One shard --------------------------------------------------------------
@@ -270,39 +256,29 @@ roll_back() {
   done
 }
 
-# Starts what of shard $1 is down. With standbys: the primary is the machine
-# S6 names, and only it is written to; the others follow it, rejoining or
-# rebuilt as mysql/pair.ts decides (D4); the primary opens last (S4).
+# Starts what of shard $1 is down: its MySQLs, then mysql/pair.ts's start
+# (the primary S6 names, its schema, the others following it), then its
+# servers, the primary's first.
 start_shard() {
-  local i=$1 pm m fresh=0
+  local i=$1 m pm fresh=0
   find_mysql
   mkdir -p "$(shard_dir "$i")"
   trap roll_back EXIT
-  if [ "$(mode)" = 0 ]; then
-    start_mysql "$i"
-    setup_database "$i" primary
-    start_server "$i"
-    trap - EXIT
-    echo "shard $i: http://$host:$(shard_port "$i") up (data in $(shard_dir "$i"))"
-    return 0
-  fi
   pm=$(primary_of "$i")
   alive "$(machine_dir "$i" "$pm")/mysqld.pid" >/dev/null || fresh=1
   for m in $pm $(others "$i"); do start_mysql "$i" "$m"; done
-  if ! pair primary "$i" >/dev/null; then
-    # The way out is a failover to a standby machine, whose server it needs.
+  PAIR_FRESH=$fresh pair start "$i" || {
+    # Exit 2: refused, nothing written. The way out is a failover to a standby machine, whose server it needs.
+    [ $? = 2 ] || exit 1
     for m in $(others "$i"); do start_server "$i" "$m"; done
     trap - EXIT
     exit 1
-  fi
-  # A primary that ran already is open: its writes would wait for the standby this sets up (S3).
-  [ "$fresh" = 0 ] || setup_database "$i" "$pm"
-  pair standby "$i"
+  }
   for m in $pm $(others "$i"); do start_server "$i" "$m"; done
   trap - EXIT
-  echo "shard $i: http://$host:$(shard_port "$i" "$pm") up, the primary (data in $(machine_dir "$i" "$pm"))"
+  echo "shard $i: http://$host:$(shard_port "$i" "$pm") up$([ "$(mode)" = 0 ] || echo ', the primary') (data in $(machine_dir "$i" "$pm"))"
   for m in $(others "$i"); do
-    echo "shard $i's ${m/-/ }: http://$host:$(shard_port "$i" "$m") up, read-only, following mysql $host:$(mysql_port "$i" "$pm") (data in $(machine_dir "$i" "$m"))"
+    echo "shard $i's standby: http://$host:$(shard_port "$i" "$m") up, read-only, following mysql $host:$(mysql_port "$i" "$pm") (data in $(machine_dir "$i" "$m"))"
   done
 }
 
@@ -344,13 +320,12 @@ start() {
   d=$(for i in $(seq "$n"); do for m in $(machines); do shard_port "$i" $m; echo; [ "$(mode)" = 0 ] || mysql_port "$i" $m; echo; done; done | grep . | sort -n | uniq -d | head -n 1)
   [ -z "$d" ] || die "with standbys, SHARDS_PORT_STEP=$port_step makes two machines share port $d; use a step of 1 (up to 99 shards) or of $((200 * $(mode) + 200)) or more"
   lock -n
-  if [ "$(recorded_mode)" = 0 ] && [ -s "$shards_dir/mode" ] && [ "$(mode)" != 0 ]; then
-    # Standbys for a cluster that ran without: its MySQLs must start again, with a binlog (S5).
-    for i in $(known_shards); do ! alive "$(shard_dir "$i")/mysqld.pid" >/dev/null || die "shard $i runs without a standby: stop the shards (./start-shards.sh stop), then start them with SHARDS_STANDBY=$SHARDS_STANDBY"; done
+  if [ "$(recorded_mode)" != "$(mode)" ] && [ -s "$shards_dir/mode" ]; then
+    # More standbys: MySQLs start again with a binlog (S5), and servers with every machine in CLUSTER_PEER.
+    for i in $(known_shards); do ! alive "$(machine_dir "$i" "$(primary_of "$i")")/mysqld.pid" >/dev/null || die "shard $i runs with $(recorded_mode) standby(s) a shard: stop the shards (./start-shards.sh stop), then start them with SHARDS_STANDBY=$SHARDS_STANDBY"; done
   fi
   [ ${#todo[@]} -gt 0 ] || { echo "all $n shards are already up; nothing to do"; return 0; }
   [ -x "$node" ] || { echo "installing dependencies (npm ci)"; (cd "$root" && npm ci --no-audit --no-fund) >&2; }
-  # A second standby may join a cluster with one at any start: it copies the running primary (S5).
   echo single standby two-standbys | cut -d ' ' -f "$(($(mode) + 1))" >"$shards_dir/mode"
   # 256 random bits, readable by this user alone. Servers get the file's path, never the secret.
   [ -s "$shards_dir/cluster-secret" ] || od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$shards_dir/cluster-secret"
@@ -360,14 +335,8 @@ start() {
 }
 
 status() {
-  local i d any=0 state
-  for i in $(known_shards); do
-    any=1 d=$(shard_dir "$i")
-    case $(health "$(cat "$d/port" 2>/dev/null || shard_port "$i")") in 200) state=up ;; 503) state=degraded ;; *) state=down ;; esac
-    printf 'shard %s  http://%s:%s  %-8s  server pid %-7s  mysql pid %-7s  %s\n' "$i" "$host" "$(cat "$d/port" 2>/dev/null || shard_port "$i")" "$state" \
-      "$(alive "$d/server.pid" || printf -)" "$(alive "$d/mysqld.pid" || printf -)" "$d"
-    [ "$(mode)" = 0 ] || { find_mysql; pair status "$i"; }
-  done
+  local i any=0
+  for i in $(known_shards); do any=1; pair status "$i"; done
   [ "$any" = 1 ] || echo "no shards in $shards_dir"
 }
 

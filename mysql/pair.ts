@@ -5,24 +5,32 @@
 // from what its MySQL says.
 //
 //   flags DIR PORT ID  the mysqld options of a machine (S1-S5), one a line
-//   primary            which machine is the primary (S6), printed; a promotion
-//                      killed after its record is finished (D3). Writes to no
-//                      other machine; refuses when the primary's data is gone
-//   standby            make every other machine its standby: keep following,
+//   start              the shard's MySQLs running, before its servers start:
+//                      1. which machine is the primary (S6); a promotion
+//                      killed after its record is finished (D3). Refused
+//                      (exit 2, nothing written) when the primary's data is
+//                      gone and a standby's is not: the way out is a failover.
+//                      2. schema.sql, the cluster's tables and the app user,
+//                      on the primary only, and only if it is not open yet
+//                      (PAIR_FRESH=1: its MySQL started just now); a shard
+//                      without standbys takes them at every start.
+//                      3. every other machine its standby: keep following,
 //                      rejoin from its own history, or get a copy; a diverged
-//                      one is rebuilt (D4); then open the primary (S4)
+//                      one is rebuilt (D4); then the primary opens (S4)
 //   status             the shard's lines of `./start-shards.sh status`
 //
 // The environment: PAIR_SHARD (its number), PAIR_DIR (shard-N), PAIR_MACHINES
-// (the machines' birth names, "primary" first), PAIR_MYSQL and PAIR_HTTP (their
-// ports, in that order), PAIR_PIDS (server, mysqld of each; - for none),
-// PAIR_CLIENT and PAIR_DUMP (MariaDB's client and dump); for tests,
-// PAIR_DIE_AT and PAIR_PAUSE_AT (mysql/replication.ts, step).
+// (the machines' birth names, "primary" first; "primary" alone without
+// standbys), PAIR_MYSQL and PAIR_HTTP (their ports, in that order), PAIR_PIDS
+// (server, mysqld of each; - for none), PAIR_CLIENT and PAIR_DUMP (the MySQL
+// client and dump), PAIR_FLAVOUR (mariadb or mysql); for tests, PAIR_DIE_AT
+// and PAIR_PAUSE_AT (mysql/replication.ts, step).
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import {
   connected, copyStatements, follow, isMachine, missingFrom, mysqldFlags, openPrimary, recordedPrimary, ReplicationError, state, step, userStatements, waitForStandby, wipe,
   type Machine, type Sql, type State,
@@ -48,6 +56,7 @@ const on = <T>(m: Machine, steps: (sql: Sql) => Promise<T>) => connected({ socke
 const hasData = async (sql: Sql) => (await sql<any[]>("SHOW DATABASES LIKE 'expenses'")).length > 0;
 
 class Refusal extends Error {}
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** A machine's password file, made once (0600). */
 function secretFile(m: Machine, name: string): string {
@@ -56,8 +65,33 @@ function secretFile(m: Machine, name: string): string {
   return readFileSync(file, 'utf8').trim();
 }
 
-async function primary(): Promise<void> {
+async function start(): Promise<void> {
   const pm = recordedPrimary(recordFile);
+  if (machines.length === 1) return setup(pm);
+  await primary(pm);
+  // A primary that ran already is open: its writes would wait for the standby this sets up (S3).
+  if (env.PAIR_FRESH === '1') await setup(pm);
+  await standbys(pm);
+}
+
+/** The schema, the cluster's tables, and the app user with the password on file (made once, 0600): it may read and write its rows, and nothing else. Idempotent. */
+async function setup(m: Machine): Promise<void> {
+  const password = secretFile(m, 'password');
+  const auth = env.PAIR_FLAVOUR === 'mysql' ? 'WITH mysql_native_password ' : '';
+  const users = [
+    `CREATE USER IF NOT EXISTS 'expenses'@'localhost' IDENTIFIED ${auth}BY '${password}';`,
+    `ALTER USER 'expenses'@'localhost' IDENTIFIED ${auth}BY '${password}';`,
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON expenses.* TO 'expenses'@'localhost';",
+  ];
+  // Through the client, not the driver: Oracle MySQL's root speaks an authentication mysqljs does not.
+  const client = spawn(env.PAIR_CLIENT ?? 'mariadb', ['--no-defaults', `--socket=${join(dirOf(m), 'mysqld.sock')}`, '--user=root', '--batch'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  let errors = '';
+  client.stderr.on('data', (c) => (errors += c));
+  client.stdin.end([readFileSync(join(ROOT, 'schema.sql'), 'utf8'), readFileSync(join(ROOT, 'shard', 'cluster-schema.sql'), 'utf8'), ...users].join('\n'));
+  if ((await new Promise((resolve) => client.on('close', resolve))) !== 0) throw new Error(`${label(m)}: applying schema.sql and the app user failed: ${errors.trim()}`);
+}
+
+async function primary(pm: Machine): Promise<void> {
   const [pmData, pmState] = await on(pm, async (sql) => [await hasData(sql), await state(sql)] as const);
   const holders = pmData ? [] : await Promise.all(others(pm).map(async (m) => existsSync(join(dirOf(m), 'mysql')) && (await on(m, hasData).catch(() => false))));
   const holder = others(pm).find((_, i) => holders[i]);
@@ -74,11 +108,9 @@ async function primary(): Promise<void> {
     });
     console.error(`${label(pm)}: its promotion was cut short after its record (${recordFile}); finished: it follows no one`);
   }
-  console.log(pm);
 }
 
-async function standbys(): Promise<void> {
-  const pm = recordedPrimary(recordFile);
+async function standbys(pm: Machine): Promise<void> {
   const passwords = { app: secretFile(pm, 'password'), repl: secretFile(pm, 'repl-password'), operator: secretFile(pm, 'operator-password') };
   const [haveUsers, primaryState] = await on(pm, async (sql) => [(await sql<any[]>("SELECT 1 FROM mysql.user WHERE (user, host) IN (('repl', '127.0.0.1'), ('operator', 'localhost'))")).length === 2, await state(sql)] as const);
   // Only a primary not yet open takes them: an open one would wait for a standby's ack (S3), and this is its standby.
@@ -165,6 +197,11 @@ async function dump(m: Machine, file: string): Promise<void> {
 async function status(): Promise<void> {
   const pids = (env.PAIR_PIDS ?? '').split(' ');
   const pm = recordedPrimary(recordFile);
+  // The shard's line: the address its server was started on.
+  const port = existsSync(join(shardDir, 'port')) ? readFileSync(join(shardDir, 'port'), 'utf8').trim() : String(httpPorts[0]);
+  const state_ = (await health(`http://${HOST}:${port}`)).replace(/^http-.*/, 'down');
+  console.log(`shard ${shard}  http://${HOST}:${port}  ${state_.padEnd(8)}  server pid ${pids[0]!.padEnd(7)}  mysql pid ${pids[1]!.padEnd(7)}  ${shardDir}`);
+  if (machines.length === 1) return;
   const width = Math.max(...machines.map((m) => m.length));
   const primaryMysql = `${HOST}:${mysqlPorts[index(pm)]}`;
   const warn: string[] = [];
@@ -224,12 +261,11 @@ async function health(url: string): Promise<string> {
 const [command, ...args] = process.argv.slice(2);
 try {
   if (command === 'flags') console.log(mysqldFlags(args[0]!, Number(args[1]), Number(args[2]), env.SHARDS_SEMISYNC_TIMEOUT_MS || '4294967295').join('\n'));
-  else if (command === 'primary') await primary();
-  else if (command === 'standby') await standbys();
+  else if (command === 'start') await start();
   else if (command === 'status') await status();
-  else throw new Refusal('usage: node mysql/pair.ts flags DIR PORT ID | primary | standby | status (start-shards.sh runs it)');
+  else throw new Refusal('usage: node mysql/pair.ts flags DIR PORT ID | start | status (start-shards.sh runs it)');
 } catch (err) {
   const standbysOf = others(recordedPrimary(recordFile)).map(label).join(' or ');
   console.error(err instanceof Refusal ? err.message : err instanceof ReplicationError ? `${standbysOf}: ${err.message}. Run ./start-shards.sh rejoin ${shard} once that is fixed` : err);
-  process.exitCode = 1;
+  process.exitCode = err instanceof Refusal ? 2 : 1;
 }

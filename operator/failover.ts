@@ -22,7 +22,11 @@
 //      POST /cluster/promote; shard/replication.ts, D2-D3). A fenced old
 //      primary that answers is made its standby at once (POST /cluster/follow),
 //      as Vitess's PlannedReparentShard does; a dead one is rebuilt later by
-//      `./start-shards.sh rejoin N` on its host.
+//      `./start-shards.sh rejoin N` on its host. With two standbys (D5), the
+//      other one follows the new primary too, so that an emergency needs no
+//      rebuild before writes come back; in an emergency, a --to that received
+//      less than its sibling is refused before step 2, as Vitess's
+//      EmergencyReparentShard picks the most advanced replica.
 //   4. MAP: the cluster's map at the next epoch, NODE at the standby's
 //      address (api/cluster-map.ts, rule 7), onto every node by the one
 //      installer (operator/maps.ts, rules 10 and 13). A reshard under way

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../../ch_client.ts';
 import { discover, send, type View } from '../../client/cluster.ts';
-import { runNode, startShardPairs, until, waitForExit, type Machine } from '../shards.ts';
+import { ROOT, run, runNode, startShardPairs, until, waitForExit, type Machine } from '../shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 
@@ -104,9 +104,12 @@ describe('two standbys: a shard survives the loss of any one machine', () => {
   const role = async (m: Machine) => (await fetch(`http://${pairs.serverOf(1, m)}/healthz`).then((r) => r.json(), () => ({}))).role;
 
   it('(a) starts a primary and two standbys, each with its own MySQL and server, semi-sync with both as clients', async () => {
-    assert.match(pairs.started.stdout, /shard 1's standby: http:\/\/\S+ up, read-only/);
-    assert.match(pairs.started.stdout, /shard 1's standby 2: http:\/\/\S+ up, read-only/);
+    assert.match(pairs.started.stdout, new RegExp(`shard 1's standby: http://${pairs.serverOf(1, 'standby')} up, read-only, following mysql ${pairs.mysqlOf(1, 'primary')} \\(data in \\S+/standby\\)`));
+    assert.match(pairs.started.stdout, new RegExp(`shard 1's standby: http://${pairs.serverOf(1, 'standby-2')} up, read-only, following mysql ${pairs.mysqlOf(1, 'primary')} \\(data in \\S+/standby-2\\)`));
     assert.equal((await readFile(join(pairs.dir, 'mode'), 'utf8')).trim(), 'two-standbys');
+    const fewer = await run(join(ROOT, 'start-shards.sh'), ['1'], { env: { ...pairs.env, SHARDS_STANDBY: '1' } });
+    assert.equal(fewer.code, 1, fewer.stdout + fewer.stderr);
+    assert.match(fewer.stderr, /this cluster runs with standbys \(\S+\/mode says so\): start it without SHARDS_STANDBY=1, or its standbys would fall behind/);
     const status = (await pairs.script('status')).stdout;
     assert.match(status, /^  primary +http:\/\/\S+ +up .*Rpl_semi_sync_master_status ON  Rpl_semi_sync_master_clients 2 /m);
     assert.ok(await bothFollow('primary'), status);
