@@ -68,9 +68,12 @@
 //   D5. TWO STANDBYS: the one promoted must have received every GTID its
 //       sibling received (ahead() finds what it lacks), or the sibling could
 //       not follow it and an acknowledged write could be on the sibling alone.
-//       The failover compares them before D1, refuses a --to that is behind,
-//       and after D3 makes the sibling follow the new primary from its own
-//       history (D4), so the shard keeps a standby that acknowledges.
+//       In an emergency the failover compares what the two received (their
+//       Gtid_IO_Pos) before D2 and refuses a --to that is behind; after D3 it
+//       makes the sibling follow the new primary from its own position, so the
+//       shard keeps a standby that acknowledges, with no rebuild. Left open: a
+//       frozen old primary that thaws between the comparison and the sibling's
+//       follow could still send the sibling a write the new primary lacks.
 
 import { renameSync, readFileSync, writeFileSync } from 'node:fs';
 import mysql from 'mysql';
@@ -78,7 +81,7 @@ import { driverOptions } from './connections.ts';
 
 export type Sql = <R = any>(statement: string, values?: unknown[]) => Promise<R>;
 // A machine of a shard, by its birth name (S6).
-export const MACHINES = ['primary', 'standby', 'standby-2'] as const;
+const MACHINES = ['primary', 'standby', 'standby-2'] as const;
 export type Machine = (typeof MACHINES)[number];
 export const isMachine = (name: unknown): name is Machine => MACHINES.includes(name as Machine);
 export type Where = { socketPath?: string; host?: string; port?: number };
@@ -313,7 +316,7 @@ export function ahead(position: string, than: string): string[] {
 // MariaDB's errors of a replica whose history the primary does not hold (D4).
 const DIVERGED = new Set([1236, 1950]);
 
-/** Waits until the primary has `clients` semi-synchronous clients, `standby` among them; DIVERGED or NO_STANDBY, with its state, if not. */
+/** Waits until the primary has `clients` semi-synchronous clients; DIVERGED if `standby` was refused for its history, NO_STANDBY after `waitMs`, with its state. */
 export async function waitForStandby(primary: Sql, standby: Sql, waitMs: number, clients = 1): Promise<void> {
   const deadline = Date.now() + waitMs;
   for (;;) {
