@@ -11,23 +11,26 @@
 #   ./start-shards.sh stop [N]  stop every shard, or shard N: its servers first, then its MySQLs
 #   ./start-shards.sh sql N   a MySQL client on shard N, as root (arguments after N go to it)
 #   ./start-shards.sh sql-standby N   the same on shard N's standby machine (its standby/ directory)
-#   ./start-shards.sh rejoin N        after a failover (ch_client.ts failover): make the old
-#                             primary of shard N its standby again (rebuilt if its data is
-#                             gone or diverged). A plain start does the same for every shard.
+#   ./start-shards.sh sql-standby-2 N the same on its second standby machine (standby-2/)
+#   ./start-shards.sh rejoin N        after a failover (ch_client.ts failover): make every
+#                             machine of shard N that does not follow the primary its standby
+#                             again (rebuilt if its data is gone or diverged). A plain start
+#                             does the same for every shard.
 #
 # The cluster's mode is chosen by its first start and kept in $SHARDS_DIR/mode:
-# SHARDS_STANDBY=1 then gives each shard a standby (docs/reliability.md), and
-# every later start and rejoin keeps it. Which machine of a pair is the primary
-# is in shard-N/primary, which a failover's promotion writes (rule S6 in
-# mysql/replication.ts, whose statements and rules the pairs run, through
-# mysql/pair.ts). Starts, stops and rejoins take $SHARDS_DIR/lock: one at a time.
+# SHARDS_STANDBY=1 then gives each shard a standby, SHARDS_STANDBY=2 two
+# (docs/reliability.md), and every later start and rejoin keeps it. Which
+# machine of a shard is the primary is in shard-N/primary, which a failover's
+# promotion writes (rule S6 in mysql/replication.ts, whose statements and rules
+# the machines run, through mysql/pair.ts, which decides what each needs).
+# Starts, stops and rejoins take $SHARDS_DIR/lock: one at a time.
 #
 # Environment, so that tests can keep out of data/ and off the usual ports:
 #   SHARDS_DIR        where the shard directories live   (default: data/ beside this script)
 #   SHARDS_BASE_PORT  shard 1's port                     (default: 3000)
 #   SHARDS_PORT_STEP  the gap between shard ports        (default: 1000)
 #   MYSQLD            the MySQL server binary            (default: mariadbd or mysqld on PATH)
-#   SHARDS_STANDBY    1, at the first start: a standby per shard (MariaDB only)
+#   SHARDS_STANDBY    1 or 2, at the first start: standbys per shard (MariaDB only)
 #   SHARDS_SEMISYNC_TIMEOUT_MS  how long a primary waits for its standby's ack before
 #                     MariaDB falls back to asynchronous replication (default: about 49 days; S3)
 set -euo pipefail
@@ -46,16 +49,19 @@ die() { printf 'start-shards: %s\n' "$*" >&2; exit 1; }
 # --- Where things are -------------------------------------------------------
 
 shard_dir() { printf '%s/shard-%s' "$shards_dir" "$1"; }
-# A pair's machines are named for where they were born: "primary" (the shard's
-# own directory) and "standby" (its standby/ subdirectory). S6 says which is
+# A shard's machines are named for where they were born: "primary" (the shard's
+# own directory), "standby" and "standby-2" (subdirectories). S6 says which is
 # the primary now.
-machine_dir() { if [ "${2:-primary}" = standby ]; then printf '%s/standby' "$(shard_dir "$1")"; else shard_dir "$1"; fi; }
+machine_dir() { if [ "${2:-primary}" = primary ]; then shard_dir "$1"; else printf '%s/%s' "$(shard_dir "$1")" "$2"; fi; }
 primary_of() { cat "$(shard_dir "$1")/primary" 2>/dev/null || printf 'primary'; }
-other() { if [ "$1" = standby ]; then printf 'primary'; else printf 'standby'; fi; }
-label() { if [ "${2:-primary}" = standby ]; then printf "shard %s's standby machine" "$1"; else printf 'shard %s' "$1"; fi; }
-# The cluster's mode: "standby" (pairs) or "single", as its first start chose
-# (SHARDS_STANDBY=1 gives standbys to a cluster that ran without).
-mode() { { [ "${SHARDS_STANDBY:-}" = 1 ] && printf standby; } || cat "$shards_dir/mode" 2>/dev/null || printf single; }
+label() { if [ "${2:-primary}" = primary ]; then printf 'shard %s' "$1"; else printf "shard %s's %s machine" "$1" "$2"; fi; }
+# The cluster's mode, its standbys per shard: 0 ("single" in the mode file), 1
+# ("standby") or 2 ("two-standbys"), as its first start chose; a SHARDS_STANDBY
+# above it adds standbys.
+recorded_mode() { case $(cat "$shards_dir/mode" 2>/dev/null) in standby) echo 1 ;; two-standbys) echo 2 ;; *) echo 0 ;; esac; }
+mode() { local r=$(recorded_mode); echo $((${SHARDS_STANDBY:-0} > r ? ${SHARDS_STANDBY:-0} : r)); }
+machines() { echo primary standby standby-2 | cut -d ' ' -f "1-$(($(mode) + 1))"; }
+others() { local m; for m in $(machines); do [ "$m" = "$(primary_of "$1")" ] || printf '%s ' "$m"; done; }
 
 # fetch() refuses the ports in api/bad-ports.txt (the Fetch standard's "bad
 # ports"): a shard there could never be reached by the client. So shard 4 runs
@@ -63,9 +69,11 @@ mode() { { [ "${SHARDS_STANDBY:-}" = 1 ] && printf standby; } || cat "$shards_di
 fetch_blocked=" $(grep -v '^#' "$root/api/bad-ports.txt" | tr -s ' \n' '  ') "
 unblocked() { case $fetch_blocked in *" $1 "*) printf '%s' $(($1 + 1)) ;; *) printf '%s' "$1" ;; esac; }
 # Rule S2: a shard's ports are its HTTP port plus 0 (the primary machine's
-# server), 100 (the standby machine's server), 200 and 300 (their MySQLs).
-offset() { case ${2:-primary} in standby) printf "$((100 + ${3:-0}))" ;; *) printf "${3:-0}" ;; esac; }
-shard_port() { unblocked $((base_port + port_step * ($1 - 1) + $(offset "$1" "${2:-primary}"))); }
+# server), 100 (the standby machine's server), 200 and 300 (their MySQLs), and
+# with two standbys 400 and 500 (the standby-2 machine's server and MySQL).
+nth() { case ${1:-primary} in primary) echo 1 ;; standby) echo 2 ;; *) echo 3 ;; esac; }
+offset() { local k=$(nth "$2"); echo $((k < 3 ? 100 * (k - 1) + $3 : 400 + $3 / 2)); }
+shard_port() { unblocked $((base_port + port_step * ($1 - 1) + $(offset "$1" "${2:-primary}" 0))); }
 mysql_port() { unblocked $((base_port + port_step * ($1 - 1) + $(offset "$1" "${2:-primary}" 200))); }
 
 known_shards() { local d; for d in "$shards_dir"/shard-*; do [ -d "$d" ] && printf '%s\n' "${d##*-}"; done | sort -n; }
@@ -85,8 +93,8 @@ alive() {
 # A mode this script does not know is refused before anything is done, not
 # taken as none (SHARDS_STANDBY=2 once started three shards with no standby, silently).
 case ${SHARDS_STANDBY:-0} in
-  0 | 1) ;;
-  *) die "SHARDS_STANDBY=$SHARDS_STANDBY is not a mode this script knows: 0 (no standby, the default) or 1 (one standby per shard). Nothing was done; run it again with SHARDS_STANDBY=0 or 1" ;;
+  0 | 1 | 2) ;;
+  *) die "SHARDS_STANDBY=$SHARDS_STANDBY is not a mode this script knows: 0 (no standby, the default), 1 (one standby per shard) or 2 (two standbys per shard). Nothing was done; run it again with SHARDS_STANDBY=0, 1 or 2" ;;
 esac
 
 # GET /healthz on a port: its HTTP status (000: no answer), or with "error", the reason it gives.
@@ -132,19 +140,22 @@ find_mysql() {
   esac
   if [ "$flavour" = mysql ]; then client=$(command -v mysql) admin=$(command -v mysqladmin) extra_flags+=(--mysqlx=OFF); fi
   [ "$(id -u)" -ne 0 ] || extra_flags+=(--user=root) # mysqld refuses to run as root unless told to
-  [ "$(mode)" != standby ] || [ "$flavour" = mariadb ] || die "standbys need MariaDB (its GTIDs and semi-synchronous replication); this is $version"
+  [ "$(mode)" = 0 ] || [ "$flavour" = mariadb ] || die "standbys need MariaDB (its GTIDs and semi-synchronous replication); this is $version"
 }
 
 # --- One machine's MySQL and server -----------------------------------------
 
 sql() { "$client" --no-defaults --socket="$(machine_dir "$1" "${2:-primary}")/mysqld.sock" --user=root --batch --skip-column-names; }
 
-# A pair's steps (mysql/pair.ts), on shard $2: its layout and the machines' pids in the environment.
+# The machines' steps (mysql/pair.ts), on shard $2: its layout and the machines' pids in the environment.
 pair() {
-  local i=$2 m pids=()
-  for m in primary standby; do pids+=("$(alive "$(machine_dir "$i" $m)/server.pid" || printf -)" "$(alive "$(machine_dir "$i" $m)/mysqld.pid" || printf -)"); done
-  PAIR_SHARD=$i PAIR_DIR=$(shard_dir "$i") PAIR_MYSQL="$(mysql_port "$i") $(mysql_port "$i" standby)" PAIR_HTTP="$(shard_port "$i") $(shard_port "$i" standby)" \
-    PAIR_PIDS="${pids[*]}" PAIR_CLIENT=$client PAIR_DUMP=$dump "$node" "$root/mysql/pair.ts" "$1" "${@:3}" 9>&-
+  local i=$2 m pids=() mysqls=() https=()
+  for m in $(machines); do
+    pids+=("$(alive "$(machine_dir "$i" $m)/server.pid" || printf -)" "$(alive "$(machine_dir "$i" $m)/mysqld.pid" || printf -)")
+    mysqls+=("$(mysql_port "$i" $m)") https+=("$(shard_port "$i" $m)")
+  done
+  PAIR_SHARD=$i PAIR_DIR=$(shard_dir "$i") PAIR_MACHINES="$(machines)" PAIR_MYSQL="${mysqls[*]}" PAIR_HTTP="${https[*]}" PAIR_PIDS="${pids[*]}" \
+    PAIR_CLIENT=${client:-} PAIR_DUMP=${dump:-} PAIR_FLAVOUR=${flavour:-} "$node" "$root/mysql/pair.ts" "$1" "${@:3}" 9>&-
 }
 
 start_mysql() {
@@ -161,7 +172,7 @@ start_mysql() {
 $(tail -n 15 "$d/init.log")"
   fi
   # A pair replicates over TCP on loopback (S2); a single shard's MySQL listens on its socket only.
-  [ "$(mode)" != standby ] || mapfile -t network < <(pair flags "$1" "$d" "$(mysql_port "$1" "$m")" "$(($1 * 10 + $([ "$m" = standby ] && echo 2 || echo 1)))")
+  [ "$(mode)" = 0 ] || mapfile -t network < <(pair flags "$1" "$d" "$(mysql_port "$1" "$m")" "$(($1 * 10 + $(nth "$m")))")
   # --no-defaults first: no my.cnf on this machine may change a shard.
   "$mysqld" --no-defaults --datadir="$d/mysql" --socket="$d/mysqld.sock" --pid-file="$d/mysqld.pid" \
     --log-error="$d/mysqld.err" --tmpdir="$d/tmp" "${network[@]}" \
@@ -178,28 +189,15 @@ $(tail -n 15 "$d/mysqld.err" 2>/dev/null)"
   die "$(label "$1" "$m"): MySQL did not answer within 30 s; see $d/mysqld.err"
 }
 
-# schema.sql and the cluster's tables (shard/cluster-schema.sql), and the app user with the password on file, on the shard's
-# primary only. Idempotent, so a start that died half-way is mended by the next.
-setup_database() {
-  local d=$(machine_dir "$1" "$2") auth=''
-  [ -s "$d/password" ] || od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$d/password"
-  [ "$flavour" = mariadb ] || auth='WITH mysql_native_password'
-  # The app may read and write its rows, and nothing else: no DDL, no other schema.
-  cat "$root/schema.sql" "$root/shard/cluster-schema.sql" | sql "$1" "$2"
-  sql "$1" "$2" <<SQL
-CREATE USER IF NOT EXISTS 'expenses'@'localhost' IDENTIFIED $auth BY '$(cat "$d/password")';
-ALTER USER 'expenses'@'localhost' IDENTIFIED $auth BY '$(cat "$d/password")';
-GRANT SELECT, INSERT, UPDATE, DELETE ON expenses.* TO 'expenses'@'localhost';
-SQL
-}
+# Waits up to $2 tenths of a second for process $1 to end, then kills it.
+reap() { local i; for i in $(seq "$2"); do running "$1" || return 0; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; }
 
 stop_mysql() {
-  local d=$(machine_dir "$1" "${2:-primary}") pid i
+  local d=$(machine_dir "$1" "${2:-primary}") pid
   pid=$(alive "$d/mysqld.pid") || return 0
   # A clean shutdown flushes InnoDB; a kill would leave crash recovery to the next start.
   "$admin" --no-defaults --socket="$d/mysqld.sock" --user=root shutdown >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
-  for i in $(seq 300); do running "$pid" || return 0; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
+  reap "$pid" 300
 }
 
 # A smaller young generation kept a server's private memory at 58 MB instead
@@ -208,10 +206,12 @@ start_server() {
   local m=${2:-primary} d=$(machine_dir "$1" "${2:-primary}") port=$(shard_port "$1" "${2:-primary}") pair_env=()
   alive "$d/server.pid" >/dev/null && return 0
   printf '%s\n' "$port" >"$d/port"
-  # A pair's server: the failover's routes as MySQL user operator (S7), the other machine's
-  # server (CLUSTER_PEER, which check asks), and where a promotion records it (S6).
-  [ "$(mode)" != standby ] || pair_env=(MYSQL_OPERATOR_PASSWORD_FILE="$d/operator-password" MYSQL_REPL_PASSWORD_FILE="$d/repl-password"
-    CLUSTER_PEER="$host:$(shard_port "$1" "$(other "$m")")" PAIR_PRIMARY_FILE="$(shard_dir "$1")/primary" PAIR_MACHINE="$m")
+  # A standby's server, or its primary's: the failover's routes as MySQL user operator (S7), the
+  # other machines' servers (CLUSTER_PEER, which check and the failover ask), and where a promotion records it (S6).
+  local o peers=()
+  for o in $(machines); do [ "$o" = "$m" ] || peers+=("$host:$(shard_port "$1" "$o")"); done
+  [ "$(mode)" = 0 ] || pair_env=(MYSQL_OPERATOR_PASSWORD_FILE="$d/operator-password" MYSQL_REPL_PASSWORD_FILE="$d/repl-password"
+    CLUSTER_PEER="$(IFS=,; echo "${peers[*]}")" PAIR_PRIMARY_FILE="$(shard_dir "$1")/primary" PAIR_MACHINE="$m")
   (
     cd "$root"
     env -u START_SHARDS_PID "${pair_env[@]}" HOST=$host PORT="$port" MYSQL_SOCKET="$d/mysqld.sock" MYSQL_USER=expenses MYSQL_PASSWORD_FILE="$d/password" \
@@ -236,11 +236,10 @@ $(tail -n 15 "$d/server.log")"
 }
 
 stop_server() {
-  local pid i
+  local pid
   pid=$(alive "$(machine_dir "$1" "${2:-primary}")/server.pid") || return 0
   kill "$pid" 2>/dev/null || return 0 # SIGTERM lets requests in flight finish
-  for i in $(seq 150); do running "$pid" || return 0; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
+  reap "$pid" 150
 }
 
 # --- One shard --------------------------------------------------------------
@@ -257,40 +256,30 @@ roll_back() {
   done
 }
 
-# Starts what of shard $1 is down. With standbys: the primary is the machine
-# S6 names, and only it is written to; the other machine follows it, rejoining
-# or rebuilt as mysql/pair.ts decides (D4); the primary opens last (S4).
+# Starts what of shard $1 is down: its MySQLs, then mysql/pair.ts's start
+# (the primary S6 names, its schema, the others following it), then its
+# servers, the primary's first.
 start_shard() {
-  local i=$1 pm sm fresh=0
+  local i=$1 m pm fresh=0
   find_mysql
   mkdir -p "$(shard_dir "$i")"
   trap roll_back EXIT
-  if [ "$(mode)" != standby ]; then
-    start_mysql "$i"
-    setup_database "$i" primary
-    start_server "$i"
-    trap - EXIT
-    echo "shard $i: http://$host:$(shard_port "$i") up (data in $(shard_dir "$i"))"
-    return 0
-  fi
-  pm=$(primary_of "$i") sm=$(other "$(primary_of "$i")")
+  pm=$(primary_of "$i")
   alive "$(machine_dir "$i" "$pm")/mysqld.pid" >/dev/null || fresh=1
-  start_mysql "$i" "$pm"
-  start_mysql "$i" "$sm"
-  if ! pair primary "$i" >/dev/null; then
-    # The way out is a failover to the standby machine, whose server it needs.
-    start_server "$i" "$sm"
+  for m in $pm $(others "$i"); do start_mysql "$i" "$m"; done
+  PAIR_FRESH=$fresh pair start "$i" || {
+    # Exit 2: refused, nothing written. The way out is a failover to a standby machine, whose server it needs.
+    [ $? = 2 ] || exit 1
+    for m in $(others "$i"); do start_server "$i" "$m"; done
     trap - EXIT
     exit 1
-  fi
-  # A primary that ran already is open: its writes would wait for the standby this sets up (S3).
-  [ "$fresh" = 0 ] || setup_database "$i" "$pm"
-  pair standby "$i"
-  start_server "$i" "$pm"
-  start_server "$i" "$sm"
+  }
+  for m in $pm $(others "$i"); do start_server "$i" "$m"; done
   trap - EXIT
-  echo "shard $i: http://$host:$(shard_port "$i" "$pm") up, the primary (data in $(machine_dir "$i" "$pm"))"
-  echo "shard $i's standby: http://$host:$(shard_port "$i" "$sm") up, read-only, following mysql $host:$(mysql_port "$i" "$pm") (data in $(machine_dir "$i" "$sm"))"
+  echo "shard $i: http://$host:$(shard_port "$i" "$pm") up$([ "$(mode)" = 0 ] || echo ', the primary') (data in $(machine_dir "$i" "$pm"))"
+  for m in $(others "$i"); do
+    echo "shard $i's standby: http://$host:$(shard_port "$i" "$m") up, read-only, following mysql $host:$(mysql_port "$i" "$pm") (data in $(machine_dir "$i" "$m"))"
+  done
 }
 
 # --- Commands ---------------------------------------------------------------
@@ -308,42 +297,36 @@ lock() {
 start() {
   local n=$1 i d todo=() failed=()
   [[ $n =~ ^[1-9][0-9]?$ ]] || die "the number of shards must be 1 to 99, got '$n'"
-  [ "${SHARDS_STANDBY:-}" != 0 ] || [ "$(mode)" != standby ] || die "this cluster runs with standbys ($shards_dir/mode says so): start it without SHARDS_STANDBY=0, or its standbys would fall behind"
+  [ "${SHARDS_STANDBY:-$(mode)}" -ge "$(recorded_mode)" ] || die "this cluster runs with standbys ($shards_dir/mode says so): start it without SHARDS_STANDBY=$SHARDS_STANDBY, or its standbys would fall behind"
   find_mysql
   # Check everything that can be checked before starting anything.
   for i in $(seq "$n"); do
-    d=$(shard_dir "$i")
     [ "$(shard_port "$i")" -le 65535 ] || die "shard $i would need port $(shard_port "$i"); lower SHARDS_BASE_PORT or SHARDS_PORT_STEP"
-    d=$d/mysqld.sock
-    [ "$(mode)" != standby ] || d=${d%/*}/standby/mysqld.sock
+    d=$(machine_dir "$i" "$(machines | tr ' ' '\n' | tail -n 1)")/mysqld.sock
     [ ${#d} -le 107 ] || die "the socket path $d is over the 107-byte limit of a Unix socket path.
   Set SHARDS_DIR to a shorter directory."
-    local machines=(primary) m up=1
-    [ "$(mode)" != standby ] || machines=(primary standby)
-    for m in "${machines[@]}"; do
+    local m up=1
+    for m in $(machines); do
       # Up: its MySQL runs, and its server answers (the primary's, healthy).
       alive "$(machine_dir "$i" $m)/server.pid" >/dev/null && alive "$(machine_dir "$i" $m)/mysqld.pid" >/dev/null &&
         case $(health "$(shard_port "$i" $m)") in 200) true ;; 000) false ;; *) [ "$m" != "$(primary_of "$i")" ] ;; esac && continue
       up=0
       alive "$(machine_dir "$i" $m)/server.pid" >/dev/null || need_free "$(shard_port "$i" $m)" "$(label "$i" $m)"
-      [ "$(mode)" != standby ] || alive "$(machine_dir "$i" $m)/mysqld.pid" >/dev/null || need_free "$(mysql_port "$i" $m)" "$(label "$i" $m)'s MySQL"
+      [ "$(mode)" = 0 ] || alive "$(machine_dir "$i" $m)/mysqld.pid" >/dev/null || need_free "$(mysql_port "$i" $m)" "$(label "$i" $m)'s MySQL"
     done
     [ "$up" = 1 ] || todo+=("$i")
   done
-  if [ "$(mode)" = standby ]; then
-    # S2: no two of the pairs' ports may meet.
-    d=$(for i in $(seq "$n"); do for m in primary standby; do shard_port "$i" $m; echo; mysql_port "$i" $m; echo; done; done | sort -n | uniq -d | head -n 1)
-    [ -z "$d" ] || die "with standbys, SHARDS_PORT_STEP=$port_step makes two machines share port $d; use a step of 1 (up to 99 shards) or of 400 or more"
-  fi
+  # S2: no two of the machines' ports may meet.
+  d=$(for i in $(seq "$n"); do for m in $(machines); do shard_port "$i" $m; echo; [ "$(mode)" = 0 ] || mysql_port "$i" $m; echo; done; done | grep . | sort -n | uniq -d | head -n 1)
+  [ -z "$d" ] || die "with standbys, SHARDS_PORT_STEP=$port_step makes two machines share port $d; use a step of 1 (up to 99 shards) or of $((200 * $(mode) + 200)) or more"
   lock -n
-  if [ "$(cat "$shards_dir/mode" 2>/dev/null)" = single ] && [ "$(mode)" = standby ]; then
-    # Standbys for a cluster that ran without: its MySQLs must start again, with a binlog (S5).
-    for i in $(known_shards); do ! alive "$(shard_dir "$i")/mysqld.pid" >/dev/null || die "shard $i runs without a standby: stop the shards (./start-shards.sh stop), then start them with SHARDS_STANDBY=1"; done
-    echo standby >"$shards_dir/mode"
+  if [ "$(recorded_mode)" != "$(mode)" ] && [ -s "$shards_dir/mode" ]; then
+    # More standbys: MySQLs start again with a binlog (S5), and servers with every machine in CLUSTER_PEER.
+    for i in $(known_shards); do ! alive "$(machine_dir "$i" "$(primary_of "$i")")/mysqld.pid" >/dev/null || die "shard $i runs with $(recorded_mode) standby(s) a shard: stop the shards (./start-shards.sh stop), then start them with SHARDS_STANDBY=$SHARDS_STANDBY"; done
   fi
   [ ${#todo[@]} -gt 0 ] || { echo "all $n shards are already up; nothing to do"; return 0; }
   [ -x "$node" ] || { echo "installing dependencies (npm ci)"; (cd "$root" && npm ci --no-audit --no-fund) >&2; }
-  [ -s "$shards_dir/mode" ] || printf '%s\n' "$(mode)" >"$shards_dir/mode"
+  echo single standby two-standbys | cut -d ' ' -f "$(($(mode) + 1))" >"$shards_dir/mode"
   # 256 random bits, readable by this user alone. Servers get the file's path, never the secret.
   [ -s "$shards_dir/cluster-secret" ] || od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$shards_dir/cluster-secret"
   # Each shard in a process of its own: one that fails takes down what it started, and no other shard.
@@ -352,48 +335,42 @@ start() {
 }
 
 status() {
-  local i d any=0 state
-  for i in $(known_shards); do
-    any=1 d=$(shard_dir "$i")
-    case $(health "$(cat "$d/port" 2>/dev/null || shard_port "$i")") in 200) state=up ;; 503) state=degraded ;; *) state=down ;; esac
-    printf 'shard %s  http://%s:%s  %-8s  server pid %-7s  mysql pid %-7s  %s\n' "$i" "$host" "$(cat "$d/port" 2>/dev/null || shard_port "$i")" "$state" \
-      "$(alive "$d/server.pid" || printf -)" "$(alive "$d/mysqld.pid" || printf -)" "$d"
-    [ ! -d "$d/standby" ] || { find_mysql; pair status "$i"; }
-  done
+  local i any=0
+  for i in $(known_shards); do any=1; pair status "$i"; done
   [ "$any" = 1 ] || echo "no shards in $shards_dir"
 }
 
 stop() {
-  local i
+  local i m
   find_mysql
   for i in ${1:-$(known_shards)}; do
     [ -d "$(shard_dir "$i")" ] || die "usage: $0 stop [N]; shard '$i' does not exist"
     # The servers first, so that no write is in flight; then the primary's
-    # MySQL, whose shutdown sends the standby all it has; then the standby's.
-    stop_server "$i" standby
-    stop_server "$i"
-    stop_mysql "$i" "$(primary_of "$i")"
-    stop_mysql "$i" "$(other "$(primary_of "$i")")"
+    # MySQL, whose shutdown sends the standbys all it has; then theirs.
+    for m in $(others "$i") "$(primary_of "$i")"; do stop_server "$i" "$m"; done
+    for m in "$(primary_of "$i")" $(others "$i"); do stop_mysql "$i" "$m"; done
     echo "shard $i: stopped"
   done
 }
 
-# After a failover: the old primary's server goes (it served as the primary),
-# and the shard starts again, which makes that machine the standby.
+# After a failover: the servers of the machines that are not the primary go
+# (an old primary's served as the primary), and the shard starts again, which
+# makes each of those machines a standby.
 rejoin() {
-  [ -d "$(machine_dir "${1:-x}" standby)" ] && [ "$(mode)" = standby ] || die "usage: $0 rejoin N, for a shard with a standby; shard '${1:-}' has none"
+  [ -d "$(machine_dir "${1:-x}" standby)" ] && [ "$(mode)" != 0 ] || die "usage: $0 rejoin N, for a shard with a standby; shard '${1:-}' has none"
   find_mysql
-  stop_server "$1" "$(other "$(primary_of "$1")")"
+  local m
+  for m in $(others "$1"); do stop_server "$1" "$m"; done
   "$BASH" "$0" start-shard "$1" || die "shard $1 did not rejoin (see above); fix that, then run ./start-shards.sh rejoin $1 again"
-  echo "shard $1 has its standby again"
+  echo "shard $1 has its standby$([ "$(mode)" = 1 ] || echo s) again"
 }
 
 case ${1:-3} in
   stop) lock '-w 120'; stop "${2:-}" ;;
   status) status ;;
-  sql | sql-standby)
-    m=primary
-    [ "$1" = sql ] || m=standby
+  sql | sql-standby | sql-standby-2)
+    m=${1#sql-}
+    [ "$m" != sql ] || m=primary
     [ -d "$(machine_dir "${2:-x}" "$m")" ] || die "usage: $0 $1 N [mysql client arguments]; shard '${2:-}' has no such machine"
     find_mysql
     exec "$client" --no-defaults --socket="$(machine_dir "$2" "$m")/mysqld.sock" --user=root expenses "${@:3}"

@@ -1,43 +1,54 @@
-// mysql/pair.ts: start-shards.sh's steps for one shard's pair, run as
-// `node mysql/pair.ts STEP` with the shard in the environment. The statements
-// and their rules (S1-S7, D1-D4) are mysql/replication.ts's; this file
-// decides which of them a machine needs, from what its MySQL says.
+// mysql/pair.ts: start-shards.sh's steps for one shard's machines (a primary
+// and one or two standbys), run as `node mysql/pair.ts STEP` with the shard in
+// the environment. The statements and their rules (S1-S7, D1-D5) are
+// mysql/replication.ts's; this file decides which of them each machine needs,
+// from what its MySQL says.
 //
 //   flags DIR PORT ID  the mysqld options of a machine (S1-S5), one a line
-//   primary            which machine is the primary (S6), printed; a promotion
-//                      killed after its record is finished (D3). Writes to no
-//                      other machine; refuses when the primary's data is gone
-//   standby            make the other machine its standby: keep following,
+//   start              the shard's MySQLs running, before its servers start:
+//                      1. which machine is the primary (S6); a promotion
+//                      killed after its record is finished (D3). Refused
+//                      (exit 2, nothing written) when the primary's data is
+//                      gone and a standby's is not: the way out is a failover.
+//                      2. schema.sql, the cluster's tables and the app user,
+//                      on the primary only, and only if it is not open yet
+//                      (PAIR_FRESH=1: its MySQL started just now); a shard
+//                      without standbys takes them at every start.
+//                      3. every other machine its standby: keep following,
 //                      rejoin from its own history, or get a copy; a diverged
-//                      one is rebuilt (D4); then open the primary (S4)
-//   status             the pair's lines of `./start-shards.sh status`
+//                      one is rebuilt (D4); then the primary opens (S4)
+//   status             the shard's lines of `./start-shards.sh status`
 //
-// The environment: PAIR_SHARD (its number), PAIR_DIR (shard-N), PAIR_MYSQL
-// and PAIR_HTTP (the primary machine's port, then the standby machine's),
-// PAIR_PIDS (server, mysqld of each; - for none), PAIR_CLIENT and PAIR_DUMP
-// (MariaDB's client and dump); for tests, PAIR_DIE_AT and PAIR_PAUSE_AT
-// (mysql/replication.ts, step).
+// The environment: PAIR_SHARD (its number), PAIR_DIR (shard-N), PAIR_MACHINES
+// (the machines' birth names, "primary" first; "primary" alone without
+// standbys), PAIR_MYSQL and PAIR_HTTP (their ports, in that order), PAIR_PIDS
+// (server, mysqld of each; - for none), PAIR_CLIENT and PAIR_DUMP (the MySQL
+// client and dump), PAIR_FLAVOUR (mariadb or mysql); for tests, PAIR_DIE_AT
+// and PAIR_PAUSE_AT (mysql/replication.ts, step).
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import {
-  connected, copyStatements, follow, missingFrom, mysqldFlags, openPrimary, recordedPrimary, ReplicationError, state, step, userStatements, wipe,
+  connected, copyStatements, follow, isMachine, missingFrom, mysqldFlags, openPrimary, recordedPrimary, ReplicationError, state, step, userStatements, waitForStandby, wipe,
   type Machine, type Sql, type State,
 } from './replication.ts';
 
 const env = process.env;
 const shard = env.PAIR_SHARD ?? '?';
 const shardDir = env.PAIR_DIR ?? '.';
+const machines = (env.PAIR_MACHINES ?? 'primary standby').split(' ').filter(isMachine);
 const [mysqlPorts, httpPorts] = [env.PAIR_MYSQL, env.PAIR_HTTP].map((s) => (s ?? '').split(' ').map(Number)) as [number[], number[]];
 const HOST = '127.0.0.1';
 const OPEN_WAIT_MS = 30_000;
 
-const dirOf = (m: Machine) => (m === 'standby' ? join(shardDir, 'standby') : shardDir);
-const other = (m: Machine): Machine => (m === 'standby' ? 'primary' : 'standby');
-const index = (m: Machine) => (m === 'standby' ? 1 : 0);
-const label = (m: Machine) => (m === 'standby' ? `shard ${shard}'s standby machine` : `shard ${shard}'s primary machine`);
+const dirOf = (m: Machine) => (m === 'primary' ? shardDir : join(shardDir, m));
+const index = (m: Machine) => machines.indexOf(m);
+const others = (m: Machine) => machines.filter((o) => o !== m);
+const label = (m: Machine) => (m === 'primary' ? `shard ${shard}'s primary machine` : `shard ${shard}'s ${m} machine`);
+const http = (m: Machine) => `${HOST}:${httpPorts[index(m)]}`;
 const recordFile = join(shardDir, 'primary');
 
 /** As root, on a machine's socket. */
@@ -45,6 +56,7 @@ const on = <T>(m: Machine, steps: (sql: Sql) => Promise<T>) => connected({ socke
 const hasData = async (sql: Sql) => (await sql<any[]>("SHOW DATABASES LIKE 'expenses'")).length > 0;
 
 class Refusal extends Error {}
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** A machine's password file, made once (0600). */
 function secretFile(m: Machine, name: string): string {
@@ -53,13 +65,39 @@ function secretFile(m: Machine, name: string): string {
   return readFileSync(file, 'utf8').trim();
 }
 
-async function primary(): Promise<void> {
+async function start(): Promise<void> {
   const pm = recordedPrimary(recordFile);
-  const sm = other(pm);
+  if (machines.length === 1) return setup(pm);
+  await primary(pm);
+  // A primary that ran already is open: its writes would wait for the standby this sets up (S3).
+  if (env.PAIR_FRESH === '1') await setup(pm);
+  await standbys(pm);
+}
+
+/** The schema, the cluster's tables, and the app user with the password on file (made once, 0600): it may read and write its rows, and nothing else. Idempotent. */
+async function setup(m: Machine): Promise<void> {
+  const password = secretFile(m, 'password');
+  const auth = env.PAIR_FLAVOUR === 'mysql' ? 'WITH mysql_native_password ' : '';
+  const users = [
+    `CREATE USER IF NOT EXISTS 'expenses'@'localhost' IDENTIFIED ${auth}BY '${password}';`,
+    `ALTER USER 'expenses'@'localhost' IDENTIFIED ${auth}BY '${password}';`,
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON expenses.* TO 'expenses'@'localhost';",
+  ];
+  // Through the client, not the driver: Oracle MySQL's root speaks an authentication mysqljs does not.
+  const client = spawn(env.PAIR_CLIENT ?? 'mariadb', ['--no-defaults', `--socket=${join(dirOf(m), 'mysqld.sock')}`, '--user=root', '--batch'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  let errors = '';
+  client.stderr.on('data', (c) => (errors += c));
+  client.stdin.end([readFileSync(join(ROOT, 'schema.sql'), 'utf8'), readFileSync(join(ROOT, 'shard', 'cluster-schema.sql'), 'utf8'), ...users].join('\n'));
+  if ((await new Promise((resolve) => client.on('close', resolve))) !== 0) throw new Error(`${label(m)}: applying schema.sql and the app user failed: ${errors.trim()}`);
+}
+
+async function primary(pm: Machine): Promise<void> {
   const [pmData, pmState] = await on(pm, async (sql) => [await hasData(sql), await state(sql)] as const);
-  if (!pmData && existsSync(join(dirOf(sm), 'mysql')) && (await on(sm, hasData).catch(() => false))) {
-    throw new Refusal(`shard ${shard}: not started: its primary (${dirOf(pm)}, ${recordFile}) holds no data, and its standby does. Nothing was written. Promote the standby, then rebuild this machine:
-  node ch_client.ts failover ${HOST}:${httpPorts[0]} --to ${HOST}:${httpPorts[index(sm)]}
+  const holders = pmData ? [] : await Promise.all(others(pm).map(async (m) => existsSync(join(dirOf(m), 'mysql')) && (await on(m, hasData).catch(() => false))));
+  const holder = others(pm).find((_, i) => holders[i]);
+  if (holder !== undefined) {
+    throw new Refusal(`shard ${shard}: not started: its primary (${dirOf(pm)}, ${recordFile}) holds no data, and its ${holder} machine does. Nothing was written. Promote a standby (the failover checks that it is the most advanced), then rebuild this machine:
+  node ch_client.ts failover ${HOST}:${httpPorts[0]} --to ${http(holder)}
   ./start-shards.sh rejoin ${shard}`);
   }
   if (pmState.follows !== null) {
@@ -70,23 +108,31 @@ async function primary(): Promise<void> {
     });
     console.error(`${label(pm)}: its promotion was cut short after its record (${recordFile}); finished: it follows no one`);
   }
-  console.log(pm);
 }
 
-async function standby(): Promise<void> {
-  const pm = recordedPrimary(recordFile);
-  const sm = other(pm);
+async function standbys(pm: Machine): Promise<void> {
   const passwords = { app: secretFile(pm, 'password'), repl: secretFile(pm, 'repl-password'), operator: secretFile(pm, 'operator-password') };
-  // S2: the machine's own copies, so that it runs, and is promoted, without the other's disk.
-  for (const name of ['password', 'repl-password', 'operator-password']) copyFileSync(join(dirOf(pm), name), join(dirOf(sm), name));
   const [haveUsers, primaryState] = await on(pm, async (sql) => [(await sql<any[]>("SELECT 1 FROM mysql.user WHERE (user, host) IN (('repl', '127.0.0.1'), ('operator', 'localhost'))")).length === 2, await state(sql)] as const);
   // Only a primary not yet open takes them: an open one would wait for a standby's ack (S3), and this is its standby.
   if (!haveUsers || primaryState.read_only) await on(pm, async (sql) => { for (const [s, values] of userStatements(passwords)) await sql(s, values); });
   step('users');
+  const sms = others(pm);
+  for (const [i, sm] of sms.entries()) await standby(pm, sm, primaryState, passwords, i + 1);
+  step('followed');
+  // S4: writable once every standby acknowledges.
+  await on(pm, (p) => on(sms.at(-1)!, (q) => openPrimary(p, q, OPEN_WAIT_MS, sms.length)));
+}
+
+/** Makes `sm` follow `pm`, the primary's `clients`-th semi-synchronous standby. */
+async function standby(pm: Machine, sm: Machine, primaryState: State, passwords: { app: string; repl: string; operator: string }, clients: number): Promise<void> {
+  // S2: the machine's own copies, so that it runs, and is promoted, without the other's disk.
+  for (const name of ['password', 'repl-password', 'operator-password']) copyFileSync(join(dirOf(pm), name), join(dirOf(sm), name));
   const to = { host: HOST, port: mysqlPorts[index(pm)]!, replPassword: passwords.repl };
   const s = await on(sm, async (sql) => ({ data: await hasData(sql), state: await state(sql) }));
   const missing = s.state.follows === null && s.data ? missingFrom(primaryState, s.state) : [];
-  if (s.state.follows !== null) {
+  if (s.state.follows?.master === `${HOST}:${to.port}` && s.state.follows.io === 'Yes' && s.state.follows.sql === 'Yes') {
+    // Keeps following, untouched: a restart of its replication would hold the primary's writes meanwhile.
+  } else if (s.state.follows !== null) {
     await on(sm, (sql) => follow(sql, to, 'its position'));
   } else if (missing.length > 0) {
     return rebuild(`it holds transactions the primary never had (${missing.join(',')}; the primary's gtid_binlog_state ${primaryState.gtid_binlog_state || '(none)'})`);
@@ -94,12 +140,11 @@ async function standby(): Promise<void> {
     console.log(`${label(sm)}: was a primary; rejoins as the standby of ${HOST}:${to.port}, from its own history (gtid_binlog_pos ${s.state.gtid_binlog_pos})`);
     await on(sm, (sql) => follow(sql, to, 'own history'));
   } else {
-    await copy(pm, sm, passwords, s.data ? 'a copy that never finished' : undefined);
+    await copy(pm, sm, s.data ? 'a copy that never finished' : undefined);
     await on(sm, (sql) => follow(sql, to, 'its position'));
   }
-  step('followed');
   try {
-    await on(pm, (p) => on(sm, (q) => openPrimary(p, q, OPEN_WAIT_MS)));
+    await on(pm, (p) => on(sm, (q) => p('SET GLOBAL rpl_semi_sync_master_enabled = ON').then(() => waitForStandby(p, q, OPEN_WAIT_MS, clients))));
   } catch (err) {
     if (!(err instanceof ReplicationError && err.code === 'DIVERGED')) throw err;
     await rebuild(err.message);
@@ -110,33 +155,33 @@ async function standby(): Promise<void> {
     const kept = join(dirOf(sm), `diverged-${new Date().toISOString().replace(/[:.]/g, '-')}.sql`);
     console.log(`${label(sm)}: DIVERGED: ${why}. Never acknowledged (rule D4): rebuilding it from the primary; what it held is kept in ${kept}`);
     await dump(sm, kept);
-    await copy(pm, sm, passwords, 'its diverged history');
+    await copy(pm, sm, 'its diverged history');
     await on(sm, (sql) => follow(sql, to, 'its position'));
-    await on(pm, (p) => on(sm, (q) => openPrimary(p, q, OPEN_WAIT_MS)));
+    await on(pm, (p) => on(sm, (q) => waitForStandby(p, q, OPEN_WAIT_MS, clients)));
   }
-}
 
-/** S5: a copy of the primary's data and users, taken at one GTID position, loaded unlogged. */
-async function copy(pm: Machine, sm: Machine, passwords: { app: string; repl: string; operator: string }, replacing?: string): Promise<void> {
-  if (replacing !== undefined) {
-    console.log(`${label(sm)}: dropping ${replacing}`);
-    await on(sm, wipe);
+  /** S5: a copy of the primary's data and users, taken at one GTID position, loaded unlogged. */
+  async function copy(from: Machine, into: Machine, replacing?: string): Promise<void> {
+    if (replacing !== undefined) {
+      console.log(`${label(into)}: dropping ${replacing}`);
+      await on(into, wipe);
+    }
+    console.log(`${label(into)}: copying the primary's data, then following it`);
+    const { before, after } = copyStatements(passwords);
+    const load = spawn(env.PAIR_CLIENT ?? 'mariadb', ['--no-defaults', `--socket=${join(dirOf(into), 'mysqld.sock')}`, '--user=root'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    // --gtid --master-data: the dump ends with SET GLOBAL gtid_slave_pos, the position of its consistent snapshot.
+    const source = spawn(env.PAIR_DUMP ?? 'mariadb-dump', ['--no-defaults', `--socket=${join(dirOf(from), 'mysqld.sock')}`, '--user=root', '--single-transaction', '--gtid', '--master-data=1', '--databases', 'expenses', '--skip-dump-date'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let errors = '';
+    load.stderr.on('data', (c) => (errors += c));
+    source.stderr.on('data', (c) => (errors += c));
+    load.stdin.write(before);
+    source.stdout.pipe(load.stdin, { end: false });
+    const dumped = await new Promise<number | null>((resolve) => source.on('close', resolve));
+    load.stdin.end(dumped === 0 ? after : 'SELECT no_such_column_the_dump_failed;\n');
+    const loaded = await new Promise<number | null>((resolve) => load.on('close', resolve));
+    if (dumped !== 0 || loaded !== 0) throw new Error(`${label(into)}: copying the primary's data failed: ${errors.trim()}`);
+    step('copied');
   }
-  console.log(`${label(sm)}: copying the primary's data, then following it`);
-  const { before, after } = copyStatements(passwords);
-  const load = spawn(env.PAIR_CLIENT ?? 'mariadb', ['--no-defaults', `--socket=${join(dirOf(sm), 'mysqld.sock')}`, '--user=root'], { stdio: ['pipe', 'ignore', 'pipe'] });
-  // --gtid --master-data: the dump ends with SET GLOBAL gtid_slave_pos, the position of its consistent snapshot.
-  const source = spawn(env.PAIR_DUMP ?? 'mariadb-dump', ['--no-defaults', `--socket=${join(dirOf(pm), 'mysqld.sock')}`, '--user=root', '--single-transaction', '--gtid', '--master-data=1', '--databases', 'expenses', '--skip-dump-date'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let errors = '';
-  load.stderr.on('data', (c) => (errors += c));
-  source.stderr.on('data', (c) => (errors += c));
-  load.stdin.write(before);
-  source.stdout.pipe(load.stdin, { end: false });
-  const dumped = await new Promise<number | null>((resolve) => source.on('close', resolve));
-  load.stdin.end(dumped === 0 ? after : 'SELECT no_such_column_the_dump_failed;\n');
-  const loaded = await new Promise<number | null>((resolve) => load.on('close', resolve));
-  if (dumped !== 0 || loaded !== 0) throw new Error(`${label(sm)}: copying the primary's data failed: ${errors.trim()}`);
-  step('copied');
 }
 
 /** What a machine holds, into a file, before it is dropped. */
@@ -148,16 +193,23 @@ async function dump(m: Machine, file: string): Promise<void> {
   writeFileSync(file, text, { mode: 0o600 });
 }
 
-/** The lines of `status` for the pair: each machine's role and replication, and a WARNING with the command to run. */
+/** The lines of `status` for the shard's machines: each one's role and replication, and a WARNING with the command to run. */
 async function status(): Promise<void> {
-  const pids = (env.PAIR_PIDS ?? '- - - -').split(' ');
+  const pids = (env.PAIR_PIDS ?? '').split(' ');
   const pm = recordedPrimary(recordFile);
+  // The shard's line: the address its server was started on.
+  const port = existsSync(join(shardDir, 'port')) ? readFileSync(join(shardDir, 'port'), 'utf8').trim() : String(httpPorts[0]);
+  const state_ = (await health(`http://${HOST}:${port}`)).replace(/^http-.*/, 'down');
+  console.log(`shard ${shard}  http://${HOST}:${port}  ${state_.padEnd(8)}  server pid ${pids[0]!.padEnd(7)}  mysql pid ${pids[1]!.padEnd(7)}  ${shardDir}`);
+  if (machines.length === 1) return;
+  const width = Math.max(...machines.map((m) => m.length));
+  const primaryMysql = `${HOST}:${mysqlPorts[index(pm)]}`;
   const warn: string[] = [];
   const down: Machine[] = [];
-  for (const m of ['primary', 'standby'] as const) {
-    const [server, mysqld] = [pids[index(m) * 2]!, pids[index(m) * 2 + 1]!];
-    const http = `http://${HOST}:${httpPorts[index(m)]}`;
-    const head = `  ${m.padEnd(7)}  ${http}  ${(await health(http)).padEnd(8)}  server pid ${server.padEnd(7)}  mysql pid ${mysqld.padEnd(7)}`;
+  const serving: Machine[] = []; // standbys that replicate from the primary
+  for (const m of machines) {
+    const [server, mysqld] = [pids[index(m) * 2] ?? '-', pids[index(m) * 2 + 1] ?? '-'];
+    const head = `  ${m.padEnd(width)}  http://${http(m)}  ${(await health(`http://${http(m)}`)).padEnd(8)}  server pid ${server.padEnd(7)}  mysql pid ${mysqld.padEnd(7)}`;
     const s: State | undefined = mysqld === '-' ? undefined : await on(m, state).catch(() => undefined);
     if (s === undefined) {
       console.log(`${head}  mysql down`);
@@ -169,6 +221,8 @@ async function status(): Promise<void> {
       const f = s.follows;
       role = `follows ${f.master}  Slave_IO_Running ${f.io}  Slave_SQL_Running ${f.sql}  Gtid_IO_Pos ${f.gtid_io_pos || 'none'}  gtid_slave_pos ${s.gtid_slave_pos}`;
       if (f.io !== 'Yes' || f.sql !== 'Yes') warn.push(`the ${m} does not replicate (IO ${f.io}, SQL ${f.sql}${f.error ? `: ${f.error}` : ''})`);
+      else if (m !== pm && f.master !== primaryMysql) warn.push(`the ${m} follows ${f.master}, not the primary's ${primaryMysql}`);
+      else if (m !== pm) serving.push(m);
     } else {
       const { Rpl_semi_sync_master_status: on_, Rpl_semi_sync_master_clients: clients, Rpl_semi_sync_master_wait_sessions: waiting } = s.semisync;
       role = `Rpl_semi_sync_master_status ${on_ ?? '?'}  Rpl_semi_sync_master_clients ${clients ?? '?'}${s.read_only ? '  (read-only: fenced)' : ''}`;
@@ -180,15 +234,18 @@ async function status(): Promise<void> {
     }
     console.log(`${head}  mysql ${HOST}:${mysqlPorts[index(m)]}  read_only ${s.read_only ? 'ON' : 'OFF'}  gtid_binlog_pos ${s.gtid_binlog_pos || 'none'}  ${role}  ${dirOf(m)}`);
   }
-  if (pm === 'standby') console.log(`  shard ${shard}: the primary is the standby machine since a failover (${recordFile})`);
-  if (down.length === 2) return console.log(`  shard ${shard}: stopped; start it: ./start-shards.sh`);
-  const sm = other(pm);
+  if (pm !== 'primary') console.log(`  shard ${shard}: the primary is the ${pm} machine since a failover (${recordFile})`);
+  if (down.length === machines.length) return console.log(`  shard ${shard}: stopped; start it: ./start-shards.sh`);
   if (down.includes(pm)) {
-    return console.log(`  WARNING: shard ${shard}'s primary (${HOST}:${httpPorts[index(pm)]}) is down. Start it again (./start-shards.sh), or if its machine is lost, promote the standby:
-    node ch_client.ts failover ${HOST}:${httpPorts[0]} --to ${HOST}:${httpPorts[index(sm)]}`);
+    const to = others(pm).find((m) => !down.includes(m)) ?? others(pm)[0]!;
+    return console.log(`  WARNING: shard ${shard}'s primary (${http(pm)}) is down. Start it again (./start-shards.sh), or if its machine is lost, promote a standby:
+    node ch_client.ts failover ${HOST}:${httpPorts[0]} --to ${http(to)}`);
   }
-  if (down.includes(sm)) warn.unshift(`the ${sm}'s MySQL is down`);
-  if (warn.length > 0) console.log(`  WARNING: shard ${shard} runs without its standby: ${warn.join('; ')}. Make it a standby again: ./start-shards.sh rejoin ${shard}`);
+  for (const m of others(pm).filter((o) => down.includes(o)).reverse()) warn.unshift(`the ${m}'s MySQL is down`);
+  if (warn.length === 0) return;
+  const standbyCount = others(pm).length;
+  const runs = serving.length === 0 || standbyCount === 1 ? 'runs without its standby' : `runs with ${serving.length} of its ${standbyCount} standbys`;
+  console.log(`  WARNING: shard ${shard} ${runs}: ${warn.join('; ')}. Make it a standby again: ./start-shards.sh rejoin ${shard}`);
 }
 
 async function health(url: string): Promise<string> {
@@ -204,11 +261,11 @@ async function health(url: string): Promise<string> {
 const [command, ...args] = process.argv.slice(2);
 try {
   if (command === 'flags') console.log(mysqldFlags(args[0]!, Number(args[1]), Number(args[2]), env.SHARDS_SEMISYNC_TIMEOUT_MS || '4294967295').join('\n'));
-  else if (command === 'primary') await primary();
-  else if (command === 'standby') await standby();
+  else if (command === 'start') await start();
   else if (command === 'status') await status();
-  else throw new Refusal('usage: node mysql/pair.ts flags DIR PORT ID | primary | standby | status (start-shards.sh runs it)');
+  else throw new Refusal('usage: node mysql/pair.ts flags DIR PORT ID | start | status (start-shards.sh runs it)');
 } catch (err) {
-  console.error(err instanceof Refusal ? err.message : err instanceof ReplicationError ? `${label(other(recordedPrimary(recordFile)))}: ${err.message}. Run ./start-shards.sh rejoin ${shard} once that is fixed` : err);
-  process.exitCode = 1;
+  const standbysOf = others(recordedPrimary(recordFile)).map(label).join(' or ');
+  console.error(err instanceof Refusal ? err.message : err instanceof ReplicationError ? `${standbysOf}: ${err.message}. Run ./start-shards.sh rejoin ${shard} once that is fixed` : err);
+  process.exitCode = err instanceof Refusal ? 2 : 1;
 }

@@ -16,9 +16,12 @@
 //       and said so, and only then is committed in InnoDB and answered. So the
 //       client's 201 exists on two machines. sync_binlog = 1 and
 //       innodb_flush_log_at_trx_commit = 1 make "has it" mean "on disk".
-//   S2. Each machine has its own data directory (shard-N/ and shard-N/standby/),
-//       its own server.ts and ports, and reaches the other only over TCP on
-//       127.0.0.1, as user repl (REPLICATION SLAVE; repl-password, 0600).
+//   S2. Each machine has its own data directory (shard-N/, shard-N/standby/ and,
+//       with two standbys, shard-N/standby-2/), its own server.ts and ports,
+//       and reaches the others only over TCP on 127.0.0.1, as user repl
+//       (REPLICATION SLAVE; repl-password, 0600). With two standbys the
+//       primary's semi-sync waits for one ack, from either (MariaDB has no
+//       count to set): either standby may hold a write the other lacks (D5).
 //   S3. NO TIMEOUT. With its standby gone a primary gets no ack, and MariaDB
 //       would fall back to asynchronous replication after
 //       rpl_semi_sync_master_timeout, acknowledging writes that exist once. The
@@ -34,8 +37,8 @@
 //   S5. Both machines run with the same settings, so either can be the
 //       primary. A standby writes nothing of its own: its copy is loaded with
 //       sql_log_bin = 0, so its binlog holds the primary's GTIDs only.
-//   S6. Which machine is the primary is recorded in shard-N/primary ("primary"
-//       or "standby": the machine's birth name; absent: "primary"). The
+//   S6. Which machine is the primary is recorded in shard-N/primary ("primary",
+//       "standby" or "standby-2": the machine's birth name; absent: "primary"). The
 //       promotion writes it (D3), before the machine takes a write, so every
 //       failover, planned or emergency, leaves it true; a start reads it and
 //       writes to no other machine (docs/operations.md).
@@ -62,13 +65,25 @@
 //       sync and the ack: never an acknowledged write) has DIVERGED: MariaDB
 //       refuses it (error 1236 under gtid_strict_mode), and the launcher
 //       rebuilds it from the new primary, keeping a dump of what it held.
+//   D5. TWO STANDBYS: the one promoted must have received every GTID its
+//       sibling received (ahead() finds what it lacks), or the sibling could
+//       not follow it and an acknowledged write could be on the sibling alone.
+//       In an emergency the failover compares what the two received (their
+//       Gtid_IO_Pos) before D2 and refuses a --to that is behind; after D3 it
+//       makes the sibling follow the new primary from its own position, so the
+//       shard keeps a standby that acknowledges, with no rebuild. Left open: a
+//       frozen old primary that thaws between the comparison and the sibling's
+//       follow could still send the sibling a write the new primary lacks.
 
 import { renameSync, readFileSync, writeFileSync } from 'node:fs';
 import mysql from 'mysql';
 import { driverOptions } from './connections.ts';
 
 export type Sql = <R = any>(statement: string, values?: unknown[]) => Promise<R>;
-export type Machine = 'primary' | 'standby';
+// A machine of a shard, by its birth name (S6).
+const MACHINES = ['primary', 'standby', 'standby-2'] as const;
+export type Machine = (typeof MACHINES)[number];
+export const isMachine = (name: unknown): name is Machine => MACHINES.includes(name as Machine);
 export type Where = { socketPath?: string; host?: string; port?: number };
 
 /** An error with a stable code, as mysqljs's: NOTHING_TO_PROMOTE, NOT_APPLIED, WRITABLE, DIVERGED, NO_STANDBY. */
@@ -158,7 +173,8 @@ export type State = Awaited<ReturnType<typeof state>>;
 /** S6: the machine recorded as the shard's primary. */
 export function recordedPrimary(file: string): Machine {
   try {
-    return readFileSync(file, 'utf8').trim() === 'standby' ? 'standby' : 'primary';
+    const name = readFileSync(file, 'utf8').trim();
+    return isMachine(name) ? name : 'primary';
   } catch {
     return 'primary';
   }
@@ -275,10 +291,10 @@ export async function wipe(sql: Sql): Promise<void> {
   await sql("SET GLOBAL gtid_slave_pos = ''");
 }
 
-/** S4, the last step of a start: semi-sync on, a standby acknowledging, then writable. Idempotent. */
-export async function openPrimary(primary: Sql, standby: Sql, waitMs: number): Promise<void> {
+/** S4, the last step of a start: semi-sync on, its `clients` standbys acknowledging, then writable. Idempotent. */
+export async function openPrimary(primary: Sql, standby: Sql, waitMs: number, clients = 1): Promise<void> {
   await primary('SET GLOBAL rpl_semi_sync_master_enabled = ON');
-  await waitForStandby(primary, standby, waitMs);
+  await waitForStandby(primary, standby, waitMs, clients);
   await primary('SET GLOBAL read_only = 0');
 }
 
@@ -302,15 +318,22 @@ export function missingFrom(primary: State, own: State): string[] {
     .map((g) => g.join('-'));
 }
 
+/** D5: the GTIDs of `position` beyond `than` (a higher sequence number in a domain), as d-s-n. */
+export function ahead(position: string, than: string): string[] {
+  const gtids = (list: string) => list.split(',').filter(Boolean).map((g) => g.split('-').map(Number) as [number, number, number]);
+  const top = new Map(gtids(than).map(([d, , n]) => [d, n]));
+  return gtids(position).filter(([d, , n]) => n > (top.get(d) ?? 0)).map((g) => g.join('-'));
+}
+
 // MariaDB's errors of a replica whose history the primary does not hold (D4).
 const DIVERGED = new Set([1236, 1950]);
 
-/** Waits until the primary has `standby` as its semi-synchronous client; DIVERGED or NO_STANDBY, with its state, if not. */
-export async function waitForStandby(primary: Sql, standby: Sql, waitMs: number): Promise<void> {
+/** Waits until the primary has `clients` semi-synchronous clients; DIVERGED if `standby` was refused for its history, NO_STANDBY after `waitMs`, with its state. */
+export async function waitForStandby(primary: Sql, standby: Sql, waitMs: number, clients = 1): Promise<void> {
   const deadline = Date.now() + waitMs;
   for (;;) {
     const p = await state(primary);
-    if (Number(p.semisync.Rpl_semi_sync_master_clients) >= 1 && p.semisync.Rpl_semi_sync_master_status === 'ON') return;
+    if (Number(p.semisync.Rpl_semi_sync_master_clients) >= clients && p.semisync.Rpl_semi_sync_master_status === 'ON') return;
     const s = await state(standby);
     if (s.follows !== null && DIVERGED.has(s.follows.errno)) {
       throw new ReplicationError('DIVERGED', `it holds transactions the primary never had (its gtid_binlog_pos ${s.gtid_binlog_pos || '(none)'}, the primary's ${p.gtid_binlog_pos || '(none)'}): ${s.follows.error}`, s);

@@ -116,10 +116,10 @@ async function replicationAt(address: string, secret: string | undefined): Promi
 /**
  * Check's look at the machines behind each node, when the cluster has
  * standbys: for each node of the map, its primary (the node's address) and its
- * standby (the pair's other machine, which the primary's server names: its
+ * standbys (the shard's other machines, which the primary's server names: its
  * CLUSTER_PEER, set by start-shards.sh), each with its replication state. A
- * shard whose primary has no standby connected, or whose standby does not
- * replicate, is flagged WITHOUT STANDBY: its writes wait for one (S3), and an
+ * shard whose primary has no standby connected, or none of whose standbys
+ * replicates, is flagged WITHOUT STANDBY: its writes wait for one (S3), and an
  * acknowledged write exists on one machine only. True when no shard is. A
  * node that is down is outage()'s to report.
  */
@@ -155,19 +155,25 @@ async function standbys(map: ClusterMap, secret: string | undefined, down: Set<s
     }
     const clients = Number(p.semisync.Rpl_semi_sync_master_clients ?? 0);
     console.log(`    shard ${n.shard}, ${n.name}: primary ${at}: ${p.role}, semi-sync ${p.semisync.Rpl_semi_sync_master_status ?? '?'}, ${clients} standby connected, gtid_binlog_pos ${p.gtid_binlog_pos || 'none'}`);
+    // CLUSTER_PEER: the shard's other machines, one or two standbys (start-shards.sh).
+    const peers = p.peer === null ? [] : p.peer.split(',');
     if (p.role !== 'primary') {
-      const to = p.peer ?? "<its standby's HOST:PORT>";
+      const to = peers[0] ?? "<its standby's HOST:PORT>";
       console.error(`NOT WRITABLE shard ${n.shard} (${n.name} at ${at}) is read-only: a fenced primary, or a standby the map names. Finish the failover with: node ch_client.ts failover ${n.name} --to ${to} --nodes ${list}`);
       ok = false;
     }
-    const s = p.peer === null ? undefined : await replicationAt(p.peer, secret);
-    if (p.peer !== null && s !== undefined && !('why' in s)) {
+    let replicates = false;
+    for (const peer of peers) {
+      const s = await replicationAt(peer, secret);
+      if ('why' in s) {
+        console.log(`      standby ${peer}: does not answer (${s.why})`);
+        continue;
+      }
       const f = s.follows;
-      console.log(`      standby ${p.peer}: ${s.role}, ${f === null ? 'follows no one' : `follows ${f.master}, IO ${f.io}, SQL ${f.sql}`}, gtid_slave_pos ${s.gtid_slave_pos || 'none'}`);
-    } else {
-      console.log(`      standby ${p.peer ?? 'unknown (the primary\'s server has no CLUSTER_PEER)'}${s !== undefined && 'why' in s ? `: does not answer (${s.why})` : ''}`);
+      console.log(`      standby ${peer}: ${s.role}, ${f === null ? 'follows no one' : `follows ${f.master}, IO ${f.io}, SQL ${f.sql}`}, gtid_slave_pos ${s.gtid_slave_pos || 'none'}`);
+      replicates ||= f !== null && f.io === 'Yes' && f.sql === 'Yes';
     }
-    const replicates = s !== undefined && !('why' in s) && s.follows !== null && s.follows.io === 'Yes' && s.follows.sql === 'Yes';
+    if (peers.length === 0) console.log(`      standby unknown (the primary's server has no CLUSTER_PEER)`);
     if (clients < 1) without('no standby is connected to its primary');
     else if (!replicates) without(`its standby ${p.peer ?? '(unknown)'} does not replicate`);
   }

@@ -23,7 +23,11 @@
 //      primary that answers is made its standby at once (POST /cluster/follow),
 //      as Vitess's PlannedReparentShard does; a dead one is rebuilt later by
 //      `./start-shards.sh rejoin N` on its host, N the launcher's number that
-//      the promoted machine answers (its shard-N), printed as it is.
+//      the promoted machine answers (its shard-N), printed as it is. With two
+//      standbys (D5), the other one follows the new primary too, so that an
+//      emergency needs no rebuild before writes come back; in an emergency, a
+//      --to that received less than its sibling is refused before step 2, as
+//      Vitess's EmergencyReparentShard picks the most advanced replica.
 //   4. MAP: the cluster's map at the next epoch, NODE at the standby's
 //      address (api/cluster-map.ts, rule 7), onto every node by the one
 //      installer (operator/maps.ts, rules 10 and 13). A reshard under way
@@ -47,7 +51,7 @@ import { addressOf, describeMap, everyNode, type ClusterMap } from '../api/clust
 import { hostOf, proves } from '../api/signing.ts';
 import { ask, newest } from '../client/cluster.ts';
 import { call, problem, type Answer, type CallOptions } from '../client/http.ts';
-import { rejoinCommand } from '../mysql/replication.ts';
+import { ahead, rejoinCommand } from '../mysql/replication.ts';
 import { install, lockNode } from './maps.ts';
 import { readCluster } from './plan.ts';
 
@@ -84,6 +88,8 @@ export async function failover(o: FailoverOptions): Promise<number> {
   if (from === o.to) console.log(`1. fence: ${o.node} is at ${o.to} already; going on from step 2`);
   else if (position !== null) console.log(`1. fenced the old primary at ${from}: read-only, its last write at GTID ${position || '(none)'}`);
   else console.log(`1. the old primary at ${from} cannot be fenced (${fenced === undefined ? 'no answer' : problem(fenced)}): emergency. It cannot acknowledge a write: its standby leaves it in step 3, and it waits for a standby's ack for ever`);
+  const sibling = await siblingOf(o, from, position === null);
+  if (typeof sibling === 'object') return fail(sibling.refused);
 
   // 2 and 3. Apply, promote.
   const promoted = await tryCall(o.to, 'POST', '/cluster/promote', { ...actingFor, wait_for: position, timeout_ms: APPLY_TIMEOUT_MS }, { timeoutMs: APPLY_TIMEOUT_MS + 10_000, secret: o.secret });
@@ -93,12 +99,13 @@ export async function failover(o: FailoverOptions): Promise<number> {
   const p = promoted.body;
   console.log(`2. the standby applied all it received, up to GTID ${p.applied || '(none)'}${position === null ? ' (its Gtid_IO_Pos)' : ' (the fenced primary\'s position)'}`);
   console.log(`3. promoted ${o.to}: ${p.promoted ? 'now' : 'already'} the primary, writable, semi-sync ${p.semisync?.Rpl_semi_sync_master_status ?? '?'}, at GTID ${p.gtid_binlog_pos}`);
+  const siblingFollows = sibling === undefined ? undefined : await follow(o, sibling, { ...actingFor, mysql: p.mysql });
   const follows = position === null ? undefined : await tryCall(from, 'POST', '/cluster/follow', { ...actingFor, mysql: p.mysql }, { timeoutMs: 30_000, secret: o.secret });
   // The launcher's number of the pair, as the promoted machine knows it (its shard-N), not the shard's id.
   const rejoin = `${rejoinCommand(p.shard_number ?? null, shardOf(map, o.node))}: it makes the old machine the standby of ${o.to}, rebuilt from it if its data is gone or diverged`;
   if (follows?.status === 200) console.log(`   the old primary at ${from} follows ${p.mysql}: it is the shard's standby now`);
   else if (position !== null) console.log(`   the old primary at ${from} could not be made the standby (${follows === undefined ? 'no answer' : problem(follows)}): on the shard's host, run ${rejoin}`);
-  else console.log(`4. waiting (up to ${STANDBY_WAIT_MS / 1000} s of this run) for a standby to acknowledge the new map: on the shard's host, run ${rejoin}`);
+  else if (!siblingFollows) console.log(`4. waiting (up to ${STANDBY_WAIT_MS / 1000} s of this run) for a standby to acknowledge the new map: on the shard's host, run ${rejoin}`);
 
   // 4. The map.
   const put = await installMoved(o, map);
@@ -111,7 +118,7 @@ export async function failover(o: FailoverOptions): Promise<number> {
   const now = await tryCall(o.to, 'GET', '/cluster/replication', undefined, { timeoutMs: 5_000, secret: o.secret });
   const standbys = now?.status === 200 ? Number(now.body.semisync?.Rpl_semi_sync_master_clients ?? 0) : undefined;
   if (standbys === 0) console.log(`shard ${shardOf(map, o.node)} now runs without a standby, and its writes wait for one (S3). Make the old machine its standby: on the shard's host, run ${rejoin}`);
-  else if (standbys !== undefined) console.log(`shard ${shardOf(map, o.node)}: ${o.to} is its primary, with ${standbys} standby${standbys === 1 ? '' : 's'} acknowledging its writes`);
+  else if (standbys !== undefined) console.log(`shard ${shardOf(map, o.node)}: ${o.to} is its primary, with ${standbys} standby${standbys === 1 ? '' : 's'} acknowledging its writes${follows?.status === 200 ? '' : `; to give it the old machine back as a standby, on the shard's host, run ${rejoin}`}`);
   return 0;
 }
 
@@ -203,4 +210,48 @@ async function tryCall(node: string, method: string, path: string, body: unknown
   } catch {
     return undefined;
   }
+}
+
+// --- Two standbys (mysql/replication.ts, D5) ---------------------------------
+
+type Received = { follows: { gtid_io_pos: string } | null; peer: string | null };
+
+/**
+ * The other standby of `o.to`'s shard, from its CLUSTER_PEER (undefined with
+ * one standby). In an emergency the two may have received different writes,
+ * each acknowledged by one of them: `o.to` must have received all its sibling
+ * did, or the failover is refused before anything changes. A planned one
+ * needs no check: the fenced primary wrote nothing past its position, which
+ * the promotion applies.
+ */
+async function siblingOf(o: FailoverOptions, from: string, emergency: boolean): Promise<string | undefined | { refused: string }> {
+  const read = async (at: string) => {
+    const r = await tryCall(at, 'GET', '/cluster/replication', undefined, { timeoutMs: 5_000, secret: o.secret });
+    return r?.status === 200 ? (r.body as Received) : undefined;
+  };
+  const to = await read(o.to);
+  const sibling = (to?.peer ?? '').split(',').find((p) => p !== '' && p !== from && p !== o.to);
+  if (sibling === undefined || !emergency || to?.follows == null) return sibling;
+  const other = await read(sibling);
+  if (other?.follows == null) {
+    console.log(`   the other standby ${sibling} does not say what it received (down, or no longer a standby): ${o.to} is promoted without comparing`);
+    return sibling;
+  }
+  const lacks = ahead(other.follows.gtid_io_pos, to.follows.gtid_io_pos);
+  if (lacks.length === 0) {
+    console.log(`   ${o.to} received up to ${to.follows.gtid_io_pos || '(none)'}, all that the other standby ${sibling} received (${other.follows.gtid_io_pos || '(none)'}): it may be promoted`);
+    return sibling;
+  }
+  return {
+    refused: `refusing: ${o.to} received up to GTID ${to.follows.gtid_io_pos || '(none)'}, and the other standby ${sibling} received more (${lacks.join(',')}), which may be acknowledged writes that only it holds (rule D5). Nothing was changed. Promote the most advanced standby:
+  node ch_client.ts failover ${o.node} --to ${sibling}`,
+  };
+}
+
+/** The other standby follows the new primary, from its own position (D5); true when it does. */
+async function follow(o: FailoverOptions, sibling: string, body: object): Promise<boolean> {
+  const done = await tryCall(sibling, 'POST', '/cluster/follow', body, { timeoutMs: 30_000, secret: o.secret });
+  if (done?.status === 200) console.log(`   the other standby ${sibling} follows the new primary: it acknowledges its writes`);
+  else console.log(`   the other standby ${sibling} could not be made to follow the new primary (${done === undefined ? 'no answer' : problem(done)}): on the shard's host, ./start-shards.sh rejoin N makes it follow`);
+  return done?.status === 200;
 }

@@ -15,7 +15,7 @@
 import { readFileSync } from 'node:fs';
 import { HttpError, readJson, type Reply } from './http.ts';
 import type { OperatorConfig } from '../mysql/connections.ts';
-import { connected, stopReceiving, fence as fenceMysql, follow as followMysql, mysqlAddress, promote as promoteMysql, recordedPrimary, recordPrimary, rejoinCommand, ReplicationError, shardNumber, state, WAIT_MAX_MS, type Sql } from '../mysql/replication.ts';
+import { connected, stopReceiving, fence as fenceMysql, isMachine, follow as followMysql, mysqlAddress, promote as promoteMysql, recordedPrimary, recordPrimary, rejoinCommand, ReplicationError, shardNumber, state, WAIT_MAX_MS, type Sql } from '../mysql/replication.ts';
 import { hostOf, proof as proofOf } from '../api/signing.ts';
 import type { Context, Route, Shard } from './context.ts';
 import { misdirected } from './secret.ts';
@@ -27,10 +27,10 @@ export function operatorFromEnv(env: NodeJS.ProcessEnv): OperatorConfig | undefi
   const password = readFileSync(file, 'utf8').trim();
   const replPassword = env.MYSQL_REPL_PASSWORD_FILE ? readFileSync(env.MYSQL_REPL_PASSWORD_FILE, 'utf8').trim() : undefined;
   const at = env.MYSQL_SOCKET ? { socketPath: env.MYSQL_SOCKET } : { host: env.MYSQL_HOST ?? '127.0.0.1', port: Number(env.MYSQL_PORT ?? 3306) };
-  // CLUSTER_PEER: the server of the other machine of this pair (start-shards.sh sets it), which `check` asks in turn.
+  // CLUSTER_PEER: the servers of the shard's other machines, comma-separated (start-shards.sh sets it), which `check` and the failover ask in turn.
   const peer = env.CLUSTER_PEER ? env.CLUSTER_PEER : undefined;
   // PAIR_PRIMARY_FILE, PAIR_MACHINE: where a promotion records this machine as the primary (rule S6).
-  const record = env.PAIR_PRIMARY_FILE && (env.PAIR_MACHINE === 'primary' || env.PAIR_MACHINE === 'standby') ? { file: env.PAIR_PRIMARY_FILE, machine: env.PAIR_MACHINE as 'primary' | 'standby' } : undefined;
+  const record = env.PAIR_PRIMARY_FILE && isMachine(env.PAIR_MACHINE) ? { file: env.PAIR_PRIMARY_FILE, machine: env.PAIR_MACHINE } : undefined;
   return { ...at, password, replPassword, peer, record };
 }
 
@@ -48,10 +48,10 @@ async function asOperator<T>(c: Pick<Shard, 'operator'>, steps: (sql: Sql) => Pr
   }
 }
 
-/** The launcher's number of this machine's pair (shard-N), for `./start-shards.sh rejoin N`; null where start-shards.sh did not start it. */
+/** The launcher's number of this machine's shard (shard-N), for `./start-shards.sh rejoin N`; null where start-shards.sh did not start it. */
 const numberOf = (c: Pick<Shard, 'operator'>) => (c.operator?.record === undefined ? null : shardNumber(c.operator.record.file));
 
-/** GET /cluster/replication: role, positions, replication and semi-sync state, the pair's other machine (its server), if known, and the launcher's number of the pair. */
+/** GET /cluster/replication: role, positions, replication and semi-sync state, the shard's other machines (their servers, comma-separated), if known, and the launcher's number of the shard. */
 export async function replication(c: Context): Promise<Reply> {
   return { status: 200, body: { ...(await asOperator(c, state)), peer: c.operator?.peer ?? null, shard_number: numberOf(c) } };
 }
@@ -140,8 +140,8 @@ export const replicationHere = (shard: Shard) => asOperator(shard, state);
 export const stopReceivingHere = (shard: Shard) => asOperator(shard, stopReceiving);
 
 /**
- * D4. POST /cluster/follow {"shard", "epoch", "mysql": "host:port"}: a fenced old primary becomes
- * the standby of the new one, from its own history. The replication password
+ * D4, D5. POST /cluster/follow {"shard", "epoch", "mysql": "host:port"}: a fenced old primary becomes
+ * the standby of the new one, from its own history; a standby follows it from its position. The replication password
  * is this machine's own file, never sent over HTTP.
  */
 export async function follow(c: Context): Promise<Reply> {
@@ -152,8 +152,10 @@ export async function follow(c: Context): Promise<Reply> {
   const replPassword = c.operator?.replPassword;
   if (replPassword === undefined) throw new HttpError(503, 'this server has no replication password: start it with MYSQL_REPL_PASSWORD_FILE (start-shards.sh does, with SHARDS_STANDBY=1)');
   const body = await asOperator(c, async (sql) => {
-    if (!(await state(sql)).read_only) throw new HttpError(409, 'this machine is writable: fence it first (POST /cluster/fence); a primary follows no one');
-    return followMysql(sql, { host: m[1]!, port: Number(m[2]), replPassword }, 'own history');
+    const now = await state(sql);
+    if (!now.read_only) throw new HttpError(409, 'this machine is writable: fence it first (POST /cluster/fence); a primary follows no one');
+    // A standby (the promoted one's sibling, D5) goes on from its position; an old primary, from its own history.
+    return followMysql(sql, { host: m[1]!, port: Number(m[2]), replPassword }, now.follows === null ? 'own history' : 'its position');
   });
   c.cluster.forget();
   return { status: 200, body };

@@ -240,32 +240,37 @@ export async function startServer(env: NodeJS.ProcessEnv): Promise<Server> {
 /**
  * A base port for `count` shards with standbys (SHARDS_PORT_STEP=1): each
  * shard's four ports, base+i, base+100+i, base+200+i and base+300+i
- * (start-shards.sh, rule S2), are free.
+ * (start-shards.sh, rule S2), and with two standbys base+400+i and
+ * base+500+i, are free.
  */
-export async function freePairPorts(count: number): Promise<number> {
+export async function freePairPorts(count: number, standbys: 1 | 2 = 1): Promise<number> {
+  const offsets = standbys === 1 ? [100, 200, 300] : [100, 200, 300, 400, 500];
   for (;;) {
     const base = await freePorts(count + 1);
-    if (base + 300 + count >= 32_768) continue;
-    const others = [100, 200, 300].flatMap((offset) => Array.from({ length: count + 1 }, (_, i) => base + offset + i));
+    if (base + offsets.at(-1)! + count >= 32_768) continue;
+    const others = offsets.flatMap((offset) => Array.from({ length: count + 1 }, (_, i) => base + offset + i));
     if ((await Promise.all(others.map(isFree))).every(Boolean)) return base;
   }
 }
 
-/** Starts `count` shards, each with a standby (SHARDS_STANDBY=1); call stop() in an after hook. */
-export async function startShardPairs(count: number, { map = true, env: more = {} }: { map?: boolean; env?: NodeJS.ProcessEnv } = {}) {
+/** A machine of a shard, by its birth name (start-shards.sh, rule S6). */
+export type Machine = 'primary' | 'standby' | 'standby-2';
+
+/** Starts `count` shards, each with a standby (SHARDS_STANDBY=1) or two (`standbys: 2`); call stop() in an after hook. */
+export async function startShardPairs(count: number, { map = true, env: more = {}, standbys = 1 }: { map?: boolean; env?: NodeJS.ProcessEnv; standbys?: 1 | 2 } = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'chs-'));
-  const basePort = await freePairPorts(count);
-  // SHARDS_STANDBY=1 at the first start only: the cluster keeps its mode ($SHARDS_DIR/mode).
+  const basePort = await freePairPorts(count, standbys);
+  // SHARDS_STANDBY at the first start only: the cluster keeps its mode ($SHARDS_DIR/mode).
   const env: NodeJS.ProcessEnv = { ...process.env, ...more, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(basePort), SHARDS_PORT_STEP: '1' };
   const script = (...args: string[]) => run(join(ROOT, 'start-shards.sh'), args, { env });
-  const started = await run(join(ROOT, 'start-shards.sh'), [String(count)], { env: { ...env, SHARDS_STANDBY: '1' } });
+  const started = await run(join(ROOT, 'start-shards.sh'), [String(count)], { env: { ...env, SHARDS_STANDBY: String(standbys) } });
   const mapped = started.code === 0 && map ? await firstMap(Array.from({ length: count }, (_, i) => `127.0.0.1:${basePort + i}`), join(dir, 'cluster-secret')).catch((err: Error) => err) : undefined;
   if (started.code !== 0 || mapped !== undefined) {
     await script('stop');
     await rm(dir, { recursive: true, force: true });
     throw new Error(started.code !== 0 ? `start-shards.sh failed:\n${started.stdout}${started.stderr}` : String(mapped));
   }
-  const machineDir = (shard: number, machine: 'primary' | 'standby') => join(dir, `shard-${shard}`, ...(machine === 'standby' ? ['standby'] : []));
+  const machineDir = (shard: number, machine: Machine) => join(dir, `shard-${shard}`, ...(machine === 'primary' ? [] : [machine]));
   return {
     dir,
     env,
@@ -276,14 +281,18 @@ export async function startShardPairs(count: number, { map = true, env: more = {
     nodeOf: (shard: number) => `127.0.0.1:${basePort + shard - 1}`,
     /** The standby's server. */
     standbyOf: (shard: number) => `127.0.0.1:${basePort + 100 + shard - 1}`,
+    /** Any machine's server. */
+    serverOf: (shard: number, machine: Machine) => `127.0.0.1:${basePort + { primary: 0, standby: 100, 'standby-2': 400 }[machine] + shard - 1}`,
+    /** Any machine's MySQL, as a standby names the primary it follows. */
+    mysqlOf: (shard: number, machine: Machine) => `127.0.0.1:${basePort + { primary: 200, standby: 300, 'standby-2': 500 }[machine] + shard - 1}`,
     /** Runs SQL as root on one machine of a shard; the rows, tab-separated columns split. */
-    async sql(shard: number, machine: 'primary' | 'standby', statement: string): Promise<string[][]> {
-      const result = await script(machine === 'standby' ? 'sql-standby' : 'sql', String(shard), '--batch', '--skip-column-names', '--raw', '-e', statement);
+    async sql(shard: number, machine: Machine, statement: string): Promise<string[][]> {
+      const result = await script(machine === 'primary' ? 'sql' : `sql-${machine}`, String(shard), '--batch', '--skip-column-names', '--raw', '-e', statement);
       if (result.code !== 0) throw new Error(`SQL on shard ${shard}'s ${machine} failed: ${result.stderr}`);
       return result.stdout.split('\n').filter((line) => line !== '').map((line) => line.split('\t'));
     },
     /** The pid in one of a machine's pid files. */
-    async pid(shard: number, machine: 'primary' | 'standby', file: 'server.pid' | 'mysqld.pid'): Promise<number> {
+    async pid(shard: number, machine: Machine, file: 'server.pid' | 'mysqld.pid'): Promise<number> {
       return Number((await readFile(join(machineDir(shard, machine), file), 'utf8')).trim());
     },
     async stop(): Promise<void> {

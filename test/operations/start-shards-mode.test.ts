@@ -1,5 +1,6 @@
 // start-shards.sh refuses a SHARDS_STANDBY it does not know (issue 35, item
-// 1): SHARDS_STANDBY=2 once started three shards with no standby, silently.
+// 1): SHARDS_STANDBY=2 once started three shards with no standby, silently;
+// 2 is two standbys now, and 3 is refused.
 
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -17,11 +18,11 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-it('refuses SHARDS_STANDBY=2 with a message naming the modes, and starts nothing', async () => {
+it('refuses SHARDS_STANDBY=3 with a message naming the modes, and starts nothing', async () => {
   dir = await mkdtemp(join(tmpdir(), 'chs-'));
-  env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(await freePorts(4)), SHARDS_PORT_STEP: '1', SHARDS_STANDBY: '2' };
+  env = { ...process.env, SHARDS_DIR: dir, SHARDS_BASE_PORT: String(await freePorts(4)), SHARDS_PORT_STEP: '1', SHARDS_STANDBY: '3' };
   const res = await run(join(ROOT, 'start-shards.sh'), ['3'], { env, timeoutMs: 120_000 });
   assert.equal(res.code, 1, res.stdout + res.stderr);
-  assert.match(res.stderr, /SHARDS_STANDBY=2 is not a mode this script knows: 0 \(no standby, the default\) or 1 \(one standby per shard\)/);
+  assert.match(res.stderr, /SHARDS_STANDBY=3 is not a mode this script knows: 0 \(no standby, the default\), 1 \(one standby per shard\) or 2 \(two standbys per shard\)/);
   assert.equal(existsSync(join(dir, 'shard-1')), false, `a shard was started: ${res.stdout}`);
 });
