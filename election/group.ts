@@ -81,10 +81,14 @@ async function rise(seat: Seat, c: Context, promote: Handler): Promise<Reply> {
   try {
     const left = (seat.granted?.until ?? 0) - performance.now();
     if (left > 0) await sleep(left);
-    if (seat.peers.length < 2) remember(seat, { ...seat.standing, term: seat.standing.term + 1, votedFor: seat.shard.address });
+    // E7: in a pair, or when the operator says the others are gone for good, the operator stands in for their votes.
+    const standIn = seat.peers.length < 2 || (readJson(c) as { without_vote?: unknown } | null)?.without_vote === true;
+    if (standIn) remember(seat, { ...seat.standing, term: seat.standing.term + 1, votedFor: seat.shard.address });
     else {
       const { won, term, votes } = await stand(seat, c.held.shard);
-      if (!won) throw new HttpError(409, `not promoted: in term ${term} only ${votes.length + 1} of ${seat.peers.length + 1} machines voted for it (E4): another standby holds more, or the primary still renews its lease. See GET /cluster/replication on each machine, then run the failover again`);
+      if (!won) {
+        throw new HttpError(409, `not promoted: in term ${term} only ${votes.length + 1} of ${seat.peers.length + 1} machines voted for it (E4): another standby received more, or the primary still renews its lease, or the others do not answer. See GET /cluster/replication on each machine, then run the failover again. If the machines that did not vote are gone for good, run it with --without-vote: writes that only they acknowledged are then lost`);
+      }
     }
     return await promote(c);
   } finally {

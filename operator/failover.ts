@@ -55,7 +55,8 @@ import { ahead, rejoinCommand } from '../mysql/replication.ts';
 import { install, lockNode } from './maps.ts';
 import { readCluster } from './plan.ts';
 
-export type FailoverOptions = { seeds: string[]; node: string; to: string; secret: string | undefined };
+/** `withoutVote`: the operator stands in for the votes of machines gone for good (election/rules.ts, E7). */
+export type FailoverOptions = { seeds: string[]; node: string; to: string; secret: string | undefined; withoutVote?: boolean };
 
 // A primary that does not answer the fence in this time is taken for dead.
 const FENCE_TIMEOUT_MS = 3_000;
@@ -92,7 +93,7 @@ export async function failover(o: FailoverOptions): Promise<number> {
   if (typeof sibling === 'object') return fail(sibling.refused);
 
   // 2 and 3. Apply, promote.
-  const promoted = await tryCall(o.to, 'POST', '/cluster/promote', { ...actingFor, wait_for: position, timeout_ms: APPLY_TIMEOUT_MS }, { timeoutMs: APPLY_TIMEOUT_MS + 10_000, secret: o.secret });
+  const promoted = await tryCall(o.to, 'POST', '/cluster/promote', { ...actingFor, wait_for: position, timeout_ms: APPLY_TIMEOUT_MS, without_vote: o.withoutVote === true }, { timeoutMs: APPLY_TIMEOUT_MS + 10_000, secret: o.secret });
   if (promoted?.status !== 200) {
     return fail(`3. promoting ${o.to} failed: ${promoted === undefined ? 'no answer' : problem(promoted)}. The cluster map is unchanged; fix that, then run the same command again`);
   }
