@@ -60,7 +60,7 @@ export async function replication(c: Context): Promise<Reply> {
  * than this machine holds: `asked` must name {"shard": "<its id>", "epoch":
  * <the map's epoch the operator read>}. Checked before any statement runs.
  */
-function actingFor(c: Context, step: string, asked: { shard?: unknown; epoch?: unknown } | null): void {
+export function actingFor(c: Context, step: string, asked: { shard?: unknown; epoch?: unknown } | null): void {
   const { shard, epoch } = asked ?? {};
   if (typeof shard !== 'string' || !Number.isSafeInteger(epoch) || (epoch as number) < 1) {
     throw new HttpError(400, `${step} needs {"shard": "<the shard's id>", "epoch": <the map's epoch>}, the shard and the map it acts for (ch_client.ts failover sends them)`);
