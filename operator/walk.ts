@@ -49,12 +49,14 @@ type Sorted = { holder: string; live?: number; staying: string[]; movedByModN: n
  * Walks every node of both rings. With credentials it moves what is out of
  * place (finishing first the moves a dead run left incoming); without, it
  * only counts. `expected`: how many records a walk before this one counted,
- * for its progress.
+ * for its progress. `byArc`: list only what is out of place under a moving
+ * map, and count the rest, as a reshard's walks do (a count without moving
+ * asks for it).
  */
-export async function walk(map: ClusterMap, auth: Credentials | undefined, expected?: number): Promise<Walk> {
+export async function walk(map: ClusterMap, auth: Credentials | undefined, o: { expected?: number; byArc?: boolean } = {}): Promise<Walk> {
+  const { expected } = o;
   const nodes = everyNode(map).map((n) => n.name);
-  // A reshard lists only what is out of place on each node, and counts the rest.
-  const byArc = auth !== undefined && map.moving !== undefined;
+  const byArc = map.moving !== undefined && (o.byArc ?? auth !== undefined);
   const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: byArc ? undefined : 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map(), listingMs: 0, movingMs: 0 };
   // A record moved to a node that this walk counts later is in two counts: it is taken off the second.
   const arrived = new Map<string, string>(); // id: the node it moved to
@@ -232,7 +234,6 @@ export function report(w: Walk, map: ClusterMap, what: 'plan' | 'reshard'): void
   if (what === 'reshard') {
     const meanwhile = w.deletedMeanwhile > 0 ? `, deleted by clients meanwhile ${w.deletedMeanwhile}` : '';
     console.log(`  moved ${w.moved}, left in place ${w.records - toMove}${meanwhile}, conflicts ${w.conflicts.size}, failed ${w.failed.size}`);
-    console.log(`  listing what moves took ${(w.listingMs / 1000).toFixed(2)} s, moving it ${(w.movingMs / 1000).toFixed(2)} s`);
   }
   printProblems(w, false);
 }
