@@ -122,7 +122,8 @@ async function moveAndAudit(o: ReshardOptions, lease: Lease, moved: { count: num
   moved.count += first.moved;
   const meanwhile = first.deletedMeanwhile > 0 ? `, deleted by clients meanwhile ${first.deletedMeanwhile}` : '';
   console.log(`  moved ${first.moved}, left in place ${first.records - total(first.misplaced)}${meanwhile}, conflicts ${first.conflicts.size}, failed ${first.failed.size}`);
-  console.log(`  listing what moves took ${(first.listingMs / 1000).toFixed(2)} s, moving it ${(first.movingMs / 1000).toFixed(2)} s`);
+  const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+  console.log(`  listing what moves took ${s(first.listingMs)}, moving it ${s(first.movingMs)}, of which giving way to clients ${s(first.throttledMs)}`);
   printProblems(first, o.verbose);
   for (let audit = 1; audit <= AUDITS && !lease.lost(); audit++) {
     await reconsider(); // the reshard's own give-up policy: a node given up in one walk may answer in the next

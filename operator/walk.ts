@@ -21,8 +21,6 @@ import { finishPage, movePage, reasonOf, type Credentials, type Moved } from './
 import { createThrottle, type Throttle } from './throttle.ts';
 
 const PAGE = 1000;
-// Pages of moves in flight: one per new owner of a listed page, at most this many.
-const IN_FLIGHT = 4;
 // A page of copies is a request's body, which a shard reads up to 64 KiB (shard/http.ts).
 const COPY_BYTES = 60_000;
 /** What one walk over the nodes found and did. */
@@ -40,6 +38,7 @@ export type Walk = {
   unlisted: Map<string, string>; // node: why its records could not be listed
   listingMs: number; // spent waiting for pages of the listing
   movingMs: number; // spent moving what they held
+  throttledMs: number; // of that, spent giving way to live traffic (operator/throttle.ts)
 };
 
 /** A page of one node's rows, sorted into what stays and what must move. */
@@ -57,7 +56,7 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined, o: { 
   const { expected } = o;
   const nodes = everyNode(map).map((n) => n.name);
   const byArc = map.moving !== undefined && (o.byArc ?? auth !== undefined);
-  const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: byArc ? undefined : 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map(), listingMs: 0, movingMs: 0 };
+  const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: byArc ? undefined : 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map(), listingMs: 0, movingMs: 0, throttledMs: 0 };
   // A record moved to a node that this walk counts later is in two counts: it is taken off the second.
   const arrived = new Map<string, string>(); // id: the node it moved to
   const countedNodes = new Set<string>();
@@ -88,6 +87,7 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined, o: { 
     }
   }
   counter.done();
+  w.throttledMs = throttle.waitedMs();
   return w;
 }
 
@@ -177,15 +177,14 @@ async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<st
     }
   };
   const finishing = batches(page.incoming, (i) => i.from, (i) => i.copy);
-  const polite = (other: string) => throttle.before([auth.where(page.holder), auth.where(other)]);
-  await eachLimit(finishing, IN_FLIGHT, async ([from, copies]) => {
-    await polite(from);
-    count(await finishPage(copies, from, page.holder, auth), page.holder, counted.has(from));
+  // Pages of moves in flight: one per new owner of a listed page, at most as many as the throttle lets.
+  const polite = <T>(other: string, move: () => Promise<T>) => throttle.page([auth.where(page.holder), auth.where(other)], move);
+  await eachLimit(finishing, throttle.inFlight, async ([from, copies]) => {
+    count(await polite(from, () => finishPage(copies, from, page.holder, auth)), page.holder, counted.has(from));
   });
   const moving = batches(page.out, (o) => o.to, (o) => o.record);
-  await eachLimit(moving, IN_FLIGHT, async ([to, records]) => {
-    await polite(to);
-    count(await movePage(records, page.holder, to, auth), to, true);
+  await eachLimit(moving, throttle.inFlight, async ([to, records]) => {
+    count(await polite(to, () => movePage(records, page.holder, to, auth)), to, true);
   });
 }
 
