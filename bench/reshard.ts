@@ -142,11 +142,13 @@ function job(nodes: string[], ids: string[]) {
         const list = latencies.get(at) ?? [];
         list.push(performance.now() - started);
         latencies.set(at, list);
+        (globalThis as any).SLOW ??= [];
+        (globalThis as any).SLOW.push([at, started, performance.now() - started]);
       }
     }));
   })();
   return {
-    phase: (p: string) => void (phase = p),
+    phase: (p: string) => { phase = p; ((globalThis as any).PH ??= {})[p] = performance.now(); },
     async stop() {
       running = false;
       await done;
@@ -214,6 +216,12 @@ for (const standby of STANDBYS) {
         `first walk listing / moving / giving way: unthrottled ${split(unthrottled.out)}, throttled ${split(throttled.out)}; a dry run listing every record ${plan.seconds.toFixed(2)} s`;
       console.log(line);
       rows.push(line);
+      const lim = 2 * p99(without);
+      for (const ph of ['unthrottled', 'throttled']) {
+        const slow = (globalThis as any).SLOW.filter((x: any) => x[0] === ph && x[2] > lim).map((x: any) => `${((x[1] - (globalThis as any).PH[ph]) / 1000).toFixed(2)}s:${x[2].toFixed(0)}ms`);
+        console.log(`SLOW ${ph} (>${lim.toFixed(1)} ms): ${slow.join(' ')}`);
+      }
+      (globalThis as any).SLOW = [];
       if (process.env.BENCH_VERBOSE === '1') console.log(throttled.out, unthrottled.out);
     } finally {
       await c.stop();

@@ -230,10 +230,6 @@ export function report(w: Walk, map: ClusterMap, what: 'plan' | 'reshard'): void
     const predicted = predictedShare(ring(map.nodes, map.replicas), ring(to.nodes, to.replicas));
     console.log(`  the ring predicts ${(predicted * 100).toFixed(1)}%${theory(map.nodes.length, to.nodes.length)}`);
   }
-  if (what === 'reshard') {
-    const meanwhile = w.deletedMeanwhile > 0 ? `, deleted by clients meanwhile ${w.deletedMeanwhile}` : '';
-    console.log(`  moved ${w.moved}, left in place ${w.records - toMove}${meanwhile}, conflicts ${w.conflicts.size}, failed ${w.failed.size}`);
-  }
   printProblems(w, false);
 }
 
