@@ -7,7 +7,8 @@
 // and the same rows back, 4 -> 3, throttled, each while a steady job of clients
 // (GETs and POSTs through client/cluster.ts, JOB_RATE a second) runs; the
 // job's p99 during each reshard against its p99 with none (before, between
-// and after them), in the same run, and the machine's load average.
+// and after them), in the same run, split by whether the node a request went
+// to first answered it or sent it on (421); and the machine's load average.
 //
 //   node bench/reshard.ts [RECORDS=20000,200000] [standby: 0,1]
 
@@ -114,7 +115,10 @@ async function bulk(c: Cluster, moving: string[][]): Promise<number> {
   return seconds;
 }
 
-/** A steady job of clients: each worker sends a request every JOB_WORKERS / JOB_RATE s. Latencies (ms) by the phase they started in. */
+/**
+ * A steady job of clients: each worker sends a request every JOB_WORKERS / JOB_RATE s. Latencies (ms) by
+ * the phase they started in, and by phase and whether the node the client asked first answered or sent it on (421).
+ */
 function job(nodes: string[], ids: string[]) {
   const latencies = new Map<string, number[]>();
   let phase = 'before';
@@ -131,24 +135,28 @@ function job(nodes: string[], ids: string[]) {
         next += every;
         const at = phase;
         const started = performance.now();
+        let sentOn = false;
         try {
           const post = Math.random() < 0.1;
           const id = post ? `job-${w}-${fresh++}` : ids[Math.floor(Math.random() * ids.length)]!;
+          const first = view.place(id).owner.name;
           const res = post ? await send(view, id, 'POST', '/v1/expenses', expenseFor(id)) : await send(view, id, 'GET', `/v1/expenses/${id}`);
           if (res.status !== (post ? 201 : 200)) failures++;
+          sentOn = res.node !== first;
         } catch {
           failures++;
         }
-        const list = latencies.get(at) ?? [];
-        list.push(performance.now() - started);
-        latencies.set(at, list);
-        (globalThis as any).SLOW ??= [];
-        (globalThis as any).SLOW.push([at, started, performance.now() - started]);
+        const took = performance.now() - started;
+        for (const key of [at, `${at}, ${sentOn ? 'sent on' : 'first node'}`]) {
+          const list = latencies.get(key) ?? [];
+          list.push(took);
+          latencies.set(key, list);
+        }
       }
     }));
   })();
   return {
-    phase: (p: string) => { phase = p; ((globalThis as any).PH ??= {})[p] = performance.now(); },
+    phase: (p: string) => void (phase = p),
     async stop() {
       running = false;
       await done;
@@ -205,6 +213,7 @@ for (const standby of STANDBYS) {
       const rate = (s: number) => Math.round(moved / s);
       const ms = (xs: number[] | undefined) => `${p99(xs).toFixed(1)} ms`;
       const ratio = (p: string) => `${(p99(latencies.get(p)) / p99(without)).toFixed(2)}x`;
+      const hops = (p: string) => ['first node', 'sent on'].map((h) => `${latencies.get(`${p}, ${h}`)?.length ?? 0} at p99 ${ms(latencies.get(`${p}, ${h}`))}`).join(' / ');
       const split = (out: string) => /listing what moves took (\S+ s), moving it (\S+ s), of which giving way to clients (\S+ s)/.exec(out)?.slice(1).join(' / ');
       const line =
         `${standby ? 'standbys' : 'no standby'}, ${records} records, ${moved} move, load average ${loadBefore.toFixed(2)} -> ${loadAfter.toFixed(2)}: bulk copy ${bulkSeconds.toFixed(2)} s (${rate(bulkSeconds)}/s); ` +
@@ -212,16 +221,11 @@ for (const standby of STANDBYS) {
         `4 -> 3 throttled ${throttled.seconds.toFixed(2)} s (${rate(throttled.seconds)}/s, ${(throttled.seconds / bulkSeconds).toFixed(2)}x); ` +
         `job p99 with no reshard ${ms(without)} (before ${ms(latencies.get('before'))}, between ${ms(latencies.get('between'))}, after ${ms(latencies.get('after'))}), ` +
         `unthrottled ${ms(latencies.get('unthrottled'))} (${ratio('unthrottled')}), throttled ${ms(latencies.get('throttled'))} (${ratio('throttled')}); ` +
-        `requests ${[...latencies.values()].reduce((n, l) => n + l.length, 0)}, failures ${failures}; ` +
+        `of which answered by the node asked first / sent on (421): unthrottled ${hops('unthrottled')}, throttled ${hops('throttled')}; ` +
+        `requests ${without.length + ['unthrottled', 'throttled'].reduce((n, p) => n + (latencies.get(p)?.length ?? 0), 0)}, failures ${failures}; ` +
         `first walk listing / moving / giving way: unthrottled ${split(unthrottled.out)}, throttled ${split(throttled.out)}; a dry run listing every record ${plan.seconds.toFixed(2)} s`;
       console.log(line);
       rows.push(line);
-      const lim = 2 * p99(without);
-      for (const ph of ['unthrottled', 'throttled']) {
-        const slow = (globalThis as any).SLOW.filter((x: any) => x[0] === ph && x[2] > lim).map((x: any) => `${((x[1] - (globalThis as any).PH[ph]) / 1000).toFixed(2)}s:${x[2].toFixed(0)}ms`);
-        console.log(`SLOW ${ph} (>${lim.toFixed(1)} ms): ${slow.join(' ')}`);
-      }
-      (globalThis as any).SLOW = [];
       if (process.env.BENCH_VERBOSE === '1') console.log(throttled.out, unthrottled.out);
     } finally {
       await c.stop();
