@@ -106,7 +106,8 @@ async function* sortPages(holder: string, map: ClusterMap, byArc: boolean): Asyn
     }
     yield page;
   }
-  for await (const records of pages(at, byArc ? 'misplaced' : 'live')) {
+  // The next page is listed while this one's records move: what moves from here is before it (keyset paging).
+  for await (const records of ahead(pages(at, byArc ? 'misplaced' : 'live'))) {
     const page: Sorted = { holder, live: records.live, staying: [], movedByModN: 0, out: [], incoming: [], strays: [] };
     for (const record of records) {
       if (modN(record.expense.id, from!) !== modN(record.expense.id, to!)) page.movedByModN++;
@@ -137,6 +138,18 @@ async function* pages(node: string, state: 'live' | 'incoming' | 'moved' | 'misp
     if (res.body.next === null) return;
     // Paging by id (or position) stays correct while records we have seen move away.
     after = res.body.next;
+  }
+}
+
+/** The pages of `listed`, each next one asked for as soon as the one before is handed on. */
+async function* ahead<T>(listed: AsyncGenerator<T>): AsyncGenerator<T> {
+  let next = listed.next();
+  for (;;) {
+    const got = await next;
+    if (got.done) return;
+    next = listed.next();
+    next.catch(() => {}); // a failure is thrown where it is awaited, if it ever is
+    yield got.value;
   }
 }
 
