@@ -5,7 +5,7 @@
 import type { Db } from '../db.ts';
 import type { Query } from '../mysql/connections.ts';
 import type { OperatorConfig } from '../mysql/replication.ts';
-import type { Moves } from '../mysql/moves.ts';
+import type { Moves } from './move-rows.ts';
 import type { Cluster, Held } from './cluster.ts';
 import type { Converge } from './converge.ts';
 import type { Call, Reply } from './http.ts';
