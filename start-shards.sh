@@ -164,11 +164,13 @@ start_mysql() {
   mkdir -p "$d/tmp"
   if [ ! -d "$d/mysql" ]; then
     echo "$(label "$1" "$m"): initialising $d/mysql"
+    # Its own --tmpdir: a MariaDB that starts removes every #sql file in its tmpdir, and so, in a shared /tmp, those of a bootstrap beside it.
+    # A failed init leaves no half-made data directory behind, so that the same command run again starts afresh.
     if [ "$flavour" = mariadb ]; then
-      "$install_db" --no-defaults --datadir="$d/mysql" --auth-root-authentication-method=normal --skip-test-db "${extra_flags[@]}" >"$d/init.log" 2>&1
+      "$install_db" --no-defaults --datadir="$d/mysql" --tmpdir="$d/tmp" --auth-root-authentication-method=normal --skip-test-db "${extra_flags[@]}" >"$d/init.log" 2>&1
     else
-      "$mysqld" --no-defaults --initialize-insecure --datadir="$d/mysql" "${extra_flags[@]}" >"$d/init.log" 2>&1
-    fi || die "$(label "$1" "$m"): initialising MySQL failed; see $d/init.log:
+      "$mysqld" --no-defaults --initialize-insecure --datadir="$d/mysql" --tmpdir="$d/tmp" "${extra_flags[@]}" >"$d/init.log" 2>&1
+    fi || { rm -rf "$d/mysql"; false; } || die "$(label "$1" "$m"): initialising MySQL failed; see $d/init.log:
 $(tail -n 15 "$d/init.log")"
   fi
   # A pair replicates over TCP on loopback (S2); a single shard's MySQL listens on its socket only.
