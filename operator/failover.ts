@@ -119,7 +119,12 @@ export async function failover(o: FailoverOptions): Promise<number> {
   const now = await tryCall(o.to, 'GET', '/cluster/replication', undefined, { timeoutMs: 5_000, secret: o.secret });
   const standbys = now?.status === 200 ? Number(now.body.semisync?.Rpl_semi_sync_master_clients ?? 0) : undefined;
   if (standbys === 0) console.log(`shard ${shardOf(map, o.node)} now runs without a standby, and its writes wait for one (S3). Make the old machine its standby: on the shard's host, run ${rejoin}`);
-  else if (standbys !== undefined) console.log(`shard ${shardOf(map, o.node)}: ${o.to} is its primary, with ${standbys} standby${standbys === 1 ? '' : 's'} acknowledging its writes${follows?.status === 200 ? '' : `; to give it the old machine back as a standby, on the shard's host, run ${rejoin}`}`);
+  else if (standbys !== undefined) {
+    // With two standbys one may still be missing (the old machine, dead): say so, and how to bring it back.
+    const peers = typeof now?.body.peer === 'string' && now.body.peer !== '' ? now.body.peer.split(',').length : standbys;
+    const missing = standbys < peers ? `, of its ${peers}; to give it the old machine back as a standby, on the shard's host, run ${rejoin}` : '';
+    console.log(`shard ${shardOf(map, o.node)}: ${o.to} is its primary, with ${standbys} standby${standbys === 1 ? '' : 's'} acknowledging its writes${missing}`);
+  }
   return 0;
 }
 
