@@ -1,7 +1,8 @@
 // election/group.ts: where the election joins a shard's server
-// (cluster/join.ts): its routes (a lease, a vote, the operator's switch), the tick that renews a primary's lease
-// or watches for its loss, the lease's check around every request for an id
-// (E2), and the vote that comes before the operator's promote (E7).
+// (cluster/join.ts): its routes (a lease, a vote, the operator's switch);
+// the tick that renews a primary's lease or watches for its loss; the
+// lease's check around every request for an id (E2); and the vote that
+// comes before the operator's promote (E7).
 
 import type { Context, Handler, Shard } from '../shard/context.ts';
 import { HttpError, log, readJson, type Call, type Reply, type Route } from '../shard/http.ts';
