@@ -3,14 +3,17 @@
 // replicas 100; the fourth joins, and about a quarter of the records move.
 // First the limit: the rows that must move are copied from each old owner to
 // the new shard with `mariadb-dump | mariadb` and deleted at their source, timed,
-// then put back. Then the reshard (3 -> 4, throttled), and the same rows back
-// (4 -> 3, with RESHARD_THROTTLE=0), each while a steady job of clients (GETs
-// and POSTs through client/cluster.ts, JOB_RATE a second) runs; the job's p99
-// before the reshard and during it, in the same run.
+// then put back. Then the reshard 3 -> 4 as fast as it goes (RESHARD_THROTTLE=0),
+// and the same rows back, 4 -> 3, throttled, each while a steady job of clients
+// (GETs and POSTs through client/cluster.ts, JOB_RATE a second) runs; the
+// job's p99 during each reshard against its p99 with none (before, between
+// and after them), in the same run, split by whether the node a request went
+// to first answered it or sent it on (421); and the machine's load average.
 //
 //   node bench/reshard.ts [RECORDS=20000,200000] [standby: 0,1]
 
 import { spawn } from 'node:child_process';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { expenseFor } from '../ch_client.ts';
 import { HashRing } from '../ring.ts';
@@ -22,7 +25,7 @@ const STANDBYS = (process.argv[3] ?? '0,1').split(',').map((s) => s === '1');
 const REPLICAS = 100;
 const JOB_RATE = 100; // requests a second
 const JOB_WORKERS = 4;
-const BASELINE_MS = 5_000;
+const QUIET_MS = 10_000; // each stretch of the job with no reshard
 
 type Cluster = { dir: string; env: NodeJS.ProcessEnv; nodes: string[]; stop(): Promise<void> };
 
@@ -112,7 +115,10 @@ async function bulk(c: Cluster, moving: string[][]): Promise<number> {
   return seconds;
 }
 
-/** A steady job of clients: each worker sends a request every JOB_WORKERS / JOB_RATE s. Latencies (ms) by the phase they started in. */
+/**
+ * A steady job of clients: each worker sends a request every JOB_WORKERS / JOB_RATE s. Latencies (ms) by
+ * the phase they started in, and by phase and whether the node the client asked first answered or sent it on (421).
+ */
 function job(nodes: string[], ids: string[]) {
   const latencies = new Map<string, number[]>();
   let phase = 'before';
@@ -129,17 +135,23 @@ function job(nodes: string[], ids: string[]) {
         next += every;
         const at = phase;
         const started = performance.now();
+        let sentOn = false;
         try {
           const post = Math.random() < 0.1;
           const id = post ? `job-${w}-${fresh++}` : ids[Math.floor(Math.random() * ids.length)]!;
+          const first = view.place(id).owner.name;
           const res = post ? await send(view, id, 'POST', '/v1/expenses', expenseFor(id)) : await send(view, id, 'GET', `/v1/expenses/${id}`);
           if (res.status !== (post ? 201 : 200)) failures++;
+          sentOn = res.node !== first;
         } catch {
           failures++;
         }
-        const list = latencies.get(at) ?? [];
-        list.push(performance.now() - started);
-        latencies.set(at, list);
+        const took = performance.now() - started;
+        for (const key of [at, `${at}, ${sentOn ? 'sent on' : 'first node'}`]) {
+          const list = latencies.get(key) ?? [];
+          list.push(took);
+          latencies.set(key, list);
+        }
       }
     }));
   })();
@@ -180,26 +192,38 @@ for (const standby of STANDBYS) {
       console.log(`${standby ? 'standbys' : 'no standby'}, ${records} records, ${moved} move: bulk copy ${bulkSeconds.toFixed(2)} s`);
       // What listing every record would cost: the plan of a dry run lists them all, as every walk did before.
       const plan = await reshard(c, three, four, {}, ['--dry-run']);
+      const loadBefore = loadavg()[0]!;
       const clients = job(three, ids);
-      await new Promise((r) => setTimeout(r, BASELINE_MS));
-      clients.phase('throttled');
-      const throttled = await reshard(c, three, four);
-      clients.phase('between');
-      await new Promise((r) => setTimeout(r, BASELINE_MS));
+      const quiet = (name: string) => {
+        clients.phase(name);
+        return new Promise((r) => setTimeout(r, QUIET_MS));
+      };
+      await quiet('before');
       clients.phase('unthrottled');
+      const unthrottled = await reshard(c, three, four, { RESHARD_THROTTLE: '0' });
       // A failed end (see docs/performance.md) is finished by the same command before the way back.
-      if (!/^the cluster is at epoch \d+: 4 nodes/m.test(throttled.out)) await reshard(c, three, four);
-      const unthrottled = await reshard(c, three, three, { RESHARD_THROTTLE: '0' });
+      if (!/^the cluster is at epoch \d+: 4 nodes/m.test(unthrottled.out)) await reshard(c, three, four);
+      await quiet('between');
+      clients.phase('throttled');
+      const throttled = await reshard(c, three, three);
+      await quiet('after');
       const { latencies, failures } = await clients.stop();
+      const loadAfter = loadavg()[0]!;
+      const without = ['before', 'between', 'after'].flatMap((p) => latencies.get(p) ?? []);
       const rate = (s: number) => Math.round(moved / s);
-      const split = (out: string) => /listing what moves took (\S+ s), moving it (\S+ s)/.exec(out)?.slice(1).join(' listing, ') + ' moving';
+      const ms = (xs: number[] | undefined) => `${p99(xs).toFixed(1)} ms`;
+      const ratio = (p: string) => `${(p99(latencies.get(p)) / p99(without)).toFixed(2)}x`;
+      const hops = (p: string) => ['first node', 'sent on'].map((h) => `${latencies.get(`${p}, ${h}`)?.length ?? 0} at p99 ${ms(latencies.get(`${p}, ${h}`))}`).join(' / ');
+      const split = (out: string) => /listing what moves took (\S+ s), moving it (\S+ s), of which giving way to clients (\S+ s)/.exec(out)?.slice(1).join(' / ');
       const line =
-        `${standby ? 'standbys' : 'no standby'}, ${records} records, ${moved} move: bulk copy ${bulkSeconds.toFixed(2)} s (${rate(bulkSeconds)}/s); ` +
-        `reshard throttled ${throttled.seconds.toFixed(2)} s (${rate(throttled.seconds)}/s, ${(throttled.seconds / bulkSeconds).toFixed(2)}x the bulk copy), ` +
-        `unthrottled ${unthrottled.seconds.toFixed(2)} s (${rate(unthrottled.seconds)}/s, ${(unthrottled.seconds / bulkSeconds).toFixed(2)}x); ` +
-        `job p99 before ${p99(latencies.get('before')).toFixed(1)} ms, throttled ${p99(latencies.get('throttled')).toFixed(1)} ms, ` +
-        `between ${p99(latencies.get('between')).toFixed(1)} ms, unthrottled ${p99(latencies.get('unthrottled')).toFixed(1)} ms; job failures ${failures}; ` +
-        `first walk: throttled ${split(throttled.out)}, unthrottled ${split(unthrottled.out)}; a dry run listing every record ${plan.seconds.toFixed(2)} s`;
+        `${standby ? 'standbys' : 'no standby'}, ${records} records, ${moved} move, load average ${loadBefore.toFixed(2)} -> ${loadAfter.toFixed(2)}: bulk copy ${bulkSeconds.toFixed(2)} s (${rate(bulkSeconds)}/s); ` +
+        `reshard 3 -> 4 unthrottled ${unthrottled.seconds.toFixed(2)} s (${rate(unthrottled.seconds)}/s, ${(unthrottled.seconds / bulkSeconds).toFixed(2)}x the bulk copy), ` +
+        `4 -> 3 throttled ${throttled.seconds.toFixed(2)} s (${rate(throttled.seconds)}/s, ${(throttled.seconds / bulkSeconds).toFixed(2)}x); ` +
+        `job p99 with no reshard ${ms(without)} (before ${ms(latencies.get('before'))}, between ${ms(latencies.get('between'))}, after ${ms(latencies.get('after'))}), ` +
+        `unthrottled ${ms(latencies.get('unthrottled'))} (${ratio('unthrottled')}), throttled ${ms(latencies.get('throttled'))} (${ratio('throttled')}); ` +
+        `of which answered by the node asked first / sent on (421): unthrottled ${hops('unthrottled')}, throttled ${hops('throttled')}; ` +
+        `requests ${without.length + ['unthrottled', 'throttled'].reduce((n, p) => n + (latencies.get(p)?.length ?? 0), 0)}, failures ${failures}; ` +
+        `first walk listing / moving / giving way: unthrottled ${split(unthrottled.out)}, throttled ${split(throttled.out)}; a dry run listing every record ${plan.seconds.toFixed(2)} s`;
       console.log(line);
       rows.push(line);
       if (process.env.BENCH_VERBOSE === '1') console.log(throttled.out, unthrottled.out);

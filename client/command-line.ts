@@ -48,6 +48,8 @@ Options:
                     and refused when it is not
   --to HOST:PORT    failover: the standby's server, which takes over NODE's name
   --automatic off|on  failover: turn NODE's shard's automatic failover off or on, on each machine
+  --without-vote    failover: promote --to although no majority of its shard voted for it, its other
+                    machines being gone for good (writes only they acknowledged are lost)
   --secret-file F   reshard, failover, check: the cluster secret (default data/cluster-secret, or the
                     file that CLUSTER_SECRET_FILE names)
   --forget NODE     reshard: a node of the map that is gone for good (it must not answer):
@@ -59,7 +61,7 @@ Options:
 export class UsageError extends Error {}
 
 /** failover NODE --to HOST:PORT, or failover NODE --automatic off|on, checked (operator/failover.ts, operator/automatic.ts). */
-export function parseFailover(seeds: string[], rest: string[], values: { to?: string; automatic?: string; 'secret-file'?: string }) {
+export function parseFailover(seeds: string[], rest: string[], values: { to?: string; automatic?: string; 'without-vote'?: boolean; 'secret-file'?: string }) {
   if (rest.length !== 1) throw new UsageError('failover takes exactly one NODE: the name, as the cluster map has it, of the node whose machine is replaced');
   const [node] = parseNodes(rest[0]!, 'NODE');
   const secret = readSecret(values['secret-file'] ?? process.env.CLUSTER_SECRET_FILE);
@@ -70,7 +72,7 @@ export function parseFailover(seeds: string[], rest: string[], values: { to?: st
   }
   const to = values.to === undefined ? [] : parseNodes(values.to, '--to');
   if (to.length !== 1) throw new UsageError('failover needs --to HOST:PORT, the server of the standby that takes over (or --automatic off|on)');
-  return { seeds, node: node!, to: to[0]!, secret };
+  return { seeds, node: node!, to: to[0]!, secret, withoutVote: values['without-vote'] === true };
 }
 
 /** The flags of reshard, as parseArgs gives them. */
@@ -174,6 +176,7 @@ export const OPTIONS = {
   from: { type: 'string' },
   to: { type: 'string' },
   automatic: { type: 'string' },
+  'without-vote': { type: 'boolean', default: false },
   'dry-run': { type: 'boolean', default: false },
   'secret-file': { type: 'string' },
   lease: { type: 'string', default: '15' },

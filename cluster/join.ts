@@ -27,7 +27,7 @@ import { HttpError, log, logLinesDropped, type Reply, type Route } from '../shar
 import { readMap, writeMap } from '../shard/map-routes.ts';
 import { adopt, copy, discard, handoff } from '../shard/move-steps.ts';
 import { MOVE_STEPS, moveRoutes } from '../shard/move-pages.ts';
-import { createMoves } from '../mysql/moves.ts';
+import { createMoves } from '../shard/move-rows.ts';
 import { readOnly } from '../shard/placement.ts';
 import { fence, follow, operatorFromEnv, promote, proofRoutes, replication } from '../shard/replication.ts';
 import { createRows, type State } from '../shard/rows.ts';

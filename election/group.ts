@@ -1,10 +1,12 @@
 // election/group.ts: where the election joins a shard's server
-// (cluster/join.ts): its routes (a lease, a vote, the operator's switch), the tick that renews a primary's lease
-// or watches for its loss, the lease's check around every request for an id
-// (E2), and the vote that comes before the operator's promote (E7).
+// (cluster/join.ts): its routes (a lease, a vote, the operator's switch);
+// the tick that renews a primary's lease or watches for its loss; the
+// lease's check around every request for an id (E2); and the vote that
+// comes before the operator's promote (E7).
 
 import type { Context, Handler, Shard } from '../shard/context.ts';
 import { HttpError, log, readJson, type Call, type Reply, type Route } from '../shard/http.ts';
+import { actingFor } from '../shard/replication.ts';
 import { grant, holds, renew } from './lease.ts';
 import { LEASE_MS, RENEW_MS } from './rules.ts';
 import { createSeat, remember, shardId, type Seat } from './seat.ts';
@@ -74,19 +76,31 @@ function noLease(c: Context): HttpError {
   return new HttpError(503, `${why}: try again; a client reads the cluster map again from the other nodes`, { 'Retry-After': '1' }, { role: 'primary', lease: false });
 }
 
-/** E7 and E4 for the operator's promote: no machine becomes the primary while a grant it gave runs, nor without a majority. */
+/**
+ * E7 and E4 for the operator's promote: no machine becomes the primary while a
+ * grant it gave runs, nor without a majority. A promote meant for another
+ * shard, or under an older map, is refused first (D0), changing nothing.
+ */
 async function rise(seat: Seat, c: Context, promote: Handler): Promise<Reply> {
+  const asked = readJson(c) as { shard?: unknown; epoch?: unknown; without_vote?: unknown } | null;
+  actingFor(c, 'promote', asked);
   if (await seat.shard.rows.writable()) return promote(c); // already the primary: the promote is idempotent
   seat.rising = true;
   try {
     const left = (seat.granted?.until ?? 0) - performance.now();
     if (left > 0) await sleep(left);
-    if (seat.peers.length < 2) remember(seat, { ...seat.standing, term: seat.standing.term + 1, votedFor: seat.shard.address });
-    else {
+    // E7: in a pair, or when the operator says the others are gone for good, the operator stands in for their votes.
+    const standIn = seat.peers.length < 2 || asked?.without_vote === true;
+    if (!standIn) {
       const { won, term, votes } = await stand(seat, c.held.shard);
-      if (!won) throw new HttpError(409, `not promoted: in term ${term} only ${votes.length + 1} of ${seat.peers.length + 1} machines voted for it (E4): another standby holds more, or the primary still renews its lease. See GET /cluster/replication on each machine, then run the failover again`);
+      if (!won) {
+        throw new HttpError(409, `not promoted: in term ${term} only ${votes.length + 1} of ${seat.peers.length + 1} machines voted for it (E4): another standby received more, or the primary still renews its lease, or the others do not answer. See GET /cluster/replication on each machine, then run the failover again. If the machines that did not vote are gone for good, run it with --without-vote: writes that only they acknowledged are then lost`);
+      }
     }
-    return await promote(c);
+    const reply = await promote(c);
+    // The stand-in's term comes after the promotion: a promotion that failed deposes no one (E3).
+    if (standIn) remember(seat, { ...seat.standing, term: seat.standing.term + 1, votedFor: seat.shard.address });
+    return reply;
   } finally {
     seat.rising = false;
   }

@@ -2,14 +2,13 @@
 // primary renews it with its standbys, and serves only while it holds it; a
 // standby grants it, and by granting promises to stand for nothing meanwhile.
 
-import { HttpError, log, readJson, type Reply } from '../shard/http.ts';
-import type { Call } from '../shard/http.ts';
+import { HttpError, log, readJson, type Call, type Reply } from '../shard/http.ts';
 import { fenceHere } from '../shard/replication.ts';
 import { ask } from './ask.ts';
 import { DRIFT, LEASE_MS, majority } from './rules.ts';
 import { remember, shardId, type Seat } from './seat.ts';
 
-/** E1: whether this primary may serve now. A shard with no standby needs no lease (E7). */
+/** E1: whether this primary may serve now. */
 export const holds = (seat: Seat) => performance.now() < seat.leaseUntil;
 
 /**
@@ -46,8 +45,8 @@ async function deposed(seat: Seat, peer: string, term: number): Promise<void> {
 /**
  * E1, E3: POST /cluster/lease {"shard", "term", "from"}, from the group's
  * primary. A standby grants it for LEASE_MS by its own clock; a primary, a
- * machine standing for election, or one that knows a higher term refuses,
- * and says the term it knows.
+ * machine being promoted, or one that knows a higher term refuses, and says
+ * the term it knows.
  */
 export async function grant(seat: Seat, c: Call): Promise<Reply> {
   const asked = readJson(c) as { shard?: unknown; term?: unknown; from?: unknown } | null;
@@ -59,7 +58,7 @@ export async function grant(seat: Seat, c: Call): Promise<Reply> {
   const mine = await shardId(seat);
   if (shard !== mine) return refuse(`this machine is shard ${mine}'s, not ${shard}'s`);
   if ((term as number) < seat.standing.term) return refuse(`term ${term} is over: this machine knows term ${seat.standing.term}`);
-  if (seat.rising) return refuse('this machine is standing for election, or being promoted');
+  if (seat.rising) return refuse('this machine is being promoted');
   // A machine whose MySQL is down is no primary: its promise (E1) needs no database.
   if (await seat.shard.rows.writable().catch(() => false)) return refuse('this machine is a primary: it grants no lease');
   const now = performance.now();

@@ -62,7 +62,8 @@
 //       voted only once their grants had run out.
 //   E7. A PAIR (one standby) has no majority without its primary, so it
 //       never stands by itself: there the person who runs `ch_client.ts
-//       failover` stands in for the missing vote. The standby still waits
+//       failover` stands in for the missing vote; so does one who runs it
+//       with --without-vote, for machines gone for good. The standby still waits
 //       for its own grant to run out first, so E1 and E2 hold in a pair too.
 //       A shard with no standby holds no lease: no machine can replace it.
 

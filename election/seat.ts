@@ -33,8 +33,8 @@ export type Seat = {
   sawPrimary: boolean;
   /** While this machine stands or promotes itself: it grants no lease meanwhile. */
   rising: boolean;
-  /** When this standby last watched for its primary's loss (E5). */
-  lastWatch: number;
+  /** The time this process had lost to stalls when it last watched for its primary's loss (E5). */
+  lost: number;
   /** The shard's id, read once: a grant must not need MySQL (E1). */
   id?: string;
 };
@@ -54,7 +54,7 @@ export function createSeat(env: NodeJS.ProcessEnv, shard: Shard): Seat | undefin
   const peers = (env.CLUSTER_PEER ?? '').split(',').map((p) => p.trim()).filter(Boolean);
   const file = env.ELECTION_FILE || (env.MYSQL_SOCKET ? join(dirname(env.MYSQL_SOCKET), 'election.json') : '');
   if (peers.length === 0 || shard.operator === undefined || file === '') return undefined;
-  return { shard, peers, file, standing: readStanding(file), grants: new Map(), leaseUntil: 0, sawPrimary: false, rising: false, lastWatch: performance.now() };
+  return { shard, peers, file, standing: readStanding(file), grants: new Map(), leaseUntil: 0, sawPrimary: false, rising: false, lost: 0 };
 }
 
 /** E4: the seat's new term and vote, on disk before anyone is told. */

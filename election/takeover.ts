@@ -5,13 +5,14 @@
 
 import { addressOf, everyNode, type ClusterMap } from '../api/cluster-map.ts';
 import { newest } from '../client/cluster.ts';
+import { lostMs } from '../client/http.ts';
 import { moved } from '../operator/failover.ts';
 import { install } from '../operator/maps.ts';
 import { readCluster } from '../operator/plan.ts';
 import { log } from '../shard/http.ts';
 import { promoteHere } from '../shard/replication.ts';
 import { ask } from './ask.ts';
-import { LEASE_MS, RENEW_MS, STAND_JITTER_MS } from './rules.ts';
+import { LEASE_MS, STAND_JITTER_MS } from './rules.ts';
 import { shardId, type Seat } from './seat.ts';
 import { stand } from './vote.ts';
 
@@ -19,19 +20,17 @@ import { stand } from './vote.ts';
 const APPLY_MS = 30_000;
 // How often the winner reads the cluster again to put its address into the map it finds (rule 12).
 const MAP_TRIES = 10;
-// A gap between two watches longer than this is this process's stall, not its primary's silence.
-const STALL_MS = 3 * RENEW_MS;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const lapsed = (seat: Seat) => seat.granted !== undefined && seat.granted.until <= performance.now();
 
 /** E5: on a standby, at each tick: stands when its primary stopped renewing, and if it wins, is promoted and takes over. */
 export async function watch(seat: Seat): Promise<void> {
-  // A standby that was stopped itself (a stall, SIGSTOP) cannot tell its primary's silence from its own:
-  // it gives the primary a fresh LEASE_MS. A longer promise is always safe (E1).
-  const now = performance.now();
-  if (now - seat.lastWatch > STALL_MS && seat.granted !== undefined) seat.granted.until = Math.max(seat.granted.until, now + LEASE_MS);
-  seat.lastWatch = now;
+  // A standby that was stopped itself (a stall, SIGSTOP: client/http.ts's heartbeat counts the time lost) cannot
+  // tell its primary's silence from its own: it gives the primary a fresh LEASE_MS. A longer promise is always safe (E1).
+  const lost = lostMs();
+  if (lost > seat.lost && seat.granted !== undefined) seat.granted.until = Math.max(seat.granted.until, performance.now() + LEASE_MS);
+  seat.lost = lost;
   // E7: a pair never stands by itself; nor a machine the operator turned off; and a start, before any primary was seen, is no failure.
   if (seat.peers.length < 2 || !seat.standing.automatic || !seat.sawPrimary || !lapsed(seat)) return;
   const held = await seat.shard.cluster.load();

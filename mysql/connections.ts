@@ -4,7 +4,6 @@
 import { readFileSync } from 'node:fs';
 import mysql from 'mysql';
 import { secretFileProblem } from '../api/secret-file.ts';
-import type { Machine } from './replication.ts';
 
 export type DbConfig = {
   socketPath?: string;
@@ -15,8 +14,6 @@ export type DbConfig = {
   database: string;
 };
 
-/** How a server reaches its own MySQL as the operator, for a failover's steps (shard/replication.ts): never as the app's user. */
-export type OperatorConfig = { socketPath?: string; host?: string; port?: number; password: string; replPassword?: string; peer?: string; record?: { file: string; machine: Machine } };
 
 export const POOL_SIZE = 10;
 

@@ -130,12 +130,14 @@ async function initialise(m: Machine): Promise<void> {
   if (existsSync(data)) return;
   mkdirSync(dirOf(m), { recursive: true });
   console.log(`${m === 'primary' ? `shard ${shard}` : label(m)}: initialising ${data}`);
-  // Under load mariadb-install-db now and then fails (bench/reshard.ts saw it too); a failed one leaves nothing, so it is tried again.
+  // Its own --tmpdir: a MariaDB that starts removes every #sql file in its tmpdir, and so, in a shared /tmp, those of
+  // a bootstrap beside it (the init failures seen under load). A failed one leaves nothing; it is tried again.
   for (let attempt = 1; !existsSync(TEMPLATE); attempt++) {
     const log = join(dirOf(m), 'init.log');
     const init = env.PAIR_FLAVOUR === 'mysql' ? [env.PAIR_MYSQLD ?? 'mysqld', '--no-defaults', '--initialize-insecure'] : [env.PAIR_INSTALL_DB ?? 'mariadb-install-db', '--no-defaults', '--auth-root-authentication-method=normal', '--skip-test-db'];
     rmSync(`${TEMPLATE}.new`, { recursive: true, force: true });
-    if ((await exited(init[0]!, [...init.slice(1), `--datadir=${TEMPLATE}.new`, ...(env.PAIR_EXTRA_FLAGS ?? '').split(' ').filter(Boolean)], log)) !== 0) {
+    mkdirSync(join(dirOf(m), 'tmp'), { recursive: true });
+    if ((await exited(init[0]!, [...init.slice(1), `--datadir=${TEMPLATE}.new`, `--tmpdir=${join(dirOf(m), 'tmp')}`, ...(env.PAIR_EXTRA_FLAGS ?? '').split(' ').filter(Boolean)], log)) !== 0) {
       rmSync(`${TEMPLATE}.new`, { recursive: true, force: true });
       const lines = readFileSync(log, 'utf8').trimEnd().split('\n');
       const errors = lines.filter((l) => /error|fail/i.test(l));

@@ -84,6 +84,9 @@ export type Sql = <R = any>(statement: string, values?: unknown[]) => Promise<R>
 const MACHINES = ['primary', 'standby', 'standby-2'] as const;
 export type Machine = (typeof MACHINES)[number];
 export const isMachine = (name: unknown): name is Machine => MACHINES.includes(name as Machine);
+
+/** How a server reaches its own MySQL as the operator, for a failover's steps (shard/replication.ts): never as the app's user. */
+export type OperatorConfig = { socketPath?: string; host?: string; port?: number; password: string; replPassword?: string; peer?: string; record?: { file: string; machine: Machine } };
 export type Where = { socketPath?: string; host?: string; port?: number };
 
 /** An error with a stable code, as mysqljs's: NOTHING_TO_PROMOTE, NOT_APPLIED, WRITABLE, DIVERGED, NO_STANDBY. */

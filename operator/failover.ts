@@ -55,7 +55,8 @@ import { ahead, rejoinCommand } from '../mysql/replication.ts';
 import { install, lockNode } from './maps.ts';
 import { readCluster } from './plan.ts';
 
-export type FailoverOptions = { seeds: string[]; node: string; to: string; secret: string | undefined };
+/** `withoutVote`: the operator stands in for the votes of machines gone for good (election/rules.ts, E7). */
+export type FailoverOptions = { seeds: string[]; node: string; to: string; secret: string | undefined; withoutVote?: boolean };
 
 // A primary that does not answer the fence in this time is taken for dead.
 const FENCE_TIMEOUT_MS = 3_000;
@@ -92,7 +93,7 @@ export async function failover(o: FailoverOptions): Promise<number> {
   if (typeof sibling === 'object') return fail(sibling.refused);
 
   // 2 and 3. Apply, promote.
-  const promoted = await tryCall(o.to, 'POST', '/cluster/promote', { ...actingFor, wait_for: position, timeout_ms: APPLY_TIMEOUT_MS }, { timeoutMs: APPLY_TIMEOUT_MS + 10_000, secret: o.secret });
+  const promoted = await tryCall(o.to, 'POST', '/cluster/promote', { ...actingFor, wait_for: position, timeout_ms: APPLY_TIMEOUT_MS, without_vote: o.withoutVote === true }, { timeoutMs: APPLY_TIMEOUT_MS + 10_000, secret: o.secret });
   if (promoted?.status !== 200) {
     return fail(`3. promoting ${o.to} failed: ${promoted === undefined ? 'no answer' : problem(promoted)}. The cluster map is unchanged; fix that, then run the same command again`);
   }
@@ -118,7 +119,12 @@ export async function failover(o: FailoverOptions): Promise<number> {
   const now = await tryCall(o.to, 'GET', '/cluster/replication', undefined, { timeoutMs: 5_000, secret: o.secret });
   const standbys = now?.status === 200 ? Number(now.body.semisync?.Rpl_semi_sync_master_clients ?? 0) : undefined;
   if (standbys === 0) console.log(`shard ${shardOf(map, o.node)} now runs without a standby, and its writes wait for one (S3). Make the old machine its standby: on the shard's host, run ${rejoin}`);
-  else if (standbys !== undefined) console.log(`shard ${shardOf(map, o.node)}: ${o.to} is its primary, with ${standbys} standby${standbys === 1 ? '' : 's'} acknowledging its writes${follows?.status === 200 ? '' : `; to give it the old machine back as a standby, on the shard's host, run ${rejoin}`}`);
+  else if (standbys !== undefined) {
+    // With two standbys one may still be missing (the old machine, dead): say so, and how to bring it back.
+    const peers = typeof now?.body.peer === 'string' && now.body.peer !== '' ? now.body.peer.split(',').length : standbys;
+    const missing = standbys < peers ? `, of its ${peers}; to give it the old machine back as a standby, on the shard's host, run ${rejoin}` : '';
+    console.log(`shard ${shardOf(map, o.node)}: ${o.to} is its primary, with ${standbys} standby${standbys === 1 ? '' : 's'} acknowledging its writes${missing}`);
+  }
   return 0;
 }
 

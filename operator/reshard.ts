@@ -110,14 +110,20 @@ export async function reshard(o: ReshardOptions): Promise<number> {
 
 /** Step 4: the plan first, then the move with its progress; true when an audit found every record on its owner. */
 async function moveAndAudit(o: ReshardOptions, lease: Lease, moved: { count: number }): Promise<boolean> {
-  const counted = await walk(lease.map(), undefined);
+  // Counted as the move lists, by arc: listing every record costs more than moving a quarter of
+  // them (docs/performance.md). A run that died may have left copies whose originals are handed
+  // off, live nowhere: only listing every record counts those, so a rerun that finds copies does.
+  let counted = await walk(lease.map(), undefined, { byArc: true });
+  if (counted.halfMoved > 0) counted = await walk(lease.map(), undefined);
   report(counted, lease.map(), 'reshard');
   // Each move step reads the epoch and the addresses when it is sent: a map adopted meanwhile applies at once.
   const auth = { secret: o.secret, get epoch() { return lease.map().epoch; }, get where() { return whereIn(lease.map()); } };
-  const first = await walk(lease.map(), auth, counted.records);
+  const first = await walk(lease.map(), auth, { expected: counted.records });
   moved.count += first.moved;
   const meanwhile = first.deletedMeanwhile > 0 ? `, deleted by clients meanwhile ${first.deletedMeanwhile}` : '';
   console.log(`  moved ${first.moved}, left in place ${first.records - total(first.misplaced)}${meanwhile}, conflicts ${first.conflicts.size}, failed ${first.failed.size}`);
+  const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+  console.log(`  listing what moves took ${s(first.listingMs)}, moving it ${s(first.movingMs)}, of which giving way to clients ${s(first.throttledMs)}`);
   printProblems(first, o.verbose);
   for (let audit = 1; audit <= AUDITS && !lease.lost(); audit++) {
     await reconsider(); // the reshard's own give-up policy: a node given up in one walk may answer in the next

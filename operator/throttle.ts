@@ -1,14 +1,21 @@
-// operator/throttle.ts: a reshard's moves give way to live traffic. Before a
-// page moves, the throttle times one light request to each node of the move
-// (GET /healthz: the node's event loop and a query to its MySQL, as a
-// client's request meets them) and compares the last few with the same
-// request timed before the walk moved anything. While a node answers slower
-// than SLOWER times that, plus a little for jitter, the page waits, longer each time; when
-// it answers as before, the waits shrink again; a node slow for its own
-// reasons holds a page back 2 s at most. Vitess's tablet throttler
-// does the same with replication lag; here the latency is the signal.
+// operator/throttle.ts: a reshard's moves give way to live traffic. A page
+// moves only when both its nodes answer about as fast as before the moves:
+// the throttle times one light request to each (GET /healthz: the node's
+// event loop and a query to its MySQL, as a client's request meets them) and
+// compares the last few with the same request timed before the walk moved
+// anything. While a node answers slower than SLOWER times that, plus a little
+// for jitter, the page waits, longer each time; when it answers as before, the
+// waits shrink again; a node slow for its own reasons holds a page back 2 s at
+// most. Vitess's tablet throttler does the same with replication lag; here the
+// latency is the signal.
 //
-// RESHARD_THROTTLE=0 turns it off (bench/reshard.ts measures both).
+// A probe sees only what a page left behind, not what it does while it runs,
+// and a client's p99 is set by the requests that meet a page. So throttled,
+// one page moves at a time, and after each the moves rest as long as it took:
+// at most half of the time, one page's work at once, lands beside clients.
+//
+// RESHARD_THROTTLE=0 turns it off: pages go IN_FLIGHT at a time, without
+// probes or rests (bench/reshard.ts measures both).
 
 import { call } from '../client/http.ts';
 
@@ -22,10 +29,17 @@ const FIRST_WAIT_MS = 10;
 // A node that stays slow for its own reasons must not stop the reshard: a page goes after this long.
 const PAGE_WAIT_MS = 2_000;
 
+// Pages in flight at once, unthrottled.
+const IN_FLIGHT = 4;
+// Throttled, after each page the moves rest this many times as long as it took.
+const REST = 1;
+
 export type Throttle = {
-  /** Resolves when every one of these nodes (addresses) answers about as fast as before the moves. */
-  before(addresses: string[]): Promise<void>;
-  /** How long the moves waited, in all. */
+  /** How many pages may move at once. */
+  inFlight: number;
+  /** Moves one page between these nodes (addresses): once they answer about as fast as before the moves, and then rests. */
+  page<T>(addresses: string[], move: () => Promise<T>): Promise<T>;
+  /** How long the moves waited and rested, in all. */
   waitedMs(): number;
 };
 
@@ -61,18 +75,32 @@ export function createThrottle(enabled = process.env.RESHARD_THROTTLE !== '0'): 
     return [...times].sort((a, b) => a - b)[times.length >> 1]! > before * SLOWER + JITTER_MS;
   };
 
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  async function quiet(addresses: string[]): Promise<void> {
+    for (let paged = 0; paged < PAGE_WAIT_MS; paged += wait) {
+      const busy = (await Promise.all(addresses.map((a) => slow(a).catch(() => false)))).some(Boolean);
+      if (!busy) {
+        wait = Math.floor(wait / 2);
+        return;
+      }
+      wait = Math.min(MAX_WAIT_MS, Math.max(FIRST_WAIT_MS, wait * 2));
+      waited += wait;
+      await sleep(wait);
+    }
+  }
+
   return {
-    async before(addresses) {
-      if (!enabled) return;
-      for (let paged = 0; paged < PAGE_WAIT_MS; paged += wait) {
-        const busy = (await Promise.all(addresses.map((a) => slow(a).catch(() => false)))).some(Boolean);
-        if (!busy) {
-          wait = Math.floor(wait / 2);
-          return;
-        }
-        wait = Math.min(MAX_WAIT_MS, Math.max(FIRST_WAIT_MS, wait * 2));
-        waited += wait;
-        await new Promise((resolve) => setTimeout(resolve, wait));
+    inFlight: enabled ? 1 : IN_FLIGHT,
+    async page(addresses, move) {
+      if (!enabled) return move();
+      await quiet(addresses);
+      const started = performance.now();
+      try {
+        return await move();
+      } finally {
+        const rest = (performance.now() - started) * REST;
+        waited += rest;
+        await sleep(rest);
       }
     },
     waitedMs: () => waited,

@@ -21,8 +21,6 @@ import { finishPage, movePage, reasonOf, type Credentials, type Moved } from './
 import { createThrottle, type Throttle } from './throttle.ts';
 
 const PAGE = 1000;
-// Pages of moves in flight: one per new owner of a listed page, at most this many.
-const IN_FLIGHT = 4;
 // A page of copies is a request's body, which a shard reads up to 64 KiB (shard/http.ts).
 const COPY_BYTES = 60_000;
 /** What one walk over the nodes found and did. */
@@ -40,6 +38,7 @@ export type Walk = {
   unlisted: Map<string, string>; // node: why its records could not be listed
   listingMs: number; // spent waiting for pages of the listing
   movingMs: number; // spent moving what they held
+  throttledMs: number; // of that, spent giving way to live traffic (operator/throttle.ts)
 };
 
 /** A page of one node's rows, sorted into what stays and what must move. */
@@ -49,13 +48,15 @@ type Sorted = { holder: string; live?: number; staying: string[]; movedByModN: n
  * Walks every node of both rings. With credentials it moves what is out of
  * place (finishing first the moves a dead run left incoming); without, it
  * only counts. `expected`: how many records a walk before this one counted,
- * for its progress.
+ * for its progress. `byArc`: list only what is out of place under a moving
+ * map, and count the rest, as a reshard's walks do (a count without moving
+ * asks for it).
  */
-export async function walk(map: ClusterMap, auth: Credentials | undefined, expected?: number): Promise<Walk> {
+export async function walk(map: ClusterMap, auth: Credentials | undefined, o: { expected?: number; byArc?: boolean } = {}): Promise<Walk> {
+  const { expected } = o;
   const nodes = everyNode(map).map((n) => n.name);
-  // A reshard lists only what is out of place on each node, and counts the rest.
-  const byArc = auth !== undefined && map.moving !== undefined;
-  const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: byArc ? undefined : 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map(), listingMs: 0, movingMs: 0 };
+  const byArc = map.moving !== undefined && (o.byArc ?? auth !== undefined);
+  const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: byArc ? undefined : 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map(), listingMs: 0, movingMs: 0, throttledMs: 0 };
   // A record moved to a node that this walk counts later is in two counts: it is taken off the second.
   const arrived = new Map<string, string>(); // id: the node it moved to
   const countedNodes = new Set<string>();
@@ -86,6 +87,7 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined, expec
     }
   }
   counter.done();
+  w.throttledMs = throttle.waitedMs();
   return w;
 }
 
@@ -104,7 +106,8 @@ async function* sortPages(holder: string, map: ClusterMap, byArc: boolean): Asyn
     }
     yield page;
   }
-  for await (const records of pages(at, byArc ? 'misplaced' : 'live')) {
+  // The next page is listed while this one's records move: what moves from here is before it (keyset paging).
+  for await (const records of ahead(pages(at, byArc ? 'misplaced' : 'live'))) {
     const page: Sorted = { holder, live: records.live, staying: [], movedByModN: 0, out: [], incoming: [], strays: [] };
     for (const record of records) {
       if (modN(record.expense.id, from!) !== modN(record.expense.id, to!)) page.movedByModN++;
@@ -135,6 +138,18 @@ async function* pages(node: string, state: 'live' | 'incoming' | 'moved' | 'misp
     if (res.body.next === null) return;
     // Paging by id (or position) stays correct while records we have seen move away.
     after = res.body.next;
+  }
+}
+
+/** The pages of `listed`, each next one asked for as soon as the one before is handed on. */
+async function* ahead<T>(listed: AsyncGenerator<T>): AsyncGenerator<T> {
+  let next = listed.next();
+  for (;;) {
+    const got = await next;
+    if (got.done) return;
+    next = listed.next();
+    next.catch(() => {}); // a failure is thrown where it is awaited, if it ever is
+    yield got.value;
   }
 }
 
@@ -175,15 +190,14 @@ async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<st
     }
   };
   const finishing = batches(page.incoming, (i) => i.from, (i) => i.copy);
-  const polite = (other: string) => throttle.before([auth.where(page.holder), auth.where(other)]);
-  await eachLimit(finishing, IN_FLIGHT, async ([from, copies]) => {
-    await polite(from);
-    count(await finishPage(copies, from, page.holder, auth), page.holder, counted.has(from));
+  // Pages of moves in flight: one per new owner of a listed page, at most as many as the throttle lets.
+  const polite = <T>(other: string, move: () => Promise<T>) => throttle.page([auth.where(page.holder), auth.where(other)], move);
+  await eachLimit(finishing, throttle.inFlight, async ([from, copies]) => {
+    count(await polite(from, () => finishPage(copies, from, page.holder, auth)), page.holder, counted.has(from));
   });
   const moving = batches(page.out, (o) => o.to, (o) => o.record);
-  await eachLimit(moving, IN_FLIGHT, async ([to, records]) => {
-    await polite(to);
-    count(await movePage(records, page.holder, to, auth), to, true);
+  await eachLimit(moving, throttle.inFlight, async ([to, records]) => {
+    count(await polite(to, () => movePage(records, page.holder, to, auth)), to, true);
   });
 }
 
@@ -228,11 +242,6 @@ export function report(w: Walk, map: ClusterMap, what: 'plan' | 'reshard'): void
   if (map.replicas === to.replicas) {
     const predicted = predictedShare(ring(map.nodes, map.replicas), ring(to.nodes, to.replicas));
     console.log(`  the ring predicts ${(predicted * 100).toFixed(1)}%${theory(map.nodes.length, to.nodes.length)}`);
-  }
-  if (what === 'reshard') {
-    const meanwhile = w.deletedMeanwhile > 0 ? `, deleted by clients meanwhile ${w.deletedMeanwhile}` : '';
-    console.log(`  moved ${w.moved}, left in place ${w.records - toMove}${meanwhile}, conflicts ${w.conflicts.size}, failed ${w.failed.size}`);
-    console.log(`  listing what moves took ${(w.listingMs / 1000).toFixed(2)} s, moving it ${(w.movingMs / 1000).toFixed(2)} s`);
   }
   printProblems(w, false);
 }

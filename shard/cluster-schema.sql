@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS expenses.cluster_map (
 -- Where each id sits on the ring (ring.ts: MD5 of its bytes, as
 -- 32 hex digits), computed by MySQL, and indexed after the state, so that a
 -- reshard lists the live rows of the arcs that move (api/arcs.ts), not the
--- whole table (mysql/moves.ts).
+-- whole table (shard/move-rows.ts).
 ALTER TABLE expenses.expenses ADD COLUMN IF NOT EXISTS
   ring_position CHAR(32) CHARACTER SET ascii COLLATE ascii_bin AS (MD5(id)) PERSISTENT;
 ALTER TABLE expenses.expenses ADD INDEX IF NOT EXISTS ring_position (state, ring_position, id);

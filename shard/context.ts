@@ -3,8 +3,9 @@
 // (shard/http.ts's Call). The expense API's handlers need only the database.
 
 import type { Db } from '../db.ts';
-import type { OperatorConfig, Query } from '../mysql/connections.ts';
-import type { Moves } from '../mysql/moves.ts';
+import type { Query } from '../mysql/connections.ts';
+import type { OperatorConfig } from '../mysql/replication.ts';
+import type { Moves } from './move-rows.ts';
 import type { Cluster, Held } from './cluster.ts';
 import type { Converge } from './converge.ts';
 import type { Call, Reply } from './http.ts';

@@ -1,6 +1,6 @@
 // shard/move-pages.ts: a shard's half of moving records a page at a time: the
 // three steps of shard/move-steps.ts, each over many records in one request
-// and one statement (mysql/moves.ts), and the listing of what must move.
+// and one statement (shard/move-rows.ts), and the listing of what must move.
 // Each record in a page is changed only in the state and at the version the
 // page names for it, exactly as its one-record step would change it, so every
 // guarantee of those steps holds per record (api/cluster-map.ts, rule 4); a
@@ -8,7 +8,7 @@
 
 import { othersArcs } from '../api/arcs.ts';
 import { checkFields, EDITABLE, etag, isId, preview, type Expense, type Versioned } from '../api/expense.ts';
-import type { Found } from '../mysql/moves.ts';
+import type { Found } from './move-rows.ts';
 import { HashRing } from '../ring.ts';
 import type { Context, Route } from './context.ts';
 import { HttpError, readJson, type Reply } from './http.ts';

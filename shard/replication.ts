@@ -14,8 +14,7 @@
 
 import { readFileSync } from 'node:fs';
 import { HttpError, readJson, type Reply } from './http.ts';
-import type { OperatorConfig } from '../mysql/connections.ts';
-import { connected, stopReceiving, fence as fenceMysql, isMachine, follow as followMysql, mysqlAddress, promote as promoteMysql, recordedPrimary, recordPrimary, rejoinCommand, ReplicationError, shardNumber, state, WAIT_MAX_MS, type Sql } from '../mysql/replication.ts';
+import { connected, stopReceiving, fence as fenceMysql, isMachine, follow as followMysql, mysqlAddress, promote as promoteMysql, recordedPrimary, recordPrimary, rejoinCommand, ReplicationError, shardNumber, state, WAIT_MAX_MS, type OperatorConfig, type Sql } from '../mysql/replication.ts';
 import { hostOf, proof as proofOf } from '../api/signing.ts';
 import type { Context, Route, Shard } from './context.ts';
 import { misdirected } from './secret.ts';
@@ -61,7 +60,7 @@ export async function replication(c: Context): Promise<Reply> {
  * than this machine holds: `asked` must name {"shard": "<its id>", "epoch":
  * <the map's epoch the operator read>}. Checked before any statement runs.
  */
-function actingFor(c: Context, step: string, asked: { shard?: unknown; epoch?: unknown } | null): void {
+export function actingFor(c: Context, step: string, asked: { shard?: unknown; epoch?: unknown } | null): void {
   const { shard, epoch } = asked ?? {};
   if (typeof shard !== 'string' || !Number.isSafeInteger(epoch) || (epoch as number) < 1) {
     throw new HttpError(400, `${step} needs {"shard": "<the shard's id>", "epoch": <the map's epoch>}, the shard and the map it acts for (ch_client.ts failover sends them)`);

@@ -17,6 +17,11 @@ export type Row = Versioned & { state: State };
 
 type Statement = [string, unknown[]];
 
+// A finished reshard forgets its moved rows this many at a time (the state
+// index finds them): each statement stays far under the query timeout
+// (mysql/connections.ts) however many moved, and the whole is linear in them.
+export const FORGET_ROWS = 2_000;
+
 const GET = `SELECT ${RECORD}, state FROM expenses WHERE id = ?`;
 const INSERT = `INSERT INTO expenses (id, ${STORED.join(', ')}, version, state) VALUES (?, ${STORED.map(() => '?').join(', ')}, ?, ?)`;
 const REPLACE = `UPDATE expenses SET ${STORED.map((f) => `${f} = ?`).join(', ')}, version = ? WHERE id = ? AND version = ? AND state = ?`;
@@ -35,7 +40,7 @@ export const statements = {
       ? ['DELETE FROM expenses WHERE id = ? AND state = ?', [id, state]]
       : ['DELETE FROM expenses WHERE id = ? AND state = ? AND version IN (?)', [id, state, expected]],
   list: (after: string, limit: number, state: State): Statement => [LIST, [after, state, limit]],
-  forgetMoved: (): Statement => ["DELETE FROM expenses WHERE state = 'moved'", []],
+  forgetMoved: (): Statement => ["DELETE FROM expenses WHERE state = 'moved' LIMIT ?", [FORGET_ROWS]],
   shard: (): Statement => ['SELECT id FROM shard', []],
   readMap: (): Statement => ['SELECT epoch, map FROM cluster_map', []],
   readOnly: (): Statement => ['SELECT @@global.read_only AS readOnly', []], // a standby, or a fenced old primary (rule 8)
@@ -71,7 +76,10 @@ export function createRows(query: Query) {
     remove: (id: string, state: State, expected?: readonly string[]): Promise<boolean> => changed(statements.remove(id, state, expected)),
     /** Up to `limit` rows in `state` with ids after `after`, in id order. */
     list: (after: string, limit: number, state: State): Promise<Row[]> => rows(statements.list(after, limit, state)),
-    forgetMoved: async (): Promise<void> => void (await query(...statements.forgetMoved())),
+    /** Deletes every moved row, FORGET_ROWS at a time, until a statement finds fewer. */
+    async forgetMoved(): Promise<void> {
+      for (;;) if ((await query<{ affectedRows: number }>(...statements.forgetMoved())).affectedRows < FORGET_ROWS) return;
+    },
 
     /** The shard's name for itself (schema.sql makes it); a query, so it also proves MySQL answers. */
     async shard(): Promise<string> {

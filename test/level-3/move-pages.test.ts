@@ -11,12 +11,14 @@ import { after, before, describe, it } from 'node:test';
 import { HashRing } from '../../ring.ts';
 import { api, startCluster, type Cluster } from '../cluster.ts';
 import type { Gate } from '../gate.ts';
+import { FORGET_ROWS } from '../../shard/rows.ts';
 
 const REPLICAS = 100;
 const ids = Array.from({ length: 1200 }, (_, i) => String(i + 1));
 let cluster: Cluster;
 let three: string[];
 let four: string[];
+let to: string[]; // the ring the next reshard goes to
 
 before(async () => {
   cluster = await startCluster({ count: 4, ring: 3, replicas: REPLICAS, ids: ids.length });
@@ -45,7 +47,7 @@ const steps = [
 describe('a batched move killed at each step, its page dropped or landed', () => {
   it('never has an id live twice or nowhere, and a rerun finishes with every write kept and every delete kept', async () => {
     const expected = new Map((await rows()).filter((r) => r.state === 'live').map((r) => [r.id, r.name]));
-    let to = four;
+    to = four;
     for (const { method, step } of steps) {
       for (const fate of ['dropped', 'landed'] as const) {
         const what = `killed at ${step}, ${fate}`;
@@ -103,5 +105,15 @@ describe('a batched move killed at each step, its page dropped or landed', () =>
         to = to === four ? three : four;
       }
     }
+  });
+
+  it('forgets every moved row at the end, however many more than one statement deletes', async () => {
+    // Tombstones of records moved away, as a large reshard leaves them: more than two statements' worth.
+    const many = 2 * FORGET_ROWS + 500;
+    await cluster.shards.sql(1, `INSERT INTO expenses (id, name, email, category, description, link, estimated_costs, submit_date, version, state) SELECT CONCAT('gone-', seq), 'n', 'e@x.io', 'c', 'd', 'https://x.io', 1, '2026-01-01', '0123456789abcdef', 'moved' FROM seq_1_to_${many}`);
+    const res = await cluster.b.client(reshardArgs(to));
+    assert.equal(res.code, 0, `${res.stdout}${res.stderr}`);
+    const left = (await rows()).filter((r) => r.state !== 'live');
+    assert.equal(left.length, 0, `${left.length} rows left that are not live, the first ${JSON.stringify(left[0])}`);
   });
 });

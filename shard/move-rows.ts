@@ -1,27 +1,18 @@
-// mysql/moves.ts: the SQL of a reshard's batched moves (shard/move-pages.ts
+// shard/move-rows.ts: the SQL of a reshard's batched moves (shard/move-pages.ts
 // serves them; operator/move.ts sends them), over the expenses table and its
 // state and version columns (schema.sql). Each write is ONE statement over a
 // whole page of records, so one transaction: it changes each row only in the
 // state, and at the version, that the page names for it (api/cluster-map.ts,
 // rule 4). What each row became is read back after, by id: a row a step has
 // changed does not change again within the epoch except by the next step.
-//
-// Dates and amounts cross between the wire's form (api/expense.ts) and
-// MySQL's here as db.ts converts them for the expense API: MM-DD-YYYY and ""
-// against DATE and NULL, "12.5" against DECIMAL's "12.50".
+// Records cross between the wire's form and MySQL's as db.ts converts them.
 
 import type { Arc } from '../api/arcs.ts';
-import type { Expense, Versioned } from '../api/expense.ts';
-import type { Query } from './connections.ts';
+import type { Versioned } from '../api/expense.ts';
+import { fromRow, RECORD, STORED, values, type StoredRow } from '../db.ts';
+import type { Query } from '../mysql/connections.ts';
 
 export type Found = { state: 'live' | 'incoming' | 'moved'; version: string };
-
-const STORED = ['name', 'email', 'category', 'description', 'link', 'estimated_costs', 'submit_date', 'status', 'decision_date'] as const;
-const toMysqlDate = (d: string) => (d === '' ? null : `${d.slice(6)}-${d.slice(0, 2)}-${d.slice(3, 5)}`);
-const DATE = (column: string) => `IFNULL(DATE_FORMAT(${column}, '%m-%d-%Y'), '')`;
-// DECIMAL(12,2) reads back with two decimals: "700.00" is "700", "12.50" is "12.5".
-const AMOUNT = "TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM CAST(estimated_costs AS CHAR)))";
-const RECORD = `JSON_OBJECT('id', id, ${STORED.map((f) => `'${f}', ${f === 'estimated_costs' ? AMOUNT : f.endsWith('_date') ? DATE(f) : f}`).join(', ')})`;
 
 // Step 1. A page of copies arrives as incoming. Where a row of the id is
 // already there, only a live one is kept (a different record: a conflict);
@@ -40,7 +31,7 @@ const ADOPT = "UPDATE expenses SET state = 'live' WHERE id IN (?) AND state = 'i
 // Instead of step 3, for originals a client deleted meanwhile: their copies go.
 const DISCARD = "DELETE FROM expenses WHERE id IN (?) AND state = 'incoming' AND (id, version) IN (?)";
 const FOUND = 'SELECT id, state, version FROM expenses WHERE id IN (?)';
-const LIVE_RECORDS = `SELECT ${RECORD} AS expense, version FROM expenses WHERE id IN (?) AND state = 'live'`;
+const LIVE_RECORDS = `SELECT ${RECORD} FROM expenses WHERE id IN (?) AND state = 'live'`;
 
 // The live rows in some arcs of the circle, in ring order after a point
 // (keyset paging on ring_position, then id). ARCS arcs per statement, so that
@@ -48,7 +39,7 @@ const LIVE_RECORDS = `SELECT ${RECORD} AS expense, version FROM expenses WHERE i
 export const ARCS = 32;
 const ARC = '(ring_position >= ? AND ring_position < ?)';
 const IN_ARCS =
-  `SELECT ${RECORD} AS expense, version, ring_position AS at FROM expenses ` +
+  `SELECT ${RECORD}, ring_position AS at FROM expenses ` +
   `WHERE state = 'live' AND (${Array.from({ length: ARCS }, () => ARC).join(' OR ')}) ` +
   'AND (ring_position > ? OR (ring_position = ? AND id > ?)) ORDER BY ring_position, id LIMIT ?';
 const LIVE_COUNT = "SELECT COUNT(*) AS n FROM expenses WHERE state = 'live'";
@@ -69,7 +60,7 @@ export function createMoves(query: Query) {
   return {
     /** Step 1 over a page; what each id's row is after it. */
     async copy(page: Versioned[]): Promise<Map<string, Found>> {
-      const rows = page.map(({ expense: e, version }) => [e.id, ...STORED.map((f) => (f.endsWith('_date') ? toMysqlDate(e[f]) : e[f])), version, 'incoming']);
+      const rows = page.map(({ expense: e, version }) => [e.id, ...values(e), version, 'incoming']);
       await query(COPY, [rows]);
       return found(rows.map((r) => r[0] as string));
     },
@@ -93,8 +84,7 @@ export function createMoves(query: Query) {
     /** The live records of these ids, as the expense API would answer them. */
     async live(ids: string[]): Promise<Versioned[]> {
       if (ids.length === 0) return [];
-      const rows = await query<Array<{ expense: string; version: string }>>(LIVE_RECORDS, [ids]);
-      return rows.map((r) => ({ expense: JSON.parse(r.expense) as Expense, version: r.version }));
+      return (await query<StoredRow[]>(LIVE_RECORDS, [ids])).map(fromRow);
     },
     /**
      * Up to `limit` live records in `arcs` (in ring order), after the point
@@ -106,8 +96,8 @@ export function createMoves(query: Query) {
       for (let i = 0; i < ahead.length && out.length < limit; i += ARCS) {
         const chunk = ahead.slice(i, i + ARCS);
         const bounds = Array.from({ length: ARCS }, (_, j) => chunk[j] ?? ['', '']).flatMap(([from, to]) => [from, to ?? END]);
-        const rows = await query<Array<{ expense: string; version: string; at: string }>>(IN_ARCS, [...bounds, after.at, after.at, after.id, limit - out.length]);
-        for (const r of rows) out.push({ expense: JSON.parse(r.expense) as Expense, version: r.version, at: r.at });
+        const rows = await query<Array<StoredRow & { at: string }>>(IN_ARCS, [...bounds, after.at, after.at, after.id, limit - out.length]);
+        for (const r of rows) out.push({ ...fromRow(r), at: r.at });
       }
       return out;
     },
