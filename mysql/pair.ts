@@ -1,35 +1,36 @@
-// mysql/pair.ts: start-shards.sh's steps for one shard's machines (a primary
-// and one or two standbys), run as `node mysql/pair.ts STEP` with the shard in
-// the environment. The statements and their rules (S1-S7, D1-D5) are
-// mysql/replication.ts's; this file decides which of them each machine needs,
-// from what its MySQL says.
+// mysql/pair.ts: start-shards.sh's decisions for one shard's machines (a
+// primary and one or two standbys, or a shard alone), run as `node
+// mysql/pair.ts start|status` with the shard in the environment. The
+// statements and their rules (S1-S7, D1-D5) are mysql/replication.ts's; this
+// file decides which of them each machine needs, from what its MySQL says.
 //
-//   flags DIR PORT ID  the mysqld options of a machine (S1-S5), one a line
-//   start              the shard's MySQLs running, before its servers start:
-//                      1. which machine is the primary (S6); a promotion
-//                      killed after its record is finished (D3). Refused
-//                      (exit 2, nothing written) when the primary's data is
-//                      gone and a standby's is not: the way out is a failover.
-//                      2. schema.sql, the cluster's tables and the app user,
-//                      on the primary only, and only if it is not open yet
-//                      (PAIR_FRESH=1: its MySQL started just now); a shard
-//                      without standbys takes them at every start.
-//                      3. every other machine its standby: keep following,
-//                      rejoin from its own history, or get a copy; a diverged
-//                      one is rebuilt (D4); then the primary opens (S4)
-//   status             the shard's lines of `./start-shards.sh status`
+// start: the whole shard in one Node process (each costs seconds under load,
+// and a rejoin is on an outage's clock). It asks the launcher for each
+// process, a line on stdout ("mysqld M OPTION..." or "server M VAR=VALUE...",
+// tab-separated), and waits for its "done" on stdin. 1. Each machine whose
+// MySQL is down: its data directory (initialise), then its MySQL. 2. The
+// primary is the machine S6 names; a promotion killed after its record is
+// finished (D3). Refused (exit 2, nothing written) when the primary's data is
+// gone and a standby's is not: the way out is a failover, whose standbys'
+// servers it starts. 3. schema.sql, the cluster's tables and the app user, on
+// the primary alone, if it never opened (a shard alone: at every start). 4.
+// Every other machine its standby: keep following, rejoin from its own
+// history, or get a copy; a diverged one is rebuilt (D4); the primary opens
+// (S4). 5. The servers, the primary's first. status: the shard's lines of
+// `./start-shards.sh status`.
 //
 // The environment: PAIR_SHARD (its number), PAIR_DIR (shard-N), PAIR_MACHINES
-// (the machines' birth names, "primary" first; "primary" alone without
-// standbys), PAIR_MYSQL and PAIR_HTTP (their ports, in that order), PAIR_PIDS
-// (server, mysqld of each; - for none), PAIR_CLIENT and PAIR_DUMP (the MySQL
-// client and dump), PAIR_FLAVOUR (mariadb or mysql); for tests, PAIR_DIE_AT
-// and PAIR_PAUSE_AT (mysql/replication.ts, step).
+// (birth names, "primary" first), PAIR_MYSQL and PAIR_HTTP (their ports, in
+// that order), PAIR_PIDS (server, mysqld of each; - for none), PAIR_MYSQLD,
+// PAIR_INSTALL_DB, PAIR_EXTRA_FLAGS (options of every run of it), PAIR_CLIENT,
+// PAIR_DUMP, PAIR_FLAVOUR (mariadb or mysql); for tests, PAIR_DIE_AT and
+// PAIR_PAUSE_AT (mysql/replication.ts, step).
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { createInterface, type Interface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import {
   connected, copyStatements, follow, isMachine, missingFrom, mysqldFlags, openPrimary, recordedPrimary, ReplicationError, state, step, userStatements, waitForStandby, wipe,
@@ -50,12 +51,21 @@ const others = (m: Machine) => machines.filter((o) => o !== m);
 const label = (m: Machine) => (m === 'primary' ? `shard ${shard}'s primary machine` : `shard ${shard}'s ${m} machine`);
 const http = (m: Machine) => `${HOST}:${httpPorts[index(m)]}`;
 const recordFile = join(shardDir, 'primary');
+const pids = (env.PAIR_PIDS ?? '').split(' ');
+const serverPid = (m: Machine) => pids[index(m) * 2] ?? '-';
+const mysqldPid = (m: Machine) => pids[index(m) * 2 + 1] ?? '-';
+// mariadb-install-db's output, made once per cluster (initialise).
+const TEMPLATE = join(dirname(shardDir), '.mysql-template');
 
 /** As root, on a machine's socket. */
 const on = <T>(m: Machine, steps: (sql: Sql) => Promise<T>) => connected({ socketPath: join(dirOf(m), 'mysqld.sock'), user: 'root', password: '' }, steps);
 const hasData = async (sql: Sql) => (await sql<any[]>("SHOW DATABASES LIKE 'expenses'")).length > 0;
 
 class Refusal extends Error {}
+/** A failure this file explains in its message: printed without a stack. */
+class Failed extends Error {}
+/** The launcher ended (it said why): nothing more to do or say. */
+class Ended extends Error {}
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** A machine's password file, made once (0600). */
@@ -67,11 +77,90 @@ function secretFile(m: Machine, name: string): string {
 
 async function start(): Promise<void> {
   const pm = recordedPrimary(recordFile);
-  if (machines.length === 1) return setup(pm);
-  await primary(pm);
-  // A primary that ran already is open: its writes would wait for the standby this sets up (S3).
-  if (env.PAIR_FRESH === '1') await setup(pm);
-  await standbys(pm);
+  const order = [pm, ...others(pm)];
+  for (const m of order.filter((o) => mysqldPid(o) === '-')) {
+    await initialise(m);
+    await ask('mysqld', m, ...flags(m));
+  }
+  if (machines.length === 1) await setup(pm);
+  else {
+    const opened = await primary(pm).catch(async (err) => {
+      if (err instanceof Refusal) for (const m of others(pm).filter((o) => serverPid(o) === '-')) await ask('server', m, ...serverEnv(m));
+      throw err;
+    });
+    // Not on a primary that opened (S4) once: its writes would wait for the standby this sets up (S3). As its MySQL starts, it is read-only, semi-sync off.
+    if (!opened) await setup(pm);
+    await standbys(pm);
+  }
+  for (const m of order.filter((o) => serverPid(o) === '-')) await ask('server', m, ...serverEnv(m));
+  console.log(`shard ${shard}: http://${http(pm)} up${machines.length > 1 ? ', the primary' : ''} (data in ${dirOf(pm)})`);
+  for (const m of others(pm)) console.log(`shard ${shard}'s standby: http://${http(m)} up, read-only, following mysql ${HOST}:${mysqlPorts[index(pm)]} (data in ${dirOf(m)})`);
+}
+
+/** S1-S5: a machine's mysqld options. A pair replicates over TCP on loopback (S2); a shard alone listens on its socket only. */
+function flags(m: Machine): string[] {
+  if (machines.length === 1) return ['--skip-networking'];
+  return mysqldFlags(dirOf(m), mysqlPorts[index(m)]!, Number(shard) * 10 + index(m) + 1, env.SHARDS_SEMISYNC_TIMEOUT_MS || '4294967295');
+}
+
+/** A machine's server's environment, beside the launcher's: in a pair, the failover's routes as MySQL user operator (S7), the other machines' servers (CLUSTER_PEER, which check and the failover ask), and where a promotion records it (S6). */
+function serverEnv(m: Machine): string[] {
+  if (machines.length === 1) return [];
+  return [`MYSQL_OPERATOR_PASSWORD_FILE=${join(dirOf(m), 'operator-password')}`, `MYSQL_REPL_PASSWORD_FILE=${join(dirOf(m), 'repl-password')}`,
+    `CLUSTER_PEER=${others(m).map(http).join(',')}`, `PAIR_PRIMARY_FILE=${recordFile}`, `PAIR_MACHINE=${m}`];
+}
+
+// The launcher's answers, a line each; its input ends when it does.
+let launcher: Interface | undefined;
+let answers: AsyncIterator<string> | undefined;
+async function ask(...request: string[]): Promise<void> {
+  console.log(request.join('\t'));
+  launcher ??= createInterface({ input: process.stdin });
+  answers ??= launcher[Symbol.asyncIterator]();
+  if ((await answers.next()).done) throw new Ended();
+}
+
+/**
+ * A machine's data directory, whole or not at all: a copy of the cluster's template (the init's output, made once:
+ * mariadb-install-db took 10 s under load, a copy 0.5 s, and a rejoin waits for it), renamed into place. A start
+ * killed midway leaves a .new directory, which the next one replaces (a half-made one refused root until deleted).
+ */
+async function initialise(m: Machine): Promise<void> {
+  const data = join(dirOf(m), 'mysql');
+  if (existsSync(data)) return;
+  mkdirSync(dirOf(m), { recursive: true });
+  console.log(`${m === 'primary' ? `shard ${shard}` : label(m)}: initialising ${data}`);
+  // Its own --tmpdir: a MariaDB that starts removes every #sql file in its tmpdir, and so, in a shared /tmp, those of
+  // a bootstrap beside it (the init failures seen under load). A failed one leaves nothing; it is tried again.
+  for (let attempt = 1; !existsSync(TEMPLATE); attempt++) {
+    const log = join(dirOf(m), 'init.log');
+    const init = env.PAIR_FLAVOUR === 'mysql' ? [env.PAIR_MYSQLD ?? 'mysqld', '--no-defaults', '--initialize-insecure'] : [env.PAIR_INSTALL_DB ?? 'mariadb-install-db', '--no-defaults', '--auth-root-authentication-method=normal', '--skip-test-db'];
+    rmSync(`${TEMPLATE}.new`, { recursive: true, force: true });
+    mkdirSync(join(dirOf(m), 'tmp'), { recursive: true });
+    if ((await exited(init[0]!, [...init.slice(1), `--datadir=${TEMPLATE}.new`, `--tmpdir=${join(dirOf(m), 'tmp')}`, ...(env.PAIR_EXTRA_FLAGS ?? '').split(' ').filter(Boolean)], log)) !== 0) {
+      rmSync(`${TEMPLATE}.new`, { recursive: true, force: true });
+      const lines = readFileSync(log, 'utf8').trimEnd().split('\n');
+      const errors = lines.filter((l) => /error|fail/i.test(l));
+      if (attempt < 3) console.error(`${label(m)}: initialising MySQL failed (${errors[0] ?? lines.at(-1)}); trying again`);
+      else throw new Failed(`${label(m)}: initialising MySQL failed 3 times (nothing of it is kept); see ${log}:\n${(errors.length > 0 ? errors : lines).slice(-15).join('\n')}\nOnce that is fixed, run the same command again.`);
+      continue;
+    }
+    step('template');
+    renameSync(`${TEMPLATE}.new`, TEMPLATE);
+  }
+  rmSync(`${data}.new`, { recursive: true, force: true });
+  if ((await exited('cp', ['-a', TEMPLATE, `${data}.new`], join(dirOf(m), 'init.log'))) !== 0) throw new Failed(`${label(m)}: copying ${TEMPLATE} into ${data}.new failed; see ${join(dirOf(m), 'init.log')}`);
+  step(`initialising ${m}`);
+  renameSync(`${data}.new`, data);
+}
+
+/** Runs a command, its output into `log`; resolves to its exit code. */
+function exited(command: string, args: string[], log: string): Promise<number | null> {
+  const child = spawn(command, args, { stdio: ['ignore', openSync(log, 'w'), openSync(log, 'a')] });
+  return new Promise((resolve) => {
+    child.on('error', () => resolve(null));
+    child.on('close', resolve);
+  });
 }
 
 /** The schema, the cluster's tables, and the app user with the password on file (made once, 0600): it may read and write its rows, and nothing else. Idempotent. */
@@ -88,11 +177,12 @@ async function setup(m: Machine): Promise<void> {
   let errors = '';
   client.stderr.on('data', (c) => (errors += c));
   client.stdin.end([readFileSync(join(ROOT, 'schema.sql'), 'utf8'), readFileSync(join(ROOT, 'shard', 'cluster-schema.sql'), 'utf8'), ...users].join('\n'));
-  if ((await new Promise((resolve) => client.on('close', resolve))) !== 0) throw new Error(`${label(m)}: applying schema.sql and the app user failed: ${errors.trim()}`);
+  if ((await new Promise((resolve) => client.on('close', resolve))) !== 0) throw new Failed(`${label(m)}: applying schema.sql and the app user failed: ${errors.trim()}`);
 }
 
-async function primary(pm: Machine): Promise<void> {
-  const [pmData, pmState] = await on(pm, async (sql) => [await hasData(sql), await state(sql)] as const);
+/** Whether the primary opened once (S4): its semi-sync is on, or it is writable. */
+async function primary(pm: Machine): Promise<boolean> {
+  const [pmData, pmState, [semisync]] = await on(pm, async (sql) => [await hasData(sql), await state(sql), await sql<any[]>('SELECT @@global.rpl_semi_sync_master_enabled AS enabled')] as const);
   const holders = pmData ? [] : await Promise.all(others(pm).map(async (m) => existsSync(join(dirOf(m), 'mysql')) && (await on(m, hasData).catch(() => false))));
   const holder = others(pm).find((_, i) => holders[i]);
   if (holder !== undefined) {
@@ -108,6 +198,7 @@ async function primary(pm: Machine): Promise<void> {
     });
     console.error(`${label(pm)}: its promotion was cut short after its record (${recordFile}); finished: it follows no one`);
   }
+  return !pmState.read_only || Number(semisync.enabled) === 1;
 }
 
 async function standbys(pm: Machine): Promise<void> {
@@ -195,7 +286,6 @@ async function dump(m: Machine, file: string): Promise<void> {
 
 /** The lines of `status` for the shard's machines: each one's role and replication, and a WARNING with the command to run. */
 async function status(): Promise<void> {
-  const pids = (env.PAIR_PIDS ?? '').split(' ');
   const pm = recordedPrimary(recordFile);
   // The shard's line: the address its server was started on.
   const port = existsSync(join(shardDir, 'port')) ? readFileSync(join(shardDir, 'port'), 'utf8').trim() : String(httpPorts[0]);
@@ -258,14 +348,15 @@ async function health(url: string): Promise<string> {
   }
 }
 
-const [command, ...args] = process.argv.slice(2);
+const [command] = process.argv.slice(2);
 try {
-  if (command === 'flags') console.log(mysqldFlags(args[0]!, Number(args[1]), Number(args[2]), env.SHARDS_SEMISYNC_TIMEOUT_MS || '4294967295').join('\n'));
-  else if (command === 'start') await start();
+  if (command === 'start') await start();
   else if (command === 'status') await status();
-  else throw new Refusal('usage: node mysql/pair.ts flags DIR PORT ID | start | status (start-shards.sh runs it)');
+  else throw new Refusal('usage: node mysql/pair.ts start | status (start-shards.sh runs them)');
 } catch (err) {
   const standbysOf = others(recordedPrimary(recordFile)).map(label).join(' or ');
-  console.error(err instanceof Refusal ? err.message : err instanceof ReplicationError ? `${standbysOf}: ${err.message}. Run ./start-shards.sh rejoin ${shard} once that is fixed` : err);
+  if (!(err instanceof Ended)) console.error(err instanceof Refusal || err instanceof Failed ? err.message : err instanceof ReplicationError ? `${standbysOf}: ${err.message}. Run ./start-shards.sh rejoin ${shard} once that is fixed` : err);
   process.exitCode = err instanceof Refusal ? 2 : 1;
+} finally {
+  launcher?.close();
 }
