@@ -25,7 +25,7 @@ export type Machine = {
 
 export async function machine(secretFile?: string): Promise<Machine> {
   const dir = await mkdtemp(join(tmpdir(), 'chm-'));
-  for (const path of ['ch_client.ts', 'ring.ts', 'package.json', 'api', 'client', 'cli', 'lab', 'operator']) await cp(join(ROOT, path), join(dir, path), { recursive: true });
+  for (const path of ['ch_client.ts', 'ring.ts', 'package.json', 'api', 'client', 'cli', 'lab', 'mysql', 'operator']) await cp(join(ROOT, path), join(dir, path), { recursive: true });
   await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
   if (secretFile !== undefined) {
     await mkdir(join(dir, 'data'));
