@@ -27,3 +27,15 @@ export function othersArcs(ring: HashRing, node: string): Arc[] {
   add(points[points.length - 1]!.position, undefined, points[0]!.node);
   return arcs;
 }
+
+/**
+ * True when `node` owns under `next` some part of the circle it did not own
+ * under `ring`: a reshard from one to the other may move records onto it. A
+ * node that joins receives; one that leaves, or keeps its arcs, does not.
+ */
+export function receives(ring: HashRing, next: HashRing, node: string): boolean {
+  const before = othersArcs(ring, node);
+  const after = othersArcs(next, node);
+  const covered = ([from, to]: Arc) => after.some(([f, t]) => f <= from && (t === undefined || (to !== undefined && to <= t)));
+  return !before.every(covered);
+}

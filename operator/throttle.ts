@@ -14,8 +14,9 @@
 // one page moves at a time, and after each the moves rest as long as it took:
 // at most half of the time, one page's work at once, lands beside clients.
 //
-// RESHARD_THROTTLE=0 turns it off: pages go IN_FLIGHT at a time, without
-// probes or rests (bench/reshard.ts measures both).
+// RESHARD_THROTTLE=0 turns it off: the records of up to NODES nodes move at
+// once (operator/walk.ts: those that nothing moves onto), each node's pages
+// IN_FLIGHT at a time, without probes or rests (bench/reshard.ts measures both).
 
 import { call } from '../client/http.ts';
 
@@ -29,13 +30,16 @@ const FIRST_WAIT_MS = 10;
 // A node that stays slow for its own reasons must not stop the reshard: a page goes after this long.
 const PAGE_WAIT_MS = 2_000;
 
-// Pages in flight at once, unthrottled.
+// Unthrottled: nodes whose records move at once, and pages in flight from each.
+const NODES = 4;
 const IN_FLIGHT = 4;
 // Throttled, after each page the moves rest this many times as long as it took.
 const REST = 1;
 
 export type Throttle = {
-  /** How many pages may move at once. */
+  /** From how many nodes records may move at once. */
+  nodes: number;
+  /** How many pages may move at once from one node. */
   inFlight: number;
   /** Moves one page between these nodes (addresses): once they answer about as fast as before the moves, and then rests. */
   page<T>(addresses: string[], move: () => Promise<T>): Promise<T>;
@@ -90,6 +94,7 @@ export function createThrottle(enabled = process.env.RESHARD_THROTTLE !== '0'): 
   }
 
   return {
+    nodes: enabled ? 1 : NODES,
     inFlight: enabled ? 1 : IN_FLIGHT,
     async page(addresses, move) {
       if (!enabled) return move();

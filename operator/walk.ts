@@ -2,14 +2,16 @@
 // make it. First the plan: records are listed, a page at a time, and sorted
 // into those on their owner (never touched), those that must move, and the
 // copies that a run which died left half-way. Then, for a reshard, the move:
-// those go by operator/move.ts, a page to each new owner at a time. The walk
-// counts what it found and did, and reports it.
+// those go by operator/move.ts, a page to each new owner at a time, from
+// several nodes at once where the throttle lets (walk below). The walk counts
+// what it found and did, and reports it.
 //
 // A check or a dry run lists every record, to count them all. A reshard lists
 // on each node only the records whose home is elsewhere, by their position on
 // the circle (GET /v1/moves/misplaced, shard/move-pages.ts), and counts the
 // rest: its cost is what moves, not what is stored.
 
+import { receives } from '../api/arcs.ts';
 import { addressOf, everyNode, placer, type ClusterMap, type MapNode } from '../api/cluster-map.ts';
 import type { Versioned } from '../api/expense.ts';
 import { HashRing } from '../ring.ts';
@@ -51,6 +53,14 @@ type Sorted = { holder: string; live?: number; staying: string[]; movedByModN: n
  * for its progress. `byArc`: list only what is out of place under a moving
  * map, and count the rest, as a reshard's walks do (a count without moving
  * asks for it).
+ *
+ * Two rounds. First the copies a dead run left incoming, node by node, before
+ * any node is counted: each record finished is then live on one node only
+ * when the counts are taken, and counted there. Then the live records: the
+ * nodes that nothing can move onto (a reshard's sources, and those it leaves
+ * alone) are walked at once, as many as the throttle lets, since no move
+ * changes another's count; then the nodes that receive, one at a time, each
+ * counted less what this walk moved onto it before.
  */
 export async function walk(map: ClusterMap, auth: Credentials | undefined, o: { expected?: number; byArc?: boolean } = {}): Promise<Walk> {
   const { expected } = o;
@@ -59,44 +69,53 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined, o: { 
   const w: Walk = { nodes: nodes.length, records: 0, misplaced: new Map(), halfMoved: 0, movedByModN: byArc ? undefined : 0, moved: 0, deletedMeanwhile: 0, strays: new Map(), conflicts: new Map(), failed: new Map(), unlisted: new Map(), listingMs: 0, movingMs: 0, throttledMs: 0 };
   // A record moved to a node that this walk counts later is in two counts: it is taken off the second.
   const arrived = new Map<string, string>(); // id: the node it moved to
-  const countedNodes = new Set<string>();
   // An id is one record, however many rows of it the walk meets: a copy a dead run left
   // incoming on one node and its original still live on another are counted once.
   const counted = new Set<string>();
   const counter = progress(auth === undefined ? 'records walked' : 'records walked and moved as needed', expected);
   const throttle = createThrottle();
-  for (const holder of nodes) {
-    let since = performance.now();
+  // Wall time, while nodes are walked at once: each is the time at least one node spent on it.
+  const listing = stopwatch();
+  const moving = stopwatch();
+  const walkNode = async (holder: string, sorted: AsyncGenerator<Sorted>) => {
+    if (w.unlisted.has(holder)) return; // its incoming copies could not be listed: it is not counted
     try {
-      for await (const page of sortPages(holder, map, byArc)) {
-        w.listingMs += performance.now() - since;
+      for (;;) {
+        const got = await listing.time(() => sorted.next());
+        if (got.done) return;
+        const page = got.value;
         // A count is taken before this node's own moves out: less what this walk moved in before it.
-        if (page.live !== undefined) {
-          w.records += page.live - [...arrived.values()].filter((to) => to === holder).length;
-          countedNodes.add(holder);
-        }
+        if (page.live !== undefined) w.records += page.live - [...arrived.values()].filter((to) => to === holder).length;
         tally(w, page, counted, byArc);
         counter.tick(page.staying.length + page.out.length);
-        since = performance.now();
-        if (auth !== undefined) await moveAll(w, page, auth, arrived, countedNodes, throttle);
-        w.movingMs += performance.now() - since;
-        since = performance.now();
+        if (auth !== undefined) await moving.time(() => moveAll(w, page, auth, arrived, throttle));
       }
     } catch (err) {
       w.unlisted.set(holder, reasonOf(err));
     }
-  }
+  };
+  for (const holder of nodes) await walkNode(holder, incomingPages(holder, map));
+  const onto = receiving(map);
+  await eachLimit(nodes.filter((n) => !onto.has(n)), throttle.nodes, (holder) => walkNode(holder, listedPages(holder, map, byArc)));
+  for (const holder of nodes.filter((n) => onto.has(n))) await walkNode(holder, listedPages(holder, map, byArc));
   counter.done();
+  w.listingMs = listing.ms();
+  w.movingMs = moving.ms();
   w.throttledMs = throttle.waitedMs();
   return w;
 }
 
-/** The rows on one node, a page at a time, sorted: the incoming copies first, then the live records. */
-async function* sortPages(holder: string, map: ClusterMap, byArc: boolean): AsyncGenerator<Sorted> {
+/** The nodes a moving map may move records onto (api/arcs.ts); none when no reshard runs. */
+function receiving(map: ClusterMap): Set<string> {
+  if (map.moving === undefined) return new Set();
+  const [ring, next] = [map, map.moving].map((m) => new HashRing(m.nodes.map((n) => n.name), m.replicas));
+  return new Set(everyNode(map).map((n) => n.name).filter((n) => receives(ring!, next!, n)));
+}
+
+/** The copies on one node that a run which died left incoming, a page at a time, each with where its original is. */
+async function* incomingPages(holder: string, map: ClusterMap): AsyncGenerator<Sorted> {
   const place = placer(map);
-  const [from, to] = [map.nodes, map.moving?.nodes ?? map.nodes].map((nodes) => nodes.map((n) => n.name));
-  const at = addressOf(map, holder);
-  for await (const copies of pages(at, 'incoming')) {
+  for await (const copies of pages(addressOf(map, holder), 'incoming')) {
     const page: Sorted = { holder, staying: [], movedByModN: 0, out: [], incoming: [], strays: [] };
     for (const copy of copies) {
       const { owner, target } = place(copy.expense.id);
@@ -106,8 +125,14 @@ async function* sortPages(holder: string, map: ClusterMap, byArc: boolean): Asyn
     }
     yield page;
   }
+}
+
+/** The live records on one node, a page at a time, sorted into those that stay and those that move. */
+async function* listedPages(holder: string, map: ClusterMap, byArc: boolean): AsyncGenerator<Sorted> {
+  const place = placer(map);
+  const [from, to] = [map.nodes, map.moving?.nodes ?? map.nodes].map((nodes) => nodes.map((n) => n.name));
   // The next page is listed while this one's records move: what moves from here is before it (keyset paging).
-  for await (const records of ahead(pages(at, byArc ? 'misplaced' : 'live'))) {
+  for await (const records of ahead(pages(addressOf(map, holder), byArc ? 'misplaced' : 'live'))) {
     const page: Sorted = { holder, live: records.live, staying: [], movedByModN: 0, out: [], incoming: [], strays: [] };
     for (const record of records) {
       if (modN(record.expense.id, from!) !== modN(record.expense.id, to!)) page.movedByModN++;
@@ -119,6 +144,24 @@ async function* sortPages(holder: string, map: ClusterMap, byArc: boolean): Asyn
     }
     yield page;
   }
+}
+
+/** Wall time during which at least one of some tasks, run at once, is under way. */
+function stopwatch() {
+  let running = 0;
+  let since = 0;
+  let total = 0;
+  return {
+    async time<T>(task: () => Promise<T>): Promise<T> {
+      if (running++ === 0) since = performance.now();
+      try {
+        return await task();
+      } finally {
+        if (--running === 0) total += performance.now() - since;
+      }
+    },
+    ms: () => total,
+  };
 }
 
 /**
@@ -175,10 +218,10 @@ function tally(w: Walk, page: Sorted, counted: Set<string>, byArc: boolean): voi
   for (const stray of page.strays) w.strays.set(stray.expense.id, `on ${page.holder}, where neither ring puts it (written there without the cluster map?): move or delete it by hand`);
 }
 
-async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<string, string>, counted: ReadonlySet<string>, throttle: Throttle): Promise<void> {
-  // A record that arrives at a node before it is counted was counted already where it came from, if
-  // that node was counted before and the record still live there: each one moved from here; a copy
-  // finished here only if its original was handed off now (not by a run that died) on a node counted before.
+async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<string, string>, throttle: Throttle): Promise<void> {
+  // A record that arrives at a node before it is counted was counted already where it came from:
+  // each one moved from here, after this node's count. A copy a dead run left is finished before
+  // any node is counted, and is counted where it became live.
   const count = (moved: Map<string, Moved>, to: string, countedThere: boolean) => {
     for (const [id, m] of moved) {
       if (!m.ok) (m.conflict ? w.conflicts : w.failed).set(id, m.why);
@@ -193,7 +236,7 @@ async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<st
   // Pages of moves in flight: one per new owner of a listed page, at most as many as the throttle lets.
   const polite = <T>(other: string, move: () => Promise<T>) => throttle.page([auth.where(page.holder), auth.where(other)], move);
   await eachLimit(finishing, throttle.inFlight, async ([from, copies]) => {
-    count(await polite(from, () => finishPage(copies, from, page.holder, auth)), page.holder, counted.has(from));
+    count(await polite(from, () => finishPage(copies, from, page.holder, auth)), page.holder, false);
   });
   const moving = batches(page.out, (o) => o.to, (o) => o.record);
   await eachLimit(moving, throttle.inFlight, async ([to, records]) => {

@@ -9,12 +9,14 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
+import { receives } from '../../api/arcs.ts';
 import { addressOf, checkMap, placer, ringChange, type ClusterMap } from '../../api/cluster-map.ts';
 import { Invalid } from '../../api/expense.ts';
 import { derivedKey } from '../../api/signing.ts';
 import type { State } from '../../shard/rows.ts';
 import type { Held } from '../../shard/cluster.ts';
 import { decide, type Verdict } from '../../shard/placement.ts';
+import { HashRing } from '../../ring.ts';
 import { startShards, type Shards } from '../shards.ts';
 
 const SECRET = 'f'.repeat(64);
@@ -172,6 +174,25 @@ describe('rule 8: only a writable machine serves ids', () => {
     assert.deepEqual(asStandby(failedOver, '127.0.0.1:3100', onA, 'live'), { answer: 'standby', rule: '8' });
     assert.deepEqual(asStandby(undefined, A.name, 'x', undefined), { answer: 'standby', rule: '8' });
   });
+});
+
+describe('which nodes a reshard can move records onto (api/arcs.ts, operator/walk.ts walks the others at once)', () => {
+  const names = ['a', 'b', 'c', 'd'];
+  const ids = Array.from({ length: 3000 }, (_, i) => String(i + 1));
+  /** The nodes some id moves onto from `from` to `to`: what receives must name, found by placing ids. */
+  const seen = (from: HashRing, to: HashRing) => new Set(ids.filter((id) => from.get(id) !== to.get(id)).map((id) => to.get(id)));
+  const cases: Array<[string, HashRing, HashRing]> = [
+    ['3 -> 4', new HashRing(names.slice(0, 3), 100), new HashRing(names, 100)],
+    ['4 -> 3', new HashRing(names, 100), new HashRing(names.slice(0, 3), 100)],
+    ['a replaced by d', new HashRing(names.slice(0, 3), 100), new HashRing(names.slice(1), 100)],
+    ['replicas 100 -> 50', new HashRing(names.slice(0, 3), 100), new HashRing(names.slice(0, 3), 50)],
+  ];
+  for (const [what, from, to] of cases) {
+    it(`${what}: exactly the nodes that ids move onto`, () => {
+      const receiving = names.filter((n) => receives(from, to, n));
+      assert.deepEqual(receiving, [...seen(from, to)].sort(), what);
+    });
+  }
 });
 
 describe('rule 5: a shard takes a new map only at a higher epoch, and not while a copy is incoming', () => {

@@ -5,6 +5,7 @@
 // that instant no id is live twice and none is lost; a rerun from another
 // machine finishes, and then every record is live once, on its owner, as it
 // was or as the client last wrote it, and the deleted one stays deleted.
+// Unthrottled, the old owners' records move at once, each counted once.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -115,5 +116,32 @@ describe('a batched move killed at each step, its page dropped or landed', () =>
     assert.equal(res.code, 0, `${res.stdout}${res.stderr}`);
     const left = (await rows()).filter((r) => r.state !== 'live');
     assert.equal(left.length, 0, `${left.length} rows left that are not live, the first ${JSON.stringify(left[0])}`);
+  });
+
+  it('unthrottled, moves from every old owner at once, and counts each record once', async () => {
+    const back = await cluster.b.client(reshardArgs(three));
+    assert.equal(back.code, 0, `${back.stdout}${back.stderr}`);
+    const live = (await rows()).filter((r) => r.state === 'live').map((r) => r.id);
+    const old = new HashRing(three, REPLICAS);
+    const next = new HashRing(four, REPLICAS);
+    const moving = live.filter((id) => old.get(id) !== next.get(id));
+    // The new node holds every copy that reaches it: walked one old owner at a time, only the first one's would.
+    const gate = cluster.gates[3]!;
+    gate.hold((m, path) => m === 'PUT' && path === '/v1/moves/copy');
+    process.env.RESHARD_THROTTLE = '0';
+    const run = cluster.a.start(reshardArgs(four));
+    delete process.env.RESHARD_THROTTLE;
+    await gate.held(three.length);
+    const from = new Set(gate.heldBodies().map((b) => old.get((JSON.parse(b) as { records: Array<{ id: string }> }).records[0]!.id)));
+    gate.release();
+    const res = await run.exited;
+    assert.equal(res.code, 0, `${res.stdout}${res.stderr}`);
+    assert.deepEqual([...from].sort(), [...three].sort(), 'the first pages held at the new node come from every old owner');
+    assert.match(res.stdout, new RegExp(`^reshard: 3 nodes -> 4 nodes, replicas ${REPLICAS}, ${live.length} records$`, 'm'));
+    assert.match(res.stdout, new RegExp(`^  moved ${moving.length}, left in place ${live.length - moving.length}, conflicts 0, failed 0$`, 'm'));
+    assert.match(res.stdout, new RegExp(`^audit 1: ${live.length} records on 4 nodes, 0 out of place$`, 'm'));
+    const end = await rows();
+    assert.deepEqual(end.map((r) => r.id).sort(), [...live].sort(), 'each record once, none lost');
+    for (const r of end) assert.equal(four[r.shard - 1], next.get(r.id), `${r.id} is on shard ${r.shard}, not its owner`);
   });
 });
