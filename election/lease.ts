@@ -58,7 +58,7 @@ export async function grant(seat: Seat, c: Call): Promise<Reply> {
   const mine = await shardId(seat);
   if (shard !== mine) return refuse(`this machine is shard ${mine}'s, not ${shard}'s`);
   if ((term as number) < seat.standing.term) return refuse(`term ${term} is over: this machine knows term ${seat.standing.term}`);
-  if (seat.rising) return refuse('this machine is being promoted');
+  if (seat.rising || seat.standingFor) return refuse('this machine stands for election, or is being promoted');
   // A machine whose MySQL is down is no primary: its promise (E1) needs no database.
   if (await seat.shard.rows.writable().catch(() => false)) return refuse('this machine is a primary: it grants no lease');
   const now = performance.now();

@@ -50,6 +50,17 @@ export async function vote(seat: Seat, c: Call): Promise<Reply> {
 
 /** E5: stands in the next term, voting for itself, once a pre-vote says that a majority would vote for it. */
 export async function stand(seat: Seat, shard: string): Promise<{ won: boolean; term: number; votes: string[] }> {
+  // From here until it has lost or been promoted, this machine grants no lease: a grant given during its own
+  // election would let the old primary serve past the winner's first write (E5, E6).
+  seat.standingFor = true;
+  try {
+    return await standing(seat, shard);
+  } finally {
+    seat.standingFor = false;
+  }
+}
+
+async function standing(seat: Seat, shard: string): Promise<{ won: boolean; term: number; votes: string[] }> {
   const round = async (pre: boolean) => {
     const asked = { shard, term: seat.standing.term + (pre ? 1 : 0), candidate: seat.shard.address, received: await received(seat.shard), pre };
     const heard = await Promise.all(seat.peers.map(async (peer) => [peer, await ask(peer, '/cluster/vote', asked, seat.shard.secret, VOTE_TIMEOUT_MS)] as const));
