@@ -71,14 +71,14 @@ export async function startNemesis() {
     return `; rejoined as a standby in ${((performance.now() - from) / 1000).toFixed(1)} s`;
   };
   /** A fault of `ms` on shard `s`'s primary: held until it was replaced when long, and then rejoined; checked that it was not when short. */
-  const lasting = async (s: number, ms: number, what: string, begin: (m: Machine) => Promise<() => void>): Promise<string> => {
+  const lasting = async (s: number, ms: number, what: (who: string) => string, begin: (m: Machine) => Promise<() => void>): Promise<string> => {
     const old = await primaryOf(s);
     const end = await begin(old);
     const from = performance.now();
-    let said = `${what} shard ${s}'s primary (its ${old} machine) for `;
+    let said = `${what(`shard ${s}'s primary (its ${old} machine)`)} for `;
     if (ms >= REPLACED_MS) {
       await sleep(ms);
-      const took = await replaced(s, old, what).finally(end);
+      const took = await replaced(s, old, what('the primary')).finally(end);
       said += `${((performance.now() - from) / 1000).toFixed(1)} s: replaced by its ${await primaryOf(s)} machine (${(took / 1000).toFixed(1)} s after the fault's planned ${ms} ms)`;
       return said + (await rejoin(s));
     }
@@ -86,7 +86,7 @@ export async function startNemesis() {
     end();
     // E1: a lease renewed just before the fault outlasts it; the standbys grant again at the next renewal.
     await sleep(LEASE_MS);
-    assert.equal(await primaryOf(s), old, `${what} for ${ms} ms got shard ${s}'s primary replaced: the lease (election/rules.ts E1) should outlast it`);
+    assert.equal(await primaryOf(s), old, `${what('the primary')} for ${ms} ms got shard ${s}'s primary replaced: the lease (election/rules.ts E1) should outlast it`);
     return `${said}${ms} ms: kept, as it must be`;
   };
 
@@ -120,7 +120,7 @@ export async function startNemesis() {
 
     /** Freezes shard `s`'s primary, its server and its MariaDB (SIGSTOP), for `ms` (until replaced, when long), then thaws it. */
     freeze(s: number, ms: number): Promise<string> {
-      return lasting(s, ms, 'froze', async (m) => {
+      return lasting(s, ms, (who) => `froze ${who}`, async (m) => {
         const pids = [await p.pid(s, m, 'mysqld.pid'), await p.pid(s, m, 'server.pid')];
         for (const pid of pids) process.kill(pid, 'SIGSTOP');
         return () => pids.forEach((pid) => process.kill(pid, 'SIGCONT'));
@@ -129,7 +129,7 @@ export async function startNemesis() {
 
     /** Cuts shard `s`'s primary off its standbys' servers, both ways (the lease's renewals, votes, follows), for `ms` (until replaced, when long). */
     isolate(s: number, ms: number): Promise<string> {
-      return lasting(s, ms, 'cut off its standbys', async (m) => g.isolate(s, m, p.serverOf(s, m)));
+      return lasting(s, ms, (who) => `cut ${who} off its standbys`, async (m) => g.isolate(s, m, p.serverOf(s, m)));
     },
 
     /** Cuts clients off shard `s`'s primary for `ms`: their requests wait, then reach it (release) or are lost (drop). Its standbys still renew its lease. */
