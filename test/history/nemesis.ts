@@ -52,6 +52,22 @@ export async function startNemesis() {
   /** Shard `s`'s primary now, as its promotion recorded it (rule S6). */
   const primaryOf = async (s: number): Promise<Machine> => ((await readFile(join(p.dir, `shard-${s}`, 'primary'), 'utf8').catch(() => 'primary')).trim() as Machine);
   const role = (s: number, m: Machine) => fetch(`http://${p.serverOf(s, m)}/healthz`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.json() as Promise<{ role?: string }>, () => ({}) as { role?: string });
+  /** Whether shard `s`'s primary serves under its lease: a GET of an id it does not hold answers 404 (or 421 for another shard's), not 503 (E1). */
+  const serving = async (s: number) => {
+    const status = await fetch(`http://${p.serverOf(s, await primaryOf(s))}/v1/expenses/nemesis-probe`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.status, () => 0);
+    return status === 404 || status === 421;
+  };
+  /**
+   * Waits until shard `s` is settled after a fault: its primary `m` serves
+   * under a lease again, or another machine was elected and answers as the
+   * primary. A primary that holds a lease from a majority again cannot be
+   * replaced by a vote begun meanwhile (E4: each of that majority refuses).
+   */
+  const settled = (s: number, m: Machine) =>
+    until(`shard ${s} settled: its ${m} machine serving under its lease, or another elected`, async () => {
+      const now = await primaryOf(s);
+      return now === m ? serving(s) : (await role(s, now)).role === 'primary';
+    }, 120_000);
   /** Waits until another machine than `old` was promoted and answers as the primary; the ms it took. */
   const replaced = async (s: number, old: Machine, what: string) => {
     const from = performance.now();
@@ -73,6 +89,7 @@ export async function startNemesis() {
   /** A fault of `ms` on shard `s`'s primary: held until it was replaced when long, and then rejoined; checked that it was not when short. */
   const lasting = async (s: number, ms: number, what: (who: string) => string, begin: (m: Machine) => Promise<() => void>): Promise<string> => {
     const old = await primaryOf(s);
+    await settled(s, old);
     const end = await begin(old);
     const from = performance.now();
     let said = `${what(`shard ${s}'s primary (its ${old} machine)`)} for `;
@@ -146,6 +163,8 @@ export async function startNemesis() {
     async killServer(s: number): Promise<string> {
       const m = await primaryOf(s);
       const ms = await respawn(p.machineDir(s, m));
+      // A restart longer than the lease may get it replaced, by an election that ends after it answers.
+      await settled(s, m);
       const now = await primaryOf(s);
       const said = `killed shard ${s}'s primary server (its ${m} machine, SIGKILL) and started it again, answering ${ms} ms after the kill`;
       return now === m ? said : `${said}; meanwhile its ${now} machine was elected` + (await rejoin(s));
