@@ -34,7 +34,7 @@ it('a history under every fault, once each, with automatic failovers, is lineari
       (n) => n.freeze(2, 4_000),
       (n) => n.partition(1, 1_000, 'drop'),
       (n) => n.isolate(1, 4_000),
-      (n) => n.kill(2),
+      (n) => n.kill(2, 6),
       (n) => n.reshard(),
     ],
   });

@@ -173,16 +173,29 @@ export async function startNemesis() {
     /**
      * The emergency: shard `s`'s primary machine killed (server and MariaDB,
      * SIGKILL) and its data deleted, and no command: a standby is elected and
-     * takes over (E5, E6). Then the dead machine is rebuilt as a standby.
+     * takes over (E5, E6). With `lagS`, both standbys first apply what they
+     * receive that late (MASTER_DELAY), so that the winner has received writes
+     * to apply before it is promoted (D2). Then the dead machine is rebuilt as
+     * a standby, and no standby lags any more.
      */
-    async kill(s: number): Promise<string> {
+    async kill(s: number, lagS = 0): Promise<string> {
       const dead = await primaryOf(s);
+      await settled(s, dead);
+      const standbys = MACHINES.filter((m) => m !== dead);
+      if (lagS > 0) {
+        for (const m of standbys) await p.sql(s, m, `STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = ${lagS}; START SLAVE`);
+        await sleep(lagS * 1000 + 500);
+      }
       const pids = [await p.pid(s, dead, 'server.pid'), await p.pid(s, dead, 'mysqld.pid')];
       for (const pid of pids) process.kill(pid, 'SIGKILL');
       await Promise.all(pids.map((pid) => waitForExit(pid)));
       await rm(join(p.machineDir(s, dead), 'mysql'), { recursive: true, force: true });
       const took = await replaced(s, dead, 'killed');
-      return `killed shard ${s}'s primary machine (its ${dead} machine: server and MariaDB, SIGKILL) and deleted its data, ran no command: its ${await primaryOf(s)} machine took over ${(took / 1000).toFixed(1)} s after the kill` + (await rejoin(s));
+      const winner = await primaryOf(s);
+      const said = `killed shard ${s}'s primary machine (its ${dead} machine: server and MariaDB, SIGKILL) and deleted its data${lagS > 0 ? `, its standbys lagging ${lagS} s` : ''}, ran no command: its ${winner} machine took over ${(took / 1000).toFixed(1)} s after the kill`;
+      const back = await rejoin(s);
+      if (lagS > 0) for (const m of MACHINES.filter((m) => m !== winner)) await p.sql(s, m, 'STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE');
+      return said + back;
     },
 
     /** Reshards between replicas 1 and 100, whichever the map is not at; run again as its message says, up to 3 times, if a step timed out on a loaded machine. */

@@ -5,7 +5,8 @@
 // drawn from a short freeze, a short cut off the standbys (both must leave
 // the primary in place), clients cut off a primary (requests delivered late
 // or lost) and a server kill; a reshard; a primary replaced with no command,
-// in turn killed with its data, frozen, and cut off its standbys (the old
+// in turn killed with its data (its standbys lagging 6 s, so that the
+// winner has writes to apply), frozen, and cut off its standbys (the old
 // machine then rejoins as a standby); two more drawn faults. Prints how long
 // it ran, how many operations, and what it found.
 //
@@ -29,7 +30,7 @@ const draw = (): Fault => {
 /** Shard `s`'s primary replaced with no command: the round's turn of a kill with its data, a long freeze, or a long cut off its standbys. */
 const replace = (s: number, round: number): Fault => {
   const ms = REPLACED_MS + Math.floor(next() * 3_000);
-  return [(n: Parameters<Fault>[0]) => n.kill(s), (n: Parameters<Fault>[0]) => n.freeze(s, ms), (n: Parameters<Fault>[0]) => n.isolate(s, ms)][round % 3]!;
+  return [(n: Parameters<Fault>[0]) => n.kill(s, 6), (n: Parameters<Fault>[0]) => n.freeze(s, ms), (n: Parameters<Fault>[0]) => n.isolate(s, ms)][(round + seed) % 3]!;
 };
 
 const started = performance.now();
