@@ -1,5 +1,5 @@
 // test/history/short.ts: one short history under the faults given, for a
-// copy of the code with a bug planted in it (test/history/planted.test.ts):
+// copy of the code with a bug planted in it (test/history/planted.ts):
 //   node test/history/short.ts isolate:1:8000 freeze:2:600 reshard
 // Each fault is a nemesis method and its arguments (test/history/nemesis.ts).
 // Prints the checker's report; exits 1 when a history is not linearizable.
