@@ -1,5 +1,6 @@
-// npm run planted (not in CI: with standbys 40 s behind it caught the bug in 1
-// run of 1, with 8 s in 0 of 1, so it is luck, not a rule). The history test catches a planted bug: a promotion that skips its apply
+// npm run planted, not in CI: whether a run exposes the bug is timing (with
+// standbys 40 s behind it caught it in 1 run of 1, with 8 s in 0 of 1).
+// The history test catches a planted bug: a promotion that skips its apply
 // step (D2 in mysql/replication.ts: the winner no longer waits until it has
 // applied all it received before it stops replicating and opens for writes).
 // A copy of the code, with that one line changed, runs a short history in
