@@ -10,87 +10,21 @@
 
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
-import http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../../ch_client.ts';
 import { discover, send, type View } from '../../client/cluster.ts';
 import { HashRing } from '../../ring.ts';
 import { runNode, startNode, startShardPairs, until, waitForExit } from '../shards.ts';
+import { alone, lost, writers, type Writers } from '../writers.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 
-const running: Array<() => void> = [];
-
-/**
- * Writers that never pause: each POSTs new ids through the client, one after
- * another, and records every 201. Each writes to one node's arc, taking the
- * next id that falls on it, so that every arc gets its writes however small
- * the nodes' ports make it.
- */
-function writers(view: View, prefix: string, count: number) {
-  const acked = new Map<string, number>(); // id: when its 201 came
-  let stopped = false;
-  let n = 0;
-  running.push(() => void (stopped = true)); // a test that fails midway must not leave them writing
-  const loops = Array.from({ length: count }, async (_, loop) => {
-    while (!stopped) {
-      const arc = view.map.nodes[loop % view.map.nodes.length]!.name;
-      let id: string;
-      do id = `${prefix}-${n++}`;
-      while (view.place(id).owner.name !== arc);
-      try {
-        const res = await send(view, id, 'POST', '/v1/expenses', expenseFor(id));
-        if (res.status === 201) acked.set(id, Date.now());
-        else await new Promise((r) => setTimeout(r, 20));
-      } catch {
-        await new Promise((r) => setTimeout(r, 20)); // unreachable, or sent on too often: not acknowledged
-      }
-    }
-  });
-  return {
-    acked,
-    /** The 201s for ids that `node` owns, after `since`. */
-    ackedOn: (node: string, since: number) => [...acked].filter(([id, at]) => at > since && view.place(id).owner.name === node),
-    async stop() {
-      stopped = true;
-      await Promise.all(loops);
-    },
-  };
-}
-
-/**
- * A POST on a connection of its own, answered with its status and body. Not
- * fetch: it may send on a kept-alive connection, which a thawed server closes
- * as idle for too long, the request in it unread.
- */
-function postAlone(node: string, body: unknown): Promise<string> {
-  const at = node.lastIndexOf(':');
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: node.slice(0, at), port: Number(node.slice(at + 1)), method: 'POST', path: '/v1/expenses', agent: false, headers: { 'content-type': 'application/json' }, timeout: 120_000 }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk) => (text += chunk));
-      res.on('end', () => resolve(`${res.statusCode} ${text}`));
-    });
-    req.on('timeout', () => req.destroy(new Error(`${node} did not answer within 120 s`)));
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
-
-/** Every acknowledged id, read back through the client: the ids that are missing or different. */
-async function lost(view: View, acked: Map<string, number>): Promise<string[]> {
-  const missing: string[] = [];
-  for (const id of acked.keys()) {
-    const res = await send(view, id, 'GET', `/v1/expenses/${id}`);
-    if (res.status !== 200 || res.body.name !== expenseFor(id).name) missing.push(`${id}: ${res.status}`);
-  }
-  return missing;
-}
+// Writers a test started: stopped in the after hook too, so that a test that fails midway leaves none writing.
+const running: Array<() => Promise<void>> = [];
 
 /** The largest gap between two successive 201s on `node`'s arc in [from, to]. */
-function longestPause(w: ReturnType<typeof writers>, node: string, from: number, to: number): number {
+function longestPause(w: Writers, node: string, from: number, to: number): number {
   const times = w.ackedOn(node, from).map(([, at]) => at).filter((at) => at <= to).sort((a, b) => a - b);
   let gap = 0;
   for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i]! - times[i - 1]!);
@@ -123,13 +57,14 @@ describe('failover: a shard survives the loss of one machine', () => {
     failover = (node, to) => runNode(failoverArgs(node, to));
   });
   after(async () => {
-    for (const stop of running) stop();
+    for (const stop of running) await stop();
     await pairs?.stop();
   });
 
   it('(a) emergency: the primary machine killed and its disk gone; nothing acknowledged is lost, and writes to its arc come back', async () => {
     const node = pairs.nodeOf(1);
     const w = writers(view, 'a', 4);
+    running.push(() => w.stop());
     await until('writes on both arcs', () => w.ackedOn(node, 0).length >= 20 && w.ackedOn(pairs.nodeOf(2), 0).length >= 20);
     // The kill lands here, with writes in flight on shard 1.
     const [server, mysqld] = [await pairs.pid(1, 'primary', 'server.pid'), await pairs.pid(1, 'primary', 'mysqld.pid')];
@@ -180,7 +115,10 @@ describe('failover: a shard survives the loss of one machine', () => {
     // the failover's fence. Whichever reaches its MariaDB first, the writes
     // wait for an ack from a standby that has left it (D1 in
     // shard/replication.ts) or meet read_only: a 503 either way.
-    const answers = Promise.all(thawed.map((id) => postAlone(node, expenseFor(id))));
+    const answers = Promise.all(thawed.map(async (id) => {
+      const res = await alone(node, 'POST', '/v1/expenses', expenseFor(id));
+      return `${res.status} ${JSON.stringify(res.body)}`;
+    }));
     let failing: Awaited<ReturnType<typeof emergency>>;
     try {
       failing = await emergency(node, pairs.standbyOf(2));
@@ -209,6 +147,7 @@ describe('failover: a shard survives the loss of one machine', () => {
   it('(c) planned switchover under writers: nothing lost, and the pause measured', async () => {
     const node = pairs.nodeOf(1);
     const w = writers(view, 'c', 4);
+    running.push(() => w.stop());
     await until('writes on shard 1', () => w.ackedOn(node, 0).length >= 20);
     const started = Date.now();
     // Shard 1's primary is now its standby machine (a); the machine rebuilt by rejoin takes over again.
