@@ -47,7 +47,8 @@
 //       started (a start is no failure), never right after a stall of its
 //       own (it gives its primary a fresh LEASE_MS), after a random wait (so
 //       that two standbys rarely stand at once), in the next term, voting
-//       for itself.
+//       for itself. From then until it has lost or been promoted it grants
+//       no lease, so that its own grant stays run out.
 //       With votes from a majority it is the only winner of its term,
 //       unless it voted meanwhile for another in a higher term: then it
 //       lost.
