@@ -38,7 +38,7 @@ const usedMb = () => Number(execFileSync('df', ['-k', '--output=used', mountpoin
 describe('a full disk', () => {
   it('turns writes into 507s, keeps the server up and every acknowledged record, and writes again once space is freed', async (t: TestContext) => {
     try {
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=200m', 'tmpfs', mountpoint], { stdio: 'pipe' });
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=400m', 'tmpfs', mountpoint], { stdio: 'pipe' }); // MariaDB's data directory and the launcher's template of it, about 125 MB each
       mounted = true;
     } catch (err) {
       t.skip(`cannot mount a tmpfs here (needs root): ${(err as Error).message.split('\n')[0]}`);
