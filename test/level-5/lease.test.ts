@@ -5,6 +5,7 @@
 // not timing, decides which grants can arrive.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { LEASE_MS } from '../../election/rules.ts';
 import { at, expense } from '../requests.ts';
@@ -17,6 +18,8 @@ describe("a primary's lease, on a pair", () => {
   let base: string;
   const frozen: number[] = [];
   const freeze = (pid: number) => (process.kill(pid, 'SIGSTOP'), frozen.push(pid));
+  // Linux's state letter for a process: T once SIGSTOP has stopped it.
+  const state = (pid: number) => { const stat = readFileSync(`/proc/${pid}/stat`, 'utf8'); return stat[stat.lastIndexOf(')') + 2]; };
   const thaw = () => frozen.splice(0).forEach((pid) => process.kill(pid, 'SIGCONT'));
 
   before(async () => {
@@ -50,10 +53,13 @@ describe("a primary's lease, on a pair", () => {
     const read = at(base, 'GET', '/v1/expenses/leased');
     await sleep(200);
     freeze(await pairs.pid(1, 'standby', 'server.pid'));
+    const standbyStoppedAt = performance.now();
     await sleep(LEASE_MS + 500);
+    assert.deepEqual(frozen.map(state), ['T', 'T'], 'both the MySQL under the read and the standby are stopped');
     process.kill(frozen.shift()!, 'SIGCONT'); // MySQL answers the read now, after the lease ran out
     const res = await read;
-    assert.equal(res.status, 503, JSON.stringify(res.body));
+    const late = `answered ${Math.round(performance.now() - standbyStoppedAt)} ms after the standby stopped`;
+    assert.equal(res.status, 503, `${late}: ${JSON.stringify(res.body)}`);
     assert.equal(res.body.lease, false);
     thaw();
     await until('the lease back with the standby', async () => (await at(base, 'GET', '/v1/expenses/leased')).status === 200, 10_000);
