@@ -103,93 +103,14 @@ health() {
   ) 2>/dev/null || { [ "${2:-}" = error ] || printf '000'; }
 }
 
-port_in_use() { (: <>"/dev/tcp/$host/$1") 2>/dev/null; }
-port_holder() {
-  local pid
-  pid=$(lsof -nP -t -iTCP:"$1" -sTCP:LISTEN 2>/dev/null | head -n 1) || true
-  [ -n "$pid" ] || pid=$(ss -ltnpH "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2) || true
-  if [ -n "$pid" ]; then printf 'pid %s (%s)' "$pid" "$(ps -o args= -p "$pid" | cut -c 1-60)"; else printf 'another process'; fi
-}
-need_free() { ! port_in_use "$1" || die "port $1 ($2) is already in use by $(port_holder "$1").
-  Stop that process, or choose other ports with SHARDS_BASE_PORT."; }
+# Which MySQL, and a machine's MySQL started and stopped; what a start checks before it starts anything.
+. "$root/mysql/mysqld.sh"
+. "$root/mysql/start-checks.sh"
 
-# --- Which MySQL ------------------------------------------------------------
-
-find_mysql() {
-  mysqld=${MYSQLD:-$(command -v mariadbd || command -v mysqld || true)}
-  [ -n "$mysqld" ] && [ -x "$mysqld" ] || die "no MySQL server found (looked for ${MYSQLD:-mariadbd and mysqld on PATH}).
-  Install MariaDB, then run this again:
-    Debian/Ubuntu: sudo apt-get install mariadb-server
-    macOS:         brew install mariadb"
-  local version
-  version=$("$mysqld" --no-defaults --version)
-  extra_flags=()
-  case $version in
-    *MariaDB*)
-      flavour=mariadb client=$(command -v mariadb || command -v mysql) admin=$(command -v mariadb-admin || command -v mysqladmin)
-      install_db=$(command -v mariadb-install-db || command -v mysql_install_db) dump=$(command -v mariadb-dump || command -v mysqldump) ;;
-    *" 8.0."*) flavour=mysql ;;
-    *" 8."[1-4]"."*) flavour=mysql extra_flags=(--mysql-native-password=ON) ;; # 8.4 turned off the only authentication the driver speaks
-    *) die "unsupported MySQL server: $version
-  The Node driver used here (mysqljs/mysql) speaks only mysql_native_password,
-  which MySQL 9 removed. Use MariaDB (sudo apt-get install mariadb-server,
-  or brew install mariadb), or MySQL 8.0 or 8.4." ;;
-  esac
-  if [ "$flavour" = mysql ]; then client=$(command -v mysql) admin=$(command -v mysqladmin) install_db= extra_flags+=(--mysqlx=OFF); fi
-  [ "$UID" -ne 0 ] || extra_flags+=(--user=root) # mysqld refuses to run as root unless told to
-  [ "$mode" = 0 ] || [ "$flavour" = mariadb ] || die "standbys need MariaDB (its GTIDs and semi-synchronous replication); this is $version"
-}
-
-# --- One machine's MySQL and server -----------------------------------------
-
-sql() { "$client" --no-defaults --socket="${dir[$1]}/mysqld.sock" --user=root --batch --skip-column-names; }
-
-# mysql/pair.ts's steps on the shard layout() chose: its machines' ports and pids in the environment.
-pair() {
-  local m pids=() mysqls=() https=()
-  for m in "${machines[@]}"; do
-    alive "${dir[$m]}/server.pid" && pids+=("$pid") || pids+=(-)
-    alive "${dir[$m]}/mysqld.pid" && pids+=("$pid") || pids+=(-)
-    mysqls+=("${mysql[$m]}") https+=("${http[$m]}")
-  done
-  PAIR_SHARD=$shard PAIR_DIR=${dir[primary]} PAIR_MACHINES="${machines[*]}" PAIR_MYSQL="${mysqls[*]}" PAIR_HTTP="${https[*]}" PAIR_PIDS="${pids[*]}" \
-    PAIR_MYSQLD=${mysqld:-} PAIR_INSTALL_DB=${install_db:-} PAIR_EXTRA_FLAGS="${extra_flags[*]}" PAIR_CLIENT=${client:-} PAIR_DUMP=${dump:-} PAIR_FLAVOUR=${flavour:-} \
-    "$node" "$root/mysql/pair.ts" "$@" 9>&-
-}
-
-# Machine $1's MySQL, with the options after it (mysql/pair.ts's), on the data directory pair.ts made.
-start_mysql() {
-  local m=$1 d=${dir[$1]} i mysqld_pid why
-  shift
-  mkdir -p "$d/tmp"
-  # --no-defaults first: no my.cnf on this machine may change a shard.
-  "$mysqld" --no-defaults --datadir="$d/mysql" --socket="$d/mysqld.sock" --pid-file="$d/mysqld.pid" --log-error="$d/mysqld.err" --tmpdir="$d/tmp" \
-    "$@" --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci "${extra_flags[@]}" </dev/null >/dev/null 2>&1 9>&- {from}<&- {to}>&- &
-  mysqld_pid=$!
-  echo "$mysqld_pid" >"$d/mysqld.pid" # mysqld writes the same pid there itself, a little later
-  started+=("mysql:$m")
-  # Ready means a real query works: `mysqladmin ping` says yes even to "access denied".
-  for i in {1..300}; do
-    why=$(sql "$m" <<<'SELECT 1' 2>&1 >/dev/null) && return 0
-    [[ $why != *'Access denied'* ]] || die "$(label "$m"): its MySQL refuses root: $d/mysql is half-made (its init was cut short). Move it aside (its data is kept there), then run the same command again; the start makes it anew:
-  mv $d/mysql $d/mysql.half-made"
-    running "$mysqld_pid" || die "$(label "$m"): MySQL stopped while starting. The end of $d/mysqld.err:
-$(tail -n 15 "$d/mysqld.err" 2>/dev/null)"
-    sleep 0.1
-  done
-  die "$(label "$m"): MySQL did not answer within 30 s; see $d/mysqld.err"
-}
+# --- One machine's server ---------------------------------------------------
 
 # Waits up to $2 tenths of a second for process $1 to end, then kills it.
 reap() { local i; for ((i = 0; i < $2; i++)); do running "$1" || return 0; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; }
-
-stop_mysql() {
-  local d=${dir[$1]}
-  alive "$d/mysqld.pid" || return 0
-  # A clean shutdown flushes InnoDB; a kill would leave crash recovery to the next start.
-  "$admin" --no-defaults --socket="$d/mysqld.sock" --user=root shutdown >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
-  reap "$pid" 300
-}
 
 # Machine $1's server, with the environment after it (mysql/pair.ts's). A
 # smaller young generation kept its private memory at 58 MB instead of 87 MB
@@ -228,6 +149,19 @@ stop_server() {
 }
 
 # --- One shard --------------------------------------------------------------
+
+# mysql/pair.ts's steps on the shard layout() chose: its machines' ports and pids in the environment.
+pair() {
+  local m pids=() mysqls=() https=()
+  for m in "${machines[@]}"; do
+    alive "${dir[$m]}/server.pid" && pids+=("$pid") || pids+=(-)
+    alive "${dir[$m]}/mysqld.pid" && pids+=("$pid") || pids+=(-)
+    mysqls+=("${mysql[$m]}") https+=("${http[$m]}")
+  done
+  PAIR_SHARD=$shard PAIR_DIR=${dir[primary]} PAIR_MACHINES="${machines[*]}" PAIR_MYSQL="${mysqls[*]}" PAIR_HTTP="${https[*]}" PAIR_PIDS="${pids[*]}" \
+    PAIR_MYSQLD=${mysqld:-} PAIR_INSTALL_DB=${install_db:-} PAIR_EXTRA_FLAGS="${extra_flags[*]}" PAIR_CLIENT=${client:-} PAIR_DUMP=${dump:-} PAIR_FLAVOUR=${flavour:-} \
+    "$node" "$root/mysql/pair.ts" "$@" 9>&-
+}
 
 # What this run started, so that a failure takes it down again.
 started=()
@@ -282,41 +216,10 @@ lock() {
 }
 
 start() {
-  local n=$1 i m up sock dup ports=() todo=() failed=()
-  [[ $n =~ ^[1-9][0-9]?$ ]] || die "the number of shards must be 1 to 99, got '$n'"
-  [ "${SHARDS_STANDBY:-$mode}" -ge "$recorded" ] || die "this cluster runs with standbys ($shards_dir/mode says so): start it without SHARDS_STANDBY=$SHARDS_STANDBY, or its standbys would fall behind"
-  find_mysql
-  # Check everything that can be checked before starting anything.
-  for ((i = 1; i <= n; i++)); do
-    layout "$i"
-    [ "${http[primary]}" -le 65535 ] || die "shard $i would need port ${http[primary]}; lower SHARDS_BASE_PORT or SHARDS_PORT_STEP"
-    sock=${dir[${machines[-1]}]}/mysqld.sock
-    [ ${#sock} -le 107 ] || die "the socket path $sock is over the 107-byte limit of a Unix socket path.
-  Set SHARDS_DIR to a shorter directory."
-    up=1
-    for m in "${machines[@]}"; do
-      ports+=("${http[$m]}")
-      [ "$mode" = 0 ] || ports+=("${mysql[$m]}")
-      # Up: its MySQL runs, and its server answers (the primary's, healthy).
-      alive "${dir[$m]}/server.pid" && alive "${dir[$m]}/mysqld.pid" &&
-        case $(health "${http[$m]}") in 200) true ;; 000) false ;; *) [ "$m" != "$pm" ] ;; esac && continue
-      up=0
-      alive "${dir[$m]}/server.pid" || need_free "${http[$m]}" "$(label "$m")"
-      [ "$mode" = 0 ] || alive "${dir[$m]}/mysqld.pid" || need_free "${mysql[$m]}" "$(label "$m")'s MySQL"
-    done
-    [ "$up" = 1 ] || todo+=("$i")
-  done
-  # S2: no two of the machines' ports may meet.
-  dup=$(printf '%s\n' "${ports[@]}" | sort -n | uniq -d | head -n 1)
-  [ -z "$dup" ] || die "with standbys, SHARDS_PORT_STEP=$port_step makes two machines share port $dup; use a step of 1 (up to 99 shards) or of $((200 * mode + 200)) or more"
+  local n=$1 i todo=() failed=()
+  check_start "$n"
   lock -n
-  if [ "$recorded" != "$mode" ] && [ -n "$word" ]; then
-    # More standbys: MySQLs start again with a binlog (S5), and servers with every machine in CLUSTER_PEER.
-    for i in $(known_shards); do
-      layout "$i"
-      ! alive "${dir[$pm]}/mysqld.pid" || die "shard $i runs with $recorded standby(s) a shard: stop the shards (./start-shards.sh stop), then start them with SHARDS_STANDBY=$SHARDS_STANDBY"
-    done
-  fi
+  check_more_standbys
   [ ${#todo[@]} -gt 0 ] || { echo "all $n shards are already up; nothing to do"; return 0; }
   [ -x "$node" ] || { echo "installing dependencies (npm ci)"; (cd "$root" && npm ci --no-audit --no-fund) >&2; }
   echo "${modes[mode]}" >"$shards_dir/mode"

@@ -17,11 +17,9 @@
 // Every other machine its standby: keep following, rejoin from its own
 // history, or get a copy; a diverged one is rebuilt (D4); the primary opens
 // (S4). 5. The servers, the primary's first. status: the shard's lines of
-// `./start-shards.sh status`.
+// `./start-shards.sh status` (mysql/pair-status.ts).
 //
-// The environment: PAIR_SHARD (its number), PAIR_DIR (shard-N), PAIR_MACHINES
-// (birth names, "primary" first), PAIR_MYSQL and PAIR_HTTP (their ports, in
-// that order), PAIR_PIDS (server, mysqld of each; - for none), PAIR_MYSQLD,
+// The environment: the shard's machines (mysql/pair-layout.ts), PAIR_MYSQLD,
 // PAIR_INSTALL_DB, PAIR_EXTRA_FLAGS (options of every run of it), PAIR_CLIENT,
 // PAIR_DUMP, PAIR_FLAVOUR (mariadb or mysql); for tests, PAIR_DIE_AT and
 // PAIR_PAUSE_AT (mysql/replication.ts, step).
@@ -32,33 +30,20 @@ import { copyFileSync, existsSync, mkdirSync, openSync, readFileSync, renameSync
 import { dirname, join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { missingFrom } from './gtids.ts';
+import { dirOf, HOST, http, httpPorts, index, label, machines, mysqldPid, mysqlPorts, on, others, recordFile, serverPid, shard, shardDir } from './pair-layout.ts';
+import { status } from './pair-status.ts';
 import {
-  connected, copyStatements, follow, isMachine, missingFrom, mysqldFlags, openPrimary, recordedPrimary, ReplicationError, state, step, userStatements, waitForStandby, wipe,
+  copyStatements, follow, mysqldFlags, openPrimary, recordedPrimary, ReplicationError, state, step, userStatements, waitForStandby, wipe,
   type Machine, type Sql, type State,
 } from './replication.ts';
 
 const env = process.env;
-const shard = env.PAIR_SHARD ?? '?';
-const shardDir = env.PAIR_DIR ?? '.';
-const machines = (env.PAIR_MACHINES ?? 'primary standby').split(' ').filter(isMachine);
-const [mysqlPorts, httpPorts] = [env.PAIR_MYSQL, env.PAIR_HTTP].map((s) => (s ?? '').split(' ').map(Number)) as [number[], number[]];
-const HOST = '127.0.0.1';
+type Passwords = { app: string; repl: string; operator: string };
 const OPEN_WAIT_MS = 30_000;
-
-const dirOf = (m: Machine) => (m === 'primary' ? shardDir : join(shardDir, m));
-const index = (m: Machine) => machines.indexOf(m);
-const others = (m: Machine) => machines.filter((o) => o !== m);
-const label = (m: Machine) => (m === 'primary' ? `shard ${shard}'s primary machine` : `shard ${shard}'s ${m} machine`);
-const http = (m: Machine) => `${HOST}:${httpPorts[index(m)]}`;
-const recordFile = join(shardDir, 'primary');
-const pids = (env.PAIR_PIDS ?? '').split(' ');
-const serverPid = (m: Machine) => pids[index(m) * 2] ?? '-';
-const mysqldPid = (m: Machine) => pids[index(m) * 2 + 1] ?? '-';
 // mariadb-install-db's output, made once per cluster (initialise).
 const TEMPLATE = join(dirname(shardDir), '.mysql-template');
 
-/** As root, on a machine's socket. */
-const on = <T>(m: Machine, steps: (sql: Sql) => Promise<T>) => connected({ socketPath: join(dirOf(m), 'mysqld.sock'), user: 'root', password: '' }, steps);
 const hasData = async (sql: Sql) => (await sql<any[]>("SHOW DATABASES LIKE 'expenses'")).length > 0;
 
 class Refusal extends Error {}
@@ -215,7 +200,7 @@ async function standbys(pm: Machine): Promise<void> {
 }
 
 /** Makes `sm` follow `pm`, the primary's `clients`-th semi-synchronous standby. */
-async function standby(pm: Machine, sm: Machine, primaryState: State, passwords: { app: string; repl: string; operator: string }, clients: number): Promise<void> {
+async function standby(pm: Machine, sm: Machine, primaryState: State, passwords: Passwords, clients: number): Promise<void> {
   // S2: the machine's own copies, so that it runs, and is promoted, without the other's disk.
   for (const name of ['password', 'repl-password', 'operator-password']) copyFileSync(join(dirOf(pm), name), join(dirOf(sm), name));
   const to = { host: HOST, port: mysqlPorts[index(pm)]!, replPassword: passwords.repl };
@@ -226,53 +211,53 @@ async function standby(pm: Machine, sm: Machine, primaryState: State, passwords:
   } else if (s.state.follows !== null) {
     await on(sm, (sql) => follow(sql, to, 'its position'));
   } else if (missing.length > 0) {
-    return rebuild(`it holds transactions the primary never had (${missing.join(',')}; the primary's gtid_binlog_state ${primaryState.gtid_binlog_state || '(none)'})`);
+    return rebuild(pm, sm, to, passwords, clients, `it holds transactions the primary never had (${missing.join(',')}; the primary's gtid_binlog_state ${primaryState.gtid_binlog_state || '(none)'})`);
   } else if (s.data && s.state.gtid_binlog_pos !== '') {
     console.log(`${label(sm)}: was a primary; rejoins as the standby of ${HOST}:${to.port}, from its own history (gtid_binlog_pos ${s.state.gtid_binlog_pos})`);
     await on(sm, (sql) => follow(sql, to, 'own history'));
   } else {
-    await copy(pm, sm, s.data ? 'a copy that never finished' : undefined);
+    await copy(pm, sm, passwords, s.data ? 'a copy that never finished' : undefined);
     await on(sm, (sql) => follow(sql, to, 'its position'));
   }
   try {
     await on(pm, (p) => on(sm, (q) => p('SET GLOBAL rpl_semi_sync_master_enabled = ON').then(() => waitForStandby(p, q, OPEN_WAIT_MS, clients))));
   } catch (err) {
     if (!(err instanceof ReplicationError && err.code === 'DIVERGED')) throw err;
-    await rebuild(err.message);
+    await rebuild(pm, sm, to, passwords, clients, err.message);
   }
+}
 
-  /** D4: a diverged machine is copied again, what it held kept in a file first. */
-  async function rebuild(why: string): Promise<void> {
-    const kept = join(dirOf(sm), `diverged-${new Date().toISOString().replace(/[:.]/g, '-')}.sql`);
-    console.log(`${label(sm)}: DIVERGED: ${why}. Never acknowledged (rule D4): rebuilding it from the primary; what it held is kept in ${kept}`);
-    await dump(sm, kept);
-    await copy(pm, sm, 'its diverged history');
-    await on(sm, (sql) => follow(sql, to, 'its position'));
-    await on(pm, (p) => on(sm, (q) => waitForStandby(p, q, OPEN_WAIT_MS, clients)));
-  }
+/** D4: a diverged machine is copied again, what it held kept in a file first. */
+async function rebuild(pm: Machine, sm: Machine, to: Parameters<typeof follow>[1], passwords: Passwords, clients: number, why: string): Promise<void> {
+  const kept = join(dirOf(sm), `diverged-${new Date().toISOString().replace(/[:.]/g, '-')}.sql`);
+  console.log(`${label(sm)}: DIVERGED: ${why}. Never acknowledged (rule D4): rebuilding it from the primary; what it held is kept in ${kept}`);
+  await dump(sm, kept);
+  await copy(pm, sm, passwords, 'its diverged history');
+  await on(sm, (sql) => follow(sql, to, 'its position'));
+  await on(pm, (p) => on(sm, (q) => waitForStandby(p, q, OPEN_WAIT_MS, clients)));
+}
 
-  /** S5: a copy of the primary's data and users, taken at one GTID position, loaded unlogged. */
-  async function copy(from: Machine, into: Machine, replacing?: string): Promise<void> {
-    if (replacing !== undefined) {
-      console.log(`${label(into)}: dropping ${replacing}`);
-      await on(into, wipe);
-    }
-    console.log(`${label(into)}: copying the primary's data, then following it`);
-    const { before, after } = copyStatements(passwords);
-    const load = spawn(env.PAIR_CLIENT ?? 'mariadb', ['--no-defaults', `--socket=${join(dirOf(into), 'mysqld.sock')}`, '--user=root'], { stdio: ['pipe', 'ignore', 'pipe'] });
-    // --gtid --master-data: the dump ends with SET GLOBAL gtid_slave_pos, the position of its consistent snapshot.
-    const source = spawn(env.PAIR_DUMP ?? 'mariadb-dump', ['--no-defaults', `--socket=${join(dirOf(from), 'mysqld.sock')}`, '--user=root', '--single-transaction', '--gtid', '--master-data=1', '--databases', 'expenses', '--skip-dump-date'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let errors = '';
-    load.stderr.on('data', (c) => (errors += c));
-    source.stderr.on('data', (c) => (errors += c));
-    load.stdin.write(before);
-    source.stdout.pipe(load.stdin, { end: false });
-    const dumped = await new Promise<number | null>((resolve) => source.on('close', resolve));
-    load.stdin.end(dumped === 0 ? after : 'SELECT no_such_column_the_dump_failed;\n');
-    const loaded = await new Promise<number | null>((resolve) => load.on('close', resolve));
-    if (dumped !== 0 || loaded !== 0) throw new Error(`${label(into)}: copying the primary's data failed: ${errors.trim()}`);
-    step('copied');
+/** S5: a copy of the primary's data and users, taken at one GTID position, loaded unlogged. */
+async function copy(from: Machine, into: Machine, passwords: Passwords, replacing?: string): Promise<void> {
+  if (replacing !== undefined) {
+    console.log(`${label(into)}: dropping ${replacing}`);
+    await on(into, wipe);
   }
+  console.log(`${label(into)}: copying the primary's data, then following it`);
+  const { before, after } = copyStatements(passwords);
+  const load = spawn(env.PAIR_CLIENT ?? 'mariadb', ['--no-defaults', `--socket=${join(dirOf(into), 'mysqld.sock')}`, '--user=root'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  // --gtid --master-data: the dump ends with SET GLOBAL gtid_slave_pos, the position of its consistent snapshot.
+  const source = spawn(env.PAIR_DUMP ?? 'mariadb-dump', ['--no-defaults', `--socket=${join(dirOf(from), 'mysqld.sock')}`, '--user=root', '--single-transaction', '--gtid', '--master-data=1', '--databases', 'expenses', '--skip-dump-date'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let errors = '';
+  load.stderr.on('data', (c) => (errors += c));
+  source.stderr.on('data', (c) => (errors += c));
+  load.stdin.write(before);
+  source.stdout.pipe(load.stdin, { end: false });
+  const dumped = await new Promise<number | null>((resolve) => source.on('close', resolve));
+  load.stdin.end(dumped === 0 ? after : 'SELECT no_such_column_the_dump_failed;\n');
+  const loaded = await new Promise<number | null>((resolve) => load.on('close', resolve));
+  if (dumped !== 0 || loaded !== 0) throw new Error(`${label(into)}: copying the primary's data failed: ${errors.trim()}`);
+  step('copied');
 }
 
 /** What a machine holds, into a file, before it is dropped. */
@@ -282,70 +267,6 @@ async function dump(m: Machine, file: string): Promise<void> {
   out.stdout.on('data', (c) => (text += c));
   if ((await new Promise((resolve) => out.on('close', resolve))) !== 0) throw new Error(`${label(m)}: could not keep what it held in ${file}; nothing was dropped`);
   writeFileSync(file, text, { mode: 0o600 });
-}
-
-/** The lines of `status` for the shard's machines: each one's role and replication, and a WARNING with the command to run. */
-async function status(): Promise<void> {
-  const pm = recordedPrimary(recordFile);
-  // The shard's line: the address its server was started on.
-  const port = existsSync(join(shardDir, 'port')) ? readFileSync(join(shardDir, 'port'), 'utf8').trim() : String(httpPorts[0]);
-  const state_ = (await health(`http://${HOST}:${port}`)).replace(/^http-.*/, 'down');
-  console.log(`shard ${shard}  http://${HOST}:${port}  ${state_.padEnd(8)}  server pid ${pids[0]!.padEnd(7)}  mysql pid ${pids[1]!.padEnd(7)}  ${shardDir}`);
-  if (machines.length === 1) return;
-  const width = Math.max(...machines.map((m) => m.length));
-  const primaryMysql = `${HOST}:${mysqlPorts[index(pm)]}`;
-  const warn: string[] = [];
-  const down: Machine[] = [];
-  const serving: Machine[] = []; // standbys that replicate from the primary
-  for (const m of machines) {
-    const [server, mysqld] = [pids[index(m) * 2] ?? '-', pids[index(m) * 2 + 1] ?? '-'];
-    const head = `  ${m.padEnd(width)}  http://${http(m)}  ${(await health(`http://${http(m)}`)).padEnd(8)}  server pid ${server.padEnd(7)}  mysql pid ${mysqld.padEnd(7)}`;
-    const s: State | undefined = mysqld === '-' ? undefined : await on(m, state).catch(() => undefined);
-    if (s === undefined) {
-      console.log(`${head}  mysql down`);
-      down.push(m);
-      continue;
-    }
-    let role: string;
-    if (s.follows !== null) {
-      const f = s.follows;
-      role = `follows ${f.master}  Slave_IO_Running ${f.io}  Slave_SQL_Running ${f.sql}  Gtid_IO_Pos ${f.gtid_io_pos || 'none'}  gtid_slave_pos ${s.gtid_slave_pos}`;
-      if (f.io !== 'Yes' || f.sql !== 'Yes') warn.push(`the ${m} does not replicate (IO ${f.io}, SQL ${f.sql}${f.error ? `: ${f.error}` : ''})`);
-      else if (m !== pm && f.master !== primaryMysql) warn.push(`the ${m} follows ${f.master}, not the primary's ${primaryMysql}`);
-      else if (m !== pm) serving.push(m);
-    } else {
-      const { Rpl_semi_sync_master_status: on_, Rpl_semi_sync_master_clients: clients, Rpl_semi_sync_master_wait_sessions: waiting } = s.semisync;
-      role = `Rpl_semi_sync_master_status ${on_ ?? '?'}  Rpl_semi_sync_master_clients ${clients ?? '?'}${s.read_only ? '  (read-only: fenced)' : ''}`;
-      if (m === pm) {
-        if (!(Number(clients) >= 1)) warn.push(`no standby is connected to the ${m}`);
-        if (Number(waiting ?? 0) > 0) warn.push(`${waiting} write(s) on the ${m} wait for a standby's ack`);
-        if (on_ !== 'ON') warn.push(`semi-sync is off on the ${m}: acknowledged writes exist once`);
-      } else warn.push(`the ${m} machine follows no primary (an old primary)`);
-    }
-    console.log(`${head}  mysql ${HOST}:${mysqlPorts[index(m)]}  read_only ${s.read_only ? 'ON' : 'OFF'}  gtid_binlog_pos ${s.gtid_binlog_pos || 'none'}  ${role}  ${dirOf(m)}`);
-  }
-  if (pm !== 'primary') console.log(`  shard ${shard}: the primary is the ${pm} machine since a failover (${recordFile})`);
-  if (down.length === machines.length) return console.log(`  shard ${shard}: stopped; start it: ./start-shards.sh`);
-  if (down.includes(pm)) {
-    const to = others(pm).find((m) => !down.includes(m)) ?? others(pm)[0]!;
-    return console.log(`  WARNING: shard ${shard}'s primary (${http(pm)}) is down. Start it again (./start-shards.sh), or if its machine is lost, promote a standby:
-    node ch_client.ts failover ${HOST}:${httpPorts[0]} --to ${http(to)}`);
-  }
-  for (const m of others(pm).filter((o) => down.includes(o)).reverse()) warn.unshift(`the ${m}'s MySQL is down`);
-  if (warn.length === 0) return;
-  const standbyCount = others(pm).length;
-  const runs = serving.length === 0 || standbyCount === 1 ? 'runs without its standby' : `runs with ${serving.length} of its ${standbyCount} standbys`;
-  console.log(`  WARNING: shard ${shard} ${runs}: ${warn.join('; ')}. Make it a standby again: ./start-shards.sh rejoin ${shard}`);
-}
-
-async function health(url: string): Promise<string> {
-  try {
-    const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5_000) });
-    await res.arrayBuffer();
-    return res.status === 200 ? 'up' : res.status === 503 ? 'degraded' : `http-${res.status}`;
-  } catch {
-    return 'down';
-  }
 }
 
 const [command] = process.argv.slice(2);

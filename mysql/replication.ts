@@ -66,14 +66,15 @@
 //       refuses it (error 1236 under gtid_strict_mode), and the launcher
 //       rebuilds it from the new primary, keeping a dump of what it held.
 //   D5. TWO STANDBYS: the one promoted must have received every GTID its
-//       sibling received (ahead() finds what it lacks), or the sibling could
-//       not follow it and an acknowledged write could be on the sibling alone.
-//       In an emergency the failover compares what the two received (their
-//       Gtid_IO_Pos) before D2 and refuses a --to that is behind; after D3 it
-//       makes the sibling follow the new primary from its own position, so the
-//       shard keeps a standby that acknowledges, with no rebuild. Left open: a
-//       frozen old primary that thaws between the comparison and the sibling's
-//       follow could still send the sibling a write the new primary lacks.
+//       sibling received (ahead(), mysql/gtids.ts, finds what it lacks), or
+//       the sibling could not follow it and an acknowledged write could be on
+//       the sibling alone. In an emergency the failover compares what the two
+//       received (their Gtid_IO_Pos) before D2 and refuses a --to that is
+//       behind; after D3 it makes the sibling follow the new primary from its
+//       own position, so the shard keeps a standby that acknowledges, with no
+//       rebuild. Left open: a frozen old primary that thaws between the
+//       comparison and the sibling's follow could still send the sibling a
+//       write the new primary lacks.
 
 import { renameSync, readFileSync, writeFileSync } from 'node:fs';
 import mysql from 'mysql';
@@ -299,33 +300,6 @@ export async function openPrimary(primary: Sql, standby: Sql, waitMs: number, cl
   await primary('SET GLOBAL rpl_semi_sync_master_enabled = ON');
   await waitForStandby(primary, standby, waitMs, clients);
   await primary('SET GLOBAL read_only = 0');
-}
-
-/**
- * D4, before a machine follows from its own history: the GTIDs of its binlog
- * that `primary` never had. Under gtid_strict_mode sequence numbers only grow
- * in a domain, so its last GTID d-s-n is missing if the primary's history in
- * domain d ends below n, or if the primary's last from server s is below n.
- * Empty when none is known missing (a replica MariaDB refuses later is caught
- * by waitForStandby, error 1236).
- */
-export function missingFrom(primary: State, own: State): string[] {
-  const gtids = (list: string) => list.split(',').filter(Boolean).map((g) => g.split('-').map(Number) as [number, number, number]);
-  const theirs = gtids(`${primary.gtid_binlog_state},${primary.gtid_slave_pos}`);
-  return gtids(own.gtid_binlog_pos)
-    .filter(([d, s, n]) => {
-      const top = Math.max(0, ...theirs.filter(([td]) => td === d).map(([, , tn]) => tn));
-      const fromS = primary.gtid_binlog_state.split(',').filter(Boolean).map((g) => g.split('-').map(Number)).find(([td, ts]) => td === d && ts === s);
-      return n > top || (fromS !== undefined && fromS[2]! < n);
-    })
-    .map((g) => g.join('-'));
-}
-
-/** D5: the GTIDs of `position` beyond `than` (a higher sequence number in a domain), as d-s-n. */
-export function ahead(position: string, than: string): string[] {
-  const gtids = (list: string) => list.split(',').filter(Boolean).map((g) => g.split('-').map(Number) as [number, number, number]);
-  const top = new Map(gtids(than).map(([d, , n]) => [d, n]));
-  return gtids(position).filter(([d, , n]) => n > (top.get(d) ?? 0)).map((g) => g.join('-'));
 }
 
 // MariaDB's errors of a replica whose history the primary does not hold (D4).

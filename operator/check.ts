@@ -103,8 +103,9 @@ async function standbyOf(node: MapNode, at: string, said: Map<string, Said>, see
 
 /** What GET /cluster/replication says of one machine (shard/replication.ts), or why it said nothing. */
 type Replication = { role: string; gtid_binlog_pos: string; gtid_slave_pos: string; follows: { master: string; io: string; sql: string } | null; semisync: Record<string, string>; peer: string | null; shard_number?: number | null };
+type Answer = Replication | { why: string; status?: number };
 
-async function replicationAt(address: string, secret: string | undefined): Promise<Replication | { why: string; status?: number }> {
+async function replicationAt(address: string, secret: string | undefined): Promise<Answer> {
   try {
     const res = await call(address, 'GET', '/cluster/replication', undefined, {}, { timeoutMs: 5_000, secret });
     return res.status === 200 ? (res.body as Replication) : { why: problem(res), status: res.status };
@@ -126,58 +127,63 @@ async function replicationAt(address: string, secret: string | undefined): Promi
 async function standbys(map: ClusterMap, secret: string | undefined, down: Set<string>): Promise<boolean> {
   const nodes = everyNode(map).filter((n) => !down.has(n.name));
   const primaries = await Promise.all(nodes.map((n) => replicationAt(addressOf(map, n.name), secret)));
-  // 503 without an operator user: a server started without standbys. A cluster with none has no pairs to show.
-  const unpaired = (r: (typeof primaries)[number]) => 'why' in r && r.status === 503 && /no MySQL operator user/.test(r.why);
-  // A cluster where no node answers with its replication has none to show.
-  if (!primaries.some((r) => !('why' in r))) {
-    if (primaries.some((r) => 'why' in r && r.status === 401)) console.log(`  standbys: not shown (GET /cluster/replication needs the cluster secret: --secret-file)`);
-    return true;
-  }
   if (primaries.some((r) => 'why' in r && r.status === 401)) {
     console.log(`  standbys: not shown (GET /cluster/replication needs the cluster secret: --secret-file)`);
     return true;
   }
+  // A cluster where no node answers with its replication has none to show.
+  if (!primaries.some((r) => !('why' in r))) return true;
   console.log('  standbys (GET /cluster/replication on each node and on its standby):');
-  let ok = true;
   const list = everyNode(map).map((m) => m.name).join(',');
-  for (const [i, n] of nodes.entries()) {
-    const p = primaries[i]!;
-    const at = addressOf(map, n.name);
-    const without = (why: string) => {
-      const rejoin = rejoinCommand('why' in p ? null : (p.shard_number ?? null), n.shard);
-      console.error(`WITHOUT STANDBY shard ${n.shard} (${n.name} at ${at}): ${why}; its writes wait for a standby's ack. Give it one: on its host, ${rejoin}`);
-      ok = false;
-    };
-    if ('why' in p) {
-      console.log(`    shard ${n.shard}, ${n.name}: primary ${at} does not say (${p.why})`);
-      if (unpaired(p)) without('its server has no standby (started without SHARDS_STANDBY=1)');
+  let ok = true;
+  for (const [i, n] of nodes.entries()) ok = (await pairOf(n, addressOf(map, n.name), primaries[i]!, secret, list)) && ok;
+  return ok;
+}
+
+/** standbys()'s lines for one node at `at`: its primary's answer `p`, then each of its standbys. False when the shard is flagged. */
+async function pairOf(n: MapNode, at: string, p: Answer, secret: string | undefined, list: string): Promise<boolean> {
+  let ok = true;
+  const without = (why: string) => {
+    const rejoin = rejoinCommand('why' in p ? null : (p.shard_number ?? null), n.shard);
+    console.error(`WITHOUT STANDBY shard ${n.shard} (${n.name} at ${at}): ${why}; its writes wait for a standby's ack. Give it one: on its host, ${rejoin}`);
+    ok = false;
+  };
+  if ('why' in p) {
+    console.log(`    shard ${n.shard}, ${n.name}: primary ${at} does not say (${p.why})`);
+    // 503 without an operator user: a server started without standbys.
+    if (p.status === 503 && /no MySQL operator user/.test(p.why)) without('its server has no standby (started without SHARDS_STANDBY=1)');
+    return ok;
+  }
+  const clients = Number(p.semisync.Rpl_semi_sync_master_clients ?? 0);
+  console.log(`    shard ${n.shard}, ${n.name}: primary ${at}: ${p.role}, semi-sync ${p.semisync.Rpl_semi_sync_master_status ?? '?'}, ${clients} standby connected, gtid_binlog_pos ${p.gtid_binlog_pos || 'none'}`);
+  // CLUSTER_PEER: the shard's other machines, one or two standbys (start-shards.sh).
+  const peers = p.peer === null ? [] : p.peer.split(',');
+  if (p.role !== 'primary') {
+    const to = peers[0] ?? "<its standby's HOST:PORT>";
+    console.error(`NOT WRITABLE shard ${n.shard} (${n.name} at ${at}) is read-only: a fenced primary, or a standby the map names. Finish the failover with: node ch_client.ts failover ${n.name} --to ${to} --nodes ${list}`);
+    ok = false;
+  }
+  const replicates = await peersReplicate(peers, secret);
+  if (peers.length === 0) console.log(`      standby unknown (the primary's server has no CLUSTER_PEER)`);
+  if (clients < 1) without('no standby is connected to its primary');
+  else if (!replicates) without(`its standby ${p.peer ?? '(unknown)'} does not replicate`);
+  return ok;
+}
+
+/** A line for each standby of `peers`, with its replication; true when one of them replicates. */
+async function peersReplicate(peers: string[], secret: string | undefined): Promise<boolean> {
+  let replicates = false;
+  for (const peer of peers) {
+    const s = await replicationAt(peer, secret);
+    if ('why' in s) {
+      console.log(`      standby ${peer}: does not answer (${s.why})`);
       continue;
     }
-    const clients = Number(p.semisync.Rpl_semi_sync_master_clients ?? 0);
-    console.log(`    shard ${n.shard}, ${n.name}: primary ${at}: ${p.role}, semi-sync ${p.semisync.Rpl_semi_sync_master_status ?? '?'}, ${clients} standby connected, gtid_binlog_pos ${p.gtid_binlog_pos || 'none'}`);
-    // CLUSTER_PEER: the shard's other machines, one or two standbys (start-shards.sh).
-    const peers = p.peer === null ? [] : p.peer.split(',');
-    if (p.role !== 'primary') {
-      const to = peers[0] ?? "<its standby's HOST:PORT>";
-      console.error(`NOT WRITABLE shard ${n.shard} (${n.name} at ${at}) is read-only: a fenced primary, or a standby the map names. Finish the failover with: node ch_client.ts failover ${n.name} --to ${to} --nodes ${list}`);
-      ok = false;
-    }
-    let replicates = false;
-    for (const peer of peers) {
-      const s = await replicationAt(peer, secret);
-      if ('why' in s) {
-        console.log(`      standby ${peer}: does not answer (${s.why})`);
-        continue;
-      }
-      const f = s.follows;
-      console.log(`      standby ${peer}: ${s.role}, ${f === null ? 'follows no one' : `follows ${f.master}, IO ${f.io}, SQL ${f.sql}`}, gtid_slave_pos ${s.gtid_slave_pos || 'none'}`);
-      replicates ||= f !== null && f.io === 'Yes' && f.sql === 'Yes';
-    }
-    if (peers.length === 0) console.log(`      standby unknown (the primary's server has no CLUSTER_PEER)`);
-    if (clients < 1) without('no standby is connected to its primary');
-    else if (!replicates) without(`its standby ${p.peer ?? '(unknown)'} does not replicate`);
+    const f = s.follows;
+    console.log(`      standby ${peer}: ${s.role}, ${f === null ? 'follows no one' : `follows ${f.master}, IO ${f.io}, SQL ${f.sql}`}, gtid_slave_pos ${s.gtid_slave_pos || 'none'}`);
+    replicates ||= f !== null && f.io === 'Yes' && f.sql === 'Yes';
   }
-  return ok;
+  return replicates;
 }
 
 /**

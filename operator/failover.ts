@@ -51,7 +51,8 @@ import { addressOf, describeMap, everyNode, type ClusterMap } from '../api/clust
 import { hostOf, proves } from '../api/signing.ts';
 import { ask, newest } from '../client/cluster.ts';
 import { call, problem, type Answer, type CallOptions } from '../client/http.ts';
-import { ahead, rejoinCommand } from '../mysql/replication.ts';
+import { ahead } from '../mysql/gtids.ts';
+import { rejoinCommand } from '../mysql/replication.ts';
 import { install, lockNode } from './maps.ts';
 import { readCluster } from './plan.ts';
 

@@ -4,7 +4,8 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { missingFrom, type State } from '../../mysql/replication.ts';
+import { missingFrom } from '../../mysql/gtids.ts';
+import type { State } from '../../mysql/replication.ts';
 
 const at = (gtid_binlog_pos: string, gtid_binlog_state = gtid_binlog_pos, gtid_slave_pos = '') => ({ gtid_binlog_pos, gtid_binlog_state, gtid_slave_pos }) as State;
 
