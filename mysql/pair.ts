@@ -33,7 +33,7 @@ import { dirname, join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import {
-  connected, copyStatements, follow, isMachine, missingFrom, mysqldFlags, openPrimary, recordedPrimary, ReplicationError, state, step, userStatements, waitForStandby, wipe,
+  connected, copyStatements, follow, isMachine, missingFrom, mysqldFlags, openPrimary, recordedPrimary, release, ReplicationError, state, step, userStatements, waitForStandby, wipe,
   type Machine, type Sql, type State,
 } from './replication.ts';
 
@@ -219,7 +219,11 @@ async function standby(pm: Machine, sm: Machine, primaryState: State, passwords:
   // S2: the machine's own copies, so that it runs, and is promoted, without the other's disk.
   for (const name of ['password', 'repl-password', 'operator-password']) copyFileSync(join(dirOf(pm), name), join(dirOf(sm), name));
   const to = { host: HOST, port: mysqlPorts[index(pm)]!, replPassword: passwords.repl };
-  const s = await on(sm, async (sql) => ({ data: await hasData(sql), state: await state(sql) }));
+  // D4: an old primary's commits that wait for an ack are let go first, so that they hold no lock over its rebuild and are in the dump of what it held.
+  const s = await on(sm, async (sql) => {
+    const now = await state(sql);
+    return { data: await hasData(sql), state: now.follows === null ? await release(sql) : now };
+  });
   const missing = s.state.follows === null && s.data ? missingFrom(primaryState, s.state) : [];
   if (s.state.follows?.master === `${HOST}:${to.port}` && s.state.follows.io === 'Yes' && s.state.follows.sql === 'Yes') {
     // Keeps following, untouched: a restart of its replication would hold the primary's writes meanwhile.

@@ -65,6 +65,12 @@
 //       sync and the ack: never an acknowledged write) has DIVERGED: MariaDB
 //       refuses it (error 1236 under gtid_strict_mode), and the launcher
 //       rebuilds it from the new primary, keeping a dump of what it held.
+//       First, its semi-sync is turned off (release): a commit it took
+//       before it was replaced, in its binlog and waiting for an ack no
+//       standby will send (S3: for ever), holds its locks, and the drop of
+//       a rebuild waited behind them. Released, such a commit finishes here,
+//       unacknowledged (election/rules.ts E2: a server whose lease ended
+//       answers 503; the rejoin has stopped it anyway), and is kept in the dump.
 //   D5. TWO STANDBYS: the one promoted must have received every GTID its
 //       sibling received (ahead() finds what it lacks), or the sibling could
 //       not follow it and an acknowledged write could be on the sibling alone.
@@ -247,6 +253,17 @@ async function open(sql: Sql): Promise<State> {
   return state(sql);
 }
 
+/**
+ * D4, first on a machine that is not the primary: semi-sync off, which lets go
+ * the commits waiting for an ack (they finish here, unacknowledged), then
+ * read-only, which waits for them (D1). Idempotent.
+ */
+export async function release(sql: Sql): Promise<State> {
+  await sql('SET GLOBAL rpl_semi_sync_master_enabled = OFF');
+  await sql('SET GLOBAL read_only = 1');
+  return state(sql);
+}
+
 /** Where a machine's MySQL listens for replicas: host:port. */
 export async function mysqlAddress(sql: Sql): Promise<string> {
   const [v] = await sql<any[]>('SELECT @@bind_address AS host, @@port AS port');
@@ -260,8 +277,7 @@ export async function mysqlAddress(sql: Sql): Promise<string> {
  * old), "its position" for a standby, which goes on from where it was.
  */
 export async function follow(sql: Sql, primary: { host: string; port: number; replPassword: string }, from: 'own history' | 'its position'): Promise<State> {
-  await sql('SET GLOBAL rpl_semi_sync_master_enabled = OFF');
-  await sql('SET GLOBAL read_only = 1');
+  await release(sql);
   await sql('STOP SLAVE');
   if (from === 'own history') await sql('SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos');
   await sql("CHANGE MASTER TO MASTER_HOST = ?, MASTER_PORT = ?, MASTER_USER = 'repl', MASTER_PASSWORD = ?, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1", [primary.host, primary.port, primary.replPassword]);
