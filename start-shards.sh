@@ -354,6 +354,8 @@ rejoin() {
   [ "$mode" != 0 ] && [ -d "$shards_dir/shard-${1:-x}/standby" ] || die "usage: $0 rejoin N, for a shard with a standby; shard '${1:-}' has none"
   local m
   layout "$1"
+  # D4: first every machine but the primary lets go of commits waiting for an ack, or a thawed old primary's server, waiting on one, would not stop.
+  pair release
   for m in "${others[@]}"; do stop_server "$m"; done
   "$BASH" "$0" start-shard "$1" || die "shard $1 did not rejoin (see above); fix that, then run ./start-shards.sh rejoin $1 again"
   echo "shard $1 has its standby$([ "$mode" = 1 ] || echo s) again"

@@ -17,7 +17,7 @@
 // Every other machine its standby: keep following, rejoin from its own
 // history, or get a copy; a diverged one is rebuilt (D4); the primary opens
 // (S4). 5. The servers, the primary's first. status: the shard's lines of
-// `./start-shards.sh status`.
+// `./start-shards.sh status`. release: the rejoin's first step (D4).
 //
 // The environment: PAIR_SHARD (its number), PAIR_DIR (shard-N), PAIR_MACHINES
 // (birth names, "primary" first), PAIR_MYSQL and PAIR_HTTP (their ports, in
@@ -279,6 +279,17 @@ async function standby(pm: Machine, sm: Machine, primaryState: State, passwords:
   }
 }
 
+/**
+ * D4, the rejoin's first step, before it stops the servers: every machine but
+ * the primary lets go of its commits that wait for an ack (release). A thawed
+ * old primary's server, whose own fence (E3) waits behind such a commit, would
+ * not stop. A machine this cannot reach is left to the start after it, which
+ * says what is wrong with it.
+ */
+async function releaseOthers(): Promise<void> {
+  for (const m of others(recordedPrimary(recordFile)).filter((o) => mysqldPid(o) !== '-')) await on(m, release).catch(() => undefined);
+}
+
 /** What a machine holds, into a file, before it is dropped. */
 async function dump(m: Machine, file: string): Promise<void> {
   const out = spawn(env.PAIR_DUMP ?? 'mariadb-dump', ['--no-defaults', `--socket=${join(dirOf(m), 'mysqld.sock')}`, '--user=root', '--single-transaction', '--databases', 'expenses'], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -356,7 +367,8 @@ const [command] = process.argv.slice(2);
 try {
   if (command === 'start') await start();
   else if (command === 'status') await status();
-  else throw new Refusal('usage: node mysql/pair.ts start | status (start-shards.sh runs them)');
+  else if (command === 'release') await releaseOthers();
+  else throw new Refusal('usage: node mysql/pair.ts start | status | release (start-shards.sh runs them)');
 } catch (err) {
   const standbysOf = others(recordedPrimary(recordFile)).map(label).join(' or ');
   if (!(err instanceof Ended)) console.error(err instanceof Refusal || err instanceof Failed ? err.message : err instanceof ReplicationError ? `${standbysOf}: ${err.message}. Run ./start-shards.sh rejoin ${shard} once that is fixed` : err);

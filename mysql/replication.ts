@@ -65,12 +65,13 @@
 //       sync and the ack: never an acknowledged write) has DIVERGED: MariaDB
 //       refuses it (error 1236 under gtid_strict_mode), and the launcher
 //       rebuilds it from the new primary, keeping a dump of what it held.
-//       First, its semi-sync is turned off (release): a commit it took
-//       before it was replaced, in its binlog and waiting for an ack no
-//       standby will send (S3: for ever), holds its locks, and the drop of
-//       a rebuild waited behind them. Released, such a commit finishes here,
-//       unacknowledged (election/rules.ts E2: a server whose lease ended
-//       answers 503; the rejoin has stopped it anyway), and is kept in the dump.
+//       First, before its server is stopped, its semi-sync is turned off
+//       (release): a commit it took before it was replaced, in its binlog
+//       and waiting for an ack no standby will send (S3: for ever), holds
+//       its locks; its server's own fence (E3) and shutdown, and the drop of
+//       a rebuild, waited behind it. Released, such a commit finishes here,
+//       unacknowledged (election/rules.ts E2: its request began under a
+//       lease that has ended, so it is answered 503), and is kept in the dump.
 //   D5. TWO STANDBYS: the one promoted must have received every GTID its
 //       sibling received (ahead() finds what it lacks), or the sibling could
 //       not follow it and an acknowledged write could be on the sibling alone.
