@@ -371,7 +371,9 @@ try {
   else throw new Refusal('usage: node mysql/pair.ts start | status | release (start-shards.sh runs them)');
 } catch (err) {
   const standbysOf = others(recordedPrimary(recordFile)).map(label).join(' or ');
-  if (!(err instanceof Ended)) console.error(err instanceof Refusal || err instanceof Failed ? err.message : err instanceof ReplicationError ? `${standbysOf}: ${err.message}. Run ./start-shards.sh rejoin ${shard} once that is fixed` : err);
+  // A MySQL statement's error (it has a code) names the statement (mysql/replication.ts, connected); the lines above name the step and the machine.
+  const said = err instanceof Refusal || err instanceof Failed ? err.message : err instanceof ReplicationError ? `${standbysOf}: ${err.message}. Run ./start-shards.sh rejoin ${shard} once that is fixed` : err instanceof Error && 'code' in err ? `shard ${shard}: ${err.message}` : err;
+  if (!(err instanceof Ended)) console.error(said);
   process.exitCode = err instanceof Refusal ? 2 : 1;
 } finally {
   launcher?.close();

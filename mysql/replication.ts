@@ -128,12 +128,19 @@ export const WAIT_MAX_MS = 60_000;
 export async function connected<T>(where: Where & { user: string; password: string }, steps: (sql: Sql) => Promise<T>): Promise<T> {
   const connection = mysql.createConnection({ ...driverOptions({ ...where, database: '' }), database: undefined });
   const sql = <R>(statement: string, values: unknown[] = []) =>
-    new Promise<R>((resolve, reject) => connection.query({ sql: statement, values, timeout: WAIT_MAX_MS + 5_000 }, (err, rows) => (err ? reject(err) : resolve(rows as R))));
+    new Promise<R>((resolve, reject) => connection.query({ sql: statement, values, timeout: WAIT_MAX_MS + 5_000 }, (err, rows) => (err ? reject(named(err, statement)) : resolve(rows as R))));
   try {
     return await steps(sql);
   } finally {
     connection.destroy();
   }
+}
+
+/** A step's error says which statement failed, and a timeout how long it waited (the driver's "Query inactivity timeout" said neither); its code is kept. */
+function named(err: mysql.MysqlError, statement: string): mysql.MysqlError {
+  const why = err.code === 'PROTOCOL_SEQUENCE_TIMEOUT' ? `no answer within ${(WAIT_MAX_MS + 5_000) / 1000} s` : err.message;
+  err.message = `${statement.length > 80 ? `${statement.slice(0, 80)}...` : statement}: ${why}`;
+  return err;
 }
 
 /** S1, S3, S4, S5: the mysqld options of a machine of a pair. */
