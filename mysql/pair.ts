@@ -280,14 +280,27 @@ async function standby(pm: Machine, sm: Machine, primaryState: State, passwords:
 }
 
 /**
- * D4, the rejoin's first step, before it stops the servers: every machine but
- * the primary lets go of its commits that wait for an ack (release). A thawed
- * old primary's server, whose own fence (E3) waits behind such a commit, would
- * not stop. A machine this cannot reach is left to the start after it, which
- * says what is wrong with it.
+ * D4, the rejoin's first step, before it stops servers: every machine but the
+ * primary that does not follow it lets go of its commits that wait for an ack
+ * (release), and is named, a line each, for the rejoin to stop its server. A
+ * thawed old primary's server, whose own fence (E3) waits behind such a commit,
+ * would not stop. A standby that follows the primary keeps its server: one
+ * stopping answers no renewal of the primary's lease, and stood for election
+ * meanwhile (E5). A machine this cannot reach is named; the start after says
+ * what is wrong with it.
  */
 async function releaseOthers(): Promise<void> {
-  for (const m of others(recordedPrimary(recordFile)).filter((o) => mysqldPid(o) !== '-')) await on(m, release).catch(() => undefined);
+  const pm = recordedPrimary(recordFile);
+  const primaryMysql = `${HOST}:${mysqlPorts[index(pm)]}`;
+  for (const m of others(pm)) {
+    const follows = mysqldPid(m) !== '-' && (await on(m, async (sql) => {
+      const f = (await state(sql)).follows;
+      if (f?.master === primaryMysql && f.io === 'Yes' && f.sql === 'Yes') return true;
+      await release(sql);
+      return false;
+    }).catch(() => false));
+    if (!follows) console.log(m);
+  }
 }
 
 /** What a machine holds, into a file, before it is dropped. */
