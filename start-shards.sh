@@ -250,14 +250,16 @@ stop() {
   done
 }
 
-# After a failover: the servers of the machines that are not the primary go
-# (an old primary's served as the primary), and the shard starts again, which
+# After a failover: the servers of the machines that do not follow the primary
+# go (an old primary's served as the primary), and the shard starts again, which
 # makes each of those machines a standby.
 rejoin() {
   [ "$mode" != 0 ] && [ -d "$shards_dir/shard-${1:-x}/standby" ] || die "usage: $0 rejoin N, for a shard with a standby; shard '${1:-}' has none"
-  local m
+  local m stopping
   layout "$1"
-  for m in "${others[@]}"; do stop_server "$m"; done
+  # D4: first the machines that do not follow the primary let go of commits waiting for an ack (a thawed old primary's server waits on one, and would not stop); pair.ts names them, and their servers go.
+  stopping=$(pair release) || die "shard $1: could not tell which machines to rejoin (see above); no server was stopped. Run ./start-shards.sh rejoin $1 again"
+  for m in $stopping; do stop_server "$m"; done
   "$BASH" "$0" start-shard "$1" || die "shard $1 did not rejoin (see above); fix that, then run ./start-shards.sh rejoin $1 again"
   echo "shard $1 has its standby$([ "$mode" = 1 ] || echo s) again"
 }

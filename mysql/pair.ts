@@ -1,6 +1,6 @@
 // mysql/pair.ts: start-shards.sh's decisions for one shard's machines (a
 // primary and one or two standbys, or a shard alone), run as `node
-// mysql/pair.ts start|status` with the shard in the environment. The
+// mysql/pair.ts start|status|release` with the shard in the environment. The
 // statements and their rules (S1-S7, D1-D5) are mysql/replication.ts's; this
 // file decides which of them each machine needs, from what its MySQL says.
 //
@@ -17,7 +17,8 @@
 // Every other machine its standby: keep following, rejoin from its own
 // history, or get a copy; a diverged one is rebuilt (D4); the primary opens
 // (S4). 5. The servers, the primary's first. status: the shard's lines of
-// `./start-shards.sh status` (mysql/pair-status.ts).
+// `./start-shards.sh status` (mysql/pair-status.ts). release: the rejoin's
+// first step (D4).
 //
 // The environment: the shard's machines (mysql/pair-layout.ts), PAIR_MYSQLD,
 // PAIR_INSTALL_DB, PAIR_EXTRA_FLAGS (options of every run of it), PAIR_CLIENT,
@@ -34,7 +35,7 @@ import { missingFrom } from './gtids.ts';
 import { dirOf, HOST, http, httpPorts, index, label, machines, mysqldPid, mysqlPorts, on, others, recordFile, serverPid, shard, shardDir } from './pair-layout.ts';
 import { status } from './pair-status.ts';
 import {
-  copyStatements, follow, mysqldFlags, openPrimary, recordedPrimary, ReplicationError, state, step, userStatements, waitForStandby, wipe,
+  copyStatements, follow, mysqldFlags, openPrimary, recordedPrimary, release, ReplicationError, state, step, userStatements, waitForStandby, wipe,
   type Machine, type Sql, type State,
 } from './replication.ts';
 
@@ -204,7 +205,11 @@ async function standby(pm: Machine, sm: Machine, primaryState: State, passwords:
   // S2: the machine's own copies, so that it runs, and is promoted, without the other's disk.
   for (const name of ['password', 'repl-password', 'operator-password']) copyFileSync(join(dirOf(pm), name), join(dirOf(sm), name));
   const to = { host: HOST, port: mysqlPorts[index(pm)]!, replPassword: passwords.repl };
-  const s = await on(sm, async (sql) => ({ data: await hasData(sql), state: await state(sql) }));
+  // D4: an old primary's commits that wait for an ack are let go first, so that they hold no lock over its rebuild and are in the dump of what it held.
+  const s = await on(sm, async (sql) => {
+    const now = await state(sql);
+    return { data: await hasData(sql), state: now.follows === null ? await release(sql) : now };
+  });
   const missing = s.state.follows === null && s.data ? missingFrom(primaryState, s.state) : [];
   if (s.state.follows?.master === `${HOST}:${to.port}` && s.state.follows.io === 'Yes' && s.state.follows.sql === 'Yes') {
     // Keeps following, untouched: a restart of its replication would hold the primary's writes meanwhile.
@@ -260,6 +265,30 @@ async function copy(from: Machine, into: Machine, passwords: Passwords, replacin
   step('copied');
 }
 
+/**
+ * D4, the rejoin's first step, before it stops servers: every machine but the
+ * primary that does not follow it lets go of its commits that wait for an ack
+ * (release), and is named, a line each, for the rejoin to stop its server. A
+ * thawed old primary's server, whose own fence (E3) waits behind such a commit,
+ * would not stop. A standby that follows the primary keeps its server: one
+ * stopping answers no renewal of the primary's lease, and stood for election
+ * meanwhile (E5). A machine this cannot reach is named; the start after says
+ * what is wrong with it.
+ */
+async function releaseOthers(): Promise<void> {
+  const pm = recordedPrimary(recordFile);
+  const primaryMysql = `${HOST}:${mysqlPorts[index(pm)]}`;
+  for (const m of others(pm)) {
+    const follows = mysqldPid(m) !== '-' && (await on(m, async (sql) => {
+      const f = (await state(sql)).follows;
+      if (f?.master === primaryMysql && f.io === 'Yes' && f.sql === 'Yes') return true;
+      await release(sql);
+      return false;
+    }).catch(() => false));
+    if (!follows) console.log(m);
+  }
+}
+
 /** What a machine holds, into a file, before it is dropped. */
 async function dump(m: Machine, file: string): Promise<void> {
   const out = spawn(env.PAIR_DUMP ?? 'mariadb-dump', ['--no-defaults', `--socket=${join(dirOf(m), 'mysqld.sock')}`, '--user=root', '--single-transaction', '--databases', 'expenses'], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -273,10 +302,13 @@ const [command] = process.argv.slice(2);
 try {
   if (command === 'start') await start();
   else if (command === 'status') await status();
-  else throw new Refusal('usage: node mysql/pair.ts start | status (start-shards.sh runs them)');
+  else if (command === 'release') await releaseOthers();
+  else throw new Refusal('usage: node mysql/pair.ts start | status | release (start-shards.sh runs them)');
 } catch (err) {
   const standbysOf = others(recordedPrimary(recordFile)).map(label).join(' or ');
-  if (!(err instanceof Ended)) console.error(err instanceof Refusal || err instanceof Failed ? err.message : err instanceof ReplicationError ? `${standbysOf}: ${err.message}. Run ./start-shards.sh rejoin ${shard} once that is fixed` : err);
+  // A MySQL statement's error (it has a code) names the statement (mysql/replication.ts, connected); the lines above name the step and the machine.
+  const said = err instanceof Refusal || err instanceof Failed ? err.message : err instanceof ReplicationError ? `${standbysOf}: ${err.message}. Run ./start-shards.sh rejoin ${shard} once that is fixed` : err instanceof Error && 'code' in err ? `shard ${shard}: ${err.message}` : err;
+  if (!(err instanceof Ended)) console.error(said);
   process.exitCode = err instanceof Refusal ? 2 : 1;
 } finally {
   launcher?.close();

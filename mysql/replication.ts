@@ -65,6 +65,13 @@
 //       sync and the ack: never an acknowledged write) has DIVERGED: MariaDB
 //       refuses it (error 1236 under gtid_strict_mode), and the launcher
 //       rebuilds it from the new primary, keeping a dump of what it held.
+//       First, before its server is stopped, its semi-sync is turned off
+//       (release): a commit it took before it was replaced, in its binlog
+//       and waiting for an ack no standby will send (S3: for ever), holds
+//       its locks; its server's own fence (E3) and shutdown, and the drop of
+//       a rebuild, waited behind it. Released, such a commit finishes here,
+//       unacknowledged (election/rules.ts E2: its request began under a
+//       lease that has ended, so it is answered 503), and is kept in the dump.
 //   D5. TWO STANDBYS: the one promoted must have received every GTID its
 //       sibling received (ahead(), mysql/gtids.ts, finds what it lacks), or
 //       the sibling could not follow it and an acknowledged write could be on
@@ -122,12 +129,19 @@ export const WAIT_MAX_MS = 60_000;
 export async function connected<T>(where: Where & { user: string; password: string }, steps: (sql: Sql) => Promise<T>): Promise<T> {
   const connection = mysql.createConnection({ ...driverOptions({ ...where, database: '' }), database: undefined });
   const sql = <R>(statement: string, values: unknown[] = []) =>
-    new Promise<R>((resolve, reject) => connection.query({ sql: statement, values, timeout: WAIT_MAX_MS + 5_000 }, (err, rows) => (err ? reject(err) : resolve(rows as R))));
+    new Promise<R>((resolve, reject) => connection.query({ sql: statement, values, timeout: WAIT_MAX_MS + 5_000 }, (err, rows) => (err ? reject(named(err, statement)) : resolve(rows as R))));
   try {
     return await steps(sql);
   } finally {
     connection.destroy();
   }
+}
+
+/** A step's error says which statement failed, and a timeout how long it waited (the driver's "Query inactivity timeout" said neither); its code is kept. */
+function named(err: mysql.MysqlError, statement: string): mysql.MysqlError {
+  const why = err.code === 'PROTOCOL_SEQUENCE_TIMEOUT' ? `no answer within ${(WAIT_MAX_MS + 5_000) / 1000} s` : err.message;
+  err.message = `${statement.length > 80 ? `${statement.slice(0, 80)}...` : statement}: ${why}`;
+  return err;
 }
 
 /** S1, S3, S4, S5: the mysqld options of a machine of a pair. */
@@ -248,6 +262,17 @@ async function open(sql: Sql): Promise<State> {
   return state(sql);
 }
 
+/**
+ * D4, first on a machine that is not the primary: semi-sync off, which lets go
+ * the commits waiting for an ack (they finish here, unacknowledged), then
+ * read-only, which waits for them (D1). Idempotent.
+ */
+export async function release(sql: Sql): Promise<State> {
+  await sql('SET GLOBAL rpl_semi_sync_master_enabled = OFF');
+  await sql('SET GLOBAL read_only = 1');
+  return state(sql);
+}
+
 /** Where a machine's MySQL listens for replicas: host:port. */
 export async function mysqlAddress(sql: Sql): Promise<string> {
   const [v] = await sql<any[]>('SELECT @@bind_address AS host, @@port AS port');
@@ -261,8 +286,7 @@ export async function mysqlAddress(sql: Sql): Promise<string> {
  * old), "its position" for a standby, which goes on from where it was.
  */
 export async function follow(sql: Sql, primary: { host: string; port: number; replPassword: string }, from: 'own history' | 'its position'): Promise<State> {
-  await sql('SET GLOBAL rpl_semi_sync_master_enabled = OFF');
-  await sql('SET GLOBAL read_only = 1');
+  await release(sql);
   await sql('STOP SLAVE');
   if (from === 'own history') await sql('SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos');
   await sql("CHANGE MASTER TO MASTER_HOST = ?, MASTER_PORT = ?, MASTER_USER = 'repl', MASTER_PASSWORD = ?, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1", [primary.host, primary.port, primary.replPassword]);

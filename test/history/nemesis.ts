@@ -80,7 +80,7 @@ export async function startNemesis() {
   /** The old primary back as a standby, and every machine's peers behind their gates again. */
   const rejoin = async (s: number) => {
     const from = performance.now();
-    // As its message says, run again when a step failed: on a loaded machine a rebuild's statement can time out.
+    // As its message says, run again when a step failed; the said line counts such runs (each one is a defect to look into).
     const failed: string[] = [];
     for (let res = await p.script('rejoin', String(s)); res.code !== 0; res = await p.script('rejoin', String(s))) {
       failed.push(res.stderr.trim().split('\n').slice(-3).join(' '));
