@@ -10,11 +10,14 @@
 // (db.ts), so a record it serves was live when it read it. When the handler
 // found no record, or a taken id, or a record that changed under it, the
 // guard reads the row and decides again: a row mid-move waits (rule 4), a row
-// handed off sends the client on (rule 3a).
+// handed off sends the client on (rule 3a), and a row live by then, where the
+// handler found none, runs the handler once more: its read may have come
+// while the record was between hand-off and adoption, when no row of it is
+// live anywhere, and a 404 then would deny a record that exists (rule 4).
 
 import { checkFields, EDITABLE } from '../api/expense.ts';
 import type { Api } from './expenses.ts';
-import { HttpError, pathId, readJson, type Handler } from './http.ts';
+import { HttpError, pathId, readJson, type Handler, type Reply } from './http.ts';
 import type { Context } from './context.ts';
 import { askingOf, decide, obey } from './placement.ts';
 
@@ -29,12 +32,16 @@ export function guarded(handler: Handler<Api>): Handler<Context> {
     // Any other answer than to serve depends on the row as it is: a POST of an
     // id whose row the old owner holds live mid-move is a 409 here, not an ASK.
     if (decide(c, id, creates ? undefined : 'live', request).answer !== 'serve') obey(c, id, decide(c, id, (await c.rows.get(id))?.state, request));
-    const run = () => handler(c).catch(async (err) => {
+    const run = (again = true): Promise<Reply> => handler(c).catch(async (err) => {
       if (!(err instanceof HttpError) || !AFTER_A_LOOK.has(err.status)) throw err;
-      obey(c, id, decide(c, id, (await c.rows.get(id))?.state, request));
+      const row = (await c.rows.get(id))?.state;
+      // Rule 4: a row live by now, after the handler found none, was adopted (or created) since its read,
+      // which may have fallen between a move's hand-off and its adoption: then its 404 is no answer. Once more.
+      if (err.status === 404 && row === 'live' && again) return run(false);
+      obey(c, id, decide(c, id, row, request));
       throw err;
     });
-    return c.req.method === 'PUT' || c.req.method === 'DELETE' ? oneAtATime(id, () => retried(run)) : run();
+    return c.req.method === 'PUT' || c.req.method === 'DELETE' ? oneAtATime(id, () => retried(() => run())) : run();
   };
 }
 
