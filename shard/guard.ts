@@ -10,10 +10,13 @@
 // (db.ts), so a record it serves was live when it read it. When the handler
 // found no record, or a taken id, or a record that changed under it, the
 // guard reads the row and decides again: a row mid-move waits (rule 4), a row
-// handed off sends the client on (rule 3a), and a row live by then, where the
-// handler found none, runs the handler once more: its read may have come
-// while the record was between hand-off and adoption, when no row of it is
-// live anywhere, and a 404 then would deny a record that exists (rule 4).
+// handed off sends the client on (rule 3a). And where the row as it is now
+// contradicts the handler's answer, the handler runs once more: a move's last
+// step came in between (rule 4). A 404 with the row live by now: its read
+// fell between the hand-off and the adoption, when no row of the record is
+// live anywhere, and would deny a record that exists. A taken id (409, 412)
+// with no row by now: it met an incoming copy that was discarded since, its
+// original deleted, and would claim an id that nobody holds.
 
 import { checkFields, EDITABLE } from '../api/expense.ts';
 import type { Api } from './expenses.ts';
@@ -35,9 +38,7 @@ export function guarded(handler: Handler<Api>): Handler<Context> {
     const run = (again = true): Promise<Reply> => handler(c).catch(async (err) => {
       if (!(err instanceof HttpError) || !AFTER_A_LOOK.has(err.status)) throw err;
       const row = (await c.rows.get(id))?.state;
-      // Rule 4: a row live by now, after the handler found none, was adopted (or created) since its read,
-      // which may have fallen between a move's hand-off and its adoption: then its 404 is no answer. Once more.
-      if (err.status === 404 && row === 'live' && again) return run(false);
+      if (again && contradicts(err.status, row)) return run(false);
       obey(c, id, decide(c, id, row, request));
       throw err;
     });
@@ -48,6 +49,9 @@ export function guarded(handler: Handler<Api>): Handler<Context> {
 // A 404, a 409 (the id is taken), a 412 (If-None-Match: * on a taken id) and
 // a 503 (the record changed under a write) may each mean a row that is not live.
 const AFTER_A_LOOK: ReadonlySet<number> = new Set([404, 409, 412, 503]);
+
+/** Rule 4: an answer that the row, as it is after it, says a move's last step overtook (adopted, or discarded). */
+const contradicts = (status: number, row: string | undefined) => (status === 404 && row === 'live') || ((status === 409 || status === 412) && row === undefined);
 
 /** The id a POST's body names, in its canonical form, or undefined when the body is not a valid expense. */
 function idInBody(c: Context): string | undefined {

@@ -4,7 +4,11 @@
 // is adopted, and the guard's second look finds the row live. The record
 // existed all along: the answer must be the record, never a 404. The soak
 // (test/history/soak.ts, seed 3506) met this once as a PUT answered 404
-// mid-reshard for a record that a DELETE then removed.
+// mid-reshard for a record that a DELETE then removed. And the other last
+// step, the discard of a copy whose original a client deleted: a POST that
+// met the copy (the id taken) and then finds no row at all must create the
+// record, never answer 409 for an id nobody holds (the short history test
+// met that once, a POST answered 409 after a DELETE answered 204).
 //
 // The guard runs here in the test's process, over the shard's own MariaDB,
 // so that the test decides where the adoption lands: after the handler's
@@ -19,7 +23,7 @@ import { createDb } from '../../db.ts';
 import { connect, dbConfigFromEnv, type Query } from '../../mysql/connections.ts';
 import { createCluster } from '../../shard/cluster.ts';
 import type { Context } from '../../shard/context.ts';
-import { read, update, type Api } from '../../shard/expenses.ts';
+import { create, read, update, type Api } from '../../shard/expenses.ts';
 import { guarded } from '../../shard/guard.ts';
 import { HttpError, type Reply } from '../../shard/http.ts';
 import { createMoves } from '../../shard/move-rows.ts';
@@ -27,7 +31,7 @@ import { createRows } from '../../shard/rows.ts';
 import { at, expense } from '../requests.ts';
 import { startShards, type Shards } from '../shards.ts';
 
-describe('a request on the new owner while the move of its id is adopted', () => {
+describe('a request on the new owner while the move of its id ends (adopted, or discarded)', () => {
   let cluster: Shards;
   let shard: string;
   let secret: Record<string, string>;
@@ -72,30 +76,38 @@ describe('a request on the new owner while the move of its id is adopted', () =>
     assert.equal(res.status, 204, JSON.stringify(res.body));
   }
 
+  /** Instead of step 3, as the reshard sends it when the original was deleted. */
+  async function discard(id: string, version: string): Promise<void> {
+    const res = await at(shard, 'DELETE', `/v1/expenses/${id}/copy`, undefined, { ...secret, 'cluster-epoch': epoch, 'if-match': `"${version}"` });
+    assert.equal(res.status, 204, JSON.stringify(res.body));
+  }
+
   /**
    * `method` on `id` through the guard, over this shard's database and the map
-   * it holds, with the copy adopted right after the handler's own read.
+   * it holds, with the move's last step (`then`) landing right after the
+   * handler's own statement. A POST comes with the old owner's Asking word.
    */
-  async function adoptedDuring(method: 'GET' | 'PUT', id: string, version: string, body?: unknown): Promise<Reply> {
+  async function during(method: 'GET' | 'PUT' | 'POST', id: string, then: () => Promise<void>, body?: unknown): Promise<Reply> {
     const rows = createRows(query);
     const held = await createCluster(rows).load();
-    const handler = method === 'GET' ? read : update;
-    let adopted = 0;
-    const thenAdopt = async (c: Api) => {
+    const handler = { GET: read, PUT: update, POST: create }[method];
+    let ran = 0;
+    const thenStep = async (c: Api) => {
       try {
         return await handler(c);
       } finally {
-        if (adopted++ === 0) await adopt(id, version);
+        if (ran++ === 0) await then();
       }
     };
-    const req = { method, url: `/v1/expenses/${id}`, headers: body === undefined ? {} : { 'content-type': 'application/json' } } as unknown as IncomingMessage;
+    const headers = { ...(body !== undefined && { 'content-type': 'application/json' }), ...(method === 'POST' && { asking: epoch }) };
+    const req = { method, url: method === 'POST' ? '/v1/expenses' : `/v1/expenses/${id}`, headers } as unknown as IncomingMessage;
     const c: Context = {
-      req, body: Buffer.from(body === undefined ? '' : JSON.stringify(body)), params: [id], query: new URLSearchParams(),
+      req, body: Buffer.from(body === undefined ? '' : JSON.stringify(body)), params: method === 'POST' ? [] : [id], query: new URLSearchParams(),
       db: createDb(query), rows, moves: createMoves(query), mysql: query, cluster: createCluster(rows), secret: undefined,
       address: cluster.nodes[0]!, operator: undefined, held,
     };
     assert.equal(held.place!(id).target?.name, cluster.nodes[0], 'the id moves to this shard');
-    return guarded(thenAdopt)(c).catch((err) => {
+    return guarded(thenStep)(c).catch((err) => {
       if (err instanceof HttpError) return { status: err.status, body: { error: err.message } };
       throw err;
     });
@@ -103,18 +115,27 @@ describe('a request on the new owner while the move of its id is adopted', () =>
 
   it('a GET answers the record, not 404', async () => {
     const { id, version } = await incoming();
-    const reply = await adoptedDuring('GET', id, version);
+    const reply = await during('GET', id, () => adopt(id, version));
     assert.equal(reply.status, 200, JSON.stringify(reply.body));
     assert.equal((reply.body as { id: string }).id, id);
   });
 
   it('a PUT changes the record, not 404', async () => {
     const { id, version } = await incoming();
-    const reply = await adoptedDuring('PUT', id, version, { name: 'after the adoption' });
+    const reply = await during('PUT', id, () => adopt(id, version), { name: 'after the adoption' });
     assert.equal(reply.status, 202, JSON.stringify(reply.body));
     assert.equal((reply.body as { name: string }).name, 'after the adoption');
     const now = await at(shard, 'GET', `/v1/expenses/${id}`);
     assert.equal(now.status, 200);
     assert.equal(now.body.name, 'after the adoption');
+  });
+
+  it('a POST that met a copy discarded since creates the record, not 409', async () => {
+    const { id, version } = await incoming();
+    const reply = await during('POST', id, () => discard(id, version), expense({ id, name: 'posted after the discard' }));
+    assert.equal(reply.status, 201, JSON.stringify(reply.body));
+    const now = await at(shard, 'GET', `/v1/expenses/${id}`);
+    assert.equal(now.status, 200);
+    assert.equal(now.body.name, 'posted after the discard');
   });
 });
