@@ -16,7 +16,10 @@
 //
 // RESHARD_THROTTLE=0 turns it off: the records of up to NODES nodes move at
 // once (operator/walk.ts: those that nothing moves onto), each node's pages
-// IN_FLIGHT at a time, without probes or rests (bench/reshard.ts measures both).
+// IN_FLIGHT at a time, each page up to BULK_BYTES of copies, without probes or
+// rests (bench/reshard.ts measures both). Throttled, a page is POLITE_BYTES:
+// the rows a page's statements lock, and the time a client waits behind
+// them, stay small.
 
 import { call } from '../client/http.ts';
 
@@ -35,12 +38,17 @@ const NODES = 4;
 const IN_FLIGHT = 4;
 // Throttled, after each page the moves rest this many times as long as it took.
 const REST = 1;
+// A page of copies is one request's body: a shard reads up to 1 MiB for a move step (shard/http.ts).
+const BULK_BYTES = 900_000;
+const POLITE_BYTES = 60_000;
 
 export type Throttle = {
   /** From how many nodes records may move at once. */
   nodes: number;
   /** How many pages may move at once from one node. */
   inFlight: number;
+  /** The most bytes of copies in one page. */
+  pageBytes: number;
   /** Moves one page between these nodes (addresses): once they answer about as fast as before the moves, and then rests. */
   page<T>(addresses: string[], move: () => Promise<T>): Promise<T>;
   /** How long the moves waited and rested, in all. */
@@ -96,6 +104,7 @@ export function createThrottle(enabled = process.env.RESHARD_THROTTLE !== '0'): 
   return {
     nodes: enabled ? 1 : NODES,
     inFlight: enabled ? 1 : IN_FLIGHT,
+    pageBytes: enabled ? POLITE_BYTES : BULK_BYTES,
     async page(addresses, move) {
       if (!enabled) return move();
       await quiet(addresses);
