@@ -82,19 +82,30 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined, o: { 
   const moving = stopwatch();
   const walkNode = async (holder: string, sorted: AsyncGenerator<Sorted>) => {
     if (w.unlisted.has(holder)) return; // its incoming copies could not be listed: it is not counted
+    // A node's pages of moves in flight, whichever listed page they came from: the next listed
+    // page's moves start as this one's end, with no pause between them. Every one has ended when
+    // the node's walk does.
+    const slot = slots(throttle.inFlight);
+    const moves: Array<Promise<void>> = [];
     try {
       for (;;) {
         const got = await listing.time(() => sorted.next());
-        if (got.done) return;
+        if (got.done) break;
         const page = got.value;
         // A count is taken before this node's own moves out: less what this walk moved in before it.
         if (page.live !== undefined) w.records += page.live - [...arrived.values()].filter((to) => to === holder).length;
         tally(w, page, counted, byArc);
         counter.tick(page.staying.length + page.out.length);
-        if (auth !== undefined) await moving.time(() => moveAll(w, page, auth, arrived, throttle));
+        if (auth === undefined) continue;
+        moves.push(moving.time(() => moveAll(w, page, auth, arrived, throttle, slot)));
+        // The page after this one is taken once the one before it has moved: two listed pages at most.
+        if (moves.length > 1) await moves[moves.length - 2];
       }
+      await Promise.all(moves);
     } catch (err) {
       w.unlisted.set(holder, reasonOf(err));
+    } finally {
+      await Promise.allSettled(moves);
     }
   };
   for (const holder of nodes) await walkNode(holder, incomingPages(holder, map));
@@ -231,7 +242,7 @@ function tally(w: Walk, page: Sorted, counted: Set<string>, byArc: boolean): voi
   for (const stray of page.strays) w.strays.set(stray.expense.id, `on ${page.holder}, where neither ring puts it (written there without the cluster map?): move or delete it by hand`);
 }
 
-async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<string, string>, throttle: Throttle): Promise<void> {
+async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<string, string>, throttle: Throttle, slot: Slot): Promise<void> {
   // A record that arrives at a node before it is counted was counted already where it came from:
   // each one moved from here, after this node's count. A copy a dead run left is finished before
   // any node is counted, and is counted where it became live.
@@ -246,15 +257,35 @@ async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<st
     }
   };
   const finishing = batches(page.incoming, (i) => i.from, (i) => i.copy, throttle.pageBytes);
-  // Pages of moves in flight: one per new owner of a listed page, at most as many as the throttle lets.
-  const polite = <T>(other: string, move: () => Promise<T>) => throttle.page([auth.where(page.holder), auth.where(other)], move);
-  await eachLimit(finishing, throttle.inFlight, async ([from, copies]) => {
+  // Pages of moves in flight from this node: at most as many as the throttle lets (slot).
+  const polite = <T>(other: string, move: () => Promise<T>) => slot(() => throttle.page([auth.where(page.holder), auth.where(other)], move));
+  await Promise.all(finishing.map(async ([from, copies]) => {
     count(await polite(from, () => finishPage(copies, from, page.holder, auth)), page.holder, false);
-  });
+  }));
   const moving = batches(page.out, (o) => o.to, (o) => o.record, throttle.pageBytes);
-  await eachLimit(moving, throttle.inFlight, async ([to, records]) => {
+  await Promise.all(moving.map(async ([to, records]) => {
     count(await polite(to, () => movePage(records, page.holder, to, auth)), to, true);
-  });
+  }));
+}
+
+type Slot = <T>(task: () => Promise<T>) => Promise<T>;
+
+/** Runs tasks with at most `n` under way at once, in the order they came. */
+function slots(n: number): Slot {
+  let free = n;
+  const waiting: Array<() => void> = [];
+  return async (task) => {
+    if (free > 0) free--;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      // The slot passes straight to the next task waiting, or is free again.
+      const next = waiting.shift();
+      if (next !== undefined) next();
+      else free++;
+    }
+  };
 }
 
 /** Records grouped by the node at the other end of their move, and cut into pages of at most `most` bytes of copies. */
