@@ -36,6 +36,8 @@ const ADOPT = "UPDATE expenses SET state = 'live' WHERE id IN (?) AND state = 'i
 // Instead of step 3, for originals a client deleted meanwhile: their copies go.
 const DISCARD = "DELETE FROM expenses WHERE id IN (?) AND state = 'incoming' AND (id, version) IN (?)";
 const FOUND = 'SELECT id, state, version FROM expenses WHERE id IN (?)';
+// Before a hand-off, the rows that are not live: those a run that died handed off already (usually none).
+const NOT_LIVE = `${FOUND} AND state <> 'live'`;
 const LIVE_RECORDS = `SELECT ${RECORD} FROM expenses WHERE id IN (?) AND state = 'live'`;
 
 // The live rows in some arcs of the circle, in ring order after a point
@@ -60,8 +62,8 @@ export type Moves = ReturnType<typeof createMoves>;
 export function createMoves(query: Query) {
   const pairs = (page: Versioned[]) => [page.map((r) => r.expense.id), page.map((r) => [r.expense.id, r.version])];
 
-  async function found(ids: string[]): Promise<Map<string, Found>> {
-    const rows = await query<Array<Found & { id: string }>>(FOUND, [ids]);
+  async function found(ids: string[], sql = FOUND): Promise<Map<string, Found>> {
+    const rows = await query<Array<Found & { id: string }>>(sql, [ids]);
     return new Map(rows.map(({ id, state, version }) => [id, { state, version }]));
   }
 
@@ -77,10 +79,10 @@ export function createMoves(query: Query) {
       if (/\bDuplicates: 0\b/.test(ok.message ?? '') && ok.affectedRows === page.length) return all(page, 'incoming');
       return found(rows.map((r) => r[0] as string));
     },
-    /** Step 2 over a page; what each id's row was before it, and is after it. */
+    /** Step 2 over a page; what each id's row was before it where it was not live, and what each is after it. */
     async handOff(page: Versioned[]): Promise<{ before: Map<string, Found>; after: Map<string, Found> }> {
       const ids = page.map((r) => r.expense.id);
-      const before = await found(ids);
+      const before = await found(ids, NOT_LIVE);
       const ok = await query<{ affectedRows: number }>(HAND_OFF, pairs(page));
       return { before, after: ok.affectedRows === page.length ? all(page, 'moved') : await found(ids) };
     },
