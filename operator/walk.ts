@@ -23,9 +23,10 @@ import { finishPage, movePage, reasonOf, type Credentials, type Moved } from './
 import { createThrottle, type Throttle } from './throttle.ts';
 
 const PAGE = 1000;
-// What must move is listed this many at a time (a shard lists up to LIST_MAX, shard/move-pages.ts):
-// an unthrottled walk moves one listed page as several pages of moves at once.
-const MISPLACED_PAGE = 4000;
+// What must move is listed as many at a time as the throttle says (a shard lists up to
+// LIST_MAX, shard/move-pages.ts): an unthrottled walk moves one listed page as several
+// pages of moves at once. A count, which lists ids alone from the index, lists the most.
+const COUNT_PAGE = 4000;
 // The most records a step's page carries (PAGE_MAX, shard/move-pages.ts).
 const STEP_RECORDS = 1000;
 /** What one walk over the nodes found and did. */
@@ -112,8 +113,10 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined, o: { 
   const onto = receiving(map);
   // A count by arc lists ids alone: it moves nothing.
   const what = byArc ? (auth === undefined ? 'ids' : 'misplaced') : 'live';
-  await eachLimit(nodes.filter((n) => !onto.has(n)), throttle.nodes, (holder) => walkNode(holder, listedPages(holder, map, what)));
-  for (const holder of nodes.filter((n) => onto.has(n))) await walkNode(holder, listedPages(holder, map, what));
+  const limit = what === 'ids' ? COUNT_PAGE : what === 'misplaced' ? throttle.listPage : PAGE;
+  const listed = (holder: string) => listedPages(holder, map, what, limit);
+  await eachLimit(nodes.filter((n) => !onto.has(n)), throttle.nodes, (holder) => walkNode(holder, listed(holder)));
+  for (const holder of nodes.filter((n) => onto.has(n))) await walkNode(holder, listed(holder));
   counter.done();
   w.listingMs = listing.ms();
   w.movingMs = moving.ms();
@@ -147,12 +150,12 @@ async function* incomingPages(holder: string, map: ClusterMap): AsyncGenerator<S
  * The live records on one node, a page at a time, sorted into those that stay and those that move:
  * every one, or those out of place ('misplaced'), or only their ids ('ids', for a count).
  */
-async function* listedPages(holder: string, map: ClusterMap, listing: 'live' | 'misplaced' | 'ids'): AsyncGenerator<Sorted> {
+async function* listedPages(holder: string, map: ClusterMap, listing: 'live' | 'misplaced' | 'ids', limit: number): AsyncGenerator<Sorted> {
   const place = placer(map);
   const byArc = listing !== 'live';
   const [from, to] = [map.nodes, map.moving?.nodes ?? map.nodes].map((nodes) => nodes.map((n) => n.name));
   // The next page is listed while this one's records move: what moves from here is before it (keyset paging).
-  for await (const records of ahead(pages(addressOf(map, holder), listing))) {
+  for await (const records of ahead(pages(addressOf(map, holder), listing, limit))) {
     const page: Sorted = { holder, live: records.live, staying: [], movedByModN: 0, out: [], incoming: [], strays: [] };
     for (const record of records) {
       // What hash mod N would move is counted only where every record is listed (a check, a dry run).
@@ -190,12 +193,12 @@ function stopwatch() {
  * at a time, by keyset paging; or its live rows whose home is elsewhere
  * ('misplaced', or 'ids': their ids alone), the first page with the count of all its live rows.
  */
-async function* pages(node: string, state: 'live' | 'incoming' | 'moved' | 'misplaced' | 'ids'): AsyncGenerator<Versioned[] & { live?: number }> {
+async function* pages(node: string, state: 'live' | 'incoming' | 'moved' | 'misplaced' | 'ids', limit = PAGE): AsyncGenerator<Versioned[] & { live?: number }> {
   let after = '';
   const path =
     state === 'misplaced' || state === 'ids'
-      ? `/v1/moves/misplaced?limit=${MISPLACED_PAGE}${state === 'ids' ? '&fields=id' : ''}`
-      : `/cluster/rows?state=${state}&limit=${PAGE}`;
+      ? `/v1/moves/misplaced?limit=${limit}${state === 'ids' ? '&fields=id' : ''}`
+      : `/cluster/rows?state=${state}&limit=${limit}`;
   for (;;) {
     const res = await call(node, 'GET', `${path}${after === '' ? '' : `&after=${after}`}`);
     if (res.status !== 200) throw new Error(problem(res));
