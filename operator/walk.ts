@@ -17,7 +17,7 @@ import type { Versioned } from '../api/expense.ts';
 import { HashRing } from '../ring.ts';
 import { modN } from '../lab/alternatives.ts';
 import { shares } from '../lab/balance.ts';
-import { eachLimit, printFailures, progress } from '../client/batch.ts';
+import { eachLimit, printFailures, progress, slots, type Slot } from '../client/batch.ts';
 import { call, problem } from '../client/http.ts';
 import { finishPage, movePage, reasonOf, type Credentials, type Moved } from './move.ts';
 import { createThrottle, type Throttle } from './throttle.ts';
@@ -269,26 +269,6 @@ async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<st
   await Promise.all(moving.map(async ([to, records]) => {
     count(await polite(to, () => movePage(records, page.holder, to, auth)), to, true);
   }));
-}
-
-type Slot = <T>(task: () => Promise<T>) => Promise<T>;
-
-/** Runs tasks with at most `n` under way at once, in the order they came. */
-function slots(n: number): Slot {
-  let free = n;
-  const waiting: Array<() => void> = [];
-  return async (task) => {
-    if (free > 0) free--;
-    else await new Promise<void>((resolve) => waiting.push(resolve));
-    try {
-      return await task();
-    } finally {
-      // The slot passes straight to the next task waiting, or is free again.
-      const next = waiting.shift();
-      if (next !== undefined) next();
-      else free++;
-    }
-  };
 }
 
 /** Records grouped by the node at the other end of their move, and cut into pages of at most `most` bytes of copies. */
