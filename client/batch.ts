@@ -9,6 +9,26 @@ export async function eachLimit<T>(items: readonly T[], limit: number, fn: (item
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
+export type Slot = <T>(task: () => Promise<T>) => Promise<T>;
+
+/** Runs tasks with at most `n` under way at once, in the order they came. */
+export function slots(n: number): Slot {
+  let free = n;
+  const waiting: Array<() => void> = [];
+  return async (task) => {
+    if (free > 0) free--;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      // The slot passes straight to the next task waiting, or is free again.
+      const next = waiting.shift();
+      if (next !== undefined) next();
+      else free++;
+    }
+  };
+}
+
 const EVERY_MS = 5_000;
 
 /**

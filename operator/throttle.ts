@@ -16,7 +16,11 @@
 //
 // RESHARD_THROTTLE=0 turns it off: the records of up to NODES nodes move at
 // once (operator/walk.ts: those that nothing moves onto), each node's pages
-// IN_FLIGHT at a time, without probes or rests (bench/reshard.ts measures both).
+// IN_FLIGHT at a time, each page up to BULK_BYTES of copies, listed BULK_LIST
+// at a time, without probes or rests (bench/reshard.ts measures both).
+// Throttled, a page is POLITE_BYTES, and what moves is listed POLITE_LIST at a
+// time: the listing is not held back by probes, so each of its answers, which
+// a node builds while clients wait behind it, stays as small as a page.
 
 import { call } from '../client/http.ts';
 
@@ -35,12 +39,22 @@ const NODES = 4;
 const IN_FLIGHT = 4;
 // Throttled, after each page the moves rest this many times as long as it took.
 const REST = 1;
+// A page of copies is one request's body: a shard reads up to 1 MiB for a move step (shard/http.ts).
+const BULK_BYTES = 900_000;
+const POLITE_BYTES = 60_000;
+// Records a page of the listing holds (a shard lists up to 4,000: shard/move-pages.ts).
+const BULK_LIST = 4_000;
+const POLITE_LIST = 250;
 
 export type Throttle = {
   /** From how many nodes records may move at once. */
   nodes: number;
   /** How many pages may move at once from one node. */
   inFlight: number;
+  /** The most bytes of copies in one page. */
+  pageBytes: number;
+  /** How many records of what must move one request lists. */
+  listPage: number;
   /** Moves one page between these nodes (addresses): once they answer about as fast as before the moves, and then rests. */
   page<T>(addresses: string[], move: () => Promise<T>): Promise<T>;
   /** How long the moves waited and rested, in all. */
@@ -96,6 +110,8 @@ export function createThrottle(enabled = process.env.RESHARD_THROTTLE !== '0'): 
   return {
     nodes: enabled ? 1 : NODES,
     inFlight: enabled ? 1 : IN_FLIGHT,
+    pageBytes: enabled ? POLITE_BYTES : BULK_BYTES,
+    listPage: enabled ? POLITE_LIST : BULK_LIST,
     async page(addresses, move) {
       if (!enabled) return move();
       await quiet(addresses);

@@ -17,14 +17,18 @@ import type { Versioned } from '../api/expense.ts';
 import { HashRing } from '../ring.ts';
 import { modN } from '../lab/alternatives.ts';
 import { shares } from '../lab/balance.ts';
-import { eachLimit, printFailures, progress } from '../client/batch.ts';
+import { eachLimit, printFailures, progress, slots, type Slot } from '../client/batch.ts';
 import { call, problem } from '../client/http.ts';
 import { finishPage, movePage, reasonOf, type Credentials, type Moved } from './move.ts';
 import { createThrottle, type Throttle } from './throttle.ts';
 
 const PAGE = 1000;
-// A page of copies is a request's body, which a shard reads up to 64 KiB (shard/http.ts).
-const COPY_BYTES = 60_000;
+// What must move is listed as many at a time as the throttle says (a shard lists up to
+// LIST_MAX, shard/move-pages.ts): an unthrottled walk moves one listed page as several
+// pages of moves at once. A count, which lists ids alone from the index, lists the most.
+const COUNT_PAGE = 4000;
+// The most records a step's page carries (PAGE_MAX, shard/move-pages.ts).
+const STEP_RECORDS = 1000;
 /** What one walk over the nodes found and did. */
 export type Walk = {
   nodes: number;
@@ -79,25 +83,40 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined, o: { 
   const moving = stopwatch();
   const walkNode = async (holder: string, sorted: AsyncGenerator<Sorted>) => {
     if (w.unlisted.has(holder)) return; // its incoming copies could not be listed: it is not counted
+    // A node's pages of moves in flight, whichever listed page they came from: the next listed
+    // page's moves start as this one's end, with no pause between them. Every one has ended when
+    // the node's walk does.
+    const slot = slots(throttle.inFlight);
+    const moves: Array<Promise<void>> = [];
     try {
       for (;;) {
         const got = await listing.time(() => sorted.next());
-        if (got.done) return;
+        if (got.done) break;
         const page = got.value;
         // A count is taken before this node's own moves out: less what this walk moved in before it.
         if (page.live !== undefined) w.records += page.live - [...arrived.values()].filter((to) => to === holder).length;
         tally(w, page, counted, byArc);
         counter.tick(page.staying.length + page.out.length);
-        if (auth !== undefined) await moving.time(() => moveAll(w, page, auth, arrived, throttle));
+        if (auth === undefined) continue;
+        moves.push(moving.time(() => moveAll(w, page, auth, arrived, throttle, slot)));
+        // The page after this one is taken once the one before it has moved: two listed pages at most.
+        if (moves.length > 1) await moves[moves.length - 2];
       }
+      await Promise.all(moves);
     } catch (err) {
       w.unlisted.set(holder, reasonOf(err));
+    } finally {
+      await Promise.allSettled(moves);
     }
   };
   for (const holder of nodes) await walkNode(holder, incomingPages(holder, map));
   const onto = receiving(map);
-  await eachLimit(nodes.filter((n) => !onto.has(n)), throttle.nodes, (holder) => walkNode(holder, listedPages(holder, map, byArc)));
-  for (const holder of nodes.filter((n) => onto.has(n))) await walkNode(holder, listedPages(holder, map, byArc));
+  // A count by arc lists ids alone: it moves nothing.
+  const what = byArc ? (auth === undefined ? 'ids' : 'misplaced') : 'live';
+  const limit = what === 'ids' ? COUNT_PAGE : what === 'misplaced' ? throttle.listPage : PAGE;
+  const listed = (holder: string) => listedPages(holder, map, what, limit);
+  await eachLimit(nodes.filter((n) => !onto.has(n)), throttle.nodes, (holder) => walkNode(holder, listed(holder)));
+  for (const holder of nodes.filter((n) => onto.has(n))) await walkNode(holder, listed(holder));
   counter.done();
   w.listingMs = listing.ms();
   w.movingMs = moving.ms();
@@ -127,15 +146,20 @@ async function* incomingPages(holder: string, map: ClusterMap): AsyncGenerator<S
   }
 }
 
-/** The live records on one node, a page at a time, sorted into those that stay and those that move. */
-async function* listedPages(holder: string, map: ClusterMap, byArc: boolean): AsyncGenerator<Sorted> {
+/**
+ * The live records on one node, a page at a time, sorted into those that stay and those that move:
+ * every one, or those out of place ('misplaced'), or only their ids ('ids', for a count).
+ */
+async function* listedPages(holder: string, map: ClusterMap, listing: 'live' | 'misplaced' | 'ids', limit: number): AsyncGenerator<Sorted> {
   const place = placer(map);
+  const byArc = listing !== 'live';
   const [from, to] = [map.nodes, map.moving?.nodes ?? map.nodes].map((nodes) => nodes.map((n) => n.name));
   // The next page is listed while this one's records move: what moves from here is before it (keyset paging).
-  for await (const records of ahead(pages(addressOf(map, holder), byArc ? 'misplaced' : 'live'))) {
+  for await (const records of ahead(pages(addressOf(map, holder), listing, limit))) {
     const page: Sorted = { holder, live: records.live, staying: [], movedByModN: 0, out: [], incoming: [], strays: [] };
     for (const record of records) {
-      if (modN(record.expense.id, from!) !== modN(record.expense.id, to!)) page.movedByModN++;
+      // What hash mod N would move is counted only where every record is listed (a check, a dry run).
+      if (!byArc && modN(record.expense.id, from!) !== modN(record.expense.id, to!)) page.movedByModN++;
       const { owner, target } = place(record.expense.id);
       const home = (target ?? owner).name;
       if (home === holder) page.staying.push(record.expense.id);
@@ -167,11 +191,14 @@ function stopwatch() {
 /**
  * Every row on a node (at its address) in one state, with its version, a page
  * at a time, by keyset paging; or its live rows whose home is elsewhere
- * ('misplaced'), the first page with the count of all its live rows.
+ * ('misplaced', or 'ids': their ids alone), the first page with the count of all its live rows.
  */
-async function* pages(node: string, state: 'live' | 'incoming' | 'moved' | 'misplaced'): AsyncGenerator<Versioned[] & { live?: number }> {
+async function* pages(node: string, state: 'live' | 'incoming' | 'moved' | 'misplaced' | 'ids', limit = PAGE): AsyncGenerator<Versioned[] & { live?: number }> {
   let after = '';
-  const path = state === 'misplaced' ? `/v1/moves/misplaced?limit=${PAGE}` : `/cluster/rows?state=${state}&limit=${PAGE}`;
+  const path =
+    state === 'misplaced' || state === 'ids'
+      ? `/v1/moves/misplaced?limit=${limit}${state === 'ids' ? '&fields=id' : ''}`
+      : `/cluster/rows?state=${state}&limit=${limit}`;
   for (;;) {
     const res = await call(node, 'GET', `${path}${after === '' ? '' : `&after=${after}`}`);
     if (res.status !== 200) throw new Error(problem(res));
@@ -218,7 +245,7 @@ function tally(w: Walk, page: Sorted, counted: Set<string>, byArc: boolean): voi
   for (const stray of page.strays) w.strays.set(stray.expense.id, `on ${page.holder}, where neither ring puts it (written there without the cluster map?): move or delete it by hand`);
 }
 
-async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<string, string>, throttle: Throttle): Promise<void> {
+async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<string, string>, throttle: Throttle, slot: Slot): Promise<void> {
   // A record that arrives at a node before it is counted was counted already where it came from:
   // each one moved from here, after this node's count. A copy a dead run left is finished before
   // any node is counted, and is counted where it became live.
@@ -232,20 +259,20 @@ async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<st
       }
     }
   };
-  const finishing = batches(page.incoming, (i) => i.from, (i) => i.copy);
-  // Pages of moves in flight: one per new owner of a listed page, at most as many as the throttle lets.
-  const polite = <T>(other: string, move: () => Promise<T>) => throttle.page([auth.where(page.holder), auth.where(other)], move);
-  await eachLimit(finishing, throttle.inFlight, async ([from, copies]) => {
+  const finishing = batches(page.incoming, (i) => i.from, (i) => i.copy, throttle.pageBytes);
+  // Pages of moves in flight from this node: at most as many as the throttle lets (slot).
+  const polite = <T>(other: string, move: () => Promise<T>) => slot(() => throttle.page([auth.where(page.holder), auth.where(other)], move));
+  await Promise.all(finishing.map(async ([from, copies]) => {
     count(await polite(from, () => finishPage(copies, from, page.holder, auth)), page.holder, false);
-  });
-  const moving = batches(page.out, (o) => o.to, (o) => o.record);
-  await eachLimit(moving, throttle.inFlight, async ([to, records]) => {
+  }));
+  const moving = batches(page.out, (o) => o.to, (o) => o.record, throttle.pageBytes);
+  await Promise.all(moving.map(async ([to, records]) => {
     count(await polite(to, () => movePage(records, page.holder, to, auth)), to, true);
-  });
+  }));
 }
 
-/** Records grouped by the node at the other end of their move, and cut into pages that fit a request's body. */
-function batches<T>(items: T[], node: (item: T) => string, record: (item: T) => Versioned): Array<[string, Versioned[]]> {
+/** Records grouped by the node at the other end of their move, and cut into pages of at most `most` bytes of copies. */
+function batches<T>(items: T[], node: (item: T) => string, record: (item: T) => Versioned, most: number): Array<[string, Versioned[]]> {
   const open = new Map<string, { records: Versioned[]; bytes: number }>();
   const full: Array<[string, Versioned[]]> = [];
   for (const item of items) {
@@ -253,7 +280,7 @@ function batches<T>(items: T[], node: (item: T) => string, record: (item: T) => 
     const bytes = Buffer.byteLength(JSON.stringify(r.expense)) + 40; // with its version, quoted, and a comma
     const at = node(item);
     let batch = open.get(at);
-    if (batch !== undefined && batch.bytes + bytes > COPY_BYTES) {
+    if (batch !== undefined && (batch.bytes + bytes > most || batch.records.length === STEP_RECORDS)) {
       full.push([at, batch.records]);
       batch = undefined;
     }

@@ -75,6 +75,8 @@ export function rejectBadId(id: string, what: string): void {
 // Reading requests.
 
 const BODY_LIMIT = 64 * 1024;
+// A reshard's page of copies (shard/move-pages.ts): up to a thousand records, signed by the operator.
+const MOVE_BODY_LIMIT = 1024 * 1024;
 
 /**
  * A POST or PUT body, parsed. It is read as JSON when it is declared as JSON,
@@ -108,21 +110,23 @@ export function readJson({ req, body }: { req: IncomingMessage; body: Buffer }):
 }
 
 /**
- * The whole body, up to BODY_LIMIT. Every body is read, once, whether or not
+ * The whole body, up to BODY_LIMIT (MOVE_BODY_LIMIT for a move step). Every body is read, once, whether or not
  * the route wants it: a GET or DELETE may carry one, which HTTP gives no meaning.
  * A 413 names the request whose body was too large.
  */
 export function readBody(req: IncomingMessage): Promise<Buffer> {
   // A request with neither header has no body (RFC 9112 §6.3): a GET has nothing to wait for.
   if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return NO_BODY;
-  const tooLarge = () => new HttpError(413, `the body of ${req.method} ${req.url?.split('?')[0]} is over ${BODY_LIMIT} bytes, the most a shard reads`);
-  if (Number(req.headers['content-length']) > BODY_LIMIT) throw tooLarge();
+  const path = req.url?.split('?')[0] ?? '';
+  const limit = path.startsWith('/v1/moves/') ? MOVE_BODY_LIMIT : BODY_LIMIT;
+  const tooLarge = () => new HttpError(413, `the body of ${req.method} ${path} is over ${limit} bytes, the most a shard reads`);
+  if (Number(req.headers['content-length']) > limit) throw tooLarge();
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
-      if (size <= BODY_LIMIT) return void chunks.push(chunk);
+      if (size <= limit) return void chunks.push(chunk);
       // Read on and discard the rest, so that the client gets to read our 413:
       // closing with unread data would reset the connection and lose it.
       // requestTimeout bounds how long a client can keep us reading.

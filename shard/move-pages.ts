@@ -14,8 +14,10 @@ import type { Context, Route } from './context.ts';
 import { HttpError, readJson, type Reply } from './http.ts';
 import { movableHere, type Step } from './move-steps.ts';
 
-/** The most records a page carries (a shard reads a body of 64 KiB at most, which bounds it first for copies). */
+/** The most records a step's page carries (its body is read up to MOVE_BODY_LIMIT, shard/http.ts). */
 export const PAGE_MAX = 1000;
+/** The most records a page of the listing carries: an unthrottled walk cuts one into several pages of moves, in flight at once. */
+export const LIST_MAX = 4000;
 
 /** Step 1 over a page: each record arrives as incoming, unless a live row of its id is here (a conflict: left alone). */
 export async function copyPage(c: Context): Promise<Reply> {
@@ -67,8 +69,11 @@ export async function discardPage(c: Context): Promise<Reply> {
  */
 export async function misplaced(c: Context): Promise<Reply> {
   for (const name of c.query.keys()) {
-    if (name !== 'after' && name !== 'limit') throw new HttpError(400, `unknown query parameter ${JSON.stringify(name)}; use after and limit`);
+    if (name !== 'after' && name !== 'limit' && name !== 'fields') throw new HttpError(400, `unknown query parameter ${JSON.stringify(name)}; use after, limit and fields`);
   }
+  // A count needs the ids alone, which the index holds: fields=id lists them without reading the rows.
+  const fields = c.query.get('fields') ?? 'all';
+  if (fields !== 'all' && fields !== 'id') throw new HttpError(400, `fields must be id or all, got ${preview(fields)}`);
   const map = c.held.map;
   if (map === undefined) throw new HttpError(409, 'this shard has no cluster map, so every record here is in place');
   const after = c.query.get('after') ?? '';
@@ -78,14 +83,14 @@ export async function misplaced(c: Context): Promise<Reply> {
     throw new HttpError(400, `after must be a position and an id, "<32 hex digits>.<id>", as the last page's next, got ${preview(after)}`);
   }
   const limit = c.query.get('limit') ?? '100';
-  if (!/^\d{1,4}$/.test(limit) || +limit < 1 || +limit > PAGE_MAX) throw new HttpError(400, `limit must be a whole number from 1 to ${PAGE_MAX}, got ${JSON.stringify(limit)}`);
+  if (!/^\d{1,4}$/.test(limit) || +limit < 1 || +limit > LIST_MAX) throw new HttpError(400, `limit must be a whole number from 1 to ${LIST_MAX}, got ${JSON.stringify(limit)}`);
   const { nodes, replicas } = map.moving ?? map;
   const me = nodes.find((n) => n.shard === c.held.shard)?.name ?? '';
-  const rows = await c.moves.inArcs(othersArcs(new HashRing(nodes.map((n) => n.name), replicas), me), { at, id }, +limit + 1);
+  const rows = await c.moves.inArcs(othersArcs(new HashRing(nodes.map((n) => n.name), replicas), me), { at, id }, +limit + 1, fields === 'id');
   const page = rows.slice(0, +limit);
   const last = page[page.length - 1];
   const next = rows.length > page.length ? `${last!.at}.${last!.expense.id}` : null;
-  const versions = Object.fromEntries(page.map((r) => [r.expense.id, r.version]));
+  const versions = fields === 'id' ? {} : Object.fromEntries(page.map((r) => [r.expense.id, r.version]));
   const live = after === '' ? { live: await c.moves.liveCount() } : {};
   return { status: 200, body: { ...live, expenses: page.map((r) => r.expense), versions, next } };
 }

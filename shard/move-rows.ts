@@ -5,6 +5,11 @@
 // state, and at the version, that the page names for it (api/cluster-map.ts,
 // rule 4). What each row became is read back after, by id: a row a step has
 // changed does not change again within the epoch except by the next step.
+// Except where the statement's own count says it: a copy that met no row of
+// any of its ids inserted each one incoming, at its version; a hand-off or an
+// adoption that changed as many rows as the page names changed each one, as
+// named. Then nothing is read back (the usual case: a read of every row fewer
+// per step).
 // Records cross between the wire's form and MySQL's as db.ts converts them.
 
 import type { Arc } from '../api/arcs.ts';
@@ -31,6 +36,8 @@ const ADOPT = "UPDATE expenses SET state = 'live' WHERE id IN (?) AND state = 'i
 // Instead of step 3, for originals a client deleted meanwhile: their copies go.
 const DISCARD = "DELETE FROM expenses WHERE id IN (?) AND state = 'incoming' AND (id, version) IN (?)";
 const FOUND = 'SELECT id, state, version FROM expenses WHERE id IN (?)';
+// Before a hand-off, the rows that are not live: those a run that died handed off already (usually none).
+const NOT_LIVE = `${FOUND} AND state <> 'live'`;
 const LIVE_RECORDS = `SELECT ${RECORD} FROM expenses WHERE id IN (?) AND state = 'live'`;
 
 // The live rows in some arcs of the circle, in ring order after a point
@@ -38,10 +45,13 @@ const LIVE_RECORDS = `SELECT ${RECORD} FROM expenses WHERE id IN (?) AND state =
 // its text is one whatever the map; unused places get an empty arc.
 export const ARCS = 32;
 const ARC = '(ring_position >= ? AND ring_position < ?)';
-const IN_ARCS =
-  `SELECT ${RECORD}, ring_position AS at FROM expenses ` +
+const inArcs = (columns: string) =>
+  `SELECT ${columns}, ring_position AS at FROM expenses ` +
   `WHERE state = 'live' AND (${Array.from({ length: ARCS }, () => ARC).join(' OR ')}) ` +
   'AND (ring_position > ? OR (ring_position = ? AND id > ?)) ORDER BY ring_position, id LIMIT ?';
+const IN_ARCS = inArcs(RECORD);
+// Ids alone, for a count: read from the index (state, ring_position, id), not the rows.
+const IDS_IN_ARCS = inArcs('id');
 const LIVE_COUNT = "SELECT COUNT(*) AS n FROM expenses WHERE state = 'live'";
 
 const END = 'g'; // after every hex digit: the end of the circle
@@ -52,29 +62,34 @@ export type Moves = ReturnType<typeof createMoves>;
 export function createMoves(query: Query) {
   const pairs = (page: Versioned[]) => [page.map((r) => r.expense.id), page.map((r) => [r.expense.id, r.version])];
 
-  async function found(ids: string[]): Promise<Map<string, Found>> {
-    const rows = await query<Array<Found & { id: string }>>(FOUND, [ids]);
+  async function found(ids: string[], sql = FOUND): Promise<Map<string, Found>> {
+    const rows = await query<Array<Found & { id: string }>>(sql, [ids]);
     return new Map(rows.map(({ id, state, version }) => [id, { state, version }]));
   }
+
+  // Every row of a page (its ids are distinct: shard/move-pages.ts) as the step made it.
+  const all = (page: Versioned[], state: Found['state']) => new Map(page.map((r) => [r.expense.id, { state, version: r.version }]));
 
   return {
     /** Step 1 over a page; what each id's row is after it. */
     async copy(page: Versioned[]): Promise<Map<string, Found>> {
       const rows = page.map(({ expense: e, version }) => [e.id, ...values(e), version, 'incoming']);
-      await query(COPY, [rows]);
+      const ok = await query<{ affectedRows: number; message: string }>(COPY, [rows]);
+      // "Records: N  Duplicates: 0": no row of these ids was there, so each was inserted as sent.
+      if (/\bDuplicates: 0\b/.test(ok.message ?? '') && ok.affectedRows === page.length) return all(page, 'incoming');
       return found(rows.map((r) => r[0] as string));
     },
-    /** Step 2 over a page; what each id's row was before it, and is after it. */
+    /** Step 2 over a page; what each id's row was before it where it was not live, and what each is after it. */
     async handOff(page: Versioned[]): Promise<{ before: Map<string, Found>; after: Map<string, Found> }> {
       const ids = page.map((r) => r.expense.id);
-      const before = await found(ids);
-      await query(HAND_OFF, pairs(page));
-      return { before, after: await found(ids) };
+      const before = await found(ids, NOT_LIVE);
+      const ok = await query<{ affectedRows: number }>(HAND_OFF, pairs(page));
+      return { before, after: ok.affectedRows === page.length ? all(page, 'moved') : await found(ids) };
     },
     /** Step 3 over a page; what each id's row is after it. */
     async adopt(page: Versioned[]): Promise<Map<string, Found>> {
-      await query(ADOPT, pairs(page));
-      return found(page.map((r) => r.expense.id));
+      const ok = await query<{ affectedRows: number }>(ADOPT, pairs(page));
+      return ok.affectedRows === page.length ? all(page, 'live') : found(page.map((r) => r.expense.id));
     },
     /** Discards the copies of a page; what each id's row is after it. */
     async discard(page: Versioned[]): Promise<Map<string, Found>> {
@@ -88,16 +103,17 @@ export function createMoves(query: Query) {
     },
     /**
      * Up to `limit` live records in `arcs` (in ring order), after the point
-     * `after` (its position and id), with the position of each.
+     * `after` (its position and id), with the position of each; with
+     * `idsOnly`, each record is its id alone, and its version is ''.
      */
-    async inArcs(arcs: Arc[], after: { at: string; id: string }, limit: number): Promise<Array<Versioned & { at: string }>> {
+    async inArcs(arcs: Arc[], after: { at: string; id: string }, limit: number, idsOnly = false): Promise<Array<Versioned & { at: string }>> {
       const out: Array<Versioned & { at: string }> = [];
       const ahead = arcs.filter(([, to]) => to === undefined || to > after.at);
       for (let i = 0; i < ahead.length && out.length < limit; i += ARCS) {
         const chunk = ahead.slice(i, i + ARCS);
         const bounds = Array.from({ length: ARCS }, (_, j) => chunk[j] ?? ['', '']).flatMap(([from, to]) => [from, to ?? END]);
-        const rows = await query<Array<StoredRow & { at: string }>>(IN_ARCS, [...bounds, after.at, after.at, after.id, limit - out.length]);
-        for (const r of rows) out.push({ ...fromRow(r), at: r.at });
+        const rows = await query<Array<StoredRow & { at: string; id: string }>>(idsOnly ? IDS_IN_ARCS : IN_ARCS, [...bounds, after.at, after.at, after.id, limit - out.length]);
+        for (const r of rows) out.push(idsOnly ? { expense: { id: r.id } as Versioned['expense'], version: '', at: r.at } : { ...fromRow(r), at: r.at });
       }
       return out;
     },

@@ -5,12 +5,14 @@
 // that instant no id is live twice and none is lost; a rerun from another
 // machine finishes, and then every record is live once, on its owner, as it
 // was or as the client last wrote it, and the deleted one stays deleted.
-// Unthrottled, the old owners' records move at once, each counted once.
+// Unthrottled, the old owners' records move at once, each counted once. A
+// move step's body is read up to 1 MiB, a page of 1,000 records.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { HashRing } from '../../ring.ts';
 import { api, startCluster, type Cluster } from '../cluster.ts';
+import { expense } from '../requests.ts';
 import type { Gate } from '../gate.ts';
 import { FORGET_ROWS } from '../../shard/rows.ts';
 
@@ -116,6 +118,20 @@ describe('a batched move killed at each step, its page dropped or landed', () =>
     assert.equal(res.code, 0, `${res.stdout}${res.stderr}`);
     const left = (await rows()).filter((r) => r.state !== 'live');
     assert.equal(left.length, 0, `${left.length} rows left that are not live, the first ${JSON.stringify(left[0])}`);
+  });
+
+  it('reads a move step\'s body up to 1 MiB, a page of 1,000 records, and no further', async () => {
+    const node = cluster.gates[3]!.node;
+    const page = (n: number, description: string) => ({ records: Array.from({ length: n }, (_, i) => ({ ...expense({ description }), id: `big-${i}`, version: '0123456789abcdef' })) });
+    // About 300 KB: read, then refused for what it is (unsigned), never as too large.
+    const read = await api(node, 'PUT', '/v1/moves/copy', page(1000, 'x'.repeat(100)));
+    assert.notEqual(read.status, 413, JSON.stringify(read.body));
+    const over = await api(node, 'PUT', '/v1/moves/copy', page(1000, 'x'.repeat(1100)));
+    assert.equal(over.status, 413);
+    assert.equal(over.body.error, 'the body of PUT /v1/moves/copy is over 1048576 bytes, the most a shard reads');
+    // Every other route still reads 64 KiB at most.
+    const expenseOver = await api(node, 'POST', '/v1/expenses', expense({ description: 'x'.repeat(70_000) }));
+    assert.equal(expenseOver.status, 413);
   });
 
   it('unthrottled, moves from every old owner at once, and counts each record once', async () => {
