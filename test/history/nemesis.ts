@@ -25,6 +25,8 @@ export const REPLACED_MS = 3_500;
 export const KEPT_MS = 600;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+// ids() looks through at most this many candidate ids (about a second).
+const SEARCHED = 300_000;
 
 /** Starts the cluster: its first map at replicas 1 over the primaries' servers. Call stop() in an after hook. */
 export async function startNemesis() {
@@ -131,7 +133,9 @@ export async function startNemesis() {
       const [one, hundred] = [new HashRing(names, 1), new HashRing(names, 100)];
       const wanted = new Map<string, number>(names.flatMap((a) => names.map((b) => [`${a} ${b}`, Math.ceil(perShard / 2)] as [string, number])));
       const ids: string[] = [];
-      for (let i = 0; [...wanted.values()].some((n) => n > 0); i++) {
+      // Bounded: the ports can give a node an arc at replicas 1 so small (1 id in 30,000 was seen) that no id
+      // of it moves, or none stays; that case then gets fewer ids, or none, instead of a search that never ends.
+      for (let i = 0; i < SEARCHED && [...wanted.values()].some((n) => n > 0); i++) {
         const id = `${prefix}-${i}`;
         const key = `${one.get(id)} ${hundred.get(id)}`;
         if ((wanted.get(key) ?? 0) > 0) (ids.push(id), wanted.set(key, wanted.get(key)! - 1));
