@@ -35,7 +35,7 @@ import { missingFrom } from './gtids.ts';
 import { dirOf, HOST, http, httpPorts, index, label, machines, mysqldPid, mysqlPorts, on, others, recordFile, serverPid, shard, shardDir } from './pair-layout.ts';
 import { status } from './pair-status.ts';
 import {
-  copyStatements, follow, mysqldFlags, openPrimary, recordedPrimary, release, ReplicationError, state, step, userStatements, waitForStandby, wipe,
+  acknowledged, copyStatements, follow, mysqldFlags, openPrimary, recordedPrimary, release, ReplicationError, state, step, userStatements, wipe,
   type Machine, type Sql, type State,
 } from './replication.ts';
 
@@ -225,7 +225,7 @@ async function standby(pm: Machine, sm: Machine, primaryState: State, passwords:
     await on(sm, (sql) => follow(sql, to, 'its position'));
   }
   try {
-    await on(pm, (p) => on(sm, (q) => p('SET GLOBAL rpl_semi_sync_master_enabled = ON').then(() => waitForStandby(p, q, OPEN_WAIT_MS, clients))));
+    await on(pm, (p) => on(sm, (q) => acknowledged(p, q, OPEN_WAIT_MS, clients)));
   } catch (err) {
     if (!(err instanceof ReplicationError && err.code === 'DIVERGED')) throw err;
     await rebuild(pm, sm, to, passwords, clients, err.message);
@@ -239,7 +239,7 @@ async function rebuild(pm: Machine, sm: Machine, to: Parameters<typeof follow>[1
   await dump(sm, kept);
   await copy(pm, sm, passwords, 'its diverged history');
   await on(sm, (sql) => follow(sql, to, 'its position'));
-  await on(pm, (p) => on(sm, (q) => waitForStandby(p, q, OPEN_WAIT_MS, clients)));
+  await on(pm, (p) => on(sm, (q) => acknowledged(p, q, OPEN_WAIT_MS, clients)));
 }
 
 /** S5: a copy of the primary's data and users, taken at one GTID position, loaded unlogged. */

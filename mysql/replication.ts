@@ -319,18 +319,27 @@ export async function wipe(sql: Sql): Promise<void> {
   await sql("SET GLOBAL gtid_slave_pos = ''");
 }
 
-/** S4, the last step of a start: semi-sync on, its `clients` standbys acknowledging, then writable. Idempotent. */
+/** S4, the last step of a start: its `clients` standbys acknowledging, then writable. Idempotent. */
 export async function openPrimary(primary: Sql, standby: Sql, waitMs: number, clients = 1): Promise<void> {
+  await acknowledged(primary, standby, waitMs, clients);
+  await primary('SET GLOBAL read_only = 0');
+}
+
+/**
+ * S4's first half: the primary's semi-sync on, then `clients` standbys
+ * acknowledging. Both at once, because a restarted primary starts without
+ * semi-sync, and a wait for its status alone would never end. Idempotent.
+ */
+export async function acknowledged(primary: Sql, standby: Sql, waitMs: number, clients = 1): Promise<void> {
   await primary('SET GLOBAL rpl_semi_sync_master_enabled = ON');
   await waitForStandby(primary, standby, waitMs, clients);
-  await primary('SET GLOBAL read_only = 0');
 }
 
 // MariaDB's errors of a replica whose history the primary does not hold (D4).
 const DIVERGED = new Set([1236, 1950]);
 
 /** Waits until the primary has `clients` semi-synchronous clients; DIVERGED if `standby` was refused for its history, NO_STANDBY after `waitMs`, with its state. */
-export async function waitForStandby(primary: Sql, standby: Sql, waitMs: number, clients = 1): Promise<void> {
+async function waitForStandby(primary: Sql, standby: Sql, waitMs: number, clients = 1): Promise<void> {
   const deadline = Date.now() + waitMs;
   for (;;) {
     const p = await state(primary);

@@ -91,6 +91,17 @@ describe('a pair always has a way out', () => {
     assert.deepEqual(missing, [], `${missing.length} of ${w.acked.size} acknowledged writes lost`);
   }
 
+  /**
+   * The loss of the primary `m` in AFTER_SYNC's window: the writers' next
+   * writes are in its binlog, never received by its standby (which stops
+   * receiving), so never acknowledged; then it is killed.
+   */
+  async function diverge(m: Machine): Promise<void> {
+    await pairs.sql(1, m === 'primary' ? 'standby' : 'primary', 'STOP SLAVE IO_THREAD');
+    await until('a write waiting for an ack', async () => Number((await pairs.sql(1, m, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'"))[0]![1]) > 0, WAIT_MS);
+    await kill(m);
+  }
+
   /** SIGKILL of a machine's server and MySQL, as a machine's loss. */
   async function kill(m: Machine): Promise<void> {
     const pids = [await pairs.pid(1, m, 'server.pid'), await pairs.pid(1, m, 'mysqld.pid')];
@@ -137,14 +148,17 @@ describe('a pair always has a way out', () => {
     await wayOut(w);
   });
 
-  it('an emergency failover, with a stop and start while it waits and before the rejoin: the start rejoins the old primary, and the failover run again ends', async () => {
+  it('an emergency failover, with a stop and start while it waits and before the rejoin: the start rebuilds the old primary, which diverged, and the failover run again ends', async () => {
     const w = writers('emergency');
     await until('writes', () => w.acked.size >= 20, WAIT_MS);
-    await kill('standby'); // the primary since the last test
+    // The standby machine is the primary since the last test; it dies holding a write its standby never received.
+    await diverge('standby');
     const failing = await emergency('primary');
     assert.equal((await script(['stop'])).code, 0);
+    // The new primary starts without semi-sync (S4), and the start must turn it on before it waits for the rebuilt standby.
     const started = await script(['1']);
     assert.equal(started.code, 0, started.stdout + started.stderr);
+    assert.match(started.stdout, /shard 1's standby machine: DIVERGED: .*rebuilding it from the primary/);
     if ((await failing.ended).code !== 0) {
       const again = await failover('primary');
       assert.equal(again.code, 0, again.stdout + again.stderr);
@@ -175,10 +189,7 @@ describe('a pair always has a way out', () => {
   it('an old primary that diverged is rebuilt by the rejoin, which says so and keeps what it held', async () => {
     const w = writers('diverged');
     await until('writes', () => w.acked.size >= 20, WAIT_MS);
-    // Unacknowledged writes in the primary's binlog that its standby never receives (AFTER_SYNC's window): the writers' next ones.
-    await pairs.sql(1, 'primary', 'STOP SLAVE IO_THREAD');
-    await until('a write waiting for an ack', async () => Number((await pairs.sql(1, 'standby', "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'"))[0]![1]) > 0, WAIT_MS);
-    await kill('standby');
+    await diverge('standby');
     const failing = await emergency('primary');
     // An earlier kill may have left such a write too, and its own file: this rejoin's is the new one.
     const before = new Set(await readdir(pairs.machineDir(1, 'standby')));
