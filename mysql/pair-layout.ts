@@ -7,7 +7,8 @@
 // PAIR_PIDS (server, mysqld of each; - for none).
 
 import { join } from 'node:path';
-import { connected, isMachine, type Machine, type Sql } from './replication.ts';
+import { isMachine, type Machine } from './primary-record.ts';
+import { connected, type Sql } from './replication.ts';
 
 const env = process.env;
 export const shard = env.PAIR_SHARD ?? '?';

@@ -6,7 +6,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dirOf, HOST, http, httpPorts, index, machines, mysqlPorts, on, others, pids, recordFile, shard, shardDir } from './pair-layout.ts';
-import { recordedPrimary, state, type Machine, type State } from './replication.ts';
+import { recordedPrimary, type Machine } from './primary-record.ts';
+import { state, type State } from './replication.ts';
 
 /** The lines of `status` for the shard's machines: each one's role and replication, and a WARNING with the command to run. */
 export async function status(): Promise<void> {

@@ -34,9 +34,9 @@ import { fileURLToPath } from 'node:url';
 import { missingFrom } from './gtids.ts';
 import { dirOf, HOST, http, httpPorts, index, label, machines, mysqldPid, mysqlPorts, on, others, recordFile, serverPid, shard, shardDir } from './pair-layout.ts';
 import { status } from './pair-status.ts';
+import { recordedPrimary, type Machine } from './primary-record.ts';
 import {
-  acknowledged, copyStatements, follow, mysqldFlags, openPrimary, recordedPrimary, release, ReplicationError, state, step, userStatements, wipe,
-  type Machine, type Sql, type State,
+  acknowledged, copyStatements, follow, mysqldFlags, openPrimary, release, ReplicationError, state, step, userStatements, wipe, type Sql, type State,
 } from './replication.ts';
 
 const env = process.env;

@@ -41,7 +41,7 @@
 //       "standby" or "standby-2": the machine's birth name; absent: "primary"). The
 //       promotion writes it (D3), before the machine takes a write, so every
 //       failover, planned or emergency, leaves it true; a start reads it and
-//       writes to no other machine (docs/operations.md).
+//       writes to no other machine (docs/operations.md; mysql/primary-record.ts).
 //   S7. The failover's steps run as the MySQL user operator (operator-password,
 //       0600), never as the app's user: its READ_ONLY ADMIN writes through
 //       read_only, which would undo the fence for the app. It has no table
@@ -83,15 +83,11 @@
 //       comparison and the sibling's follow could still send the sibling a
 //       write the new primary lacks.
 
-import { renameSync, readFileSync, writeFileSync } from 'node:fs';
 import mysql from 'mysql';
 import { driverOptions } from './connections.ts';
+import type { Machine } from './primary-record.ts';
 
 export type Sql = <R = any>(statement: string, values?: unknown[]) => Promise<R>;
-// A machine of a shard, by its birth name (S6).
-const MACHINES = ['primary', 'standby', 'standby-2'] as const;
-export type Machine = (typeof MACHINES)[number];
-export const isMachine = (name: unknown): name is Machine => MACHINES.includes(name as Machine);
 
 /** How a server reaches its own MySQL as the operator, for a failover's steps (shard/replication.ts): never as the app's user. */
 export type OperatorConfig = { socketPath?: string; host?: string; port?: number; password: string; replPassword?: string; peer?: string; record?: { file: string; machine: Machine } };
@@ -187,33 +183,6 @@ export async function state(sql: Sql) {
   };
 }
 export type State = Awaited<ReturnType<typeof state>>;
-
-/** S6: the machine recorded as the shard's primary. */
-export function recordedPrimary(file: string): Machine {
-  try {
-    const name = readFileSync(file, 'utf8').trim();
-    return isMachine(name) ? name : 'primary';
-  } catch {
-    return 'primary';
-  }
-}
-
-/** S6: the launcher's number N of the pair whose record is `file` (start-shards.sh keeps it at shard-N/primary), or null. */
-export function shardNumber(file: string): number | null {
-  const n = /(?:^|\/)shard-(\d+)\/primary$/.exec(file)?.[1];
-  return n === undefined ? null : Number(n);
-}
-
-/** D4, as the operator runs it on the pair's host: the launcher's rejoin of shard N, or how to find N where it is not known. */
-export function rejoinCommand(number: number | null, shard: string | undefined): string {
-  return number !== null ? `./start-shards.sh rejoin ${number}` : `./start-shards.sh rejoin N, N being the number start-shards.sh gave shard ${shard ?? '?'} (./start-shards.sh status lists them)`;
-}
-
-/** S6, written whole or not at all: a kill leaves the old record or the new one. */
-export function recordPrimary(file: string, machine: Machine): void {
-  writeFileSync(`${file}.new`, `${machine}\n`, { mode: 0o600 });
-  renameSync(`${file}.new`, file);
-}
 
 /** D1: this machine acknowledges nothing more. Idempotent. */
 export async function fence(sql: Sql): Promise<State> {
@@ -325,11 +294,7 @@ export async function openPrimary(primary: Sql, standby: Sql, waitMs: number, cl
   await primary('SET GLOBAL read_only = 0');
 }
 
-/**
- * S4's first half: the primary's semi-sync on, then `clients` standbys
- * acknowledging. Both at once, because a restarted primary starts without
- * semi-sync, and a wait for its status alone would never end. Idempotent.
- */
+/** S4's first half: semi-sync on (a restarted primary starts without it: a wait alone would never end), then `clients` standbys acknowledging. Idempotent. */
 export async function acknowledged(primary: Sql, standby: Sql, waitMs: number, clients = 1): Promise<void> {
   await primary('SET GLOBAL rpl_semi_sync_master_enabled = ON');
   await waitForStandby(primary, standby, waitMs, clients);

@@ -7,7 +7,7 @@ import { addressOf, describeMap, everyNode, sameMap, type ClusterMap, type MapNo
 import { ask, newest, type Said } from '../client/cluster.ts';
 import { call, problem } from '../client/http.ts';
 import { plural } from '../api/words.ts';
-import { rejoinCommand } from '../mysql/replication.ts';
+import { rejoinCommand } from '../mysql/primary-record.ts';
 import { brokenOn, epochOf, lockNode, whereIn } from './maps.ts';
 import { readCluster } from './plan.ts';
 import { idsOn, isClean, printProblems, total, walk } from './walk.ts';

@@ -52,7 +52,7 @@ import { hostOf, proves } from '../api/signing.ts';
 import { ask, newest } from '../client/cluster.ts';
 import { call, problem, type Answer, type CallOptions } from '../client/http.ts';
 import { ahead } from '../mysql/gtids.ts';
-import { rejoinCommand } from '../mysql/replication.ts';
+import { rejoinCommand } from '../mysql/primary-record.ts';
 import { install, lockNode } from './maps.ts';
 import { readCluster } from './plan.ts';
 

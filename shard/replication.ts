@@ -14,7 +14,8 @@
 
 import { readFileSync } from 'node:fs';
 import { HttpError, readJson, type Reply } from './http.ts';
-import { connected, stopReceiving, fence as fenceMysql, isMachine, follow as followMysql, mysqlAddress, promote as promoteMysql, recordedPrimary, recordPrimary, rejoinCommand, ReplicationError, shardNumber, state, WAIT_MAX_MS, type OperatorConfig, type Sql } from '../mysql/replication.ts';
+import { isMachine, recordedPrimary, recordPrimary, rejoinCommand, shardNumber } from '../mysql/primary-record.ts';
+import { connected, stopReceiving, fence as fenceMysql, follow as followMysql, mysqlAddress, promote as promoteMysql, ReplicationError, state, WAIT_MAX_MS, type OperatorConfig, type Sql } from '../mysql/replication.ts';
 import { hostOf, proof as proofOf } from '../api/signing.ts';
 import type { Context, Route, Shard } from './context.ts';
 import { misdirected } from './secret.ts';
