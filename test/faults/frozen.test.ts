@@ -1,6 +1,7 @@
 // A frozen node (its server stopped with SIGSTOP: connections open, nothing
-// answers) must cost a run one timeout, not one per record: the client and
-// the reshard give it up, say so once, and touch nothing on it.
+// answers) must cost a run a few timeouts, not one per record: the client and
+// the reshard give it up after three in a row, say so once, and touch nothing
+// on it.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -71,7 +72,7 @@ describe('a frozen node', () => {
     assert.deepEqual(await Promise.all(four.map((_, i) => shards.ids(i + 1))), before);
   });
 
-  it('costs the reshard one timeout when it freezes mid-move, and leaves every record where it was', async (t) => {
+  it('costs the reshard a few timeouts, not one per record, when it freezes mid-move, and leaves every record where it was', async (t) => {
     const three = shards.nodes.slice(0, 3);
     // The new node says who it is and takes the reshard's map, and answers nothing more.
     try {
@@ -91,7 +92,8 @@ describe('a frozen node', () => {
       gate.drop();
       const rerun = await runNode(reshard);
       assert.equal(rerun.code, 0, rerun.stderr);
-      t.diagnostic(`frozen node, reshard of 1,200 records: given up once, exit 1 after ${took.toFixed(1)} s, nothing deleted; the rerun after thawing: exit 0`);
+      const records = /(\d+) records, not counting/.exec(res.stdout)?.[1] ?? '?';
+      t.diagnostic(`frozen node, reshard of ${records} records: given up once, exit 1 after ${took.toFixed(1)} s, nothing deleted; the rerun after thawing: exit 0`);
     } finally {
       gate.drop();
     }
