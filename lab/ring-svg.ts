@@ -47,7 +47,7 @@ const MAX_ID_LABELS = 100;
 const MAX_ID_LINES = 100;
 
 // Okabe and Ito (2008), "Color Universal Design": eight colours that stay
-// apart under the common colour-vision deficiencies (test/picture.test.ts checks).
+// apart under the common colour-vision deficiencies (test/lab/picture.test.ts checks).
 export const PALETTE = ['#0072B2', '#E69F00', '#009E73', '#CC79A7', '#56B4E9', '#D55E00', '#F0E442', '#000000'];
 
 const READING = 'Hash 0 is at the top; a key belongs to the first node point clockwise from it.';

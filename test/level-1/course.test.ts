@@ -98,7 +98,7 @@ describe('the README as a course', () => {
   it('has no import that runs back up the house', () => {
     for (const file of sources()) {
       const from = floorOf(file);
-      assert.notEqual(from, undefined, `${file} is in no room of the house (test/course.test.ts FLOORS)`);
+      assert.notEqual(from, undefined, `${file} is in no room of the house (test/level-1/course.test.ts FLOORS)`);
       for (const [, spec] of readFileSync(join(ROOT, file), 'utf8').matchAll(/^import [^;]*? from '(\.[^']+)'/gm)) {
         const target = join(file, '..', spec!).replace(/^\.\//, '');
         if (target.startsWith('test/')) continue; // the benchmarks start shards as the tests do

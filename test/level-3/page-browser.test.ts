@@ -26,7 +26,7 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-// In the page: every text of the ring's picture in the SVG's own units, and what is wrong with them (as test/picture-browser.test.ts).
+// In the page: every text of the ring's picture in the SVG's own units, and what is wrong with them (as test/lab/picture-browser.test.ts).
 const MEASURE = `(() => {
   const svg = document.querySelector('#ring svg');
   const [w, h] = [svg.viewBox.baseVal.width, svg.viewBox.baseVal.height];
