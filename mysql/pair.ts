@@ -31,7 +31,7 @@ import { copyFileSync, existsSync, mkdirSync, openSync, readFileSync, renameSync
 import { dirname, join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { missingFrom } from './gtids.ts';
+import { ahead, missingFrom } from './gtids.ts';
 import { dirOf, HOST, http, httpPorts, index, label, machines, mysqldPid, mysqlPorts, on, others, recordFile, serverPid, shard, shardDir } from './pair-layout.ts';
 import { status } from './pair-status.ts';
 import { recordedPrimary, type Machine } from './primary-record.ts';
@@ -169,8 +169,11 @@ async function setup(m: Machine): Promise<void> {
 /** Whether the primary opened once (S4): its semi-sync is on, or it is writable. */
 async function primary(pm: Machine): Promise<boolean> {
   const [pmData, pmState, [semisync]] = await on(pm, async (sql) => [await hasData(sql), await state(sql), await sql<any[]>('SELECT @@global.rpl_semi_sync_master_enabled AS enabled')] as const);
-  const holders = pmData ? [] : await Promise.all(others(pm).map(async (m) => existsSync(join(dirOf(m), 'mysql')) && (await on(m, hasData).catch(() => false))));
-  const holder = others(pm).find((_, i) => holders[i]);
+  const held = pmData ? [] : await Promise.all(others(pm).map(async (m) => (existsSync(join(dirOf(m), 'mysql')) ? on(m, async (sql) => ({ m, data: await hasData(sql), state: await state(sql) })).catch(() => undefined) : undefined)));
+  const holders = held.flatMap((h) => (h?.data ? [{ m: h.m, follows: h.state.follows !== null, received: h.state.follows?.gtid_io_pos || h.state.gtid_binlog_pos }] : []));
+  // The standby that received the most (D5: the failover refuses one behind its sibling); an old primary that never
+  // rejoined follows no one, and the failover has nothing to promote it from (NOTHING_TO_PROMOTE).
+  const holder = (holders.find((h) => h.follows && holders.every((o) => !o.follows || ahead(o.received, h.received).length === 0)) ?? holders[0])?.m;
   if (holder !== undefined) {
     throw new Refusal(`shard ${shard}: not started: its primary (${dirOf(pm)}, ${recordFile}) holds no data, and its ${holder} machine does. Nothing was written. Promote a standby (the failover checks that it is the most advanced), then rebuild this machine:
   node ch_client.ts failover ${HOST}:${httpPorts[0]} --to ${http(holder)}

@@ -4,8 +4,10 @@
 // placed by the test: standby-2 is rebuilt by a copy (its binlog then holds
 // none of the primary's own GTIDs, only gtid_slave_pos does), the primary
 // dies holding the next write, never received (AFTER_SYNC's window), and
-// standby-2 is promoted. Automatic failover (level 5) is off: the failover is
-// the operator's.
+// standby-2 is promoted. Then a start refused for a primary whose data is
+// gone names, of the two standbys, the one that received the most: the other
+// is behind, and the failover refuses it (D5). Automatic failover (level 5) is
+// off: the failovers are the operator's.
 
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
@@ -81,5 +83,28 @@ describe('two standbys: a diverged old primary is rebuilt though its sibling ack
     assert.equal(checked.code, 0, checked.stdout + checked.stderr);
     for (const id of acked) assert.equal((await send(view, id, 'GET', `/v1/expenses/${id}`)).body?.name, expenseFor(id).name, id);
     assert.equal((await send(view, 'unacked', 'GET', '/v1/expenses/unacked')).status, 404);
+  });
+
+  it('a standby lost, then the primary with its data: the start refuses, naming the standby that received the most, and that failover ends', async () => {
+    // standby-2 is the primary since the last test, the others its standbys. The primary machine is lost first: it is behind.
+    const acked = await write('lost', 10);
+    await kill('primary');
+    acked.push(...(await write('alone', 10)));
+    await kill('standby-2');
+    await rm(join(pairs.machineDir(1, 'standby-2'), 'mysql'), { recursive: true, force: true });
+    const refused = await pairs.script('1');
+    assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+    const named = /node ch_client\.ts failover \S+ --to (\S+)/.exec(refused.stderr)?.[1];
+    assert.equal(named, pairs.serverOf(1, 'standby'), `the failover names the standby that received the most (D5):\n${refused.stderr}`);
+    const failed = await runNode(['ch_client.ts', 'failover', pairs.nodeOf(1), '--to', named, '--nodes', seeds(), '--secret-file', secret()]);
+    assert.equal(failed.code, 0, failed.stdout + failed.stderr);
+    const rejoined = await pairs.script('rejoin', '1');
+    assert.equal(rejoined.code, 0, rejoined.stdout + rejoined.stderr);
+    await until('status with no warning: three machines, two following', async () => !/WARNING/.test((await pairs.script('status')).stdout), WAIT_MS);
+    await rediscover();
+    acked.push(...(await write('back', 10)));
+    const checked = await runNode(['ch_client.ts', 'check', '--nodes', pairs.nodeOf(1), '--secret-file', secret()]);
+    assert.equal(checked.code, 0, checked.stdout + checked.stderr);
+    for (const id of acked) assert.equal((await send(view, id, 'GET', `/v1/expenses/${id}`)).body?.name, expenseFor(id).name, id);
   });
 });
