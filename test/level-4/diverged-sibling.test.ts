@@ -6,8 +6,9 @@
 // dies holding the next write, never received (AFTER_SYNC's window), and
 // standby-2 is promoted. Then a start refused for a primary whose data is
 // gone names, of the two standbys, the one that received the most: the other
-// is behind, and the failover refuses it (D5). Automatic failover (level 5) is
-// off: the failovers are the operator's.
+// is behind, and the failover refuses it (D5); and not an old primary that
+// never rejoined, which follows no one. Automatic failover (level 5) is off:
+// the failovers are the operator's.
 
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
@@ -103,6 +104,32 @@ describe('two standbys: a diverged old primary is rebuilt though its sibling ack
     await until('status with no warning: three machines, two following', async () => !/WARNING/.test((await pairs.script('status')).stdout), WAIT_MS);
     await rediscover();
     acked.push(...(await write('back', 10)));
+    const checked = await runNode(['ch_client.ts', 'check', '--nodes', pairs.nodeOf(1), '--secret-file', secret()]);
+    assert.equal(checked.code, 0, checked.stdout + checked.stderr);
+    for (const id of acked) assert.equal((await send(view, id, 'GET', `/v1/expenses/${id}`)).body?.name, expenseFor(id).name, id);
+  });
+
+  it('an old primary that never rejoined, then its successor lost with its data: the start names the standby, not the old primary', async () => {
+    // The standby machine is the primary since the last test. It is lost, and stays down: an emergency failover to the primary machine.
+    const acked = await write('old', 10);
+    await kill('standby');
+    const failed = await runNode(['ch_client.ts', 'failover', pairs.nodeOf(1), '--to', pairs.serverOf(1, 'primary'), '--nodes', seeds(), '--secret-file', secret()]);
+    assert.equal(failed.code, 0, failed.stdout + failed.stderr);
+    await rediscover();
+    acked.push(...(await write('new', 10)));
+    await kill('primary');
+    await rm(join(pairs.machineDir(1, 'primary'), 'mysql'), { recursive: true, force: true });
+    const refused = await pairs.script('1');
+    assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+    const named = /node ch_client\.ts failover \S+ --to (\S+)/.exec(refused.stderr)?.[1];
+    assert.equal(named, pairs.serverOf(1, 'standby-2'), `the failover names the standby, not the old primary that follows no one:\n${refused.stderr}`);
+    const again = await runNode(['ch_client.ts', 'failover', pairs.nodeOf(1), '--to', named, '--nodes', seeds(), '--secret-file', secret()]);
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    const rejoined = await pairs.script('rejoin', '1');
+    assert.equal(rejoined.code, 0, rejoined.stdout + rejoined.stderr);
+    await until('status with no warning: three machines, two following', async () => !/WARNING/.test((await pairs.script('status')).stdout), WAIT_MS);
+    await rediscover();
+    acked.push(...(await write('after-all', 10)));
     const checked = await runNode(['ch_client.ts', 'check', '--nodes', pairs.nodeOf(1), '--secret-file', secret()]);
     assert.equal(checked.code, 0, checked.stdout + checked.stderr);
     for (const id of acked) assert.equal((await send(view, id, 'GET', `/v1/expenses/${id}`)).body?.name, expenseFor(id).name, id);
