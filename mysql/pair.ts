@@ -31,7 +31,7 @@ import { copyFileSync, existsSync, mkdirSync, openSync, readFileSync, renameSync
 import { dirname, join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { missingFrom } from './gtids.ts';
+import { ahead, missingFrom } from './gtids.ts';
 import { dirOf, HOST, http, httpPorts, index, label, machines, mysqldPid, mysqlPorts, on, others, recordFile, serverPid, shard, shardDir } from './pair-layout.ts';
 import { status } from './pair-status.ts';
 import { recordedPrimary, type Machine } from './primary-record.ts';
@@ -169,8 +169,11 @@ async function setup(m: Machine): Promise<void> {
 /** Whether the primary opened once (S4): its semi-sync is on, or it is writable. */
 async function primary(pm: Machine): Promise<boolean> {
   const [pmData, pmState, [semisync]] = await on(pm, async (sql) => [await hasData(sql), await state(sql), await sql<any[]>('SELECT @@global.rpl_semi_sync_master_enabled AS enabled')] as const);
-  const holders = pmData ? [] : await Promise.all(others(pm).map(async (m) => existsSync(join(dirOf(m), 'mysql')) && (await on(m, hasData).catch(() => false))));
-  const holder = others(pm).find((_, i) => holders[i]);
+  const held = pmData ? [] : await Promise.all(others(pm).map(async (m) => (existsSync(join(dirOf(m), 'mysql')) ? on(m, async (sql) => ({ m, data: await hasData(sql), state: await state(sql) })).catch(() => undefined) : undefined)));
+  const holders = held.flatMap((h) => (h?.data ? [{ m: h.m, follows: h.state.follows !== null, received: h.state.follows?.gtid_io_pos || h.state.gtid_binlog_pos }] : []));
+  // The standby that received the most (D5: the failover refuses one behind its sibling); an old primary that never
+  // rejoined follows no one, and the failover has nothing to promote it from (NOTHING_TO_PROMOTE).
+  const holder = (holders.find((h) => h.follows && holders.every((o) => !o.follows || ahead(o.received, h.received).length === 0)) ?? holders[0])?.m;
   if (holder !== undefined) {
     throw new Refusal(`shard ${shard}: not started: its primary (${dirOf(pm)}, ${recordFile}) holds no data, and its ${holder} machine does. Nothing was written. Promote a standby (the failover checks that it is the most advanced), then rebuild this machine:
   node ch_client.ts failover ${HOST}:${httpPorts[0]} --to ${http(holder)}
@@ -194,17 +197,35 @@ async function standbys(pm: Machine): Promise<void> {
   if (!haveUsers || primaryState.read_only) await on(pm, async (sql) => { for (const [s, values] of userStatements(passwords)) await sql(s, values); });
   step('users');
   const sms = others(pm);
-  for (const [i, sm] of sms.entries()) await standby(pm, sm, primaryState, passwords, i + 1);
+  const to = { host: HOST, port: mysqlPorts[index(pm)]!, replPassword: passwords.repl };
+  for (const sm of sms) await standby(pm, sm, to, primaryState, passwords);
+  // Every standby acknowledging; one MariaDB refused for its history is rebuilt (D4), once.
+  for (const rebuilt = new Set<Machine>(); ; ) {
+    try {
+      await on(pm, (p) => onEach(sms, (qs) => acknowledged(p, qs, OPEN_WAIT_MS)));
+      break;
+    } catch (err) {
+      if (!(err instanceof ReplicationError && err.code === 'DIVERGED')) throw err;
+      const sm = sms[(err.state as { standby: number }).standby]!;
+      if (rebuilt.has(sm)) throw err;
+      rebuilt.add(sm);
+      await rebuild(pm, sm, to, passwords, err.message);
+    }
+  }
   step('followed');
   // S4: writable once every standby acknowledges.
-  await on(pm, (p) => on(sms.at(-1)!, (q) => openPrimary(p, q, OPEN_WAIT_MS, sms.length)));
+  await on(pm, (p) => onEach(sms, (qs) => openPrimary(p, qs, OPEN_WAIT_MS)));
 }
 
-/** Makes `sm` follow `pm`, the primary's `clients`-th semi-synchronous standby. */
-async function standby(pm: Machine, sm: Machine, primaryState: State, passwords: Passwords, clients: number): Promise<void> {
+/** As root on each of `ms` at once. */
+function onEach<T>(ms: Machine[], steps: (sqls: Sql[]) => Promise<T>, open: Sql[] = []): Promise<T> {
+  return open.length === ms.length ? steps(open) : on(ms[open.length]!, (sql) => onEach(ms, steps, [...open, sql]));
+}
+
+/** Makes `sm` follow `pm`; standbys() then waits for it to acknowledge. */
+async function standby(pm: Machine, sm: Machine, to: Parameters<typeof follow>[1], primaryState: State, passwords: Passwords): Promise<void> {
   // S2: the machine's own copies, so that it runs, and is promoted, without the other's disk.
   for (const name of ['password', 'repl-password', 'operator-password']) copyFileSync(join(dirOf(pm), name), join(dirOf(sm), name));
-  const to = { host: HOST, port: mysqlPorts[index(pm)]!, replPassword: passwords.repl };
   // D4: an old primary's commits that wait for an ack are let go first, so that they hold no lock over its rebuild and are in the dump of what it held.
   const s = await on(sm, async (sql) => {
     const now = await state(sql);
@@ -216,7 +237,7 @@ async function standby(pm: Machine, sm: Machine, primaryState: State, passwords:
   } else if (s.state.follows !== null) {
     await on(sm, (sql) => follow(sql, to, 'its position'));
   } else if (missing.length > 0) {
-    return rebuild(pm, sm, to, passwords, clients, `it holds transactions the primary never had (${missing.join(',')}; the primary's gtid_binlog_state ${primaryState.gtid_binlog_state || '(none)'})`);
+    await rebuild(pm, sm, to, passwords, `it holds transactions the primary never had (${missing.join(',')}; the primary's gtid_binlog_state ${primaryState.gtid_binlog_state || '(none)'})`);
   } else if (s.data && s.state.gtid_binlog_pos !== '') {
     console.log(`${label(sm)}: was a primary; rejoins as the standby of ${HOST}:${to.port}, from its own history (gtid_binlog_pos ${s.state.gtid_binlog_pos})`);
     await on(sm, (sql) => follow(sql, to, 'own history'));
@@ -224,22 +245,15 @@ async function standby(pm: Machine, sm: Machine, primaryState: State, passwords:
     await copy(pm, sm, passwords, s.data ? 'a copy that never finished' : undefined);
     await on(sm, (sql) => follow(sql, to, 'its position'));
   }
-  try {
-    await on(pm, (p) => on(sm, (q) => acknowledged(p, q, OPEN_WAIT_MS, clients)));
-  } catch (err) {
-    if (!(err instanceof ReplicationError && err.code === 'DIVERGED')) throw err;
-    await rebuild(pm, sm, to, passwords, clients, err.message);
-  }
 }
 
 /** D4: a diverged machine is copied again, what it held kept in a file first. */
-async function rebuild(pm: Machine, sm: Machine, to: Parameters<typeof follow>[1], passwords: Passwords, clients: number, why: string): Promise<void> {
+async function rebuild(pm: Machine, sm: Machine, to: Parameters<typeof follow>[1], passwords: Passwords, why: string): Promise<void> {
   const kept = join(dirOf(sm), `diverged-${new Date().toISOString().replace(/[:.]/g, '-')}.sql`);
   console.log(`${label(sm)}: DIVERGED: ${why}. Never acknowledged (rule D4): rebuilding it from the primary; what it held is kept in ${kept}`);
   await dump(sm, kept);
   await copy(pm, sm, passwords, 'its diverged history');
   await on(sm, (sql) => follow(sql, to, 'its position'));
-  await on(pm, (p) => on(sm, (q) => acknowledged(p, q, OPEN_WAIT_MS, clients)));
 }
 
 /** S5: a copy of the primary's data and users, taken at one GTID position, loaded unlogged. */

@@ -288,35 +288,45 @@ export async function wipe(sql: Sql): Promise<void> {
   await sql("SET GLOBAL gtid_slave_pos = ''");
 }
 
-/** S4, the last step of a start: its `clients` standbys acknowledging, then writable. Idempotent. */
-export async function openPrimary(primary: Sql, standby: Sql, waitMs: number, clients = 1): Promise<void> {
-  await acknowledged(primary, standby, waitMs, clients);
+/** S4, the last step of a start: every one of its `standbys` acknowledging, then writable. Idempotent. */
+export async function openPrimary(primary: Sql, standbys: Sql[], waitMs: number): Promise<void> {
+  await acknowledged(primary, standbys, waitMs);
   await primary('SET GLOBAL read_only = 0');
 }
 
-/** S4's first half: semi-sync on (a restarted primary starts without it: a wait alone would never end), then `clients` standbys acknowledging. Idempotent. */
-export async function acknowledged(primary: Sql, standby: Sql, waitMs: number, clients = 1): Promise<void> {
+/** S4's first half: semi-sync on (a restarted primary starts without it: a wait alone would never end), then every one of `standbys` acknowledging. Idempotent. */
+export async function acknowledged(primary: Sql, standbys: Sql[], waitMs: number): Promise<void> {
   await primary('SET GLOBAL rpl_semi_sync_master_enabled = ON');
-  await waitForStandby(primary, standby, waitMs, clients);
+  await waitForStandbys(primary, standbys, waitMs);
 }
 
 // MariaDB's errors of a replica whose history the primary does not hold (D4).
 const DIVERGED = new Set([1236, 1950]);
 
-/** Waits until the primary has `clients` semi-synchronous clients; DIVERGED if `standby` was refused for its history, NO_STANDBY after `waitMs`, with its state. */
-async function waitForStandby(primary: Sql, standby: Sql, waitMs: number, clients = 1): Promise<void> {
+/**
+ * Waits until the primary has as many semi-synchronous clients as
+ * `standbys`; DIVERGED, with the refused one's state and its index in
+ * `standby`, if one was refused for its history; NO_STANDBY after `waitMs`.
+ * Each is asked, not the count alone: the count names no machine, and a
+ * sibling already following stood in it for one MariaDB refused (D4).
+ */
+async function waitForStandbys(primary: Sql, standbys: Sql[], waitMs: number): Promise<void> {
   const deadline = Date.now() + waitMs;
   for (;;) {
     const p = await state(primary);
-    if (Number(p.semisync.Rpl_semi_sync_master_clients) >= clients && p.semisync.Rpl_semi_sync_master_status === 'ON') return;
-    const s = await state(standby);
-    if (s.follows !== null && DIVERGED.has(s.follows.errno)) {
-      throw new ReplicationError('DIVERGED', `it holds transactions the primary never had (its gtid_binlog_pos ${s.gtid_binlog_pos || '(none)'}, the primary's ${p.gtid_binlog_pos || '(none)'}): ${s.follows.error}`, s);
+    if (Number(p.semisync.Rpl_semi_sync_master_clients) >= standbys.length && p.semisync.Rpl_semi_sync_master_status === 'ON') return;
+    const states: State[] = [];
+    for (const [i, standby] of standbys.entries()) {
+      const s = await state(standby);
+      if (s.follows !== null && DIVERGED.has(s.follows.errno)) {
+        throw new ReplicationError('DIVERGED', `it holds transactions the primary never had (its gtid_binlog_pos ${s.gtid_binlog_pos || '(none)'}, the primary's ${p.gtid_binlog_pos || '(none)'}): ${s.follows.error}`, { ...s, standby: i });
+      }
+      states.push(s);
     }
     if (Date.now() > deadline) {
-      const f = s.follows;
-      const why = f === null ? 'it follows no primary' : `IO ${f.io}, SQL ${f.sql}, Gtid_IO_Pos ${f.gtid_io_pos || 'none'}${f.error ? `, ${f.error}` : ''}`;
-      throw new ReplicationError('NO_STANDBY', `not a semi-synchronous replica within ${waitMs / 1000} s: ${why}`, s);
+      const why = states.map(({ follows: f }) => (f === null ? 'it follows no primary' : `IO ${f.io}, SQL ${f.sql}, Gtid_IO_Pos ${f.gtid_io_pos || 'none'}${f.error ? `, ${f.error}` : ''}`));
+      const counted = standbys.length > 1 ? ` (the primary counts ${p.semisync.Rpl_semi_sync_master_clients} of ${standbys.length})` : '';
+      throw new ReplicationError('NO_STANDBY', `not a semi-synchronous replica within ${waitMs / 1000} s${counted}: ${why.join('; ')}`, states.at(-1));
     }
     await new Promise((r) => setTimeout(r, 100));
   }
