@@ -41,10 +41,13 @@ const IN_FLIGHT = 4;
 const REST = 1;
 // A page of copies is one request's body: a shard reads up to 1 MiB for a move step (shard/http.ts).
 const BULK_BYTES = 900_000;
-const POLITE_BYTES = 60_000;
+// Throttled, a client's p99 is set by the requests that meet a page's statements, so a page is
+// small: about 60 records (docs/performance.md: 60 KB pages, four times these, gave 3x to 8.6x
+// the p99 with no reshard on a quiet machine, 15 KB pages 1.7x to 2.2x).
+const POLITE_BYTES = 15_000;
 // Records a page of the listing holds (a shard lists up to 4,000: shard/move-pages.ts).
 const BULK_LIST = 4_000;
-const POLITE_LIST = 250;
+const POLITE_LIST = 60;
 
 export type Throttle = {
   /** From how many nodes records may move at once. */

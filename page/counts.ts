@@ -1,7 +1,7 @@
 // page/counts.ts: what a shard can count of its own records, cheaply, for
 // the live page (page/watch.ts asks every node): its rows by state, read
-// from the state index alone; and, while a reshard runs, how many records it
-// has to hand off in all.
+// from an index alone (shard/cluster-schema.sql's, which begins with the
+// state); and, while a reshard runs, how many records it has to hand off in all.
 //
 // A reshard's progress, from what the shards know: a record handed off
 // leaves a moved row (a tombstone) on its old owner until the reshard ends
@@ -22,9 +22,9 @@ import type { Reply } from '../shard/http.ts';
 
 type Range = { from: string; to: string }; // MD5 positions, from <= h < to; from >= to wraps past 0
 
-// Rows by state, read from the state index alone; and, in one statement so that no move falls
-// between two counts, the moved rows with the live rows whose MD5(id), ring.ts's position of
-// the id, is in one of the ranges.
+// Rows by state, read from the index (state, ring_position, id) alone; and, in one statement so
+// that no move falls between two counts, the moved rows with the live rows whose MD5(id),
+// ring.ts's position of the id, is in one of the ranges.
 const BY_STATE = 'SELECT state, COUNT(*) AS n FROM expenses GROUP BY state';
 const inRange = (r: Range) => (r.from < r.to ? ' OR MD5(id) >= ? AND MD5(id) < ?' : ' OR MD5(id) >= ? OR MD5(id) < ?');
 const handOff = (ranges: Range[]) => `SELECT COUNT(*) AS n FROM expenses WHERE state = 'moved' OR state = 'live' AND (FALSE${ranges.map(inRange).join('')})`;

@@ -12,9 +12,6 @@ UPDATE expenses.expenses SET version = LEFT(MD5(CONCAT(id, RAND())), 16) WHERE v
 -- Tables made before reshards moved records in steps get a state.
 ALTER TABLE expenses.expenses ADD COLUMN IF NOT EXISTS
   state VARCHAR(8) CHARACTER SET ascii NOT NULL DEFAULT 'live';
--- A reshard finds its incoming copies, and a finished one forgets its moved
--- rows, without reading the whole table (or locking it against inserts).
-ALTER TABLE expenses.expenses ADD INDEX IF NOT EXISTS state (state);
 
 -- Who this shard is: a name made once, when its database is created. Two
 -- addresses that reach the same shard (127.0.0.1:3000 and localhost:3000)
@@ -37,7 +34,13 @@ CREATE TABLE IF NOT EXISTS expenses.cluster_map (
 -- Where each id sits on the ring (ring.ts: MD5 of its bytes, as
 -- 32 hex digits), computed by MySQL, and indexed after the state, so that a
 -- reshard lists the live rows of the arcs that move (api/arcs.ts), not the
--- whole table (shard/move-rows.ts).
+-- whole table (shard/move-rows.ts). The same index, by its first column, is
+-- how a reshard finds its incoming copies, and a finished one forgets its
+-- moved rows, without reading the whole table (or locking it against
+-- inserts). An index of the state alone did that before: it was a second
+-- index that every move step and every insert and delete wrote for nothing
+-- (docs/performance.md, "A reshard against the disk"), so it goes.
 ALTER TABLE expenses.expenses ADD COLUMN IF NOT EXISTS
   ring_position CHAR(32) CHARACTER SET ascii COLLATE ascii_bin AS (MD5(id)) PERSISTENT;
 ALTER TABLE expenses.expenses ADD INDEX IF NOT EXISTS ring_position (state, ring_position, id);
+ALTER TABLE expenses.expenses DROP INDEX IF EXISTS state;
