@@ -193,7 +193,8 @@ async function peersReplicate(peers: string[], secret: string | undefined): Prom
  * records by replication: it is no stray.
  */
 async function outsideTheRing(map: ClusterMap, said: Map<string, Said>): Promise<boolean> {
-  const inRing = new Set(everyNode(map).map((n) => n.name));
+  // A node by its name, or at its address since a failover (a seed may be either).
+  const inRing = new Set(everyNode(map).flatMap((n) => [n.name, addressOf(map, n.name)]));
   for (const f of map.forgot ?? []) {
     if (!inRing.has(f.name) && !('shard' in (said.get(f.name) ?? {}))) console.log(`  forgotten at epoch ${f.epoch}: ${f.name} (shard ${f.shard}), gone for good with the records that lived only on it`);
   }

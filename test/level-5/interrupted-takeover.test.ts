@@ -77,6 +77,9 @@ describe('an automatic failover cut short after the promotion, then a stop and a
     await write('after', 10);
     const checked = await runNode(['ch_client.ts', 'check', '--nodes', pairs.nodeOf(1), '--secret-file', secret()]);
     assert.equal(checked.code, 0, checked.stdout + checked.stderr);
+    // Every machine as a seed: the primary at its node's new address is in the ring, not OUTSIDE it.
+    const checkedAll = await runNode(['ch_client.ts', 'check', '--nodes', seeds().join(','), '--secret-file', secret()]);
+    assert.equal(checkedAll.code, 0, checkedAll.stdout + checkedAll.stderr);
     for (const id of acked) assert.equal((await send(view, id, 'GET', `/v1/expenses/${id}`)).body?.name, expenseFor(id).name, id);
 
     // Terms on disk let the shard elect again: the new primary killed, another standby takes over, with no command.
