@@ -10,7 +10,7 @@ import { actingFor } from '../shard/replication.ts';
 import { grant, holds, renew } from './lease.ts';
 import { LEASE_MS, RENEW_MS } from './rules.ts';
 import { createSeat, remember, shardId, type Seat } from './seat.ts';
-import { watch } from './takeover.ts';
+import { resume, watch } from './takeover.ts';
 import { stand, vote } from './vote.ts';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -51,7 +51,7 @@ function tick(seat: Seat): void {
   const next = () => setTimeout(() => tick(seat), RENEW_MS).unref();
   seat.shard.rows
     .writable()
-    .then((writable) => (writable ? renew(seat) : seat.rising ? undefined : watch(seat)))
+    .then((writable) => (writable ? renew(seat).then(() => resume(seat)) : seat.rising ? undefined : watch(seat)))
     .catch((err) => log(`election: ${(err as Error).message}`, 'stderr'))
     .finally(next);
 }
@@ -86,6 +86,7 @@ async function rise(seat: Seat, c: Context, promote: Handler): Promise<Reply> {
   actingFor(c, 'promote', asked);
   if (await seat.shard.rows.writable()) return promote(c); // already the primary: the promote is idempotent
   seat.rising = true;
+  seat.mapChecked = true; // the operator's failover puts the map
   try {
     const left = (seat.granted?.until ?? 0) - performance.now();
     if (left > 0) await sleep(left);

@@ -57,7 +57,8 @@
 //       in its term (E1), and puts the map at the next epoch with the shard's
 //       node at its address, by the one installer (rules 10 and 12), for as
 //       long as it is still the primary of its term: one deposed meanwhile
-//       (E3) puts no map. By E1
+//       (E3) puts no map; one whose takeover was cut short (a stop and a
+//       start after its promotion) puts it once it holds its lease again. By E1
 //       and E4 the old primary's lease ran out before the winner's first
 //       write: each grant it needed came from a majority, and a majority
 //       voted only once their grants had run out.

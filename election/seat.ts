@@ -35,6 +35,8 @@ export type Seat = {
   rising: boolean;
   /** While this machine stands for election: it grants no lease, so that its own grant stays run out (E5). */
   standingFor: boolean;
+  /** Whether this process, as a primary, checked that the map names it (E6, election/takeover.ts resume). */
+  mapChecked: boolean;
   /** The time this process had lost to stalls when it last watched for its primary's loss (E5). */
   lost: number;
   /** The shard's id, read once: a grant must not need MySQL (E1). */
@@ -56,7 +58,7 @@ export function createSeat(env: NodeJS.ProcessEnv, shard: Shard): Seat | undefin
   const peers = (env.CLUSTER_PEER ?? '').split(',').map((p) => p.trim()).filter(Boolean);
   const file = env.ELECTION_FILE || (env.MYSQL_SOCKET ? join(dirname(env.MYSQL_SOCKET), 'election.json') : '');
   if (peers.length === 0 || shard.operator === undefined || file === '') return undefined;
-  return { shard, peers, file, standing: readStanding(file), grants: new Map(), leaseUntil: 0, sawPrimary: false, rising: false, standingFor: false, lost: 0 };
+  return { shard, peers, file, standing: readStanding(file), grants: new Map(), leaseUntil: 0, sawPrimary: false, rising: false, standingFor: false, mapChecked: false, lost: 0 };
 }
 
 /** E4: the seat's new term and vote, on disk before anyone is told. */

@@ -12,6 +12,7 @@ import { readCluster } from '../operator/plan.ts';
 import { log } from '../shard/http.ts';
 import { promoteHere } from '../shard/replication.ts';
 import { ask } from './ask.ts';
+import { holds } from './lease.ts';
 import { LEASE_MS, STAND_JITTER_MS } from './rules.ts';
 import { shardId, type Seat } from './seat.ts';
 import { stand } from './vote.ts';
@@ -44,6 +45,7 @@ export async function watch(seat: Seat): Promise<void> {
   if (!won?.won) return;
   log(`election: ${node.name}'s primary stopped renewing its lease; this standby won term ${won.term} (votes: itself, ${won.votes.join(', ')}) and takes over`);
   let promoted: Awaited<ReturnType<typeof promoteHere>>;
+  seat.mapChecked = true; // its takeover puts the map
   seat.rising = true; // E4 (b): until promoted, this machine votes for no other and grants no lease
   try {
     promoted = await promoteHere(seat.shard, held.shard, null, APPLY_MS);
@@ -70,7 +72,30 @@ async function takeOver(seat: Seat, term: number, found: ClusterMap, name: strin
       log(`election: ${peer} ${heard?.status === 200 ? `follows ${mysql}` : `does not follow yet (${heard === undefined ? 'no answer' : heard.body?.error ?? heard.status}): ./start-shards.sh rejoin N on its host makes it a standby`}`);
     }),
   );
-  // Rules 10 and 12: the map found, this address in it, over whatever map the cluster holds by then; only while this machine still rules (E3).
+  await putMap(seat, term, found, name);
+}
+
+/**
+ * E6 after a restart: a winner whose takeover was cut short before it put the
+ * map (a stop and a start, which finished its promotion, D3, and made the
+ * others its standbys) puts it once it holds its lease in the term it won.
+ * Checked once per process; a process promoted itself puts it in its takeover.
+ */
+export async function resume(seat: Seat): Promise<void> {
+  if (seat.mapChecked || !holds(seat)) return;
+  seat.mapChecked = true;
+  if (seat.standing.votedFor !== seat.shard.address) return; // the launcher's first primary, or an operator's stand-in failover, which puts its map
+  const held = await seat.shard.cluster.load();
+  const node = held.map && everyNode(held.map).find((n) => n.shard === held.shard);
+  if (held.map === undefined || node === undefined || addressOf(held.map, node.name) === seat.shard.address) return;
+  log(`election: this machine won term ${seat.standing.term} and is the primary, and the map still puts ${node.name} at ${addressOf(held.map, node.name)}: its takeover was cut short; it puts the map now (E6)`);
+  // On its own, as in the takeover: the lease's renewals must not wait for the map.
+  void putMap(seat, seat.standing.term, held.map, node.name).catch((err) => log(`election: putting the map stopped (${(err as Error).message})`, 'stderr'));
+}
+
+/** Rules 10 and 12: the map found, this address in it, over whatever map the cluster holds by then; only while this machine still rules (E3). */
+async function putMap(seat: Seat, term: number, found: ClusterMap, name: string): Promise<void> {
+  const { shard } = seat;
   const seeds = everyNode(found).map((n) => n.name);
   for (let map: ClusterMap | undefined = found, tries = 0; map !== undefined && tries < MAP_TRIES; tries++) {
     if (seat.standing.term !== term || !(await shard.rows.writable())) return log(`election: deposed before the map was put (E3): it puts none`);

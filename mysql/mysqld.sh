@@ -58,7 +58,8 @@ $(tail -n 15 "$d/mysqld.err" 2>/dev/null)"
 stop_mysql() {
   local d=${dir[$1]}
   alive "$d/mysqld.pid" || return 0
-  # A clean shutdown flushes InnoDB; a kill would leave crash recovery to the next start.
-  "$admin" --no-defaults --socket="$d/mysqld.sock" --user=root shutdown >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
+  # A clean shutdown flushes InnoDB; a kill would leave crash recovery to the next start. A frozen MySQL (SIGSTOP, a
+  # paused VM) accepts the connection and never greets: the client's own timeout is 12 hours, so 10 s, then the kill.
+  "$admin" --no-defaults --connect-timeout=10 --socket="$d/mysqld.sock" --user=root shutdown >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
   reap "$pid" 300
 }

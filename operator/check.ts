@@ -158,21 +158,25 @@ async function pairOf(n: MapNode, at: string, p: Answer, secret: string | undefi
   console.log(`    shard ${n.shard}, ${n.name}: primary ${at}: ${p.role}, semi-sync ${p.semisync.Rpl_semi_sync_master_status ?? '?'}, ${clients} standby connected, gtid_binlog_pos ${p.gtid_binlog_pos || 'none'}`);
   // CLUSTER_PEER: the shard's other machines, one or two standbys (start-shards.sh).
   const peers = p.peer === null ? [] : p.peer.split(',');
+  const { replicates, primary } = await peersReplicate(peers, secret);
   if (p.role !== 'primary') {
-    const to = peers[0] ?? "<its standby's HOST:PORT>";
+    // The machine that is the primary (a failover cut short before its map), else the first other machine.
+    const to = primary ?? peers[0] ?? "<its standby's HOST:PORT>";
     console.error(`NOT WRITABLE shard ${n.shard} (${n.name} at ${at}) is read-only: a fenced primary, or a standby the map names. Finish the failover with: node ch_client.ts failover ${n.name} --to ${to} --nodes ${list}`);
     ok = false;
+    // Its standbys are the primary's, not this machine's: the failover's map shows them again.
+    if (primary !== undefined) return ok;
   }
-  const replicates = await peersReplicate(peers, secret);
   if (peers.length === 0) console.log(`      standby unknown (the primary's server has no CLUSTER_PEER)`);
   if (clients < 1) without('no standby is connected to its primary');
   else if (!replicates) without(`its standby ${p.peer ?? '(unknown)'} does not replicate`);
   return ok;
 }
 
-/** A line for each standby of `peers`, with its replication; true when one of them replicates. */
-async function peersReplicate(peers: string[], secret: string | undefined): Promise<boolean> {
+/** A line for each standby of `peers`, with its replication; whether one of them replicates, and the one that is a primary. */
+async function peersReplicate(peers: string[], secret: string | undefined): Promise<{ replicates: boolean; primary?: string }> {
   let replicates = false;
+  let primary: string | undefined;
   for (const peer of peers) {
     const s = await replicationAt(peer, secret);
     if ('why' in s) {
@@ -182,8 +186,9 @@ async function peersReplicate(peers: string[], secret: string | undefined): Prom
     const f = s.follows;
     console.log(`      standby ${peer}: ${s.role}, ${f === null ? 'follows no one' : `follows ${f.master}, IO ${f.io}, SQL ${f.sql}`}, gtid_slave_pos ${s.gtid_slave_pos || 'none'}`);
     replicates ||= f !== null && f.io === 'Yes' && f.sql === 'Yes';
+    if (s.role === 'primary') primary ??= peer;
   }
-  return replicates;
+  return { replicates, primary };
 }
 
 /**
@@ -193,7 +198,8 @@ async function peersReplicate(peers: string[], secret: string | undefined): Prom
  * records by replication: it is no stray.
  */
 async function outsideTheRing(map: ClusterMap, said: Map<string, Said>): Promise<boolean> {
-  const inRing = new Set(everyNode(map).map((n) => n.name));
+  // A node by its name, or at its address since a failover (a seed may be either).
+  const inRing = new Set(everyNode(map).flatMap((n) => [n.name, addressOf(map, n.name)]));
   for (const f of map.forgot ?? []) {
     if (!inRing.has(f.name) && !('shard' in (said.get(f.name) ?? {}))) console.log(`  forgotten at epoch ${f.epoch}: ${f.name} (shard ${f.shard}), gone for good with the records that lived only on it`);
   }
