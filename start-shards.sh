@@ -144,9 +144,7 @@ $(tail -n 15 "$d/server.log")"
 
 stop_server() {
   alive "${dir[$1]}/server.pid" || return 0
-  # SIGTERM lets requests in flight finish; SIGCONT after it, as systemd sends, wakes a stopped (SIGSTOP) one to act on it.
-  kill "$pid" 2>/dev/null || return 0
-  kill -CONT "$pid" 2>/dev/null || true
+  kill "$pid" 2>/dev/null || return 0 # SIGTERM lets requests in flight finish
   reap "$pid" 150
 }
 

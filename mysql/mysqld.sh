@@ -59,8 +59,7 @@ stop_mysql() {
   local d=${dir[$1]}
   alive "$d/mysqld.pid" || return 0
   # A clean shutdown flushes InnoDB; a kill would leave crash recovery to the next start. A frozen MySQL (SIGSTOP, a
-  # paused VM) accepts the connection and never greets: the client's own timeout is 12 hours, so 10 s, then SIGTERM,
-  # and SIGCONT as systemd sends it, which wakes a stopped process to shut down cleanly; then the reap's kill -9.
-  "$admin" --no-defaults --connect-timeout=10 --socket="$d/mysqld.sock" --user=root shutdown >/dev/null 2>&1 || { kill "$pid" && kill -CONT "$pid"; } 2>/dev/null || true
+  # paused VM) accepts the connection and never greets: the client's own timeout is 12 hours, so 10 s, then the kill.
+  "$admin" --no-defaults --connect-timeout=10 --socket="$d/mysqld.sock" --user=root shutdown >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
   reap "$pid" 300
 }

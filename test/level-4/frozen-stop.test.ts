@@ -1,9 +1,8 @@
 // `./start-shards.sh stop` with a machine frozen (SIGSTOP on its server and
 // its MariaDB: a paused VM, a stalled disk, the old primary of
-// test/level-5/automatic.test.ts (b)). The stop must end (a process it asked
-// to stop is woken with SIGCONT, as systemd does, and one that still does not
-// end is killed), and the start after must get the shard back whole. The
-// test freezes the standby itself, before the stop.
+// test/level-5/automatic.test.ts (b)). The stop must end, killing what does
+// not stop, and the start after must get the shard back whole. The test
+// freezes the standby itself, before the stop.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
