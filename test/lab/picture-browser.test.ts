@@ -18,7 +18,8 @@ before(async () => {
   for (const name of ['chromium', 'chromium-browser']) if ((await run('sh', ['-c', `command -v ${name}`])).code === 0) chromium ??= name;
 });
 after(async () => {
-  await rm(dir, { recursive: true, force: true });
+  // Chromium's helper processes may still write its profile after the browser exits: retried on ENOTEMPTY.
+  await rm(dir, { recursive: true, force: true, maxRetries: 10 });
 });
 
 const TEN = ['127.0.0.1:3000', '127.0.0.1:4000', '127.0.0.1:5000', '127.0.0.1:6001', '127.0.0.1:7000', '127.0.0.1:8000', '127.0.0.1:9000', '127.0.0.1:10000', '127.0.0.1:11000', '127.0.0.1:12000'];

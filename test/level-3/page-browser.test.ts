@@ -23,7 +23,8 @@ before(async () => {
 });
 after(async () => {
   await browser?.close();
-  await rm(dir, { recursive: true, force: true });
+  // Chromium's helper processes may still write its profile after the browser exits: retried on ENOTEMPTY.
+  await rm(dir, { recursive: true, force: true, maxRetries: 10 });
 });
 
 // In the page: every text of the ring's picture in the SVG's own units, and what is wrong with them (as test/lab/picture-browser.test.ts).
