@@ -82,8 +82,7 @@ export type CallOptions = { timeoutMs?: number; secret?: string };
  * node, and the request is sent once more.
  */
 export async function call(node: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}, { timeoutMs = TIMEOUT_MS, secret }: CallOptions = {}): Promise<Answer> {
-  const gone = givenUp.get(node);
-  if (gone !== undefined) throw new Unreachable(`skipped: ${node} ${gone}`);
+  notGivenUp(node);
   const sent = body === undefined ? undefined : JSON.stringify(body);
   // An operator's request is signed for this node alone, never sent with the secret itself (api/signing.ts).
   const signed: Record<string, string> =
@@ -138,6 +137,23 @@ function stalledDuring(lostBefore: number, err: unknown): boolean {
   // A timeout already left out the time lost (runTimeout): it ran its whole length while this process ran.
   if ((err as NoAnswer).original instanceof DOMException && ((err as NoAnswer).original as DOMException).name === 'TimeoutError') return false;
   return lostMs() > lostBefore || performance.now() - clock().lastStallEnd < AFTER_STALL_MS;
+}
+
+/** Throws, naming why, when `node` was given up: no request is sent to it for the rest of the run. */
+export function notGivenUp(node: string): void {
+  const gone = givenUp.get(node);
+  if (gone !== undefined) throw new Unreachable(`skipped: ${node} ${gone}`);
+}
+
+/**
+ * What another node heard from `node` on this process's behalf (an old owner
+ * that sent our copies there, operator/move.ts): an answer (`why` undefined),
+ * or none, and why. It counts as this process's own request would, so that a
+ * node that does not answer is given up once, whoever was asking it.
+ */
+export function heardVia(node: string, why: string | undefined): void {
+  if (why === undefined) strikes.set(node, 0);
+  else strike(node, why);
 }
 
 function strike(node: string, why: string): void {

@@ -11,8 +11,8 @@
 //      there: this is the instant the record moves.
 //   3. ADOPT the copy on the new owner: it becomes the live record.
 //
-// If step 2 finds the original changed, the newer version is copied over the
-// incoming copy and step 2 runs again. If it finds the original gone (a
+// If step 2 finds the original changed, the old owner sends the newer version
+// over the incoming copy and step 2 runs again. If it finds the original gone (a
 // client deleted it), the copy is discarded, so nothing deleted comes back.
 //
 // A kill at any instant is safe, and the next run finishes the move:
@@ -40,8 +40,8 @@
 // run finishes as it would finish one record. A page widens only the window
 // of step 2 to 3: the page's ids answer 503 together, for one round trip.
 
-import type { Versioned } from '../api/expense.ts';
-import { call, problem, Unreachable, type Answer } from '../client/http.ts';
+import type { Expense, Versioned } from '../api/expense.ts';
+import { call, heardVia, notGivenUp, problem, Unreachable, type Answer } from '../client/http.ts';
 
 export type Moved =
   // deleted: a client deleted it during the move, and it stays deleted; before: a run that died had handed it off
@@ -59,12 +59,13 @@ export type Credentials = { epoch: number; secret: string | undefined; where: (n
 // changing this often is left for the next walk.
 const ROUNDS = 5;
 
-/** Moves records listed live on `from` to `to` (one record is a page of one); what became of each, by id. */
-export async function movePage(listed: Versioned[], from: string, to: string, auth: Credentials): Promise<Map<string, Moved>> {
+/** Moves records listed live on `from` to `to`, by id (one record is a page of one); what became of each, by id. */
+export async function movePage(listed: string[], from: string, to: string, auth: Credentials): Promise<Map<string, Moved>> {
   const result = new Map<string, Moved>();
   try {
-    // Step 1.
-    const copied = await copy(to, listed, auth, result);
+    // Step 1. Deleted by a client since it was listed: nothing to move.
+    const { copied, gone } = await copy(from, to, listed, auth, result);
+    for (const id of gone) result.set(id, { ok: true, deleted: true });
     return await finishPage(copied, from, to, auth, result);
   } catch (err) {
     return failAll(listed, reasonOf(err), result);
@@ -87,15 +88,17 @@ export async function finishPage(copied: Versioned[], from: string, to: string, 
     for (let round = 0; round < ROUNDS && copied.length > 0; round++) {
       // Step 2.
       const handed = await step(from, 'POST', '/v1/moves/handoff', copied, auth);
-      const { handedOff, already, gone, changed, refused } = handed.body as { handedOff: string[]; already: string[]; gone: string[]; changed: Versioned[]; refused: Record<string, string> };
+      const { handedOff, already, gone, changed, refused } = handed.body as { handedOff: string[]; already: string[]; gone: string[]; changed: string[]; refused: Record<string, string> };
       for (const [id, why] of Object.entries(refused)) result.set(id, failed(`the handoff on ${from} failed: the row is ${why}`));
       const byId = new Map(copied.map((r) => [r.expense.id, r]));
       // Step 3, and for what a client deleted meanwhile, the discard.
       await adopt(to, handedOff.map((id) => byId.get(id)!), auth, result);
       for (const id of already) if (result.get(id)?.ok) result.set(id, { ok: true, deleted: false, before: true });
       await discard(from, to, gone.map((id) => byId.get(id)!), auth, result);
-      // Changed on the old owner since it was copied: step 1 again, with the newer versions over ours.
-      copied = changed.length === 0 ? [] : await copy(to, changed, auth, result);
+      // Changed on the old owner since it was copied: step 1 again, the newer versions over the copies; deleted since, their copies go.
+      const again = changed.length === 0 ? { copied: [], gone: [] } : await copy(from, to, changed, auth, result);
+      await discard(from, to, again.gone.map((id) => byId.get(id)!), auth, result);
+      copied = again.copied;
     }
     const why = `it changed on ${from} ${ROUNDS} times during the move; run the reshard again`;
     for (const r of copied) result.set(r.expense.id, failed(why));
@@ -109,20 +112,30 @@ const conflict = (why: string): Moved => ({ ok: false, conflict: true, why });
 const failed = (why: string): Moved => ({ ok: false, conflict: false, why });
 
 /** Marks every record of a page not yet settled as failed, for why. */
-function failAll(page: Versioned[], why: string, result: Map<string, Moved>): Map<string, Moved> {
-  for (const r of page) if (!result.has(r.expense.id)) result.set(r.expense.id, failed(why));
+function failAll(page: Array<Versioned | string>, why: string, result: Map<string, Moved>): Map<string, Moved> {
+  for (const r of page) {
+    const id = typeof r === 'string' ? r : r.expense.id;
+    if (!result.has(id)) result.set(id, failed(why));
+  }
   return result;
 }
 
-/** Step 1 over a page: the records now incoming on `to`. */
-async function copy(to: string, page: Versioned[], auth: Credentials, result: Map<string, Moved>): Promise<Versioned[]> {
-  const res = await send(to, 'PUT', '/v1/moves/copy', page.map((r) => ({ ...r.expense, version: r.version })), auth);
-  if (res.status !== 200) throw new Error(`copy to ${to} failed: ${problem(res)}`);
-  const { copied, conflict: live, refused } = res.body as { copied: string[]; conflict: string[]; refused: Record<string, string> };
+/**
+ * Step 1 over a page: `from` sends its live records of these ids to `to`.
+ * The records now incoming on `to`, each at the version it arrived at; and
+ * those `from` no longer holds live: a client deleted them.
+ */
+async function copy(from: string, to: string, ids: string[], auth: Credentials, result: Map<string, Moved>): Promise<{ copied: Versioned[]; gone: string[] }> {
+  notGivenUp(auth.where(to));
+  const res = await call(auth.where(from), 'POST', '/v1/moves/send', { to, records: ids.map((id) => ({ id })) }, { 'cluster-epoch': String(auth.epoch) }, { secret: auth.secret });
+  // The new owner's silence reaches us through the old one: it counts against the new owner, whom a walk gives up after a few.
+  if (res.status === 502 && res.body?.unreachable === to) heardVia(auth.where(to), problem(res));
+  if (res.status === 200) heardVia(auth.where(to), undefined);
+  if (res.status !== 200) throw new Error(`copy from ${from} to ${to} failed: ${problem(res)}`);
+  const { copied, conflict: live, refused, gone } = res.body as { copied: Array<{ id: string; version: string }>; conflict: string[]; refused: Record<string, string>; gone: string[] };
   for (const id of live) result.set(id, conflict(`a different record with this id is live on ${to} too`));
   for (const [id, why] of Object.entries(refused)) result.set(id, failed(`copy to ${to} failed: the row is ${why}`));
-  const made = new Set(copied);
-  return page.filter((r) => made.has(r.expense.id));
+  return { copied: copied.map(({ id, version }) => ({ expense: { id } as Expense, version })), gone };
 }
 
 async function adopt(to: string, page: Versioned[], auth: Credentials, result: Map<string, Moved>): Promise<void> {

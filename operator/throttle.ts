@@ -16,11 +16,11 @@
 //
 // RESHARD_THROTTLE=0 turns it off: the records of up to NODES nodes move at
 // once (operator/walk.ts: those that nothing moves onto), each node's pages
-// IN_FLIGHT at a time, each page up to BULK_BYTES of copies, listed BULK_LIST
-// at a time, without probes or rests (bench/reshard.ts measures both).
-// Throttled, a page is POLITE_BYTES, and what moves is listed POLITE_LIST at a
-// time: the listing is not held back by probes, so each of its answers, which
-// a node builds while clients wait behind it, stays as small as a page.
+// IN_FLIGHT at a time, each page up to BULK_RECORDS, listed BULK_LIST at a
+// time, without probes or rests (bench/reshard.ts measures both). Throttled,
+// a page is POLITE_RECORDS, and what moves is listed as many at a time: the
+// listing is not held back by probes, so each of its answers, which a node
+// builds while clients wait behind it, stays as small as a page.
 
 import { call } from '../client/http.ts';
 
@@ -39,23 +39,22 @@ const NODES = 4;
 const IN_FLIGHT = 4;
 // Throttled, after each page the moves rest this many times as long as it took.
 const REST = 1;
-// A page of copies is one request's body: a shard reads up to 1 MiB for a move step (shard/http.ts).
-const BULK_BYTES = 900_000;
+// The most records a move step's page carries (PAGE_MAX, shard/move-pages.ts).
+const BULK_RECORDS = 1_000;
 // Throttled, a client's p99 is set by the requests that meet a page's statements, so a page is
-// small: about 60 records (docs/performance.md: 60 KB pages, four times these, gave 3x to 8.6x
-// the p99 with no reshard on a quiet machine, 15 KB pages 1.7x to 2.2x).
-const POLITE_BYTES = 15_000;
+// small (docs/performance.md: pages of about 240 records gave 3x to 8.6x the p99 with no
+// reshard on a quiet machine, pages of 60 1.7x to 2.2x).
+const POLITE_RECORDS = 60;
 // Records a page of the listing holds (a shard lists up to 4,000: shard/move-pages.ts).
 const BULK_LIST = 4_000;
-const POLITE_LIST = 60;
 
 export type Throttle = {
   /** From how many nodes records may move at once. */
   nodes: number;
   /** How many pages may move at once from one node. */
   inFlight: number;
-  /** The most bytes of copies in one page. */
-  pageBytes: number;
+  /** The most records one page of moves carries. */
+  pageRecords: number;
   /** How many records of what must move one request lists. */
   listPage: number;
   /** Moves one page between these nodes (addresses): once they answer about as fast as before the moves, and then rests. */
@@ -113,8 +112,8 @@ export function createThrottle(enabled = process.env.RESHARD_THROTTLE !== '0'): 
   return {
     nodes: enabled ? 1 : NODES,
     inFlight: enabled ? 1 : IN_FLIGHT,
-    pageBytes: enabled ? POLITE_BYTES : BULK_BYTES,
-    listPage: enabled ? POLITE_LIST : BULK_LIST,
+    pageRecords: enabled ? POLITE_RECORDS : BULK_RECORDS,
+    listPage: enabled ? POLITE_RECORDS : BULK_LIST,
     async page(addresses, move) {
       if (!enabled) return move();
       await quiet(addresses);

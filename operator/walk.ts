@@ -25,10 +25,8 @@ import { createThrottle, type Throttle } from './throttle.ts';
 const PAGE = 1000;
 // What must move is listed as many at a time as the throttle says (a shard lists up to
 // LIST_MAX, shard/move-pages.ts): an unthrottled walk moves one listed page as several
-// pages of moves at once. A count, which lists ids alone from the index, lists the most.
+// pages of moves at once. A count, which moves nothing, lists the most.
 const COUNT_PAGE = 4000;
-// The most records a step's page carries (PAGE_MAX, shard/move-pages.ts).
-const STEP_RECORDS = 1000;
 /** What one walk over the nodes found and did. */
 export type Walk = {
   nodes: number;
@@ -111,9 +109,9 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined, o: { 
   };
   for (const holder of nodes) await walkNode(holder, incomingPages(holder, map));
   const onto = receiving(map);
-  // A count by arc lists ids alone: it moves nothing.
-  const what = byArc ? (auth === undefined ? 'ids' : 'misplaced') : 'live';
-  const limit = what === 'ids' ? COUNT_PAGE : what === 'misplaced' ? throttle.listPage : PAGE;
+  // By arc, ids alone are listed: a record moves from its old owner to its new one, not through here.
+  const what = byArc ? 'ids' : 'live';
+  const limit = !byArc ? PAGE : auth === undefined ? COUNT_PAGE : throttle.listPage;
   const listed = (holder: string) => listedPages(holder, map, what, limit);
   await eachLimit(nodes.filter((n) => !onto.has(n)), throttle.nodes, (holder) => walkNode(holder, listed(holder)));
   for (const holder of nodes.filter((n) => onto.has(n))) await walkNode(holder, listed(holder));
@@ -148,9 +146,9 @@ async function* incomingPages(holder: string, map: ClusterMap): AsyncGenerator<S
 
 /**
  * The live records on one node, a page at a time, sorted into those that stay and those that move:
- * every one, or those out of place ('misplaced'), or only their ids ('ids', for a count).
+ * every one ('live'), or the ids of those out of place ('ids').
  */
-async function* listedPages(holder: string, map: ClusterMap, listing: 'live' | 'misplaced' | 'ids', limit: number): AsyncGenerator<Sorted> {
+async function* listedPages(holder: string, map: ClusterMap, listing: 'live' | 'ids', limit: number): AsyncGenerator<Sorted> {
   const place = placer(map);
   const byArc = listing !== 'live';
   const [from, to] = [map.nodes, map.moving?.nodes ?? map.nodes].map((nodes) => nodes.map((n) => n.name));
@@ -190,15 +188,12 @@ function stopwatch() {
 
 /**
  * Every row on a node (at its address) in one state, with its version, a page
- * at a time, by keyset paging; or its live rows whose home is elsewhere
- * ('misplaced', or 'ids': their ids alone), the first page with the count of all its live rows.
+ * at a time, by keyset paging; or the ids of its live rows whose home is
+ * elsewhere ('ids'), the first page with the count of all its live rows.
  */
-async function* pages(node: string, state: 'live' | 'incoming' | 'moved' | 'misplaced' | 'ids', limit = PAGE): AsyncGenerator<Versioned[] & { live?: number }> {
+async function* pages(node: string, state: 'live' | 'incoming' | 'moved' | 'ids', limit = PAGE): AsyncGenerator<Versioned[] & { live?: number }> {
   let after = '';
-  const path =
-    state === 'misplaced' || state === 'ids'
-      ? `/v1/moves/misplaced?limit=${limit}${state === 'ids' ? '&fields=id' : ''}`
-      : `/cluster/rows?state=${state}&limit=${limit}`;
+  const path = state === 'ids' ? `/v1/moves/misplaced?limit=${limit}` : `/cluster/rows?state=${state}&limit=${limit}`;
   for (;;) {
     const res = await call(node, 'GET', `${path}${after === '' ? '' : `&after=${after}`}`);
     if (res.status !== 200) throw new Error(problem(res));
@@ -259,36 +254,32 @@ async function moveAll(w: Walk, page: Sorted, auth: Credentials, arrived: Map<st
       }
     }
   };
-  const finishing = batches(page.incoming, (i) => i.from, (i) => i.copy, throttle.pageBytes);
+  const finishing = batches(page.incoming, (i) => i.from, (i) => i.copy, throttle.pageRecords);
   // Pages of moves in flight from this node: at most as many as the throttle lets (slot).
   const polite = <T>(other: string, move: () => Promise<T>) => slot(() => throttle.page([auth.where(page.holder), auth.where(other)], move));
   await Promise.all(finishing.map(async ([from, copies]) => {
     count(await polite(from, () => finishPage(copies, from, page.holder, auth)), page.holder, false);
   }));
-  const moving = batches(page.out, (o) => o.to, (o) => o.record, throttle.pageBytes);
-  await Promise.all(moving.map(async ([to, records]) => {
-    count(await polite(to, () => movePage(records, page.holder, to, auth)), to, true);
+  const moving = batches(page.out, (o) => o.to, (o) => o.record.expense.id, throttle.pageRecords);
+  await Promise.all(moving.map(async ([to, ids]) => {
+    count(await polite(to, () => movePage(ids, page.holder, to, auth)), to, true);
   }));
 }
 
-/** Records grouped by the node at the other end of their move, and cut into pages of at most `most` bytes of copies. */
-function batches<T>(items: T[], node: (item: T) => string, record: (item: T) => Versioned, most: number): Array<[string, Versioned[]]> {
-  const open = new Map<string, { records: Versioned[]; bytes: number }>();
-  const full: Array<[string, Versioned[]]> = [];
+/** What a page's items carry, grouped by the node at the other end of their move, and cut into pages of at most `most`. */
+function batches<T, R>(items: T[], node: (item: T) => string, carried: (item: T) => R, most: number): Array<[string, R[]]> {
+  const open = new Map<string, R[]>();
+  const full: Array<[string, R[]]> = [];
   for (const item of items) {
-    const r = record(item);
-    const bytes = Buffer.byteLength(JSON.stringify(r.expense)) + 40; // with its version, quoted, and a comma
     const at = node(item);
-    let batch = open.get(at);
-    if (batch !== undefined && (batch.bytes + bytes > most || batch.records.length === STEP_RECORDS)) {
-      full.push([at, batch.records]);
-      batch = undefined;
-    }
-    if (batch === undefined) open.set(at, (batch = { records: [], bytes: 0 }));
-    batch.records.push(r);
-    batch.bytes += bytes;
+    const batch = open.get(at) ?? [];
+    batch.push(carried(item));
+    if (batch.length === most) {
+      full.push([at, batch]);
+      open.delete(at);
+    } else open.set(at, batch);
   }
-  return [...full, ...[...open].map(([at, b]): [string, Versioned[]] => [at, b.records])];
+  return [...full, ...open];
 }
 
 export const isClean = (w: Walk) => [w.misplaced, w.strays, w.conflicts, w.failed, w.unlisted].every((m) => m.size === 0);

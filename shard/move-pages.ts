@@ -5,9 +5,15 @@
 // page names for it, exactly as its one-record step would change it, so every
 // guarantee of those steps holds per record (api/cluster-map.ts, rule 4); a
 // step sent again after a crash answers the same. operator/move.ts sends them.
+//
+// Step 1 is asked of the OLD owner, which sends its records to the new owner
+// itself (sendPage): a page's records cross from one shard to the other, not
+// through the operator, which names them by id and hears their versions.
 
 import { othersArcs } from '../api/arcs.ts';
+import { addressOf } from '../api/cluster-map.ts';
 import { checkFields, EDITABLE, etag, isId, preview, type Expense, type Versioned } from '../api/expense.ts';
+import { hostOf, sign } from '../api/signing.ts';
 import type { Found } from './move-rows.ts';
 import { HashRing } from '../ring.ts';
 import type { Context, Route } from './context.ts';
@@ -19,7 +25,70 @@ export const PAGE_MAX = 1000;
 /** The most records a page of the listing carries: an unthrottled walk cuts one into several pages of moves, in flight at once. */
 export const LIST_MAX = 4000;
 
-/** Step 1 over a page: each record arrives as incoming, unless a live row of its id is here (a conflict: left alone). */
+// The most bytes of copies one PUT carries: under what a shard reads for a move step (MOVE_BODY_LIMIT, shard/http.ts).
+const COPY_BYTES = 900_000;
+// How long the old owner waits for the new one: under the operator's own timeout (client/http.ts), so
+// that the operator hears which node did not answer, and gives that one up after a few (operator/move.ts).
+const SEND_TIMEOUT_MS = 8_000;
+
+/**
+ * Step 1 over a page, on the OLD owner: its live records of these ids go to
+ * their new owner `to` (PUT /v1/moves/copy there, signed for that node), as
+ * they are now. Answers what the new owner answered, each copy with the
+ * version it arrived at, and the ids not live here any more (a client
+ * deleted them since the operator listed them: nothing to move).
+ */
+export async function sendPage(c: Context): Promise<Reply> {
+  const to = (readJson(c) as { to?: unknown } | null)?.to;
+  if (typeof to !== 'string' || c.held.map?.moving?.nodes.find((n) => n.name === to) === undefined) {
+    throw new HttpError(400, `the body must name in "to" a node of the ring this reshard moves to, got ${preview(to)}`);
+  }
+  const page = records(c, 'send', idOnly);
+  for (const { expense: { id } } of page) {
+    if (c.held.place!(id).target?.name !== to) throw new HttpError(409, `${JSON.stringify(id)} does not move to ${to} in this reshard`);
+  }
+  const ids = page.map((r) => r.expense.id);
+  const live = await c.moves.live(ids);
+  const versions = new Map(live.map((r) => [r.expense.id, r.version]));
+  const body = { copied: [] as Array<{ id: string; version: string }>, conflict: [] as string[], refused: {} as Record<string, string>, gone: ids.filter((id) => !versions.has(id)) };
+  for (const part of pieces(live)) {
+    const answer = await putCopies(c, to, part);
+    body.copied.push(...answer.copied.map((id) => ({ id, version: versions.get(id)! })));
+    body.conflict.push(...answer.conflict);
+    Object.assign(body.refused, answer.refused);
+  }
+  return { status: 200, body };
+}
+
+/** Copies cut into PUTs of at most COPY_BYTES: a page of large records does not fit one body. */
+function pieces(live: Versioned[]): string[] {
+  const body = JSON.stringify({ records: live.map((r) => ({ ...r.expense, version: r.version })) });
+  if (live.length <= 1 || Buffer.byteLength(body) <= COPY_BYTES) return live.length === 0 ? [] : [body];
+  const half = live.length >> 1;
+  return [...pieces(live.slice(0, half)), ...pieces(live.slice(half))];
+}
+
+/** One PUT of copies to the new owner, at this shard's epoch; its answer, which must be a 200 (else 502, naming the node). */
+async function putCopies(c: Context, to: string, sent: string): Promise<{ copied: string[]; conflict: string[]; refused: Record<string, string> }> {
+  const map = c.held.map!;
+  const [address, path, epoch] = [addressOf(map, to), '/v1/moves/copy', String(map.epoch)];
+  const headers: Record<string, string> = { 'content-type': 'application/json', 'cluster-epoch': epoch };
+  if (c.secret !== undefined) headers.authorization = sign(c.secret, { method: 'PUT', host: hostOf(address) ?? address, path, epoch, body: sent });
+  let res: Response;
+  let text: string;
+  try {
+    res = await fetch(`http://${address}${path}`, { method: 'PUT', headers, body: sent, signal: AbortSignal.timeout(SEND_TIMEOUT_MS) });
+    text = await res.text();
+  } catch (err) {
+    const why = (err as Error).name === 'TimeoutError' ? `no answer within ${SEND_TIMEOUT_MS / 1000} s` : String((err as { cause?: { code?: string } }).cause?.code ?? err);
+    throw new HttpError(502, `${to} (at ${address}) did not take the copies: ${why}`, {}, { unreachable: to });
+  }
+  const answer = JSON.parse(text === '' ? 'null' : text);
+  if (res.status !== 200) throw new HttpError(502, `${to} (at ${address}) refused the copies: HTTP ${res.status}${typeof answer?.error === 'string' ? `: ${answer.error}` : ''}`);
+  return answer;
+}
+
+/** Step 1 over a page, on the new owner: each record arrives as incoming, unless a live row of its id is here (a conflict: left alone). */
 export async function copyPage(c: Context): Promise<Reply> {
   const page = records(c, 'copy', (r) => {
     const { version, ...expense } = checkFields(r, ['id', ...EDITABLE, 'status', 'decision_date', 'version'], true) as Expense & { version: string };
@@ -31,8 +100,7 @@ export async function copyPage(c: Context): Promise<Reply> {
 
 /**
  * Step 2 over a page: each original stops being live if it is still the
- * version copied. The newer version of one that changed comes back with the
- * answer, so that the operator copies it again without asking.
+ * version copied. One that changed is named, for the operator to send again.
  */
 export async function handOffPage(c: Context): Promise<Reply> {
   const page = records(c, 'handoff');
@@ -44,7 +112,7 @@ export async function handOffPage(c: Context): Promise<Reply> {
   });
   // Those a run that died had handed off already: a walk counts where a record was live when it looked.
   const already = reply.body.handedOff.filter((id) => before.get(id)?.state === 'moved');
-  return { status: 200, body: { ...reply.body, already, changed: await c.moves.live(reply.body.changed) } };
+  return { status: 200, body: { ...reply.body, already } };
 }
 
 /** Step 3 over a page: each copy becomes live, its original handed off at that version. */
@@ -62,18 +130,17 @@ export async function discardPage(c: Context): Promise<Reply> {
 }
 
 /**
- * The live records here whose home is another node: under the ring a reshard
- * moves to, or the map's ring when none runs. Listed by position on the
- * circle, an arc at a time, so the cost is what must move, not what is
- * stored. The first page also counts every live record here.
+ * The ids of the live records here whose home is another node: under the
+ * ring a reshard moves to, or the map's ring when none runs. Listed by
+ * position on the circle, an arc at a time, from the index alone, so the
+ * cost is what must move, not what is stored; the records themselves go
+ * from here to their new owner (sendPage). The first page also counts every
+ * live record here.
  */
 export async function misplaced(c: Context): Promise<Reply> {
   for (const name of c.query.keys()) {
-    if (name !== 'after' && name !== 'limit' && name !== 'fields') throw new HttpError(400, `unknown query parameter ${JSON.stringify(name)}; use after, limit and fields`);
+    if (name !== 'after' && name !== 'limit') throw new HttpError(400, `unknown query parameter ${JSON.stringify(name)}; use after and limit`);
   }
-  // A count needs the ids alone, which the index holds: fields=id lists them without reading the rows.
-  const fields = c.query.get('fields') ?? 'all';
-  if (fields !== 'all' && fields !== 'id') throw new HttpError(400, `fields must be id or all, got ${preview(fields)}`);
   const map = c.held.map;
   if (map === undefined) throw new HttpError(409, 'this shard has no cluster map, so every record here is in place');
   const after = c.query.get('after') ?? '';
@@ -86,16 +153,17 @@ export async function misplaced(c: Context): Promise<Reply> {
   if (!/^\d{1,4}$/.test(limit) || +limit < 1 || +limit > LIST_MAX) throw new HttpError(400, `limit must be a whole number from 1 to ${LIST_MAX}, got ${JSON.stringify(limit)}`);
   const { nodes, replicas } = map.moving ?? map;
   const me = nodes.find((n) => n.shard === c.held.shard)?.name ?? '';
-  const rows = await c.moves.inArcs(othersArcs(new HashRing(nodes.map((n) => n.name), replicas), me), { at, id }, +limit + 1, fields === 'id');
+  const rows = await c.moves.inArcs(othersArcs(new HashRing(nodes.map((n) => n.name), replicas), me), { at, id }, +limit + 1);
   const page = rows.slice(0, +limit);
   const last = page[page.length - 1];
-  const next = rows.length > page.length ? `${last!.at}.${last!.expense.id}` : null;
-  const versions = fields === 'id' ? {} : Object.fromEntries(page.map((r) => [r.expense.id, r.version]));
+  const next = rows.length > page.length ? `${last!.at}.${last!.id}` : null;
   const live = after === '' ? { live: await c.moves.liveCount() } : {};
-  return { status: 200, body: { ...live, expenses: page.map((r) => r.expense), versions, next } };
+  // The shape of /cluster/rows, with ids alone: the operator reads both one way.
+  return { status: 200, body: { ...live, expenses: page.map((r) => ({ id: r.id })), versions: {}, next } };
 }
 
 export const moveRoutes: Route[] = [
+  [/^\/v1\/moves\/send$/, { POST: sendPage }],
   [/^\/v1\/moves\/copy$/, { PUT: copyPage, DELETE: discardPage }],
   [/^\/v1\/moves\/handoff$/, { POST: handOffPage }],
   [/^\/v1\/moves\/adopt$/, { POST: adoptPage }],
@@ -103,7 +171,7 @@ export const moveRoutes: Route[] = [
 ];
 
 /** The routes that change records: the operator's alone (the cluster secret). */
-export const MOVE_STEPS = [copyPage, discardPage, handOffPage, adoptPage];
+export const MOVE_STEPS = [sendPage, copyPage, discardPage, handOffPage, adoptPage];
 
 /** A page's records, `{"records": [...]}`, checked: ids each once, each may take this step here. */
 function records(c: Context, step: Step, check: (r: unknown) => Versioned = idAndVersion): Versioned[] {
@@ -117,6 +185,12 @@ function records(c: Context, step: Step, check: (r: unknown) => Versioned = idAn
   if (new Set(ids).size !== ids.length) throw new HttpError(400, 'a page names each id once');
   movableHere(c, ids, step);
   return page;
+}
+
+function idOnly(r: unknown): Versioned {
+  const { id } = (r ?? {}) as { id?: unknown };
+  if (typeof id !== 'string' || !isId(id)) throw new HttpError(400, `each record needs an id, got ${preview(id)}`);
+  return { expense: { id } as Expense, version: '' };
 }
 
 function idAndVersion(r: unknown): Versioned {

@@ -40,18 +40,16 @@ const FOUND = 'SELECT id, state, version FROM expenses WHERE id IN (?)';
 const NOT_LIVE = `${FOUND} AND state <> 'live'`;
 const LIVE_RECORDS = `SELECT ${RECORD} FROM expenses WHERE id IN (?) AND state = 'live'`;
 
-// The live rows in some arcs of the circle, in ring order after a point
-// (keyset paging on ring_position, then id). ARCS arcs per statement, so that
-// its text is one whatever the map; unused places get an empty arc.
+// The ids of the live rows in some arcs of the circle, in ring order after a
+// point (keyset paging on ring_position, then id), from the index (state,
+// ring_position, id) alone. ARCS arcs per statement, so that its text is one
+// whatever the map; unused places get an empty arc.
 export const ARCS = 32;
 const ARC = '(ring_position >= ? AND ring_position < ?)';
-const inArcs = (columns: string) =>
-  `SELECT ${columns}, ring_position AS at FROM expenses ` +
+const IN_ARCS =
+  'SELECT id, ring_position AS at FROM expenses ' +
   `WHERE state = 'live' AND (${Array.from({ length: ARCS }, () => ARC).join(' OR ')}) ` +
   'AND (ring_position > ? OR (ring_position = ? AND id > ?)) ORDER BY ring_position, id LIMIT ?';
-const IN_ARCS = inArcs(RECORD);
-// Ids alone, for a count: read from the index (state, ring_position, id), not the rows.
-const IDS_IN_ARCS = inArcs('id');
 const LIVE_COUNT = "SELECT COUNT(*) AS n FROM expenses WHERE state = 'live'";
 
 const END = 'g'; // after every hex digit: the end of the circle
@@ -101,19 +99,14 @@ export function createMoves(query: Query) {
       if (ids.length === 0) return [];
       return (await query<StoredRow[]>(LIVE_RECORDS, [ids])).map(fromRow);
     },
-    /**
-     * Up to `limit` live records in `arcs` (in ring order), after the point
-     * `after` (its position and id), with the position of each; with
-     * `idsOnly`, each record is its id alone, and its version is ''.
-     */
-    async inArcs(arcs: Arc[], after: { at: string; id: string }, limit: number, idsOnly = false): Promise<Array<Versioned & { at: string }>> {
-      const out: Array<Versioned & { at: string }> = [];
+    /** The ids of up to `limit` live records in `arcs` (in ring order), after the point `after` (its position and id), with the position of each. */
+    async inArcs(arcs: Arc[], after: { at: string; id: string }, limit: number): Promise<Array<{ id: string; at: string }>> {
+      const out: Array<{ id: string; at: string }> = [];
       const ahead = arcs.filter(([, to]) => to === undefined || to > after.at);
       for (let i = 0; i < ahead.length && out.length < limit; i += ARCS) {
         const chunk = ahead.slice(i, i + ARCS);
         const bounds = Array.from({ length: ARCS }, (_, j) => chunk[j] ?? ['', '']).flatMap(([from, to]) => [from, to ?? END]);
-        const rows = await query<Array<StoredRow & { at: string; id: string }>>(idsOnly ? IDS_IN_ARCS : IN_ARCS, [...bounds, after.at, after.at, after.id, limit - out.length]);
-        for (const r of rows) out.push(idsOnly ? { expense: { id: r.id } as Versioned['expense'], version: '', at: r.at } : { ...fromRow(r), at: r.at });
+        out.push(...(await query<Array<{ id: string; at: string }>>(IN_ARCS, [...bounds, after.at, after.at, after.id, limit - out.length])));
       }
       return out;
     },

@@ -59,7 +59,7 @@ export async function discard(c: Context): Promise<Reply> {
   throw stepRefused(await c.rows.get(id), id);
 }
 
-export type Step = 'copy' | 'handoff' | 'adopt' | 'discard';
+export type Step = 'send' | 'copy' | 'handoff' | 'adopt' | 'discard';
 
 /** The id of a one-record move step, if it may be taken here (movableHere). */
 function movable(c: Context, step: Step): string {
@@ -71,8 +71,8 @@ function movable(c: Context, step: Step): string {
 /**
  * Throws unless these ids may take a move step here. Only the reshard holding
  * this shard's epoch may send one (a reshard that was taken over is fenced off
- * by its old epoch), and only to one of each id's two homes. A copy is taken
- * only on the new owner: it creates, and on the old owner it would delete the
+ * by its old epoch), and only to one of each id's two homes. A copy is sent
+ * only by the old owner, and taken only on the new owner: it creates, and on the old owner it would delete the
  * moved row, the tombstone that sends clients on to the new one. The other
  * steps change a row only in the exact state and version they name, so they
  * are taken on either home: a reversal finishes a dead run's move in its old
@@ -88,6 +88,7 @@ export function movableHere(c: Context, ids: readonly string[], step: Step): voi
   for (const id of ids) {
     const { owner, target } = c.held.place!(id);
     if (target === undefined) throw new HttpError(409, `${JSON.stringify(id)} does not move in this reshard: it stays on ${owner.name}`);
+    if (step === 'send' && owner.shard !== c.held.shard) throw new HttpError(409, `${JSON.stringify(id)} is sent to its new owner only by its old owner, ${owner.name}; send it there`);
     if (step === 'copy' && target.shard !== c.held.shard) throw new HttpError(409, `a copy of ${JSON.stringify(id)} is taken only on its new owner, ${target.name}; send it there`);
     if (owner.shard !== c.held.shard && target.shard !== c.held.shard) throw new HttpError(409, `${JSON.stringify(id)} neither lives here nor moves here`);
   }
