@@ -170,7 +170,8 @@ const p99 = (xs: number[] = []) => [...xs].sort((a, b) => a - b)[Math.floor(xs.l
 async function reshard(c: Cluster, from: string[], to: string[], env: NodeJS.ProcessEnv = {}, more: string[] = []): Promise<{ seconds: number; out: string }> {
   const args = ['ch_client.ts', 'reshard', '--nodes', from.join(','), '--to', to.join(','), '--replicas', String(REPLICAS), '--secret-file', join(c.dir, 'cluster-secret'), ...more];
   const started = performance.now();
-  const res = await run(process.execPath, args, { env: { ...process.env, ...env } });
+  // As an operator runs it (docs/operations.md): with Node's compile cache, which the first map's run fills.
+  const res = await run(process.execPath, args, { env: { ...process.env, NODE_COMPILE_CACHE: join(c.dir, '.compile-cache'), ...env } });
   // A failed reshard is reported with what it printed, and the run goes on (its rerun finishes the move).
   if (res.code !== 0) console.log(`reshard ${from.length} -> ${to.length} FAILED (exit ${res.code}):\n${res.stdout}${res.stderr.split('\n').filter((l) => !l.startsWith('records walked')).join('\n')}`);
   return { seconds: (performance.now() - started) / 1000, out: res.stdout };
