@@ -110,7 +110,7 @@ export async function reshard(o: ReshardOptions): Promise<number> {
 
 /** Step 4: the plan first, then the move with its progress; true when an audit found every record on its owner. */
 async function moveAndAudit(o: ReshardOptions, lease: Lease, moved: { count: number }): Promise<boolean> {
-  // Counted as the move lists, by arc: listing every record costs more than moving a quarter of
+  // Counted by arc, each node its own: listing every record costs more than moving a quarter of
   // them (docs/performance.md). A run that died may have left copies whose originals are handed
   // off, live nowhere: only listing every record counts those, so a rerun that finds copies does.
   let counted = await walk(lease.map(), undefined, { byArc: true });

@@ -7,9 +7,10 @@
 // what it found and did, and reports it.
 //
 // A check or a dry run lists every record, to count them all. A reshard lists
-// on each node only the records whose home is elsewhere, by their position on
-// the circle (GET /v1/moves/misplaced, shard/move-pages.ts), and counts the
-// rest: its cost is what moves, not what is stored.
+// on each node only the ids of the records whose home is elsewhere, by their
+// position on the circle (GET /v1/moves/misplaced, shard/move-pages.ts), and
+// counts the rest: its cost is what moves, not what is stored. Its plan lists
+// nothing: each node counts, by arc, what goes where (GET /v1/moves/counts).
 
 import { receives } from '../api/arcs.ts';
 import { addressOf, everyNode, placer, type ClusterMap, type MapNode } from '../api/cluster-map.ts';
@@ -46,7 +47,8 @@ export type Walk = {
 };
 
 /** A page of one node's rows, sorted into what stays and what must move. */
-type Sorted = { holder: string; live?: number; staying: string[]; movedByModN: number; out: Array<{ record: Versioned; to: string }>; incoming: Array<{ copy: Versioned; from: string }>; strays: Versioned[] };
+// counted: records that must move, by the node they go to, counted by their holder and not listed.
+type Sorted = { holder: string; live?: number; staying: string[]; movedByModN: number; out: Array<{ record: Versioned; to: string }>; counted?: Map<string, number>; incoming: Array<{ copy: Versioned; from: string }>; strays: Versioned[] };
 
 /**
  * Walks every node of both rings. With credentials it moves what is out of
@@ -94,7 +96,7 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined, o: { 
         // A count is taken before this node's own moves out: less what this walk moved in before it.
         if (page.live !== undefined) w.records += page.live - [...arrived.values()].filter((to) => to === holder).length;
         tally(w, page, counted, byArc);
-        counter.tick(page.staying.length + page.out.length);
+        counter.tick(page.staying.length + page.out.length + total(page.counted ?? new Map()));
         if (auth === undefined) continue;
         moves.push(moving.time(() => moveAll(w, page, auth, arrived, throttle, slot)));
         // The page after this one is taken once the one before it has moved: two listed pages at most.
@@ -109,10 +111,9 @@ export async function walk(map: ClusterMap, auth: Credentials | undefined, o: { 
   };
   for (const holder of nodes) await walkNode(holder, incomingPages(holder, map));
   const onto = receiving(map);
-  // By arc, ids alone are listed: a record moves from its old owner to its new one, not through here.
-  const what = byArc ? 'ids' : 'live';
-  const limit = !byArc ? PAGE : auth === undefined ? COUNT_PAGE : throttle.listPage;
-  const listed = (holder: string) => listedPages(holder, map, what, limit);
+  // By arc, ids alone are listed: a record moves from its old owner to its new one, not through
+  // here. A count by arc lists none: each node counts its own.
+  const listed = (holder: string) => (!byArc ? listedPages(holder, map, 'live', PAGE) : auth === undefined ? countedPages(holder, map) : listedPages(holder, map, 'ids', throttle.listPage));
   await eachLimit(nodes.filter((n) => !onto.has(n)), throttle.nodes, (holder) => walkNode(holder, listed(holder)));
   for (const holder of nodes.filter((n) => onto.has(n))) await walkNode(holder, listed(holder));
   counter.done();
@@ -166,6 +167,17 @@ async function* listedPages(holder: string, map: ClusterMap, listing: 'live' | '
     }
     yield page;
   }
+}
+
+/**
+ * A count by arc on one node: its own counts (GET /v1/moves/counts), as one page. Where it
+ * holds strays, its listing instead, which names each of them.
+ */
+async function* countedPages(holder: string, map: ClusterMap): AsyncGenerator<Sorted> {
+  const res = await call(addressOf(map, holder), 'GET', '/v1/moves/counts');
+  if (res.status !== 200) throw new Error(problem(res));
+  if (res.body.strays > 0) return yield* listedPages(holder, map, 'ids', COUNT_PAGE);
+  yield { holder, live: res.body.live, staying: [], movedByModN: 0, out: [], counted: new Map(Object.entries(res.body.to)), incoming: [], strays: [] };
 }
 
 /** Wall time during which at least one of some tasks, run at once, is under way. */
@@ -237,6 +249,7 @@ function tally(w: Walk, page: Sorted, counted: Set<string>, byArc: boolean): voi
   if (w.movedByModN !== undefined) w.movedByModN += page.movedByModN;
   const routes = [...page.out.map(({ to }) => `${page.holder} -> ${to}`), ...page.incoming.map(({ from }) => `${from} -> ${page.holder}`)];
   for (const route of routes) w.misplaced.set(route, (w.misplaced.get(route) ?? 0) + 1);
+  for (const [to, n] of page.counted ?? []) if (n > 0) w.misplaced.set(`${page.holder} -> ${to}`, (w.misplaced.get(`${page.holder} -> ${to}`) ?? 0) + n);
   for (const stray of page.strays) w.strays.set(stray.expense.id, `on ${page.holder}, where neither ring puts it (written there without the cluster map?): move or delete it by hand`);
 }
 

@@ -10,8 +10,8 @@
 // itself (sendPage): a page's records cross from one shard to the other, not
 // through the operator, which names them by id and hears their versions.
 
-import { othersArcs } from '../api/arcs.ts';
-import { addressOf } from '../api/cluster-map.ts';
+import { movesAway, othersArcs, type Arc } from '../api/arcs.ts';
+import { addressOf, everyNode } from '../api/cluster-map.ts';
 import { checkFields, EDITABLE, etag, isId, preview, type Expense, type Versioned } from '../api/expense.ts';
 import { hostOf, sign } from '../api/signing.ts';
 import type { Found } from './move-rows.ts';
@@ -162,12 +162,34 @@ export async function misplaced(c: Context): Promise<Reply> {
   return { status: 200, body: { ...live, expenses: page.map((r) => ({ id: r.id })), versions: {}, next } };
 }
 
+/**
+ * What a reshard's plan counts here, from the index, without listing an id:
+ * every live record, and those whose home under the reshard's ring is another
+ * node, by that node; and strays, live here though neither ring puts them
+ * here (the operator then lists them, to name them).
+ */
+export async function counts(c: Context): Promise<Reply> {
+  const map = c.held.map;
+  if (map?.moving === undefined) throw new HttpError(409, 'no reshard is under way in this shard\'s cluster map, so nothing moves from here');
+  const me = everyNode(map).find((n) => n.shard === c.held.shard)?.name ?? '';
+  const [ring, next] = [map, map.moving].map((m) => new HashRing(m.nodes.map((n) => n.name), m.replicas));
+  const away = new Map<string, Arc[]>(); // by the node they go to
+  const strays: Arc[] = [];
+  for (const { arc, owner, target } of movesAway(ring!, next!, me)) {
+    if (owner === me) away.set(target, [...(away.get(target) ?? []), arc]);
+    else strays.push(arc);
+  }
+  const to = Object.fromEntries(await Promise.all([...away].map(async ([node, arcs]) => [node, await c.moves.countInArcs(arcs)] as const)));
+  return { status: 200, body: { live: await c.moves.liveCount(), to, strays: await c.moves.countInArcs(strays) } };
+}
+
 export const moveRoutes: Route[] = [
   [/^\/v1\/moves\/send$/, { POST: sendPage }],
   [/^\/v1\/moves\/copy$/, { PUT: copyPage, DELETE: discardPage }],
   [/^\/v1\/moves\/handoff$/, { POST: handOffPage }],
   [/^\/v1\/moves\/adopt$/, { POST: adoptPage }],
   [/^\/v1\/moves\/misplaced$/, { GET: misplaced }],
+  [/^\/v1\/moves\/counts$/, { GET: counts }],
 ];
 
 /** The routes that change records: the operator's alone (the cluster secret). */

@@ -51,6 +51,7 @@ const IN_ARCS =
   `WHERE state = 'live' AND (${Array.from({ length: ARCS }, () => ARC).join(' OR ')}) ` +
   'AND (ring_position > ? OR (ring_position = ? AND id > ?)) ORDER BY ring_position, id LIMIT ?';
 const LIVE_COUNT = "SELECT COUNT(*) AS n FROM expenses WHERE state = 'live'";
+const COUNT_IN_ARCS = `${LIVE_COUNT} AND (${Array.from({ length: ARCS }, () => ARC).join(' OR ')})`;
 
 const END = 'g'; // after every hex digit: the end of the circle
 
@@ -109,6 +110,15 @@ export function createMoves(query: Query) {
         out.push(...(await query<Array<{ id: string; at: string }>>(IN_ARCS, [...bounds, after.at, after.at, after.id, limit - out.length])));
       }
       return out;
+    },
+    /** How many live records lie in `arcs`, from the index. */
+    async countInArcs(arcs: Arc[]): Promise<number> {
+      let n = 0;
+      for (let i = 0; i < arcs.length; i += ARCS) {
+        const bounds = Array.from({ length: ARCS }, (_, j) => arcs[i + j] ?? ['', '']).flatMap(([from, to]) => [from, to ?? END]);
+        n += Number((await query<Array<{ n: number | string }>>(COUNT_IN_ARCS, bounds))[0]!.n);
+      }
+      return n;
     },
     /** How many live records this shard holds. */
     async liveCount(): Promise<number> {

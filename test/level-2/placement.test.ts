@@ -9,14 +9,14 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { receives } from '../../api/arcs.ts';
+import { movesAway, receives } from '../../api/arcs.ts';
 import { addressOf, checkMap, placer, ringChange, type ClusterMap } from '../../api/cluster-map.ts';
 import { Invalid } from '../../api/expense.ts';
 import { derivedKey } from '../../api/signing.ts';
 import type { State } from '../../shard/rows.ts';
 import type { Held } from '../../shard/cluster.ts';
 import { decide, type Verdict } from '../../shard/placement.ts';
-import { HashRing } from '../../ring.ts';
+import { HashRing, position } from '../../ring.ts';
 import { startShards, type Shards } from '../shards.ts';
 
 const SECRET = 'f'.repeat(64);
@@ -191,6 +191,17 @@ describe('which nodes a reshard can move records onto (api/arcs.ts, operator/wal
     it(`${what}: exactly the nodes that ids move onto`, () => {
       const receiving = names.filter((n) => receives(from, to, n));
       assert.deepEqual(receiving, [...seen(from, to)].sort(), what);
+    });
+    it(`${what}: each node's arcs that go elsewhere hold exactly the ids the rings send elsewhere, with both owners`, () => {
+      for (const node of names) {
+        const arcs = movesAway(from, to, node);
+        const within = (id: string) => arcs.find(({ arc: [a, b] }) => a <= position(id) && (b === undefined || position(id) < b));
+        for (const id of ids.slice(0, 1000)) {
+          const arc = within(id);
+          if (to.get(id) === node) assert.equal(arc, undefined, `${what}: ${id} stays on ${node}, but an arc takes it away`);
+          else assert.deepEqual([arc?.owner, arc?.target], [from.get(id), to.get(id)], `${what}: ${id} from ${node}`);
+        }
+      }
     });
   }
 });
