@@ -41,7 +41,9 @@ async function rows(): Promise<Array<{ shard: number; id: string; state: string;
 /** The ids in the first page a gate holds. */
 const heldPage = (gate: Gate) => (JSON.parse(gate.heldBodies()[0]!) as { records: Array<{ id: string }> }).records.map((r) => r.id);
 
+// Step 1 is two requests: the operator's send to the old owner, and the old owner's copy to the new one.
 const steps = [
+  { method: 'POST', step: 'send' },
   { method: 'PUT', step: 'copy' },
   { method: 'POST', step: 'handoff' },
   { method: 'POST', step: 'adopt' },
@@ -64,7 +66,7 @@ describe('a batched move killed at each step, its page dropped or landed', () =>
         for (const g of cluster.gates) (fate === 'landed' && g === gate ? g.release() : g.drop());
         if (fate === 'landed') {
           // The step reaches MySQL though no one waits for its answer: wait until it has.
-          const landed = { copy: 'incoming', handoff: 'moved', adopt: 'live' }[step];
+          const landed = { send: 'incoming', copy: 'incoming', handoff: 'moved', adopt: 'live' }[step];
           const target = new HashRing(step === 'handoff' ? from : to, REPLICAS).get(page[0]!);
           const shard = four.indexOf(target) + 1;
           for (;;) {
@@ -75,7 +77,7 @@ describe('a batched move killed at each step, its page dropped or landed', () =>
         }
 
         // A client meanwhile: while the originals are still live (before a hand-off lands), one is changed and one deleted.
-        const stillLive = step === 'copy' || (step === 'handoff' && fate === 'dropped');
+        const stillLive = step === 'send' || step === 'copy' || (step === 'handoff' && fate === 'dropped');
         if (stillLive) {
           const owner = new HashRing(from, REPLICAS).get(page[0]!);
           const [changed, deleted] = [page[0]!, page[1]!];
