@@ -10,7 +10,8 @@ import { plural } from '../api/words.ts';
 import { rejoinCommand } from '../mysql/primary-record.ts';
 import { brokenOn, epochOf, lockNode, whereIn } from './maps.ts';
 import { readCluster } from './plan.ts';
-import { idsOn, isClean, printProblems, total, walk } from './walk.ts';
+import { idsOn, isClean, total, walk } from './walk.ts';
+import { printProblems } from './walk-report.ts';
 
 /**
  * Is every record on its owner, and does every node hold the cluster's map?

@@ -45,7 +45,8 @@ import { account } from './forget.ts';
 import { renewLease, sameReshard, type Lease } from './lease.ts';
 import { install, lockNode, putMap, whereIn } from './maps.ts';
 import { carried, decide, namedIn, readCluster, type ReshardOptions } from './plan.ts';
-import { isClean, printProblems, report, total, uncounted, walk } from './walk.ts';
+import { isClean, total, walk } from './walk.ts';
+import { printProblems, report, uncounted } from './walk-report.ts';
 
 export type { ReshardOptions } from './plan.ts';
 // ch_client.ts finds both operator commands of the reshard's family here.

@@ -13,12 +13,11 @@
 // nothing: each node counts, by arc, what goes where (GET /v1/moves/counts).
 
 import { receives } from '../api/arcs.ts';
-import { addressOf, everyNode, placer, type ClusterMap, type MapNode } from '../api/cluster-map.ts';
+import { addressOf, everyNode, placer, type ClusterMap } from '../api/cluster-map.ts';
 import type { Versioned } from '../api/expense.ts';
 import { HashRing } from '../ring.ts';
 import { modN } from '../lab/alternatives.ts';
-import { shares } from '../lab/balance.ts';
-import { eachLimit, printFailures, progress, slots, type Slot } from '../client/batch.ts';
+import { eachLimit, progress, slots, type Slot } from '../client/batch.ts';
 import { call, problem } from '../client/http.ts';
 import { finishPage, movePage, reasonOf, type Credentials, type Moved } from './move.ts';
 import { createThrottle, type Throttle } from './throttle.ts';
@@ -295,56 +294,6 @@ function batches<T, R>(items: T[], node: (item: T) => string, carried: (item: T)
   return [...full, ...open];
 }
 
-export const isClean = (w: Walk) => [w.misplaced, w.strays, w.conflicts, w.failed, w.unlisted].every((m) => m.size === 0);
-
-// ---------------------------------------------------------------------------
-// What a walk reports.
-
-
-/** The plan, from a walk that counted: what moves where, against what hash mod N and the ring predict. */
-export function report(w: Walk, map: ClusterMap, what: 'plan' | 'reshard'): void {
-  const to = map.moving!;
-  const toMove = total(w.misplaced);
-  const pct = (n: number) => (w.records === 0 ? '0.0%' : `${((n / w.records) * 100).toFixed(1)}%`);
-  console.log(`${what}: ${map.nodes.length} nodes -> ${to.nodes.length} nodes, replicas ${to.replicas}, ${w.records} records${uncounted(w)}`);
-  for (const [route, n] of [...w.misplaced].sort()) console.log(`  ${route}: ${n}`);
-  const modN = w.movedByModN === undefined ? '' : `; hash mod N would move ${w.movedByModN} (${pct(w.movedByModN)})`;
-  console.log(`  to move: ${toMove} of ${w.records} (${pct(toMove)})${modN}`);
-  if (w.halfMoved > 0) console.log(`  of these, ${w.halfMoved} half-way: a run that died left them copied, and they are finished first`);
-  const ring = (nodes: MapNode[], replicas: number) => new HashRing(nodes.map((n) => n.name), replicas);
-  // Between rings of the same replicas, only the arcs of nodes that come or go change owner.
-  if (map.replicas === to.replicas) {
-    const predicted = predictedShare(ring(map.nodes, map.replicas), ring(to.nodes, to.replicas));
-    console.log(`  the ring predicts ${(predicted * 100).toFixed(1)}%${theory(map.nodes.length, to.nodes.length)}`);
-  }
-  printProblems(w, false);
-}
-
-/** Prints what went wrong in a walk. */
-export function printProblems(w: Walk, verbose: boolean): void {
-  for (const [id, why] of w.conflicts) console.error(`CONFLICT ${JSON.stringify(id)}: ${why}; both left as they are`);
-  for (const [id, why] of w.strays) console.error(`STRAY ${JSON.stringify(id)}: ${why}`);
-  printFailures(new Map([...w.failed].map(([id, why]) => [id, `: ${why}`])), verbose);
-  for (const [node, why] of w.unlisted) console.error(`FAILED to list the records on ${node}: ${why}`);
-}
-
-/** ", not counting 127.0.0.1:4000, which could not be listed", or nothing: a count never passes a node off as empty. */
-export const uncounted = (w: Walk) => (w.unlisted.size === 0 ? '' : `, not counting ${[...w.unlisted.keys()].join(', ')}, which could not be listed`);
-
 export const total = (counts: Map<string, number>) => [...counts.values()].reduce((a, b) => a + b, 0);
 
-/** The fraction of the circle that changes owner: the new nodes' arcs, plus the removed nodes' arcs. */
-function predictedShare(oldRing: HashRing, newRing: HashRing): number {
-  const oldShares = shares(oldRing);
-  const newShares = shares(newRing);
-  let share = 0;
-  for (const [node, s] of newShares) if (!oldShares.has(node)) share += s;
-  for (const [node, s] of oldShares) if (!newShares.has(node)) share += s;
-  return share;
-}
-
-function theory(from: number, to: number): string {
-  if (to === from + 1) return ` (on average 1/(n+1) = 1/${to} = ${((1 / to) * 100).toFixed(1)}%)`;
-  if (to === from - 1) return ` (on average 1/n = 1/${from} = ${((1 / from) * 100).toFixed(1)}%)`;
-  return '';
-}
+export const isClean = (w: Walk) => [w.misplaced, w.strays, w.conflicts, w.failed, w.unlisted].every((m) => m.size === 0);
