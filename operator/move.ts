@@ -40,6 +40,7 @@
 // run finishes as it would finish one record. A page widens only the window
 // of step 2 to 3: the page's ids answer 503 together, for one round trip.
 
+import type { Placement } from '../api/cluster-map.ts';
 import type { Expense, Versioned } from '../api/expense.ts';
 import { call, heardVia, notGivenUp, problem, Unreachable, type Answer } from '../client/http.ts';
 
@@ -51,9 +52,9 @@ export type Moved =
 /**
  * What every move step carries: the epoch of the reshard's map (it fences off
  * a reshard that was taken over), and the secret; and where each node named
- * in the map answers (rule 7 of api/cluster-map.ts).
+ * in the map answers (rule 7 of api/cluster-map.ts), and where it places each id.
  */
-export type Credentials = { epoch: number; secret: string | undefined; where: (node: string) => string };
+export type Credentials = { epoch: number; secret: string | undefined; where: (node: string) => string; place: (id: string) => Placement };
 
 // Each round, a client changed the original again; a record that keeps
 // changing this often is left for the next walk.
@@ -96,7 +97,12 @@ export async function finishPage(copied: Versioned[], from: string, to: string, 
       for (const id of already) if (result.get(id)?.ok) result.set(id, { ok: true, deleted: false, before: true });
       await discard(from, to, gone.map((id) => byId.get(id)!), auth, result);
       // Changed on the old owner since it was copied: step 1 again, the newer versions over the copies; deleted since, their copies go.
-      const again = changed.length === 0 ? { copied: [], gone: [] } : await copy(from, to, changed, auth, result);
+      // Unless `from` is where this map moves them (a reversal finishing a dead run): there the original is live at its home, and its stale copy goes.
+      const place = auth.place;
+      const home = changed.filter((id) => place(id).target?.name === from);
+      await discard(from, to, home.map((id) => byId.get(id)!), auth, result, true);
+      const send = changed.filter((id) => !home.includes(id));
+      const again = send.length === 0 ? { copied: [], gone: [] } : await copy(from, to, send, auth, result);
       await discard(from, to, again.gone.map((id) => byId.get(id)!), auth, result);
       copied = again.copied;
     }
@@ -146,13 +152,14 @@ async function adopt(to: string, page: Versioned[], auth: Credentials, result: M
   for (const [id, why] of Object.entries(refused)) result.set(id, failed(`handed off, but adopting on ${to} failed: the row is ${why}; run the reshard again`));
 }
 
-/** The originals were deleted during the move: their copies go too. */
-async function discard(from: string, to: string, page: Versioned[], auth: Credentials, result: Map<string, Moved>): Promise<void> {
+/** The originals were deleted during the move (or, `home`, changed where they now belong): their copies go. */
+async function discard(from: string, to: string, page: Versioned[], auth: Credentials, result: Map<string, Moved>, home = false): Promise<void> {
   if (page.length === 0) return;
   const res = await step(to, 'DELETE', '/v1/moves/copy', page, auth);
   const { discarded, refused } = res.body as { discarded: string[]; refused: Record<string, string> };
-  for (const id of discarded) result.set(id, { ok: true, deleted: true });
-  for (const [id, why] of Object.entries(refused)) result.set(id, failed(`it was deleted on ${from} during the move, but discarding the copy on ${to} failed: the row is ${why}`));
+  for (const id of discarded) result.set(id, { ok: true, deleted: !home });
+  const what = home ? `changed on ${from}, where it now belongs,` : `deleted on ${from}`;
+  for (const [id, why] of Object.entries(refused)) result.set(id, failed(`it was ${what} during the move, but discarding the copy on ${to} failed: the row is ${why}`));
 }
 
 /** A step over a page that names each record by id and version; its answer, which must be a 200. */

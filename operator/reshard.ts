@@ -36,7 +36,7 @@
 // With --forget NODE, a node that is gone for good leaves the map first, with
 // an account of what was lost (operator/forget.ts, rule 6).
 
-import { describeMap, everyNode, type ClusterMap } from '../api/cluster-map.ts';
+import { describeMap, everyNode, placer, type ClusterMap } from '../api/cluster-map.ts';
 import { newest, type Said } from '../client/cluster.ts';
 import { problem, reconsider } from '../client/http.ts';
 import { plural } from '../api/words.ts';
@@ -118,7 +118,7 @@ async function moveAndAudit(o: ReshardOptions, lease: Lease, moved: { count: num
   if (counted.halfMoved > 0) counted = await walk(lease.map(), undefined);
   report(counted, lease.map(), 'reshard');
   // Each move step reads the epoch and the addresses when it is sent: a map adopted meanwhile applies at once.
-  const auth = { secret: o.secret, get epoch() { return lease.map().epoch; }, get where() { return whereIn(lease.map()); } };
+  const auth = { secret: o.secret, get epoch() { return lease.map().epoch; }, get where() { return whereIn(lease.map()); }, get place() { return placer(lease.map()); } };
   const first = await walk(lease.map(), auth, { expected: counted.records });
   moved.count += first.moved;
   const meanwhile = first.deletedMeanwhile > 0 ? `, deleted by clients meanwhile ${first.deletedMeanwhile}` : '';

@@ -1,0 +1,76 @@
+// Step 1 of a move sent by the old owner itself (POST /v1/moves/send,
+// shard/move-pages.ts), under the timings that an adversary picks with the
+// gates (test/gate.ts): a reversal that finds a dead run's original changed
+// since its copy, and a copy that lands late, after a newer one was sent.
+// Whatever lands when, no id is live twice, no acknowledged write is lost,
+// and a rerun of the same command from another machine finishes, exit 0.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { HashRing } from '../../ring.ts';
+import { api, startCluster, type Cluster } from '../cluster.ts';
+
+const REPLICAS = 100;
+const IDS = 300;
+let cluster: Cluster;
+let three: string[];
+let four: string[];
+
+before(async () => {
+  cluster = await startCluster({ count: 4, ring: 3, replicas: REPLICAS, ids: IDS });
+  four = cluster.gates.map((g) => g.node);
+  three = four.slice(0, 3);
+});
+after(async () => {
+  for (const g of cluster?.gates ?? []) g.release();
+  await Promise.all([cluster?.a.idle(), cluster?.b.idle()]);
+  await cluster?.stop();
+});
+
+const reshardArgs = (to: string[]) => ['reshard', '--nodes', three.join(','), '--to', to.join(','), '--replicas', String(REPLICAS)];
+
+type Row = { shard: number; id: string; state: string; version: string; name: string };
+async function rows(): Promise<Row[]> {
+  const all = await Promise.all([1, 2, 3, 4].map(async (shard) => (await cluster.shards.sql(shard, 'SELECT id, state, version, name FROM expenses')).map(([id, state, version, name]) => ({ shard, id: id!, state: state!, version: version!, name: name! }))));
+  return all.flat();
+}
+
+/** Every record live once, on its owner under `ring`, as `expected` names them; no other row. */
+async function settledOn(ring: string[], expected: Map<string, string>, what: string): Promise<void> {
+  const end = await rows();
+  assert.deepEqual(end.filter((r) => r.state !== 'live'), [], `${what}: rows left that are not live`);
+  assert.deepEqual(new Map(end.map((r) => [r.id, r.name])), expected, `${what}: the records differ from what clients wrote`);
+  assert.equal(end.length, expected.size, `${what}: an id is on two shards`);
+  const owner = new HashRing(ring, REPLICAS);
+  for (const r of end) assert.equal(four.indexOf(owner.get(r.id)) + 1, r.shard, `${what}: ${r.id} is on shard ${r.shard}, not its owner`);
+}
+
+async function liveNames(): Promise<Map<string, string>> {
+  return new Map((await rows()).filter((r) => r.state === 'live').map((r) => [r.id, r.name]));
+}
+
+describe('step 1 sent by the old owner', () => {
+  it('a reversal finishes a dead run whose original a client changed after its copy landed', async () => {
+    // The dead run: 3 -> 4, killed at its first hand-off, so its copies are incoming on the new node.
+    for (const g of cluster.gates) g.hold((m, path) => m === 'POST' && path === '/v1/moves/handoff');
+    const dead = cluster.a.start(reshardArgs(four));
+    await Promise.race(cluster.gates.map((g) => g.held(1)));
+    dead.kill('SIGKILL');
+    await dead.exited;
+    for (const g of cluster.gates) g.drop();
+    const copies = await cluster.shards.sql(4, "SELECT id FROM expenses WHERE state = 'incoming'");
+    assert.ok(copies.length > 0, 'the kill left copies incoming');
+    // A client changes one of them where it is still live: on its old owner.
+    const id = copies[0]![0]!;
+    const owner = new HashRing(three, REPLICAS).get(id);
+    const put = await api(owner, 'PUT', `/v1/expenses/${id}`, { name: 'Changed after its copy' });
+    assert.equal(put.status, 202, JSON.stringify(put.body));
+    const expected = await liveNames();
+    assert.equal(expected.get(id), 'Changed after its copy');
+
+    const reverse = await cluster.b.client(reshardArgs(three));
+    assert.equal(reverse.code, 0, `${reverse.stdout}${reverse.stderr}`);
+    assert.match(reverse.stdout, /^reversing the unfinished reshard of pid \d+/m);
+    await settledOn(three, expected, 'reversed');
+  });
+});
