@@ -42,7 +42,7 @@
 
 import type { Placement } from '../api/cluster-map.ts';
 import type { Expense, Versioned } from '../api/expense.ts';
-import { call, heardVia, notGivenUp, problem, Unreachable, type Answer } from '../client/http.ts';
+import { call, heardVia, notGivenUp, problem, TIMEOUT_MS, Unreachable, type Answer } from '../client/http.ts';
 
 export type Moved =
   // deleted: a client deleted it during the move, and it stays deleted; before: a run that died had handed it off
@@ -59,6 +59,10 @@ export type Credentials = { epoch: number; secret: string | undefined; where: (n
 // Each round, a client changed the original again; a record that keeps
 // changing this often is left for the next walk.
 const ROUNDS = 5;
+
+// How long before this process gives up on a send its deadline falls: more
+// than the old owner's grace after it (shard/move-pages.ts), and the clocks' skew.
+const DEADLINE_AHEAD_MS = 2_000;
 
 /** Moves records listed live on `from` to `to`, by id (one record is a page of one); what became of each, by id. */
 export async function movePage(listed: string[], from: string, to: string, auth: Credentials): Promise<Map<string, Moved>> {
@@ -133,7 +137,10 @@ function failAll(page: Array<Versioned | string>, why: string, result: Map<strin
  */
 async function copy(from: string, to: string, ids: string[], auth: Credentials, result: Map<string, Moved>): Promise<{ copied: Versioned[]; gone: string[] }> {
   notGivenUp(auth.where(to));
-  const res = await call(auth.where(from), 'POST', '/v1/moves/send', { to, records: ids.map((id) => ({ id })) }, { 'cluster-epoch': String(auth.epoch) }, { secret: auth.secret });
+  // No copy lands after the deadline (shard/move-pages.ts), which is before this request times out: a page
+  // that failed here is sent again in a later walk, and no copy of this send can land over that one.
+  const deadline = Date.now() + TIMEOUT_MS - DEADLINE_AHEAD_MS;
+  const res = await call(auth.where(from), 'POST', '/v1/moves/send', { to, deadline, records: ids.map((id) => ({ id })) }, { 'cluster-epoch': String(auth.epoch) }, { secret: auth.secret });
   // The new owner's silence reaches us through the old one: it counts against the new owner, whom a walk gives up after a few.
   if (res.status === 502 && res.body?.unreachable === to) heardVia(auth.where(to), problem(res));
   if (res.status === 200) heardVia(auth.where(to), undefined);

@@ -27,9 +27,11 @@ export const LIST_MAX = 4000;
 
 // The most bytes of copies one PUT carries: under what a shard reads for a move step (MOVE_BODY_LIMIT, shard/http.ts).
 const COPY_BYTES = 900_000;
-// How long the old owner waits for the new one: under the operator's own timeout (client/http.ts), so
-// that the operator hears which node did not answer, and gives that one up after a few (operator/move.ts).
-const SEND_TIMEOUT_MS = 8_000;
+// How long after a send's deadline the old owner still waits for the new owner's answer: the new owner
+// takes no copy after the deadline, so one that has not answered by now never will. Under the operator's
+// own timeout (client/http.ts, operator/move.ts), so that the operator hears which node did not answer,
+// and gives that one up after a few.
+const GRACE_MS = 1_000;
 
 /**
  * Step 1 over a page, on the OLD owner: its live records of these ids go to
@@ -39,11 +41,13 @@ const SEND_TIMEOUT_MS = 8_000;
  * deleted them since the operator listed them: nothing to move).
  */
 export async function sendPage(c: Context): Promise<Reply> {
-  const to = (readJson(c) as { to?: unknown } | null)?.to;
+  const { to, deadline } = (readJson(c) ?? {}) as { to?: unknown; deadline?: unknown };
   if (typeof to !== 'string' || c.held.map?.moving?.nodes.find((n) => n.name === to) === undefined) {
     throw new HttpError(400, `the body must name in "to" a node of the ring this reshard moves to, got ${preview(to)}`);
   }
+  if (!Number.isSafeInteger(deadline)) throw new HttpError(400, `the body must give in "deadline" the time, in ms since 1970, after which no copy may land, got ${preview(deadline)}`);
   const page = records(c, 'send', idOnly);
+  tooLate(deadline as number, 'send');
   for (const { expense: { id } } of page) {
     if (c.held.place!(id).target?.name !== to) throw new HttpError(409, `${JSON.stringify(id)} does not move to ${to} in this reshard`);
   }
@@ -51,8 +55,9 @@ export async function sendPage(c: Context): Promise<Reply> {
   const live = await c.moves.live(ids);
   const versions = new Map(live.map((r) => [r.expense.id, r.version]));
   const body = { copied: [] as Array<{ id: string; version: string }>, conflict: [] as string[], refused: {} as Record<string, string>, gone: ids.filter((id) => !versions.has(id)) };
-  for (const part of pieces(live)) {
-    const answer = await putCopies(c, to, part);
+  for (const part of pieces(live, deadline as number)) {
+    tooLate(deadline as number, 'send');
+    const answer = await putCopies(c, to, part, deadline as number);
     body.copied.push(...answer.copied.map((id) => ({ id, version: versions.get(id)! })));
     body.conflict.push(...answer.conflict);
     Object.assign(body.refused, answer.refused);
@@ -61,15 +66,26 @@ export async function sendPage(c: Context): Promise<Reply> {
 }
 
 /** Copies cut into PUTs of at most COPY_BYTES: a page of large records does not fit one body. */
-function pieces(live: Versioned[]): string[] {
-  const body = JSON.stringify({ records: live.map((r) => ({ ...r.expense, version: r.version })) });
+function pieces(live: Versioned[], deadline: number): string[] {
+  const body = JSON.stringify({ deadline, records: live.map((r) => ({ ...r.expense, version: r.version })) });
   if (live.length <= 1 || Buffer.byteLength(body) <= COPY_BYTES) return live.length === 0 ? [] : [body];
   const half = live.length >> 1;
-  return [...pieces(live.slice(0, half)), ...pieces(live.slice(half))];
+  return [...pieces(live.slice(0, half), deadline), ...pieces(live.slice(half), deadline)];
+}
+
+/**
+ * Refuses a step 1 that arrives after its deadline. Its sender has given up
+ * on it, and may since have sent the record again, newer: a copy landing now
+ * would replace the newer one, or bring back one a client deleted after its
+ * move (rule 4). The clocks are the shards' (NTP keeps them milliseconds apart).
+ */
+function tooLate(deadline: number, what: string): void {
+  const late = Date.now() - deadline;
+  if (late > 0) throw new HttpError(409, `this ${what} arrived ${late} ms after its deadline, when its sender gave up on it; nothing was copied. Run the reshard again`);
 }
 
 /** One PUT of copies to the new owner, at this shard's epoch; its answer, which must be a 200 (else 502, naming the node). */
-async function putCopies(c: Context, to: string, sent: string): Promise<{ copied: string[]; conflict: string[]; refused: Record<string, string> }> {
+async function putCopies(c: Context, to: string, sent: string, deadline: number): Promise<{ copied: string[]; conflict: string[]; refused: Record<string, string> }> {
   const map = c.held.map!;
   const [address, path, epoch] = [addressOf(map, to), '/v1/moves/copy', String(map.epoch)];
   const headers: Record<string, string> = { 'content-type': 'application/json', 'cluster-epoch': epoch };
@@ -77,10 +93,10 @@ async function putCopies(c: Context, to: string, sent: string): Promise<{ copied
   let res: Response;
   let text: string;
   try {
-    res = await fetch(`http://${address}${path}`, { method: 'PUT', headers, body: sent, signal: AbortSignal.timeout(SEND_TIMEOUT_MS) });
+    res = await fetch(`http://${address}${path}`, { method: 'PUT', headers, body: sent, signal: AbortSignal.timeout(Math.max(0, deadline + GRACE_MS - Date.now())) });
     text = await res.text();
   } catch (err) {
-    const why = (err as Error).name === 'TimeoutError' ? `no answer within ${SEND_TIMEOUT_MS / 1000} s` : String((err as { cause?: { code?: string } }).cause?.code ?? err);
+    const why = (err as Error).name === 'TimeoutError' ? 'no answer by the deadline' : String((err as { cause?: { code?: string } }).cause?.code ?? err);
     throw new HttpError(502, `${to} (at ${address}) did not take the copies: ${why}`, {}, { unreachable: to });
   }
   const answer = JSON.parse(text === '' ? 'null' : text);
@@ -94,6 +110,10 @@ export async function copyPage(c: Context): Promise<Reply> {
     const { version, ...expense } = checkFields(r, ['id', ...EDITABLE, 'status', 'decision_date', 'version'], true) as Expense & { version: string };
     return { expense, version };
   });
+  // An old owner's copies carry the deadline of the send they belong to (sendPage).
+  const { deadline } = readJson(c) as { deadline?: unknown };
+  if (deadline !== undefined && !Number.isSafeInteger(deadline)) throw new HttpError(400, `"deadline" must be the time, in ms since 1970, after which the copies may not land, got ${preview(deadline)}`);
+  if (deadline !== undefined) tooLate(deadline as number, 'copy');
   const after = await retried(() => c.moves.copy(page));
   return answer(page, after, (r, found) => (found?.state === 'live' ? 'conflict' : found?.state === 'incoming' && found.version === r.version ? 'copied' : undefined));
 }

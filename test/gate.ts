@@ -5,7 +5,7 @@
 import http from 'node:http';
 import { once } from 'node:events';
 
-type Held = { what: string; body: string; go: () => void; drop: () => void };
+type Held = { what: string; body: string; go: () => Promise<void>; drop: () => void };
 
 export type Gate = {
   /** The name clients use for the node behind the gate. */
@@ -16,8 +16,8 @@ export type Gate = {
   held(count: number): Promise<string[]>;
   /** The bodies of the requests held now, as they came. */
   heldBodies(): string[];
-  /** Stops holding, and forwards what was held. */
-  release(): void;
+  /** Stops holding, and forwards what was held; resolves once the node has answered each (or failed to). */
+  release(): Promise<void>;
   /** Stops holding, and answers nothing to what was held: the node never sees it. */
   drop(): void;
   /** Every request that reached the gate, as it came: its request line, headers and body. */
@@ -40,15 +40,17 @@ export async function startGate(target: string | (() => string)): Promise<Gate> 
   let waiting: Array<{ count: number; resolve: (what: string[]) => void }> = [];
   const seen: string[] = [];
 
-  const forward = (req: http.IncomingMessage, body: Buffer, res: http.ServerResponse) => {
-    const [host, port] = where();
-    const out = http.request({ host, port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
-      res.writeHead(answer.statusCode!, answer.headers);
-      answer.pipe(res);
+  const forward = (req: http.IncomingMessage, body: Buffer, res: http.ServerResponse) =>
+    new Promise<void>((answered) => {
+      const [host, port] = where();
+      const out = http.request({ host, port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode!, answer.headers);
+        answer.pipe(res);
+        answer.on('end', answered);
+      });
+      out.on('error', () => (res.destroy(), answered()));
+      out.end(body);
     });
-    out.on('error', () => res.destroy());
-    out.end(body);
-  };
 
   const server = http.createServer(async (req, res) => {
     const chunks: Buffer[] = [];
@@ -64,11 +66,11 @@ export async function startGate(target: string | (() => string)): Promise<Gate> 
   server.keepAliveTimeout = 10_000;
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  const letGo = (how: 'go' | 'drop') => {
+  const letGo = async (how: 'go' | 'drop') => {
     match = undefined;
     const now = held;
     held = [];
-    for (const h of now) h[how]();
+    await Promise.all(now.map((h) => h[how]()));
   };
 
   return {
@@ -82,10 +84,10 @@ export async function startGate(target: string | (() => string)): Promise<Gate> 
     },
     heldBodies: () => held.map((h) => h.body),
     release: () => letGo('go'),
-    drop: () => letGo('drop'),
+    drop: () => void letGo('drop'),
     seen: () => seen,
     async close() {
-      letGo('drop');
+      void letGo('drop');
       server.closeAllConnections();
       server.close();
       await once(server, 'close');

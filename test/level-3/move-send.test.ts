@@ -73,4 +73,32 @@ describe('step 1 sent by the old owner', () => {
     assert.match(reverse.stdout, /^reversing the unfinished reshard of pid \d+/m);
     await settledOn(three, expected, 'reversed');
   });
+
+  it('a copy that lands late, after its sender gave up and a newer copy was sent, lands nowhere', async () => {
+    const [oldRing, newRing] = [new HashRing(three, REPLICAS), new HashRing(four, REPLICAS)];
+    const id = Array.from({ length: IDS }, (_, i) => String(i + 1)).find((x) => newRing.get(x) === four[3])!;
+    const [owner, gateOfOwner, gateOfNew] = [oldRing.get(id), cluster.gates[three.indexOf(oldRing.get(id))]!, cluster.gates[3]!];
+    const names = (body: string) => body.includes(`"id":${JSON.stringify(id)},`) || body.includes(`"id":${JSON.stringify(id)}}`);
+    // The old owner's first copy of the page with `id` is held on its way to the new node, past the old owner's wait for it.
+    let first = true;
+    gateOfNew.hold((m, path, body) => m === 'PUT' && path === '/v1/moves/copy' && names(body) && first && !(first = false));
+    const run = cluster.a.start(reshardArgs(four));
+    await gateOfNew.held(1);
+    // The old owner read the record before it sent it: a client changes it now.
+    const put = await api(owner, 'PUT', `/v1/expenses/${id}`, { name: 'Written while its copy was held' });
+    assert.equal(put.status, 202, JSON.stringify(put.body));
+    const expected = await liveNames();
+    // The old owner gives up on the held copy; a later walk sends the newer version, whose hand-off is held.
+    gateOfOwner.hold((m, path, body) => m === 'POST' && path === '/v1/moves/handoff' && names(body));
+    await gateOfOwner.held(1);
+    // The late copy arrives now, between the newer copy and its hand-off.
+    await gateOfNew.release();
+    const live = (await rows()).filter((r) => r.state === 'live').map((r) => r.id);
+    assert.equal(new Set(live).size, live.length, 'an id is live on two shards');
+    await gateOfOwner.release();
+    const res = await run.exited;
+    const rerun = res.code === 0 ? res : await cluster.b.client(reshardArgs(four));
+    assert.equal(rerun.code, 0, `the run:\n${res.stdout}${res.stderr}\nthe rerun:\n${rerun.stdout}${rerun.stderr}`);
+    await settledOn(four, expected, 'after a late copy');
+  });
 });
