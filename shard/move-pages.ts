@@ -38,19 +38,22 @@ const GRACE_MS = 1_000;
  * their new owner `to` (PUT /v1/moves/copy there, signed for that node), as
  * they are now. Answers what the new owner answered, each copy with the
  * version it arrived at, and the ids not live here any more (a client
- * deleted them since the operator listed them: nothing to move).
+ * deleted them since the operator listed them: nothing to move). Nothing
+ * lands after the operator's deadline, when it gives up on this request
+ * (tooLate).
  */
 export async function sendPage(c: Context): Promise<Reply> {
-  const { to, deadline } = (readJson(c) ?? {}) as { to?: unknown; deadline?: unknown };
-  if (typeof to !== 'string' || c.held.map?.moving?.nodes.find((n) => n.name === to) === undefined) {
+  // The page first: a reshard that was taken over hears 409 for its epoch, whatever else it sent.
+  const page = records(c, 'send', idOnly);
+  const { to, deadline } = readJson(c) as { to?: unknown; deadline?: unknown };
+  if (typeof to !== 'string' || c.held.map!.moving!.nodes.find((n) => n.name === to) === undefined) {
     throw new HttpError(400, `the body must name in "to" a node of the ring this reshard moves to, got ${preview(to)}`);
   }
   if (!Number.isSafeInteger(deadline)) throw new HttpError(400, `the body must give in "deadline" the time, in ms since 1970, after which no copy may land, got ${preview(deadline)}`);
-  const page = records(c, 'send', idOnly);
-  tooLate(deadline as number, 'send');
   for (const { expense: { id } } of page) {
     if (c.held.place!(id).target?.name !== to) throw new HttpError(409, `${JSON.stringify(id)} does not move to ${to} in this reshard`);
   }
+  tooLate(deadline as number, 'send');
   const ids = page.map((r) => r.expense.id);
   const live = await c.moves.live(ids);
   const versions = new Map(live.map((r) => [r.expense.id, r.version]));

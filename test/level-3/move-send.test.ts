@@ -6,9 +6,11 @@
 // and a rerun of the same command from another machine finishes, exit 0.
 
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { HashRing } from '../../ring.ts';
 import { api, startCluster, type Cluster } from '../cluster.ts';
+import { call } from '../../client/http.ts';
 
 const REPLICAS = 100;
 const IDS = 300;
@@ -100,5 +102,51 @@ describe('step 1 sent by the old owner', () => {
     const rerun = res.code === 0 ? res : await cluster.b.client(reshardArgs(four));
     assert.equal(rerun.code, 0, `the run:\n${res.stdout}${res.stderr}\nthe rerun:\n${rerun.stdout}${rerun.stderr}`);
     await settledOn(four, expected, 'after a late copy');
+  });
+
+  it('refuses a send that is malformed, stale or late, with a JSON error naming the problem, and changes nothing', async () => {
+    const secret = (await readFile(cluster.shards.secretFile, 'utf8')).trim();
+    const [oldRing, newRing] = [new HashRing(four, REPLICAS), new HashRing(three, REPLICAS)];
+    const all = Array.from({ length: IDS }, (_, i) => String(i + 1));
+    // A reshard 4 -> 3 left under way: killed at its first copy, which never lands.
+    for (const g of cluster.gates) g.hold((m, path) => m === 'PUT' && path === '/v1/moves/copy');
+    const dead = cluster.a.start(reshardArgs(three));
+    await Promise.race(cluster.gates.map((g) => g.held(1)));
+    dead.kill('SIGKILL');
+    await dead.exited;
+    for (const g of cluster.gates) g.drop();
+    const [from, to] = [four[3]!, three[0]!];
+    const moving = all.find((id) => oldRing.get(id) === from && newRing.get(id) === to)!;
+    const elsewhere = all.find((id) => oldRing.get(id) === from && newRing.get(id) !== to)!;
+    const staying = all.find((id) => oldRing.get(id) === to)!;
+    const { epoch } = (await api(from, 'GET', '/cluster/map')).body.map as { epoch: number };
+    const before = await rows();
+    const send = (body: unknown, e = epoch) => call(from, 'POST', '/v1/moves/send', body, { 'cluster-epoch': String(e) }, { secret });
+    const soon = () => Date.now() + 5_000;
+    const cases: Array<[string, unknown, number, RegExp, number?]> = [
+      ['no records', { to, deadline: soon(), records: [] }, 400, /^the body must be \{"records": \[\.\.\.\]\} with 1 to 1000 records$/],
+      ['no "to"', { deadline: soon(), records: [{ id: moving }] }, 400, /^the body must name in "to" a node of the ring this reshard moves to, got undefined$/],
+      ['no deadline', { to, records: [{ id: moving }] }, 400, /^the body must give in "deadline" the time, in ms since 1970, after which no copy may land, got undefined$/],
+      ['an id moving elsewhere', { to, deadline: soon(), records: [{ id: moving }, { id: elsewhere }] }, 409, new RegExp(`^"${elsewhere}" does not move to ${to} in this reshard$`)],
+      ['an id that stays', { to, deadline: soon(), records: [{ id: staying }] }, 409, new RegExp(`^"${staying}" does not move in this reshard: it stays on ${to}$`)],
+      ['a past deadline', { to, deadline: Date.now() - 1, records: [{ id: moving }] }, 409, /^this send arrived \d+ ms after its deadline, when its sender gave up on it; nothing was copied\. Run the reshard again$/],
+      ['an older epoch, to a node of no ring', { to: 'nowhere:1', deadline: soon(), records: [{ id: moving }] }, 409, new RegExp(`^this shard is at epoch ${epoch}, and takes move steps only with Cluster-Epoch: ${epoch}$`), epoch - 1],
+    ];
+    for (const [what, body, status, error, e] of cases) {
+      const res = await send(body, e);
+      assert.equal(res.status, status, `${what}: ${JSON.stringify(res.body)}`);
+      assert.match(res.body.error, error, what);
+    }
+    const unsigned = await api(from, 'POST', '/v1/moves/send', { to, deadline: soon(), records: [{ id: moving }] }, { 'content-type': 'application/json', 'cluster-epoch': String(epoch) });
+    assert.equal(unsigned.status, 401, JSON.stringify(unsigned.body));
+    assert.deepEqual(await rows(), before, 'a refused send changed a row');
+    // A good one, for contrast: the record arrives on its new owner as incoming, at its version.
+    const good = await send({ to, deadline: soon(), records: [{ id: moving }] });
+    assert.equal(good.status, 200, JSON.stringify(good.body));
+    const version = before.find((r) => r.id === moving)!.version;
+    assert.deepEqual(good.body, { copied: [{ id: moving, version }], conflict: [], refused: {}, gone: [] });
+    assert.deepEqual(await cluster.shards.sql(1, `SELECT state, version FROM expenses WHERE id = '${moving}'`), [['incoming', version]]);
+    const rerun = await cluster.b.client(reshardArgs(three));
+    assert.equal(rerun.code, 0, `${rerun.stdout}${rerun.stderr}`);
   });
 });
