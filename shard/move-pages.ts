@@ -32,6 +32,9 @@ const COPY_BYTES = 900_000;
 // own timeout (client/http.ts, operator/move.ts), so that the operator hears which node did not answer,
 // and gives that one up after a few.
 const GRACE_MS = 1_000;
+// The most a send may take here, whatever deadline it names: an operator whose clock is ahead of the
+// shards' would otherwise let a copy land after it gave up (operator/move.ts gives its sends as much).
+const SEND_MS = 8_000;
 
 /**
  * Step 1 over a page, on the OLD owner: its live records of these ids go to
@@ -43,6 +46,7 @@ const GRACE_MS = 1_000;
  * (tooLate).
  */
 export async function sendPage(c: Context): Promise<Reply> {
+  const received = Date.now();
   // The page first: a reshard that was taken over hears 409 for its epoch, whatever else it sent.
   const page = records(c, 'send', idOnly);
   const { to, deadline } = readJson(c) as { to?: unknown; deadline?: unknown };
@@ -53,14 +57,15 @@ export async function sendPage(c: Context): Promise<Reply> {
   for (const { expense: { id } } of page) {
     if (c.held.place!(id).target?.name !== to) throw new HttpError(409, `${JSON.stringify(id)} does not move to ${to} in this reshard`);
   }
-  tooLate(deadline as number, 'send');
+  const until = Math.min(deadline as number, received + SEND_MS);
+  tooLate(until, 'send');
   const ids = page.map((r) => r.expense.id);
   const live = await c.moves.live(ids);
   const versions = new Map(live.map((r) => [r.expense.id, r.version]));
   const body = { copied: [] as Array<{ id: string; version: string }>, conflict: [] as string[], refused: {} as Record<string, string>, gone: ids.filter((id) => !versions.has(id)) };
-  for (const part of pieces(live, deadline as number)) {
-    tooLate(deadline as number, 'send');
-    const answer = await putCopies(c, to, part, deadline as number);
+  for (const part of pieces(live, until)) {
+    tooLate(until, 'send');
+    const answer = await putCopies(c, to, part, until);
     body.copied.push(...answer.copied.map((id) => ({ id, version: versions.get(id)! })));
     body.conflict.push(...answer.conflict);
     Object.assign(body.refused, answer.refused);
@@ -84,7 +89,9 @@ function pieces(live: Versioned[], deadline: number): string[] {
  */
 function tooLate(deadline: number, what: string): void {
   const late = Date.now() - deadline;
-  if (late > 0) throw new HttpError(409, `this ${what} arrived ${late} ms after its deadline, when its sender gave up on it; nothing was copied. Run the reshard again`);
+  if (late > 0) {
+    throw new HttpError(409, `this ${what} came ${late} ms after its deadline by this shard's clock: it took that long to arrive, or its sender's clock is behind this one; nothing was copied. Check the clocks (NTP) and run the reshard again`);
+  }
 }
 
 /** One PUT of copies to the new owner, at this shard's epoch; its answer, which must be a 200 (else 502, naming the node). */

@@ -152,7 +152,7 @@ describe('step 1 sent by the old owner', () => {
       ['no deadline', { to, records: [{ id: moving }] }, 400, /^the body must give in "deadline" the time, in ms since 1970, after which no copy may land, got undefined$/],
       ['an id moving elsewhere', { to, deadline: soon(), records: [{ id: moving }, { id: elsewhere }] }, 409, new RegExp(`^"${elsewhere}" does not move to ${to} in this reshard$`)],
       ['an id that stays', { to, deadline: soon(), records: [{ id: staying }] }, 409, new RegExp(`^"${staying}" does not move in this reshard: it stays on ${to}$`)],
-      ['a past deadline', { to, deadline: Date.now() - 1, records: [{ id: moving }] }, 409, /^this send arrived \d+ ms after its deadline, when its sender gave up on it; nothing was copied\. Run the reshard again$/],
+      ['a past deadline', { to, deadline: Date.now() - 1, records: [{ id: moving }] }, 409, /^this send came \d+ ms after its deadline by this shard's clock: it took that long to arrive, or its sender's clock is behind this one; nothing was copied\. Check the clocks \(NTP\) and run the reshard again$/],
       ['an older epoch, to a node of no ring', { to: 'nowhere:1', deadline: soon(), records: [{ id: moving }] }, 409, new RegExp(`^this shard is at epoch ${epoch}, and takes move steps only with Cluster-Epoch: ${epoch}$`), epoch - 1],
     ];
     for (const [what, body, status, error, e] of cases) {
