@@ -42,8 +42,8 @@ const SEND_MS = 8_000;
  * they are now. Answers what the new owner answered, each copy with the
  * version it arrived at, and the ids not live here any more (a client
  * deleted them since the operator listed them: nothing to move). Nothing
- * lands after the operator's deadline, when it gives up on this request
- * (tooLate).
+ * lands after the operator's deadline, when it gives up on this request, nor
+ * more than SEND_MS after it came (tooLate).
  */
 export async function sendPage(c: Context): Promise<Reply> {
   const received = Date.now();
@@ -64,7 +64,9 @@ export async function sendPage(c: Context): Promise<Reply> {
   const versions = new Map(live.map((r) => [r.expense.id, r.version]));
   const body = { copied: [] as Array<{ id: string; version: string }>, conflict: [] as string[], refused: {} as Record<string, string>, gone: ids.filter((id) => !versions.has(id)) };
   for (const part of pieces(live, until)) {
-    tooLate(until, 'send');
+    if (Date.now() > until) {
+      throw new HttpError(503, `the deadline passed with ${body.copied.length} of ${live.length} copies incoming on ${to}, which the next walk finishes; the rest were not sent. Run the reshard again`);
+    }
     const answer = await putCopies(c, to, part, until);
     body.copied.push(...answer.copied.map((id) => ({ id, version: versions.get(id)! })));
     body.conflict.push(...answer.conflict);
