@@ -140,11 +140,16 @@ function named(err: mysql.MysqlError, statement: string): mysql.MysqlError {
   return err;
 }
 
-/** S1, S3, S4, S5: the mysqld options of a machine of a pair. */
+/**
+ * S1, S3, S4, S5: the mysqld options of a machine of a pair. Row events name
+ * a row by its primary key and carry only the columns set (binlog_row_image =
+ * MINIMAL): a move's hand-off and adoption change one column of a whole row,
+ * and each would otherwise log that row twice, and its standby apply both.
+ */
 export function mysqldFlags(dir: string, port: number, serverId: number, semisyncTimeoutMs: string): string[] {
   return [
     '--bind-address=127.0.0.1', `--port=${port}`, '--skip-name-resolve', `--server-id=${serverId}`,
-    `--log-bin=${dir}/mysql/binlog`, `--relay-log=${dir}/mysql/relay`, '--binlog-format=ROW', '--sync-binlog=1',
+    `--log-bin=${dir}/mysql/binlog`, `--relay-log=${dir}/mysql/relay`, '--binlog-format=ROW', '--binlog-row-image=MINIMAL', '--sync-binlog=1',
     '--innodb-flush-log-at-trx-commit=1', '--log-slave-updates=ON', '--gtid-strict-mode=ON', '--relay-log-recovery=ON',
     '--read-only=ON', '--rpl-semi-sync-master-enabled=OFF', '--rpl-semi-sync-master-wait-point=AFTER_SYNC',
     `--rpl-semi-sync-master-timeout=${semisyncTimeoutMs}`, '--rpl-semi-sync-master-wait-no-slave=ON', '--rpl-semi-sync-slave-enabled=ON',
