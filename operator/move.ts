@@ -143,9 +143,9 @@ async function copy(from: string, to: string, ids: string[], auth: Credentials, 
   const res = await call(auth.where(from), 'POST', '/v1/moves/send', { to, deadline, records: ids.map((id) => ({ id })) }, { 'cluster-epoch': String(auth.epoch) }, { secret: auth.secret });
   // The new owner's silence reaches us through the old one: it counts against the new owner, whom a walk gives up after a few.
   if (res.status === 502 && res.body?.unreachable === to) heardVia(auth.where(to), problem(res));
-  if (res.status === 200) heardVia(auth.where(to), undefined);
   if (res.status !== 200) throw new Error(`copy from ${from} to ${to} failed: ${problem(res)}`);
   const { copied, conflict: live, refused, gone } = res.body as { copied: Array<{ id: string; version: string }>; conflict: string[]; refused: Record<string, string>; gone: string[] };
+  if (gone.length < ids.length) heardVia(auth.where(to), undefined); // else every id was gone, and nothing was sent there
   for (const id of live) result.set(id, conflict(`a different record with this id is live on ${to} too`));
   for (const [id, why] of Object.entries(refused)) result.set(id, failed(`copy to ${to} failed: the row is ${why}`));
   return { copied: copied.map(({ id, version }) => ({ expense: { id } as Expense, version })), gone };
