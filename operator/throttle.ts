@@ -11,8 +11,8 @@
 //
 // A probe sees only what a page left behind, not what it does while it runs,
 // and a client's p99 is set by the requests that meet a page. So throttled,
-// one page moves at a time, and after each the moves rest as long as it took:
-// at most half of the time, one page's work at once, lands beside clients.
+// one page moves at a time, and after each the moves rest twice as long as it
+// took: at most a third of the time, one page's work at once, lands beside clients.
 //
 // RESHARD_THROTTLE=0 turns it off: the records of up to NODES nodes move at
 // once (operator/walk.ts: those that nothing moves onto), each node's pages
@@ -37,8 +37,11 @@ const PAGE_WAIT_MS = 2_000;
 // Unthrottled: nodes whose records move at once, and pages in flight from each.
 const NODES = 4;
 const IN_FLIGHT = 4;
-// Throttled, after each page the moves rest this many times as long as it took.
-const REST = 1;
+// Throttled, after each page the moves rest this many times as long as it took. With clients that
+// ask moved ids' new owners first (client/cluster.ts firstNode), bench/reshard.ts gave the job's p99
+// 0.8x to 1.3x of its p99 with no reshard resting twice (six runs), 1.6x to 2.9x resting once (five),
+// for a throttled reshard about a quarter slower.
+const REST = 2;
 // A page of copies is one request's body: a shard reads up to 1 MiB for a move step (shard/http.ts).
 const BULK_BYTES = 900_000;
 // Throttled, a client's p99 is set by the requests that meet a page's statements, so a page is
