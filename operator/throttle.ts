@@ -38,9 +38,10 @@ const PAGE_WAIT_MS = 2_000;
 const NODES = 4;
 const IN_FLIGHT = 4;
 // Throttled, after each page the moves rest this many times as long as it took. With clients that
-// ask moved ids' new owners first (client/cluster.ts firstNode), bench/reshard.ts gave the job's p99
-// 0.8x to 1.3x of its p99 with no reshard resting twice (six runs), 1.6x to 2.9x resting once (five),
-// for a throttled reshard about a quarter slower.
+// ask moved ids' new owners first (client/cluster.ts firstNode), bench/reshard.ts at 200,000 records
+// gave the job's p99 0.8x to 1.1x its p99 with no reshard resting twice (three runs), 1.2x and 2.0x
+// resting once, on a quiet machine; at 20,000 no clear difference (1.8x to 2.1x, 1.6x to 2.9x). The
+// throttled reshard is 15% to 30% slower.
 const REST = 2;
 // A page of copies is one request's body: a shard reads up to 1 MiB for a move step (shard/http.ts).
 const BULK_BYTES = 900_000;
