@@ -14,11 +14,16 @@
 // nodes it knows, once per request, and goes on if the address changed.
 
 import { addressOf, checkMap, describeMap, everyNode, placer, type ClusterMap, type Placement } from '../api/cluster-map.ts';
-import { HashRing } from '../ring.ts';
+import { HashRing, position } from '../ring.ts';
 import { call, forgive, shortRun, type Answer } from './http.ts';
 
-/** The map a client routes by. Epoch 0: no shard has one, and the seeds are the ring. */
-export type View = { map: ClusterMap; place: (id: string) => Placement };
+/**
+ * The map a client routes by. Epoch 0: no shard has one, and the seeds are the
+ * ring. `handedOff`: for each old owner of a reshard under way in this map,
+ * the furthest position on the circle of an id it was seen to have handed off
+ * (see firstNode); a new map starts it empty.
+ */
+export type View = { map: ClusterMap; place: (id: string) => Placement; handedOff: Map<string, string> };
 
 /** A node's answer: its identity, role (rule 8) and map (or none); or, where its stored map cannot be read, that map's epoch column and why; or why it said nothing (and its HTTP status, if it answered at all). */
 export type Said = { shard: string; role?: string; map?: ClusterMap; leaseLeftMs?: number; broken?: { epoch: number; problem: string } } | { why: string; status?: number };
@@ -63,7 +68,7 @@ export function newest(said: Map<string, Said>): ClusterMap | undefined {
 /** A view from a map, or from the seeds alone. */
 export function viewOf(map: ClusterMap | undefined, seeds: readonly string[], replicas: number): View {
   const chosen = map ?? { epoch: 0, nodes: seeds.map((name) => ({ name, shard: name })), replicas };
-  return { map: chosen, place: placer(chosen) };
+  return { map: chosen, place: placer(chosen), handedOff: new Map() };
 }
 
 /**
@@ -162,18 +167,21 @@ const SETTLE_FIRST_WAIT_MS = 50;
 /** What sent a request on: "node (epoch E) sends it to owner", in the order first seen. */
 type Trail = Set<string>;
 
+/** An answer that settled a request: the node that gave it, and how many times the request was sent on (421) before it. */
+export type Settled = Answer & { node: string; sentOn: number };
+
 /**
- * One request about one id, sent to where the view places it (or to `first`),
- * and on to wherever the cluster answers 421. Resolves with the answer that
- * settled it, and the node that gave it.
+ * One request about one id, sent to where the view places it (firstNode), or
+ * to `first`, and on to wherever the cluster answers 421. Resolves with the
+ * answer that settled it.
  */
-export async function send(view: View, id: string, method: string, path: string, body?: unknown, first?: string): Promise<Answer & { node: string }> {
+export async function send(view: View, id: string, method: string, path: string, body?: unknown, first?: string): Promise<Settled> {
   const started = performance.now();
   const trail: Trail = new Set();
   let hops = 0;
   for (let wait = SETTLE_FIRST_WAIT_MS; ; wait *= 2) {
     const sent = await hop(view, id, method, path, body, first, trail);
-    if ('status' in sent) return sent;
+    if ('status' in sent) return hops === 0 ? sent : { ...sent, sentOn: sent.sentOn + hops };
     hops += HOPS;
     const why = await misbound(view, sent.last);
     if (why !== undefined) throw new Error(`${method} ${path}: ${why}`);
@@ -186,9 +194,10 @@ export async function send(view: View, id: string, method: string, path: string,
 }
 
 /** Up to HOPS sends of one request: the answer that settled it, or the node it was last sent to. */
-async function hop(view: View, id: string, method: string, path: string, body: unknown, first: string | undefined, trail: Trail): Promise<(Answer & { node: string }) | { last: string }> {
-  let node = first ?? view.place(id).owner.name;
+async function hop(view: View, id: string, method: string, path: string, body: unknown, first: string | undefined, trail: Trail): Promise<Settled | { last: string }> {
+  let node = first ?? firstNode(view, id, method);
   let headers: Record<string, string> = {};
+  let askedBy: string | undefined; // the old owner whose ASK sent the request here
   let waits = 0;
   let askedOthers = false;
   for (let hop = 0; hop < HOPS; ) {
@@ -215,17 +224,48 @@ async function hop(view: View, id: string, method: string, path: string, body: u
       await new Promise((resolve) => setTimeout(resolve, IN_TRANSIT_WAIT_MS * waits));
       continue;
     }
-    if (res.status !== 421 || typeof res.body?.owner !== 'string') return { ...res, node };
+    if (res.status !== 421 || typeof res.body?.owner !== 'string') {
+      if (askedBy !== undefined && res.status < 300 && method !== 'POST') handedOff(view, askedBy, id);
+      return { ...res, node, sentOn: hop };
+    }
     follow(view, res.body.map);
     // A node that sends a request to itself is not the shard its map binds it to: no hop will help.
     const why = res.body.owner === node ? await misbound(view, node) : undefined;
     if (why !== undefined) throw new Error(`${method} ${path}: ${why}`);
     trail.add(`${node} (at epoch ${res.body.epoch ?? 'unknown'}) sends it to ${res.body.owner}`);
-    node = res.body.owner;
     headers = res.body.asking === undefined ? {} : { asking: String(res.body.asking) };
+    askedBy = res.body.asking === undefined ? undefined : node;
+    node = res.body.owner;
     hop++;
   }
   return { last: node };
+}
+
+/**
+ * Where a request about `id` goes first: its owner under the view; or, while
+ * a reshard moves the id, its new owner, when the old owner has most likely
+ * handed it off already. An old owner's records move in order of their
+ * position on the circle (listed ORDER BY ring_position: shard/move-pages.ts
+ * misplaced()), so an id at or before one that the old owner was seen to hand
+ * off (its ASK, and the new owner serving the record) has most likely moved
+ * too. A guess costs nothing in safety: under rule 3b the new owner serves
+ * only a live row unasked, and answers any other with a 421 naming the old
+ * owner, so a wrong one costs the hop that the old owner's ASK costs when
+ * right. A POST goes to the old owner always: only it can vouch that the id
+ * is not there (rule 3a), so a POST into a moving arc takes two hops.
+ */
+function firstNode(view: View, id: string, method: string): string {
+  const { owner, target } = view.place(id);
+  if (target === undefined || method === 'POST') return owner.name;
+  const past = view.handedOff.get(owner.name);
+  return past !== undefined && position(id) <= past ? target.name : owner.name;
+}
+
+/** The old owner `from` handed `id` off: every id of it up to the id's position has most likely moved (firstNode). */
+function handedOff(view: View, from: string, id: string): void {
+  if (view.place(id).owner.name !== from) return; // an ASK under another map than the view's
+  const at = position(id);
+  if (at > (view.handedOff.get(from) ?? '')) view.handedOff.set(from, at);
 }
 
 /** The newest map the view's nodes hold now. */

@@ -13,7 +13,8 @@ import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../../ch_client.ts';
-import { HashRing } from '../../ring.ts';
+import { discover, send } from '../../client/cluster.ts';
+import { HashRing, position } from '../../ring.ts';
 import { api, startCluster } from '../cluster.ts';
 import type { Gate } from '../gate.ts';
 import type { Machine } from '../machine.ts';
@@ -301,6 +302,56 @@ describe('clients on another machine, during a move', () => {
     assert.equal((await run.exited).code, 0);
     const moved = await b.client(['get', moving[0]!, '--nodes', three.join(',')]);
     assert.equal(moved.code, 0, moved.stderr);
+  });
+});
+
+describe('a client during a move (client/cluster.ts firstNode)', () => {
+  it('asks a moved id\'s new owner first once its old owner handed off an id after it on the circle; a wrong guess, or a POST, takes the old owner\'s hop', async () => {
+    await settle(three);
+    // Held at the second adoption: the records of the first page are live on the new node, those after them are not.
+    let adoptions = 0;
+    gates[3]!.hold((method, path) => isStep('adopt')(method, path) && ++adoptions > 1);
+    const run = a.start(reshardArgs(four));
+    await gates[3]!.held(1);
+    const byPosition = (x: string, y: string) => (position(x) < position(y) ? -1 : 1);
+    const moved = (await shards.sql(4, "SELECT id FROM expenses WHERE state = 'live'")).map(([id]) => id!).sort(byPosition);
+    const oldRing = new HashRing(three, Number(REPLICAS));
+    const from = oldRing.get(moved[0]!);
+    assert.ok(moved.length >= 2 && moved.every((id) => oldRing.get(id) === from), `one page from one old owner moved: ${moved.join(',')}`);
+    const seenAt = (node: string, line: string) => gates[five.indexOf(node)]!.seen().filter((r) => r.startsWith(`${line}\n`)).length;
+    const { view } = await discover(three, Number(REPLICAS));
+    const get = (id: string) => send(view, id, 'GET', `/v1/expenses/${id}`);
+
+    // The furthest moved id: to its old owner first, which sends it on (ASK).
+    const last = moved[moved.length - 1]!;
+    const asked = await get(last);
+    assert.deepEqual([asked.status, asked.body.id, asked.node, asked.sentOn], [200, last, four[3], 1]);
+    // One before it on the circle, of the same old owner: to the new owner first, which serves it.
+    const before = moved[0]!;
+    const seen = seenAt(from, `GET /v1/expenses/${before}`);
+    const direct = await get(before);
+    assert.deepEqual([direct.status, direct.body.id, direct.node, direct.sentOn], [200, before, four[3], 0]);
+    assert.equal(seenAt(from, `GET /v1/expenses/${before}`), seen, 'the old owner was not asked');
+
+    // A POST of a new id before it, into the same moving arc: the old owner first, which alone can say the id is not taken.
+    const fresh = changedOwner(three, four, Array.from({ length: 2000 }, (_, i) => `guessed-${i}`)).find((id) => oldRing.get(id) === from && position(id) < position(last))!;
+    const posted = await send(view, fresh, 'POST', '/v1/expenses', expenseFor(fresh));
+    assert.deepEqual([posted.status, posted.node, posted.sentOn], [201, four[3], 1]);
+
+    // A wrong guess: a client that believes the old owner handed off everything. The new owner sends
+    // a record still live on the old owner there (rule 3b), and an id stored nowhere on to the old owner, which asks it back.
+    view.handedOff.set(from, 'f'.repeat(32));
+    const inTransit = heldIds(gates[3]!);
+    const waiting = changedOwner(three, four).find((id) => oldRing.get(id) === from && !moved.includes(id) && !inTransit.includes(id))!;
+    const wrong = await get(waiting);
+    assert.deepEqual([wrong.status, wrong.body.id, wrong.node, wrong.sentOn], [200, waiting, from, 1]);
+    const nowhere = changedOwner(three, four, Array.from({ length: 2000 }, (_, i) => `nowhere-${i}`)).find((id) => oldRing.get(id) === from)!;
+    const missing = await get(nowhere);
+    assert.deepEqual([missing.status, missing.node, missing.sentOn], [404, four[3], 2]);
+
+    gates[3]!.release();
+    const done = await run.exited;
+    assert.equal(done.code, 0, done.stdout + done.stderr);
   });
 });
 
