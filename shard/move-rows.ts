@@ -55,6 +55,9 @@ const COUNT_IN_ARCS = `${LIVE_COUNT} AND (${Array.from({ length: ARCS }, () => A
 
 const END = 'g'; // after every hex digit: the end of the circle
 
+/** Up to ARCS arcs as a statement's bounds, from and to each; unused places get an empty arc. */
+const bounds = (arcs: Arc[]) => Array.from({ length: ARCS }, (_, j) => arcs[j] ?? ['', '']).flatMap(([from, to]) => [from, to ?? END]);
+
 export type Moves = ReturnType<typeof createMoves>;
 
 /** The moves' statements, on the shard's own connections. */
@@ -105,9 +108,7 @@ export function createMoves(query: Query) {
       const out: Array<{ id: string; at: string }> = [];
       const ahead = arcs.filter(([, to]) => to === undefined || to > after.at);
       for (let i = 0; i < ahead.length && out.length < limit; i += ARCS) {
-        const chunk = ahead.slice(i, i + ARCS);
-        const bounds = Array.from({ length: ARCS }, (_, j) => chunk[j] ?? ['', '']).flatMap(([from, to]) => [from, to ?? END]);
-        out.push(...(await query<Array<{ id: string; at: string }>>(IN_ARCS, [...bounds, after.at, after.at, after.id, limit - out.length])));
+        out.push(...(await query<Array<{ id: string; at: string }>>(IN_ARCS, [...bounds(ahead.slice(i, i + ARCS)), after.at, after.at, after.id, limit - out.length])));
       }
       return out;
     },
@@ -115,8 +116,7 @@ export function createMoves(query: Query) {
     async countInArcs(arcs: Arc[]): Promise<number> {
       let n = 0;
       for (let i = 0; i < arcs.length; i += ARCS) {
-        const bounds = Array.from({ length: ARCS }, (_, j) => arcs[i + j] ?? ['', '']).flatMap(([from, to]) => [from, to ?? END]);
-        n += Number((await query<Array<{ n: number | string }>>(COUNT_IN_ARCS, bounds))[0]!.n);
+        n += Number((await query<Array<{ n: number | string }>>(COUNT_IN_ARCS, bounds(arcs.slice(i, i + ARCS))))[0]!.n);
       }
       return n;
     },
