@@ -11,8 +11,8 @@
 //
 // A probe sees only what a page left behind, not what it does while it runs,
 // and a client's p99 is set by the requests that meet a page. So throttled,
-// one page moves at a time, and after each the moves rest twice as long as it
-// took: at most a third of the time, one page's work at once, lands beside clients.
+// one page moves at a time, and after each the moves rest four times as long as
+// it took: at most a fifth of the time, one page's work at once, lands beside clients.
 //
 // RESHARD_THROTTLE=0 turns it off: the records of up to NODES nodes move at
 // once (operator/walk.ts: those that nothing moves onto), each node's pages
@@ -39,12 +39,14 @@ const PAGE_WAIT_MS = 2_000;
 // (docs/performance.md: four in flight cost the shards about a fifth more CPU per record than two).
 const NODES = 4;
 const IN_FLIGHT = 2;
-// Throttled, after each page the moves rest this many times as long as it took. With clients that
-// ask moved ids' new owners first (client/cluster.ts firstNode), bench/reshard.ts at 200,000 records
-// gave the job's p99 0.8x to 1.1x its p99 with no reshard resting twice (three runs), 1.2x and 2.0x
-// resting once, on a quiet machine; at 20,000 no clear difference (1.8x to 2.1x, 1.6x to 2.9x). The
-// throttled reshard is 15% to 30% slower.
-const REST = 2;
+// Throttled, after each page the moves rest this many times as long as it took. What a
+// throttled reshard costs a client is mostly its creates into a moving arc: each takes two
+// hops (rule 3a), 2.5% to 5% of the job's requests, and the more pages land beside them the
+// longer their tail (docs/performance.md). bench/reshard.ts at 20,000 records, on a quiet
+// machine: resting twice, the job's p99 1.6x to 3.0x its p99 with no reshard (7 runs, 3 over
+// 2x); resting four times, 1.1x to 1.8x (5 runs), and 1.5x at 200,000. Resting four times, the
+// throttled reshard takes about 1.4x as long.
+const REST = 4;
 // The most records a move step's page carries (PAGE_MAX, shard/move-pages.ts).
 const BULK_RECORDS = 1_000;
 // Throttled, a client's p99 is set by the requests that meet a page's statements, so a page is
