@@ -5,7 +5,14 @@
 // a ratio under 1.00 is a saving. Rounds alternate between the variants, so
 // that a machine that slows down mid-run slows them all; the median counts.
 // It starts three throwaway shards and stops them at the end. Run: npm run bench:fetch
+//
+// First, what fetch does with a 421, the cluster's redirect: the Fetch standard
+// (HTTP-network-or-cache fetch, the step for 421) sends the request once more, on
+// a new connection, before fetch resolves. So a node answers each 421 twice, and
+// a client pays two round trips for one hop (docs/performance.md).
 
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { expenseFor } from '../ch_client.ts';
 import { eachLimit } from '../client/batch.ts';
 import { call, TIMEOUT_MS } from '../client/http.ts';
@@ -53,6 +60,26 @@ const variants: Array<[string, Request]> = [
   ['no timeout at all (not an option)', changed({ timer: 'none' })],
 ];
 
+/** Requests a node receives for each fetch() it answers 421, and the time of one such fetch, GET and POST. */
+async function misdirected(): Promise<void> {
+  let received = 0;
+  const node = createServer((req, res) => {
+    received++;
+    req.resume().on('end', () => res.writeHead(421, { 'content-type': 'application/json' }).end('{"error":"not here"}'));
+  });
+  await new Promise<void>((resolve) => node.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(node.address() as AddressInfo).port}/v1/expenses`;
+  for (const [method, body] of [['GET', undefined], ['POST', JSON.stringify(expenseFor('1'))]] as const) {
+    received = 0;
+    const started = performance.now();
+    for (let i = 0; i < 200; i++) await (await fetch(url, { method, body, headers: body === undefined ? {} : JSON_HEADERS })).text();
+    console.log(`a ${method} answered 421: ${(received / 200).toFixed(2)} requests received per fetch(), ${((performance.now() - started) / 200).toFixed(2)} ms each`);
+  }
+  node.close();
+  console.log('');
+}
+
+await misdirected();
 const shards = await startShards(3);
 try {
   const ring = new HashRing(shards.nodes);
