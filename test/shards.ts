@@ -271,6 +271,7 @@ export async function startShardPairs(count: number, { map = true, env: more = {
     throw new Error(started.code !== 0 ? `start-shards.sh failed:\n${started.stdout}${started.stderr}` : String(mapped));
   }
   const machineDir = (shard: number, machine: Machine) => join(dir, `shard-${shard}`, ...(machine === 'primary' ? [] : [machine]));
+  const pid = async (shard: number, machine: Machine, file: 'server.pid' | 'mysqld.pid') => Number((await readFile(join(machineDir(shard, machine), file), 'utf8')).trim());
   return {
     dir,
     env,
@@ -292,8 +293,12 @@ export async function startShardPairs(count: number, { map = true, env: more = {
       return result.stdout.split('\n').filter((line) => line !== '').map((line) => line.split('\t'));
     },
     /** The pid in one of a machine's pid files. */
-    async pid(shard: number, machine: Machine, file: 'server.pid' | 'mysqld.pid'): Promise<number> {
-      return Number((await readFile(join(machineDir(shard, machine), file), 'utf8')).trim());
+    pid,
+    /** SIGKILL of a machine's server and MySQL, as a machine's loss; resolves once both are gone. */
+    async kill(shard: number, machine: Machine): Promise<void> {
+      const pids = [await pid(shard, machine, 'server.pid'), await pid(shard, machine, 'mysqld.pid')];
+      for (const one of pids) process.kill(one, 'SIGKILL');
+      await Promise.all(pids.map((one) => waitForExit(one)));
     },
     async stop(): Promise<void> {
       await script('stop');

@@ -3,9 +3,10 @@
 // and records when each 201 came; and the read-back of everything
 // acknowledged.
 
+import assert from 'node:assert/strict';
 import http from 'node:http';
 import { expenseFor } from '../ch_client.ts';
-import { send, type View } from '../client/cluster.ts';
+import { discover, send, type View } from '../client/cluster.ts';
 
 export type Writers = ReturnType<typeof writers>;
 
@@ -42,6 +43,22 @@ export function writers(view: View, prefix: string, count: number) {
       await Promise.all(loops);
     },
   };
+}
+
+/**
+ * `count` writes of the ids PREFIX-0, PREFIX-1, ..., one after another, each
+ * asserted acknowledged (201) and added to `acked`, through a view read anew
+ * from `seeds`; resolves to that view.
+ */
+export async function writeAcked(seeds: string[], prefix: string, count: number, acked: string[]): Promise<View> {
+  const { view } = await discover(seeds, 1);
+  for (let n = 0; n < count; n++) {
+    const id = `${prefix}-${n}`;
+    const res = await send(view, id, 'POST', '/v1/expenses', expenseFor(id));
+    assert.equal(res.status, 201, `${id}: ${JSON.stringify(res.body)}`);
+    acked.push(id);
+  }
+  return view;
 }
 
 /** Every acknowledged id, read back through the client: the ids that are missing or different. */

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../../ch_client.ts';
 import { discover, send, type View } from '../../client/cluster.ts';
-import { runNode, startNode, startShardPairs, until, waitForExit, type Machine } from '../shards.ts';
+import { runNode, startNode, startShardPairs, until, type Machine } from '../shards.ts';
 import { alone } from '../writers.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
@@ -38,11 +38,6 @@ describe('two standbys: a diverged old primary is rebuilt though its sibling ack
     for (const id of ids) assert.equal((await send(view, id, 'POST', '/v1/expenses', expenseFor(id))).status, 201, id);
     return ids;
   };
-  const kill = async (m: Machine) => {
-    const pids = [await pairs.pid(1, m, 'server.pid'), await pairs.pid(1, m, 'mysqld.pid')];
-    for (const pid of pids) process.kill(pid, 'SIGKILL');
-    await Promise.all(pids.map((pid) => waitForExit(pid)));
-  };
 
   before(async () => {
     pairs = await startShardPairs(1, { standbys: 2 });
@@ -56,7 +51,7 @@ describe('two standbys: a diverged old primary is rebuilt though its sibling ack
 
   it('the primary diverges right after standby-2 was copied, standby-2 is promoted, and the rejoin rebuilds the old primary', async () => {
     const acked = await write('before', 10);
-    await kill('standby-2');
+    await pairs.kill(1, 'standby-2');
     await rm(join(pairs.machineDir(1, 'standby-2'), 'mysql'), { recursive: true, force: true });
     const copied = await pairs.script('rejoin', '1');
     assert.equal(copied.code, 0, copied.stdout + copied.stderr);
@@ -66,7 +61,7 @@ describe('two standbys: a diverged old primary is rebuilt though its sibling ack
     for (const m of ['standby', 'standby-2'] as const) await pairs.sql(1, m, 'STOP SLAVE IO_THREAD');
     const unacked = alone(pairs.nodeOf(1), 'POST', '/v1/expenses', expenseFor('unacked')).catch(() => undefined);
     await until('a write waiting for an ack', async () => Number((await pairs.sql(1, 'primary', "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'"))[0]![1]) > 0, WAIT_MS);
-    await kill('primary');
+    await pairs.kill(1, 'primary');
     await unacked;
 
     const failing = startNode(['ch_client.ts', 'failover', pairs.nodeOf(1), '--to', pairs.serverOf(1, 'standby-2'), '--nodes', seeds(), '--secret-file', secret()]);
@@ -89,9 +84,9 @@ describe('two standbys: a diverged old primary is rebuilt though its sibling ack
   it('a standby lost, then the primary with its data: the start refuses, naming the standby that received the most, and that failover ends', async () => {
     // standby-2 is the primary since the last test, the others its standbys. The primary machine is lost first: it is behind.
     const acked = await write('lost', 10);
-    await kill('primary');
+    await pairs.kill(1, 'primary');
     acked.push(...(await write('alone', 10)));
-    await kill('standby-2');
+    await pairs.kill(1, 'standby-2');
     await rm(join(pairs.machineDir(1, 'standby-2'), 'mysql'), { recursive: true, force: true });
     const refused = await pairs.script('1');
     assert.equal(refused.code, 1, refused.stdout + refused.stderr);
@@ -112,12 +107,12 @@ describe('two standbys: a diverged old primary is rebuilt though its sibling ack
   it('an old primary that never rejoined, then its successor lost with its data: the start names the standby, not the old primary', async () => {
     // The standby machine is the primary since the last test. It is lost, and stays down: an emergency failover to the primary machine.
     const acked = await write('old', 10);
-    await kill('standby');
+    await pairs.kill(1, 'standby');
     const failed = await runNode(['ch_client.ts', 'failover', pairs.nodeOf(1), '--to', pairs.serverOf(1, 'primary'), '--nodes', seeds(), '--secret-file', secret()]);
     assert.equal(failed.code, 0, failed.stdout + failed.stderr);
     await rediscover();
     acked.push(...(await write('new', 10)));
-    await kill('primary');
+    await pairs.kill(1, 'primary');
     await rm(join(pairs.machineDir(1, 'primary'), 'mysql'), { recursive: true, force: true });
     const refused = await pairs.script('1');
     assert.equal(refused.code, 1, refused.stdout + refused.stderr);

@@ -99,14 +99,7 @@ describe('a pair always has a way out', () => {
   async function diverge(m: Machine): Promise<void> {
     await pairs.sql(1, m === 'primary' ? 'standby' : 'primary', 'STOP SLAVE IO_THREAD');
     await until('a write waiting for an ack', async () => Number((await pairs.sql(1, m, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'"))[0]![1]) > 0, WAIT_MS);
-    await kill(m);
-  }
-
-  /** SIGKILL of a machine's server and MySQL, as a machine's loss. */
-  async function kill(m: Machine): Promise<void> {
-    const pids = [await pairs.pid(1, m, 'server.pid'), await pairs.pid(1, m, 'mysqld.pid')];
-    for (const pid of pids) process.kill(pid, 'SIGKILL');
-    await Promise.all(pids.map((pid) => waitForExit(pid)));
+    await pairs.kill(1, m);
   }
 
   before(async () => {
@@ -121,7 +114,7 @@ describe('a pair always has a way out', () => {
   it('a stop and start before a failover: the killed primary comes back by ./start-shards.sh', async () => {
     const w = writers('before');
     await until('writes', () => w.acked.size >= 20, WAIT_MS);
-    await kill('primary');
+    await pairs.kill(1, 'primary');
     const started = await script(['1']);
     assert.equal(started.code, 0, started.stdout + started.stderr);
     await wayOut(w);
@@ -171,7 +164,7 @@ describe('a pair always has a way out', () => {
   it('a rejoin killed after its copy, then after it followed, run again: each rerun goes on, and the last ends', async () => {
     const w = writers('rejoin');
     await until('writes', () => w.acked.size >= 20, WAIT_MS);
-    await kill('primary');
+    await pairs.kill(1, 'primary');
     await rm(join(pairs.machineDir(1, 'primary'), 'mysql'), { recursive: true, force: true });
     const failing = await emergency('standby');
     const copied = await script(['rejoin', '1'], { PAIR_DIE_AT: 'copied' });

@@ -22,7 +22,7 @@ import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../../ch_client.ts';
 import { discover, send, type View } from '../../client/cluster.ts';
 import { reconsider } from '../../client/http.ts';
-import { ROOT, run, runNode, startShardPairs, until, waitForExit, type Machine } from '../shards.ts';
+import { ROOT, run, runNode, startShardPairs, until, type Machine } from '../shards.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 
@@ -98,9 +98,7 @@ describe('two standbys: a shard survives the loss of any one machine', () => {
   };
   /** Kills a machine's server and MariaDB (SIGKILL) and deletes its data. */
   const lose = async (m: Machine) => {
-    const pids = [await pairs.pid(1, m, 'server.pid'), await pairs.pid(1, m, 'mysqld.pid')];
-    for (const pid of pids) process.kill(pid, 'SIGKILL');
-    await Promise.all(pids.map((pid) => waitForExit(pid)));
+    await pairs.kill(1, m);
     await rm(join(pairs.machineDir(1, m), 'mysql'), { recursive: true, force: true });
   };
   /** True when status shows both of `primary`'s other machines replicating from it, and no warning. */

@@ -17,7 +17,8 @@ import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../../ch_client.ts';
 import { addressOf } from '../../api/cluster-map.ts';
 import { discover, send, type View } from '../../client/cluster.ts';
-import { runNode, startShardPairs, until, waitForExit, type Machine } from '../shards.ts';
+import { runNode, startShardPairs, until, type Machine } from '../shards.ts';
+import { writeAcked } from '../writers.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 const WAIT_MS = 180_000;
@@ -34,20 +35,7 @@ function cutShort(title: string, act: (pairs: Pairs, winner: Machine) => Promise
     const secret = () => join(pairs.dir, 'cluster-secret');
     const acked: string[] = [];
     /** `count` writes, one after another, each acknowledged, through a view read anew from every machine. */
-    const write = async (prefix: string, count: number) => {
-      view = (await discover(seeds(), 1)).view;
-      for (let n = 0; n < count; n++) {
-        const id = `${prefix}-${n}`;
-        const res = await send(view, id, 'POST', '/v1/expenses', expenseFor(id));
-        assert.equal(res.status, 201, `${id}: ${JSON.stringify(res.body)}`);
-        acked.push(id);
-      }
-    };
-    const kill = async (m: Machine) => {
-      const pids = [await pairs.pid(1, m, 'server.pid'), await pairs.pid(1, m, 'mysqld.pid')];
-      for (const pid of pids) process.kill(pid, 'SIGKILL');
-      await Promise.all(pids.map((pid) => waitForExit(pid)));
-    };
+    const write = async (prefix: string, count: number) => void (view = await writeAcked(seeds(), prefix, count, acked));
     const recorded = () => readFileSync(join(pairs.machineDir(1, 'primary'), 'primary'), 'utf8').trim() as Machine;
 
     before(async () => {
@@ -61,7 +49,7 @@ function cutShort(title: string, act: (pairs: Pairs, winner: Machine) => Promise
 
     it('the shard serves, check passes, every acknowledged write reads back, and a second kill is replaced', async () => {
       await write('before', 10);
-      await kill('primary');
+      await pairs.kill(1, 'primary');
       // No command: a standby wins and freezes itself after its record (PAIR_PAUSE_AT).
       let winner: Machine | undefined;
       await until('a standby frozen after its promotion was recorded', async () => {
@@ -83,7 +71,7 @@ function cutShort(title: string, act: (pairs: Pairs, winner: Machine) => Promise
       for (const id of acked) assert.equal((await send(view, id, 'GET', `/v1/expenses/${id}`)).body?.name, expenseFor(id).name, id);
 
       // Terms on disk let the shard elect again: the new primary killed, another standby takes over, with no command.
-      await kill(winner!);
+      await pairs.kill(1, winner!);
       const others = () => seeds().filter((s) => s !== pairs.serverOf(1, winner!));
       await until('the map names another machine', async () => !['', pairs.serverOf(1, winner!)].includes(addressOf((await discover(others(), 1)).view.map, pairs.nodeOf(1)) ?? ''), WAIT_MS);
       await until('a write acknowledged after the second kill', async () => {

@@ -14,8 +14,8 @@ import { after, before, describe, it } from 'node:test';
 import { expenseFor } from '../../ch_client.ts';
 import { addressOf } from '../../api/cluster-map.ts';
 import { discover, send, type View } from '../../client/cluster.ts';
-import { runNode, startShardPairs, until, waitForExit, type Machine } from '../shards.ts';
-import { alone } from '../writers.ts';
+import { runNode, startShardPairs, until, type Machine } from '../shards.ts';
+import { alone, writeAcked } from '../writers.ts';
 
 type Pairs = Awaited<ReturnType<typeof startShardPairs>>;
 const WAIT_MS = 180_000;
@@ -27,20 +27,7 @@ describe('a stop and a start after an automatic failover whose old primary diver
   const seeds = (but?: Machine) => ALL.filter((m) => m !== but).map((m) => pairs.serverOf(1, m));
   const secret = () => join(pairs.dir, 'cluster-secret');
   const acked: string[] = [];
-  const write = async (prefix: string, count: number, but?: Machine) => {
-    view = (await discover(seeds(but), 1)).view;
-    for (let n = 0; n < count; n++) {
-      const id = `${prefix}-${n}`;
-      const res = await send(view, id, 'POST', '/v1/expenses', expenseFor(id));
-      assert.equal(res.status, 201, `${id}: ${JSON.stringify(res.body)}`);
-      acked.push(id);
-    }
-  };
-  const kill = async (m: Machine) => {
-    const pids = [await pairs.pid(1, m, 'server.pid'), await pairs.pid(1, m, 'mysqld.pid')];
-    for (const pid of pids) process.kill(pid, 'SIGKILL');
-    await Promise.all(pids.map((pid) => waitForExit(pid)));
-  };
+  const write = async (prefix: string, count: number, but?: Machine) => void (view = await writeAcked(seeds(but), prefix, count, acked));
   const recorded = () => readFileSync(join(pairs.machineDir(1, 'primary'), 'primary'), 'utf8').trim() as Machine;
   const mapAddress = async (but?: Machine) => addressOf((await discover(seeds(but), 1)).view.map, pairs.nodeOf(1));
 
@@ -56,7 +43,7 @@ describe('a stop and a start after an automatic failover whose old primary diver
     for (const m of ['standby', 'standby-2'] as const) await pairs.sql(1, m, 'STOP SLAVE IO_THREAD');
     const unacked = alone(pairs.nodeOf(1), 'POST', '/v1/expenses', expenseFor('unacked')).then((r) => r.status, () => 0);
     await until('a write waiting for an ack', async () => Number((await pairs.sql(1, 'primary', "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'"))[0]![1]) > 0, WAIT_MS);
-    await kill('primary');
+    await pairs.kill(1, 'primary');
     assert.notEqual(await unacked, 201);
     await until('the map names a standby', async () => (await mapAddress('primary')) !== pairs.nodeOf(1), WAIT_MS);
     const winner = recorded();
@@ -76,7 +63,7 @@ describe('a stop and a start after an automatic failover whose old primary diver
     for (const id of acked) assert.equal((await send(view, id, 'GET', `/v1/expenses/${id}`)).body?.name, expenseFor(id).name, id);
     assert.equal((await send(view, 'unacked', 'GET', '/v1/expenses/unacked')).status, 404);
 
-    await kill(winner);
+    await pairs.kill(1, winner);
     await until('the map names another machine', async () => ![undefined, pairs.serverOf(1, winner)].includes(await mapAddress(winner)), WAIT_MS);
     await until('a write acknowledged after the second kill', async () => {
       view = (await discover(seeds(winner), 1)).view;
