@@ -42,10 +42,10 @@ const IN_FLIGHT = 2;
 // Throttled, after each page the moves rest this many times as long as it took. What a
 // throttled reshard costs a client is mostly its creates into a moving arc: each takes two
 // hops (rule 3a), 2.5% to 5% of the job's requests, and the more pages land beside them the
-// longer their tail (docs/performance.md). bench/reshard.ts at 20,000 records, on a quiet
-// machine: resting twice, the job's p99 1.6x to 3.0x its p99 with no reshard (7 runs, 3 over
-// 2x); resting four times, 1.1x to 1.8x (5 runs), and 1.5x at 200,000. Resting four times, the
-// throttled reshard takes about 1.4x as long.
+// longer their tail (docs/performance.md). bench/reshard.ts on a quiet machine: resting
+// twice, the job's p99 1.6x to 3.0x its p99 with no reshard at 20,000 records (7 runs, 3 over
+// 2x); resting four times, 1.1x to 1.8x (10 runs at 20,000 and 200,000, with and without
+// standbys). Resting four times, the throttled reshard takes about 1.4x as long.
 const REST = 4;
 // The most records a move step's page carries (PAGE_MAX, shard/move-pages.ts).
 const BULK_RECORDS = 1_000;
