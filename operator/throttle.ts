@@ -5,8 +5,8 @@
 // compares the last few with the same request timed before the walk moved
 // anything. While a node answers slower than SLOWER times that, plus a little
 // for jitter, the page waits, longer each time; when it answers as before, the
-// waits shrink again; a node slow for its own reasons holds a page back 2 s at
-// most. Vitess's tablet throttler does the same with replication lag; here the
+// waits shrink again; a node slow for its own reasons holds a page back by
+// 2 to 3 s of waits at most (PAGE_WAIT_MS, and the last wait). Vitess's tablet throttler does the same with replication lag; here the
 // latency is the signal.
 //
 // A probe sees only what a page left behind, not what it does while it runs,
@@ -36,7 +36,7 @@ const PAGE_WAIT_MS = 2_000;
 
 // Unthrottled: nodes whose records move at once, and pages in flight from each. The moves are
 // bound by the machines' CPU, and more pages at once into one new owner only contend there
-// (docs/performance.md: four in flight cost the shards about a fifth more CPU per record than two).
+// (docs/performance.md, "Two pages in flight": with four, the shards' CPU 7.5 to 8.1 s against 7.3 s, and no time saved).
 const NODES = 4;
 const IN_FLIGHT = 2;
 // Throttled, after each page the moves rest this many times as long as it took. What a
@@ -50,8 +50,9 @@ const REST = 4;
 // The most records a move step's page carries (PAGE_MAX, shard/move-pages.ts).
 const BULK_RECORDS = 1_000;
 // Throttled, a client's p99 is set by the requests that meet a page's statements, so a page is
-// small (docs/performance.md: pages of about 240 records gave 3x to 8.6x the p99 with no
-// reshard on a quiet machine, pages of 60 1.7x to 2.2x).
+// small (docs/performance.md: pages of 60 KB, about 240 records, gave 1.8x to 8.6x the p99
+// with no reshard on a quiet machine, four runs of five over 2x; pages of 15 KB, about 60
+// records, 1.1x to 2.8x).
 const POLITE_RECORDS = 60;
 // Records a page of the listing holds (a shard lists up to 4,000: shard/move-pages.ts).
 const BULK_LIST = 4_000;
