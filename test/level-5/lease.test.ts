@@ -6,6 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { LEASE_MS } from '../../election/rules.ts';
 import { at, expense } from '../requests.ts';
@@ -51,15 +52,20 @@ describe("a primary's lease, on a pair", () => {
     // The read starts under the lease and stalls in MySQL; meanwhile no grant can come.
     freeze(await pairs.pid(1, 'primary', 'mysqld.pid'));
     const read = at(base, 'GET', '/v1/expenses/leased');
+    let answeredAt = NaN;
+    void read.then(() => (answeredAt = performance.now()), () => undefined);
     await sleep(200);
     freeze(await pairs.pid(1, 'standby', 'server.pid'));
     const standbyStoppedAt = performance.now();
     await sleep(LEASE_MS + 500);
     assert.deepEqual(frozen.map(state), ['T', 'T'], 'both the MySQL under the read and the standby are stopped');
     process.kill(frozen.shift()!, 'SIGCONT'); // MySQL answers the read now, after the lease ran out
+    const thawedAt = performance.now();
     const res = await read;
-    const late = `answered ${Math.round(performance.now() - standbyStoppedAt)} ms after the standby stopped`;
-    assert.equal(res.status, 503, `${late}: ${JSON.stringify(res.body)}`);
+    // Said when it fails: whether the answer came before the MySQL under it was thawed, and what the primary logged.
+    const late = `answered ${Math.round(answeredAt - standbyStoppedAt)} ms after the standby stopped, ${answeredAt < thawedAt ? 'before' : 'after'} its MySQL was thawed`;
+    const log = () => readFileSync(join(pairs.machineDir(1, 'primary'), 'server.log'), 'utf8').split('\n').slice(-15).join('\n');
+    assert.equal(res.status, 503, `${late}: ${JSON.stringify(res.body)}\nthe primary's log ends:\n${res.status === 503 ? '' : log()}`);
     assert.equal(res.body.lease, false);
     thaw();
     await until('the lease back with the standby', async () => (await at(base, 'GET', '/v1/expenses/leased')).status === 200, 10_000);
