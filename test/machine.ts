@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { cp, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Gate } from './gate.ts';
 import type { Run } from './shards.ts';
 import { ROOT } from './shards.ts';
 
@@ -17,6 +18,8 @@ export type Machine = {
   client(args: string[]): Promise<Run>;
   /** Starts ch_client.ts there; `exited` resolves with its code, or its signal, and its output. */
   start(args: string[]): { pid: number; kill(signal: NodeJS.Signals): void; exited: Promise<Run & { signal: string | null }> };
+  /** Runs ch_client.ts here until one of `gates` holds a request that `held` picks, then kills it (SIGKILL) and drops what the gates held: an operator who died at that instant. */
+  killedAt(args: string[], gates: Gate[], held: Parameters<Gate['hold']>[0]): Promise<void>;
   /** Wakes every process started here that is still running, and waits for each to exit: a test that failed midway leaves none behind for the next. */
   idle(): Promise<void>;
   /** Removes the working directory. */
@@ -48,5 +51,13 @@ export async function machine(secretFile?: string): Promise<Machine> {
     for (const run of running) run.wake();
     await Promise.all([...running].map((run) => run.exited));
   };
-  return { dir, start, client: (args) => start(args).exited, idle, remove: () => rm(dir, { recursive: true, force: true }) };
+  const killedAt = async (args: string[], gates: Gate[], held: Parameters<Gate['hold']>[0]) => {
+    for (const gate of gates) gate.hold(held);
+    const run = start(args);
+    await Promise.race(gates.map((gate) => gate.held(1)));
+    run.kill('SIGKILL');
+    await run.exited;
+    for (const gate of gates) gate.drop();
+  };
+  return { dir, start, client: (args) => start(args).exited, killedAt, idle, remove: () => rm(dir, { recursive: true, force: true }) };
 }

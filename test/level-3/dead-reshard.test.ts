@@ -26,12 +26,7 @@ describe('two operators finishing one dead reshard', () => {
     const [g1, g2] = gates.map((g) => g.node) as [string, string];
     const nodes = `${g1},${g2}`;
     // The dead reshard: its ring to come lists g2 first; killed at its first copy.
-    for (const g of gates) g.hold((method, path) => method === 'PUT' && path.endsWith('/copy'));
-    const dead = a.start(['reshard', '--nodes', nodes, '--to', `${g2},${g1}`, '--replicas', '100']);
-    await Promise.race(gates.map((g) => g.held(1)));
-    dead.kill('SIGKILL');
-    await dead.exited;
-    for (const g of gates) g.drop();
+    await a.killedAt(['reshard', '--nodes', nodes, '--to', `${g2},${g1}`, '--replicas', '100'], gates, (method, path) => method === 'PUT' && path.endsWith('/copy'));
 
     // Whose map a PUT carries: the forward one moves to replicas 100, the reverse one to replicas 1.
     const movingTo = (replicas: number) => (body: string) => new RegExp(`"moving":\\{"nodes":\\[[^\\]]*\\],"replicas":${replicas},`).test(body);

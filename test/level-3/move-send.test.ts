@@ -55,12 +55,7 @@ async function liveNames(): Promise<Map<string, string>> {
 describe('step 1 sent by the old owner', () => {
   it('a reversal finishes a dead run whose original a client changed after its copy landed', { timeout: 60_000 }, async () => {
     // The dead run: 3 -> 4, killed at its first hand-off, so its copies are incoming on the new node.
-    for (const g of cluster.gates) g.hold((m, path) => m === 'POST' && path === '/v1/moves/handoff');
-    const dead = cluster.a.start(reshardArgs(four));
-    await Promise.race(cluster.gates.map((g) => g.held(1)));
-    dead.kill('SIGKILL');
-    await dead.exited;
-    for (const g of cluster.gates) g.drop();
+    await cluster.a.killedAt(reshardArgs(four), cluster.gates, (m, path) => m === 'POST' && path === '/v1/moves/handoff');
     const copies = await cluster.shards.sql(4, "SELECT id FROM expenses WHERE state = 'incoming'");
     assert.ok(copies.length > 0, 'the kill left copies incoming');
     // A client changes one of them where it is still live: on its old owner.
@@ -132,12 +127,7 @@ describe('step 1 sent by the old owner', () => {
     const [oldRing, newRing] = [new HashRing(four, REPLICAS), new HashRing(three, REPLICAS)];
     const all = Array.from({ length: IDS }, (_, i) => String(i + 1));
     // A reshard 4 -> 3 left under way: killed at its first copy, which never lands.
-    for (const g of cluster.gates) g.hold((m, path) => m === 'PUT' && path === '/v1/moves/copy');
-    const dead = cluster.a.start(reshardArgs(three));
-    await Promise.race(cluster.gates.map((g) => g.held(1)));
-    dead.kill('SIGKILL');
-    await dead.exited;
-    for (const g of cluster.gates) g.drop();
+    await cluster.a.killedAt(reshardArgs(three), cluster.gates, (m, path) => m === 'PUT' && path === '/v1/moves/copy');
     const [from, to] = [four[3]!, three[0]!];
     const moving = all.find((id) => oldRing.get(id) === from && newRing.get(id) === to)!;
     const elsewhere = all.find((id) => oldRing.get(id) === from && newRing.get(id) !== to)!;

@@ -120,12 +120,7 @@ describe('counts after a kill', () => {
       for (const gate of gates) gate.release();
       const settled = await op.client(['reshard', '--nodes', nodes(3), '--to', nodes(from), '--replicas', REPLICAS]);
       assert.equal(settled.code, 0, settled.stdout + settled.stderr);
-      for (const gate of gates) gate.hold(isHandoff);
-      const killed = op.start(['reshard', '--nodes', nodes(3), '--to', nodes(to)]);
-      await Promise.race(gates.map((g) => g.held(1)));
-      killed.kill('SIGKILL');
-      await killed.exited;
-      for (const gate of gates) gate.drop();
+      await op.killedAt(['reshard', '--nodes', nodes(3), '--to', nodes(to)], gates, isHandoff);
       const incoming = (await Promise.all(shards.nodes.map((_, i) => shards.sql(i + 1, "SELECT id FROM expenses WHERE state = 'incoming'")))).flat();
       assert.ok(incoming.length > 0, 'the kill left copies incoming');
       const rerun = await op.client(['reshard', '--nodes', nodes(3), '--to', nodes(rerunTo)]);

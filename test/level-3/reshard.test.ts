@@ -477,12 +477,7 @@ describe('one reshard at a time, across machines', () => {
   it('a reshard killed at each step is finished from another machine: nothing lost, nothing twice', async () => {
     await settle(three);
     for (const step of ['handoff', 'adopt']) {
-      for (const gate of gates) gate.hold(isStep(step));
-      const killed = a.start(reshardArgs(step === 'handoff' ? four : three));
-      await Promise.race(gates.map((g) => g.held(1)));
-      killed.kill('SIGKILL');
-      await killed.exited;
-      for (const gate of gates) gate.drop();
+      await a.killedAt(reshardArgs(step === 'handoff' ? four : three), gates, isStep(step));
       // Safe at that instant: no id is live twice, and each is live, or incoming where it is going.
       await placement();
       const kept = new Set((await Promise.all(shards.nodes.map((_, i) => shards.sql(i + 1, "SELECT id FROM expenses WHERE state <> 'moved'")))).flat().map(([x]) => x));
@@ -527,12 +522,7 @@ describe('one reshard at a time, across machines', () => {
 
   it('a killed reshard can be reversed from another machine', async () => {
     await settle(three);
-    gates[3]!.hold(isStep('adopt'));
-    const killed = a.start(reshardArgs(four));
-    await gates[3]!.held(1);
-    killed.kill('SIGKILL');
-    await killed.exited;
-    gates[3]!.drop();
+    await a.killedAt(reshardArgs(four), [gates[3]!], isStep('adopt'));
     const other = await b.client(reshardArgs(five));
     assert.equal(other.code, 1);
     assert.match(other.stderr, /Finish that one:\n    node ch_client\.ts reshard --to \S+ --replicas 100\n  or reverse it:\n/);
@@ -545,12 +535,7 @@ describe('one reshard at a time, across machines', () => {
   it('check finds a shard that missed the new map, and the same reshard repairs it', async () => {
     await settle(three);
     // Killed while putting the final map (the one with no reshard under way) on the nodes: the new one, last, never gets it.
-    gates[3]!.hold((method, path, body) => method === 'PUT' && path === '/cluster/map' && !body.includes('"moving"'));
-    const killed = a.start(reshardArgs(four));
-    await gates[3]!.held(1);
-    killed.kill('SIGKILL');
-    await killed.exited;
-    gates[3]!.drop();
+    await a.killedAt(reshardArgs(four), [gates[3]!], (method, path, body) => method === 'PUT' && path === '/cluster/map' && !body.includes('"moving"'));
     const check = await b.client(['check', '--nodes', three.join(',')]);
     assert.equal(check.code, 1);
     assert.match(check.stderr, new RegExp(`^BEHIND ${four[3]} holds epoch \\d+; give it epoch \\d+ with: node ch_client\\.ts reshard --to ${four.join(',')}$`, 'm'));
