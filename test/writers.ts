@@ -1,7 +1,7 @@
-// test/writers.ts: clients that never pause, for the failover tests: each
-// POSTs new ids through the client (client/cluster.ts), one after another,
-// and records when each 201 came; and the read-back of everything
-// acknowledged.
+// test/writers.ts: the failover tests' writes through the client
+// (client/cluster.ts): clients that never pause, each POSTing new ids one
+// after another and recording when each 201 came; a run of writes that must
+// each be acknowledged; and the read-back of everything acknowledged.
 
 import assert from 'node:assert/strict';
 import http from 'node:http';
