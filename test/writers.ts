@@ -17,6 +17,7 @@ export type Writers = ReturnType<typeof writers>;
  */
 export function writers(view: View, prefix: string, count: number) {
   const acked = new Map<string, number>(); // id: when its 201 came
+  const sent = new Map<string, number>(); // id: when its acknowledged request was sent
   let stopped = false;
   let n = 0;
   const loops = Array.from({ length: count }, async (_, loop) => {
@@ -26,8 +27,12 @@ export function writers(view: View, prefix: string, count: number) {
       do id = `${prefix}-${n++}`;
       while (view.place(id).owner.name !== arc);
       try {
+        const sentAt = Date.now();
         const res = await send(view, id, 'POST', '/v1/expenses', expenseFor(id));
-        if (res.status === 201) acked.set(id, Date.now());
+        if (res.status === 201) {
+          acked.set(id, Date.now());
+          sent.set(id, sentAt);
+        }
         else await new Promise((r) => setTimeout(r, 20));
       } catch {
         await new Promise((r) => setTimeout(r, 20)); // unreachable, or sent on too often: not acknowledged
@@ -38,6 +43,12 @@ export function writers(view: View, prefix: string, count: number) {
     acked,
     /** The 201s for ids that `node` owns, after `since`. */
     ackedOn: (node: string, since: number) => [...acked].filter(([id, at]) => at > since && view.place(id).owner.name === node),
+    /**
+     * The 201s for ids that `node` owns, of writes sent after `since`. After a
+     * machine's kill, only another machine can have acknowledged these: a 201
+     * read after the kill may have been sent before it.
+     */
+    sentAfter: (node: string, since: number) => [...acked].filter(([id]) => sent.get(id)! > since && view.place(id).owner.name === node),
     async stop() {
       stopped = true;
       await Promise.all(loops);

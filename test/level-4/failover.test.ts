@@ -88,9 +88,9 @@ describe('failover: a shard survives the loss of one machine', () => {
     assert.match(res.stdout, /4\. the cluster is at epoch 2: 2 nodes, replicas 1/);
     assert.match(res.stdout, /^shard \S+: \S+ is its primary, with 1 standby acknowledging its writes$/m);
     assert.match(rejoin.stdout, /shard 1's standby.*|shard 1: the primary is the machine in \S+\/standby/);
-    // The old machine's processes were gone before `started`: a 201 after it is the new primary's.
-    await until('a write on the failed-over arc', () => w.ackedOn(node, started).length > 0);
-    const back = Math.min(...w.ackedOn(node, started).map(([, at]) => at));
+    // The old machine's processes were gone before `started`: a write sent after it is acknowledged by the new primary.
+    await until('a write on the failed-over arc', () => w.sentAfter(node, started).length > 0);
+    const back = Math.min(...w.sentAfter(node, started).map(([, at]) => at));
     await new Promise((r) => setTimeout(r, 500));
     await w.stop();
     console.log(`(a) failover and rejoin took ${failedOver - started} ms; the arc's first 201 came ${back - started} ms after the failover command began (${back - killedAt} ms after the kill); ${w.acked.size} writes acknowledged`);
